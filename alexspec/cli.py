@@ -1,0 +1,217 @@
+"""The `alexspec` command line.
+
+Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file),
+1 an internal error (a bug: please report it with the traceback printed).
+"""
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+import sys
+import textwrap
+
+from alexspec import __version__
+from alexspec.errors import Loc, Problem, SpecError
+
+EXIT_BAD_INPUT = 2
+
+EXAMPLES = {
+    "validate": """
+        examples:
+          alexspec validate specs/alexnet.yaml
+          alexspec validate specs/*.yaml          check several specs at once
+          alexspec validate lenet5                 a bundled example spec, by name
+    """,
+    "report": """
+        examples:
+          alexspec report specs/alexnet.yaml                 the table, batch 1, fp32
+          alexspec report alexnet --batch 128 --dtype bf16   memory for a training batch
+          alexspec report specs/lenet5.yaml --format json    the machine interface
+          alexspec report alexnet --format markdown > alexnet.md
+    """,
+    "schema": """
+        examples:
+          alexspec schema > alexspec.schema.json
+            then, for the YAML language server, start a spec with:
+            # yaml-language-server: $schema=./alexspec.schema.json
+          alexspec schema --format markdown                  the spec language reference
+    """,
+    "compile": """
+        examples:
+          alexspec compile specs/alexnet.yaml -o build/
+            writes build/graph.json (the IR with inferred shapes) and build/report.json
+    """,
+}
+
+
+def _bundled_specs() -> dict[str, resources.abc.Traversable]:
+    folder = resources.files("alexspec.specs")
+    return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def resolve_spec(name: str) -> str:
+    """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`)."""
+    if Path(name).exists() or name.endswith((".yaml", ".yml")) or "/" in name:
+        return name
+    bundled = _bundled_specs()
+    if name in bundled:
+        return str(bundled[name])
+    return name  # the loader reports it missing, with a hint
+
+
+def _analyse(spec: str):
+    from alexspec import analyse
+
+    return analyse(resolve_spec(spec))
+
+
+def cmd_validate(args) -> int:
+    failed = False
+    for spec in args.specs:
+        try:
+            info = _analyse(spec)
+        except SpecError as error:
+            _print_problems(error)
+            failed = True
+            continue
+        net = info.network
+        print(f"{net.file}: ok: {net.name}, {len(net.layers)} layers, {info.total_params:,} params, "
+              f"output {'x'.join(map(str, info.output_shape))}")
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def cmd_report(args) -> int:
+    from alexspec.report import render
+
+    info = _analyse(args.spec)
+    text = render(info, args.format, args.batch, args.dtype)
+    if args.output:
+        from alexspec.fsutil import write_atomic
+
+        write_atomic(args.output, text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_schema(args) -> int:
+    if args.format == "markdown":
+        from alexspec.spec.schema_doc import markdown
+
+        sys.stdout.write(markdown())
+    else:
+        from alexspec.spec.schema import schema_json
+
+        sys.stdout.write(schema_json())
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from alexspec.fsutil import write_atomic
+    from alexspec.graph import graph_json
+    from alexspec.report import render
+
+    info = _analyse(args.spec)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({exc.strerror})",
+                                 "choose another folder with -o")]) from None
+    write_atomic(out / "graph.json", graph_json(info))
+    write_atomic(out / "report.json", render(info, "json"))
+    sys.stdout.write(render(info, "table"))
+    print(f"wrote {out / 'graph.json'} and {out / 'report.json'}")
+    return 0
+
+
+def _print_problems(error: SpecError) -> None:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    files = sorted({p.loc.file for p in error.problems})
+    count = len(error.problems)
+    print(f"{count} problem{'s' if count != 1 else ''} in {', '.join(files)}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 1 <= value <= 1 << 24:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {1 << 24}, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from alexspec.infer import DTYPE_BYTES
+    from alexspec.report import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="alexspec", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Define a network (AlexNet and its cousins) in one YAML file; alexspec checks it, "
+                    "infers every shape, parameter count, MAC and byte, and reports them.",
+        epilog=textwrap.dedent("""
+            start here:
+              alexspec report alexnet            the paper's AlexNet, layer by layer
+              alexspec validate my-net.yaml      find every problem in a spec at once
+              alexspec schema > alexspec.schema.json    for editor completion
+
+            Run `alexspec COMMAND --help` for each command's options and examples.
+            Specs are described in docs/spec-language.md.
+        """))
+    parser.add_argument("--version", action="version", version=f"alexspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=textwrap.dedent(EXAMPLES[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    spec_help = "a spec file, or the name of a bundled spec (alexnet, alexnet-1gpu, lenet5, ...)"
+    p = command("validate", "Check specs and list every problem with file:line:col and a fix.", cmd_validate)
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=spec_help)
+
+    p = command("report", "Show every layer's shape, params, MACs and memory, with totals.", cmd_report)
+    p.add_argument("spec", nargs="?", default="alexnet", metavar="SPEC", help=spec_help + " (default: alexnet)")
+    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--batch", "-b", type=_positive_int, default=1, help="images per batch for memory (default: 1)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="fp32",
+                   help="activation and parameter dtype for memory (default: fp32)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+
+    p = command("schema", "Print the spec language's JSON Schema (or its markdown reference).", cmd_schema)
+    p.add_argument("--format", "-f", choices=("json", "markdown"), default="json", help="default: json")
+
+    p = command("compile", "Validate a spec, report it and write the IR (graph.json) to a folder.", cmd_compile)
+    p.add_argument("spec", metavar="SPEC", help=spec_help)
+    p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except SpecError as error:
+        _print_problems(error)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # an output path that cannot be written
+        print(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

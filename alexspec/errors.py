@@ -1,0 +1,60 @@
+"""The one error type of the compiler: a spec with problems.
+
+Every stage (load, schema, validate, infer) collects *all* the problems it finds and
+raises a single `SpecError` holding them, so a user fixes a spec in one pass. Each
+problem knows where it is (file:line:col), which part of the spec it concerns
+(`layers[3].conv2.groups`), what is wrong and, where one exists, how to fix it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import difflib
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True, order=True)
+class Loc:
+    """A place in a spec file; line and col are 1-based."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec."""
+
+    loc: Loc
+    path: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.loc}: {self.path}: " if self.path else f"{self.loc}: "
+        return where + self.message + (f"; {self.hint}" if self.hint else "")
+
+
+class SpecError(Exception):
+    """A spec could not be accepted. `problems` lists every problem found, in file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems: tuple[Problem, ...] = tuple(sorted(problems, key=lambda p: p.loc))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def raise_if_any(problems: Sequence[Problem]) -> None:
+    """Raise a SpecError when `problems` is not empty."""
+    if problems:
+        raise SpecError(problems)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """A 'did you mean ...?' hint for a misspelt name, or '' when nothing is close."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""

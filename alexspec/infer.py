@@ -1,0 +1,384 @@
+"""Inference: every layer's shapes, parameters, MACs and memory, and the checks they imply.
+
+Pure Python over the IR (no torch). Output sizes follow
+floor((in + 2*pad - kernel) / stride) + 1 and PyTorch's ceil-mode rule; a fraction is an
+error under `exact` rounding. Towers: an activation is either *shared* (the input image,
+seen whole by every tower) or *split* (each tower holds channels/towers of it). Conv and
+linear layers always produce split outputs in a multi-tower net; a tower-local layer reading
+a split input is grouped by the towers, a crossing layer reads every tower's channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+import math
+from typing import Optional
+
+from alexspec import ir
+from alexspec.errors import Loc, Problem, raise_if_any
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+_FIXED_BYTES = {"int64": 8, "bool": 1}
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What autograd keeps for a layer's backward, as the torch reference backend computes it.
+
+    `input`/`output`: the layer's input or output tensor; `extra`: other tensors, as
+    (elements per image, kind) with kind "act" (activation dtype), "int64" or "bool".
+    """
+
+    input: bool = False
+    output: bool = False
+    extra: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer with everything inference knows about it (per image unless stated)."""
+
+    layer: ir.Layer
+    index: int
+    input_shape: ir.Shape
+    output_shape: ir.Shape
+    weights: int = 0
+    biases: int = 0
+    macs: int = 0
+    groups: int = 1              # groups of the equivalent one-device op (conv, lrn)
+    split: bool = False          # output divided among towers
+    rounded: tuple[str, ...] = ()  # e.g. "height 55.25 -> 55 (floor)"
+    saved: Saved = Saved()
+    aliases_input: bool = False  # the output is a view of the input (flatten)
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+    @property
+    def output_elements(self) -> int:
+        return math.prod(self.output_shape)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over a set of layers: per tower, per device or overall."""
+
+    label: str
+    params: int
+    macs: int
+    output_elements: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Memory figures in bytes for a batch at a dtype."""
+
+    batch: int
+    dtype: str
+    params: int
+    outputs: int        # every layer's forward output, all kept at once (an upper bound)
+    training_saved: int  # activations autograd keeps for backward (input image included)
+
+    @property
+    def training_total(self) -> int:
+        """Parameters + their gradients + momentum + saved activations (SGD with momentum)."""
+        return 3 * self.params + self.training_saved
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The inferred network."""
+
+    network: ir.Network
+    layers: tuple[LayerInfo, ...]
+
+    @property
+    def total_params(self) -> int:
+        return sum(info.params for info in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(info.macs for info in self.layers)
+
+    @property
+    def output_shape(self) -> ir.Shape:
+        return self.layers[-1].output_shape
+
+    def memory(self, batch: int = 1, dtype: str = "fp32") -> Memory:
+        """Memory for `batch` images with activations and parameters in `dtype`."""
+        size = DTYPE_BYTES[dtype]
+        root = [-1]  # the tensor each layer's output really is (views share their input's storage)
+        for info in self.layers:
+            root.append(root[-1] if info.aliases_input else info.index)
+        elements = {-1: math.prod(self.network.input)}
+        elements.update({info.index: info.output_elements for info in self.layers})
+        kept: set[int] = set()
+        extra = 0
+        for info in self.layers:
+            if info.saved.input:
+                kept.add(root[info.index])       # root[i] is the root of layer i's input
+            if info.saved.output:
+                kept.add(root[info.index + 1])
+            extra += sum(n * _FIXED_BYTES.get(kind, size) for n, kind in info.saved.extra)
+        saved = sum(elements[r] for r in kept) * size + extra
+        outputs = sum(info.output_elements for info in self.layers) * size
+        return Memory(batch, dtype, self.total_params * size, outputs * batch, saved * batch)
+
+    def tower_totals(self) -> list[Totals]:
+        """Each tower's share: split layers divide evenly, shared ones are held by every tower."""
+        towers = self.network.towers
+        return [Totals(f"tower {t}",
+                       sum(i.params // towers if i.split else i.params for i in self.layers),
+                       sum(i.macs // towers if i.split else i.macs for i in self.layers),
+                       sum(i.output_elements // towers if i.split else i.output_elements for i in self.layers))
+                for t in range(towers)]
+
+    def device_totals(self) -> list[Totals]:
+        """Sums of the tower totals per device of the placement."""
+        by_device: dict[str, list[Totals]] = {}
+        for t, totals in enumerate(self.tower_totals()):
+            by_device.setdefault(self.network.device_of(t), []).append(totals)
+        return [Totals(device, sum(t.params for t in ts), sum(t.macs for t in ts),
+                       sum(t.output_elements for t in ts)) for device, ts in by_device.items()]
+
+
+def infer(network: ir.Network) -> NetworkInfo:
+    """Infer every layer of `network`. Raises SpecError listing every shape problem."""
+    return _Inferrer(network).run()
+
+
+def _fmt(value: Fraction) -> str:
+    return f"{float(value):.6g}"
+
+
+class _Inferrer:
+    def __init__(self, network: ir.Network):
+        self.net = network
+        self.problems: list[Problem] = []
+
+    def problem(self, loc: Loc, layer: ir.Layer, index: int, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(loc, f"layers[{index}].{layer.name}", message, hint))
+
+    def run(self) -> NetworkInfo:
+        shape: ir.Shape = self.net.input
+        split = False
+        infos: list[LayerInfo] = []
+        for index, layer in enumerate(self.net.layers):
+            info = self.layer(index, layer, shape, split)
+            if info is None:  # the problem is recorded; later shapes would only repeat it
+                break
+            self.check_expect(info)
+            infos.append(info)
+            shape, split = info.output_shape, info.split
+        if infos and len(infos) == len(self.net.layers):
+            self.check_classes(infos[-1])
+        raise_if_any(self.problems)
+        return NetworkInfo(self.net, tuple(infos))
+
+    # --- per layer ---------------------------------------------------------------------
+
+    def layer(self, index: int, layer: ir.Layer, shape: ir.Shape, split: bool) -> Optional[LayerInfo]:
+        common = dict(layer=layer, index=index, input_shape=shape)
+        needs_image = isinstance(layer, (ir.Conv, ir.LRN, ir.Pool, ir.AdaptiveAvgPool, ir.Flatten))
+        if needs_image and len(shape) != 3:
+            self.problem(layer.loc, layer, index, f"a {layer.type} layer needs a C x H x W input, "
+                         f"but its input is {len(shape)}-D {list(shape)}",
+                         "move it before the flatten layer")
+            return None
+        if isinstance(layer, ir.Linear) and len(shape) != 1:
+            self.problem(layer.loc, layer, index, f"a linear layer needs features, but its input is "
+                         f"{'x'.join(map(str, shape))}", "add a `flatten` layer before it")
+            return None
+        if isinstance(layer, ir.Conv):
+            return self.conv(layer, index, shape, split, common)
+        if isinstance(layer, ir.Linear):
+            return self.linear(layer, index, shape, split, common)
+        if isinstance(layer, ir.LRN):
+            return self.lrn(layer, index, shape, split, common)
+        if isinstance(layer, ir.Pool):
+            return self.pool(layer, index, shape, split, common)
+        if isinstance(layer, ir.AdaptiveAvgPool):
+            return LayerInfo(**common, output_shape=(shape[0], *layer.output), split=split,
+                             saved=Saved(input=True))
+        if isinstance(layer, ir.Flatten):
+            return LayerInfo(**common, output_shape=(math.prod(shape),), split=split, aliases_input=True)
+        if isinstance(layer, ir.Dropout):
+            return LayerInfo(**common, output_shape=shape, split=split,
+                             saved=Saved(extra=((math.prod(shape), "bool"),)))
+        # relu and softmax keep their shape; softmax gathers every tower's classes
+        return LayerInfo(**common, output_shape=shape, split=split and not isinstance(layer, ir.Softmax),
+                         saved=Saved(output=True))
+
+    def tower_groups(self, layer, index: int, channels: int, split: bool, groups: int, crosses: bool) -> int:
+        """The one-device groups for a conv or LRN, or 0 after recording a problem."""
+        towers = self.net.towers
+        if towers == 1 or not split:
+            if towers > 1 and groups > 1 and isinstance(layer, ir.Conv):
+                self.problem(layer.where("groups"), layer, index, "groups > 1 on a conv that reads the shared "
+                             "input of all towers is not supported", "remove `groups`")
+                return 0
+            return groups
+        if crosses:
+            if groups > 1:
+                self.problem(layer.where("groups"), layer, index, "a crossing conv reads every channel of "
+                             "every tower, so it cannot also be grouped", "remove `groups` or `towers: cross`")
+                return 0
+            return 1
+        return towers * groups
+
+    def conv(self, layer: ir.Conv, index: int, shape: ir.Shape, split: bool, common: dict):
+        channels, height, width = shape
+        groups = self.tower_groups(layer, index, channels, split, layer.groups, layer.towers == "cross")
+        if not groups:
+            return None
+        if not self.divisible(layer, index, channels, layer.out, groups, split):
+            return None
+        first = index == 0
+        out_h, note_h = self.window(layer, index, "height", height, layer.kernel[0], layer.stride[0],
+                                    layer.padding[0], first)
+        out_w, note_w = self.window(layer, index, "width", width, layer.kernel[1], layer.stride[1],
+                                    layer.padding[1], first)
+        if out_h is None or out_w is None:
+            return None
+        per_output = channels // groups * layer.kernel[0] * layer.kernel[1]
+        return LayerInfo(**common, output_shape=(layer.out, out_h, out_w), weights=layer.out * per_output,
+                         biases=layer.out if layer.bias else 0, macs=layer.out * out_h * out_w * per_output,
+                         groups=groups, split=self.net.towers > 1, rounded=note_h + note_w,
+                         saved=Saved(input=True, output=layer.relu))
+
+    def linear(self, layer: ir.Linear, index: int, shape: ir.Shape, split: bool, common: dict):
+        towers = self.net.towers
+        if towers > 1 and split and layer.towers == "local":
+            self.problem(layer.loc, layer, index, f"a linear layer reads every feature, but its input is split "
+                         f"across {towers} towers and the layer does not declare the crossing",
+                         "add `towers: cross` (each tower then reads all towers' features, as the paper's fc6)")
+            return None
+        if towers > 1 and layer.out % towers:
+            self.problem(layer.where("out"), layer, index, f"out {layer.out} does not split evenly across "
+                         f"{towers} towers", f"use a multiple of {towers}")
+            return None
+        features = shape[0]
+        extra: list[tuple[int, str]] = []
+        if layer.relu and layer.dropout:
+            extra.append((layer.out, "act"))  # the ReLU output, which dropout then replaces
+        if layer.dropout:
+            extra.append((layer.out, "bool"))
+        return LayerInfo(**common, output_shape=(layer.out,), weights=features * layer.out,
+                         biases=layer.out if layer.bias else 0, macs=features * layer.out, split=towers > 1,
+                         saved=Saved(input=True, output=layer.relu and not layer.dropout, extra=tuple(extra)))
+
+    def lrn(self, layer: ir.LRN, index: int, shape: ir.Shape, split: bool, common: dict):
+        groups = self.tower_groups(layer, index, shape[0], split, layer.groups, crosses=False)
+        if not self.divisible(layer, index, shape[0], None, groups, split):
+            return None
+        return LayerInfo(**common, output_shape=shape, groups=groups, split=split,
+                         saved=Saved(input=True, extra=((math.prod(shape), "act"),)))
+
+    def pool(self, layer: ir.Pool, index: int, shape: ir.Shape, split: bool, common: dict):
+        channels, height, width = shape
+        for axis in range(2):
+            if layer.padding[axis] * 2 > layer.kernel[axis]:
+                self.problem(layer.where("padding"), layer, index, f"padding {layer.padding[axis]} is more than "
+                             f"half the kernel {layer.kernel[axis]}", "PyTorch allows at most kernel // 2")
+                return None
+        first = index == 0
+        out_h, note_h = self.window(layer, index, "height", height, layer.kernel[0], layer.stride[0],
+                                    layer.padding[0], first)
+        out_w, note_w = self.window(layer, index, "width", width, layer.kernel[1], layer.stride[1],
+                                    layer.padding[1], first)
+        if out_h is None or out_w is None:
+            return None
+        out_shape = (channels, out_h, out_w)
+        extra = ((math.prod(out_shape), "int64"),) if isinstance(layer, ir.MaxPool) else ()
+        return LayerInfo(**common, output_shape=out_shape, split=split, rounded=note_h + note_w,
+                         saved=Saved(input=True, extra=extra))
+
+    # --- checks ------------------------------------------------------------------------
+
+    def divisible(self, layer, index: int, channels: int, out: Optional[int], groups: int, split: bool) -> bool:
+        towers = self.net.towers
+        where = "towers x groups" if split and towers > 1 and groups > 1 else "groups"
+        if channels % groups:
+            self.problem(layer.where("groups"), layer, index, f"{channels} input channels do not divide into "
+                         f"{groups} {where}", f"use channels that are a multiple of {groups}")
+            return False
+        need = math.lcm(groups, towers)
+        if out is not None and out % need:
+            self.problem(layer.where("out"), layer, index, f"out {out} does not divide into {need} "
+                         f"{'towers' if need == towers and groups < towers else where}",
+                         f"use a multiple of {need}, e.g. {out + (-out) % need}")
+            return False
+        return True
+
+    def window(self, layer, index: int, axis: str, size: int, kernel: int, stride: int, pad: int,
+               first: bool) -> tuple[Optional[int], tuple[str, ...]]:
+        """Output size along one axis, and a note when a fraction was rounded away."""
+        span = size + 2 * pad - kernel
+        formula = f"({size}{f' + 2*{pad}' if pad else ''} - {kernel}) / {stride} + 1"
+        if span < 0:
+            self.problem(layer.where("kernel"), layer, index, f"kernel {kernel} is larger than the "
+                         f"{'padded ' if pad else ''}input {axis} {size + 2 * pad}",
+                         "use a smaller kernel, more padding, or fewer downsampling layers before it")
+            return None, ()
+        exact = Fraction(span, stride) + 1
+        if exact.denominator == 1:
+            return int(exact), ()
+        rounding = layer.rounding
+        if rounding == "exact":
+            self.problem(layer.loc, layer, index, f"output {axis} {formula} = {_fmt(exact)} is not an integer",
+                         self.fraction_hint(axis, size, kernel, stride, pad, first))
+            return None, ()
+        if rounding == "ceil" and isinstance(layer, ir.Conv):
+            self.problem(layer.where("rounding") if "rounding" in layer.locs else layer.loc, layer, index,
+                         f"output {axis} {formula} = {_fmt(exact)} needs rounding, and `ceil` applies to pooling "
+                         f"only (PyTorch and Caffe round convolutions down)", "set `rounding: floor` on this layer")
+            return None, ()
+        out = math.floor(exact)
+        if rounding == "ceil":
+            out = math.ceil(exact)
+            if (out - 1) * stride >= size + pad:  # PyTorch: the last window must start inside the input
+                out -= 1
+        return out, (f"{axis} {_fmt(exact)} -> {out} ({rounding})",)
+
+    @staticmethod
+    def fraction_hint(axis: str, size: int, kernel: int, stride: int, pad: int, first: bool) -> str:
+        span = size + 2 * pad - kernel
+        better = size + (-span) % stride
+        target = (better + 2 * pad - kernel) // stride + 1
+        options = [f"use input {axis} {better} (-> {target})" if first
+                   else f"an input {axis} of {better} here would divide (-> {target})"]
+        exact_pad = next((p for p in range(pad + 1, pad + stride + 1) if (size + 2 * p - kernel) % stride == 0), None)
+        if exact_pad is not None:
+            options.append(f"padding {exact_pad} (-> {(size + 2 * exact_pad - kernel) // stride + 1})")
+        else:
+            floor_pad = next((p for p in range(pad, pad + kernel + 1)
+                              if (size + 2 * p - kernel) // stride + 1 == target), None)
+            if floor_pad is not None and floor_pad != pad:
+                options.append(f"padding {floor_pad} with `rounding: floor` (-> {target})")
+        options.append(f"`rounding: floor` as PyTorch does (-> {span // stride + 1})")
+        return ", or ".join(options)
+
+    def check_expect(self, info: LayerInfo) -> None:
+        layer, expect = info.layer, info.layer.expect
+        if expect is None:
+            return
+        checks = [("shape", expect.shape, info.output_shape, list), ("params", expect.params, info.params, _commas),
+                  ("macs", expect.macs, info.macs, _commas)]
+        for key, wanted, actual, show in checks:
+            if wanted is not None and tuple([wanted] if isinstance(wanted, int) else wanted) != \
+                    tuple([actual] if isinstance(actual, int) else actual):
+                self.problem(layer.where(f"expect.{key}"), layer, info.index,
+                             f"expect.{key} says {show(wanted)} but inference gives {show(actual)}",
+                             "fix the layer, or the expectation if it is the one that is wrong")
+
+    def check_classes(self, last: LayerInfo) -> None:
+        classes = self.net.classes
+        if classes is not None and last.output_shape != (classes,):
+            self.problem(last.layer.loc, last.layer, last.index, f"the network ends with "
+                         f"{'x'.join(map(str, last.output_shape))} outputs but `classes` is {classes}",
+                         f"make the last layer output {classes} features")
+
+
+def _commas(value: int) -> str:
+    return f"{value:,}"

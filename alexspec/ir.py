@@ -1,0 +1,199 @@
+"""The typed IR: a network is an input shape, tower placement and an ordered tuple of layers.
+
+IR nodes carry meaning only (what a layer computes and with which parameters), never
+kernels or shapes: shapes come from `alexspec.infer`, kernels from a backend. Every node
+is a frozen dataclass built by `alexspec.spec.validate` from a checked spec, so its
+values are already in range and its names are safe Python identifiers. `loc`/`locs`
+point back into the spec file for error messages and do not take part in equality.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Optional
+
+from alexspec.errors import Loc
+
+Pair = tuple[int, int]
+Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for features; one image, no batch
+
+
+@dataclass(frozen=True)
+class Init:
+    """Weights from N(0, std^2) when std is set (else the framework default); bias constant."""
+
+    std: Optional[float] = None
+    bias: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the spec's author asserts a layer produces."""
+
+    shape: Optional[Shape] = None
+    params: Optional[int] = None
+    macs: Optional[int] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """Fields every layer has. `type` is the spec's type name."""
+
+    type: ClassVar[str] = ""
+    name: str
+    expect: Optional[Expect] = None
+    loc: Loc = field(default=Loc("<spec>", 1, 1), compare=False, repr=False)
+    locs: Mapping[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def where(self, key: str) -> Loc:
+        """Location of `key` (e.g. "kernel", "expect.shape") in the spec, else of the layer."""
+        return self.locs.get(key, self.loc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conv(Layer):
+    type: ClassVar[str] = "conv"
+    out: int
+    kernel: Pair
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    groups: int = 1          # within a tower when towers == "local"
+    bias: bool = True
+    relu: bool = False
+    towers: str = "local"    # "local" | "cross"
+    rounding: str = "exact"  # "exact" | "floor" | "ceil", already resolved from the spec default
+    init: Init = Init()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linear(Layer):
+    type: ClassVar[str] = "linear"
+    out: int
+    bias: bool = True
+    relu: bool = False
+    dropout: float = 0.0
+    towers: str = "local"
+    init: Init = Init()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LRN(Layer):
+    type: ClassVar[str] = "lrn"
+    size: int
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+    convention: str = "paper"  # "paper": k + alpha*sum; "caffe"/"torch": k + alpha/size*sum
+    groups: int = 1
+
+    @property
+    def alpha_per_term(self) -> float:
+        """The factor on each squared activation in the sum, whatever the convention."""
+        return self.alpha if self.convention == "paper" else self.alpha / self.size
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool(Layer):
+    kernel: Pair
+    stride: Pair
+    padding: Pair = (0, 0)
+    rounding: str = "exact"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxPool(Pool):
+    type: ClassVar[str] = "maxpool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AvgPool(Pool):
+    type: ClassVar[str] = "avgpool"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveAvgPool(Layer):
+    type: ClassVar[str] = "adaptive_avgpool"
+    output: Pair
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReLU(Layer):
+    type: ClassVar[str] = "relu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropout(Layer):
+    type: ClassVar[str] = "dropout"
+    p: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten(Layer):
+    type: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Softmax(Layer):
+    type: ClassVar[str] = "softmax"
+
+
+LAYER_CLASSES: dict[str, type[Layer]] = {
+    cls.type: cls for cls in (Conv, Linear, LRN, MaxPool, AvgPool, AdaptiveAvgPool, ReLU, Dropout, Flatten, Softmax)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    type: str = "constant"   # constant | step | plateau | cosine
+    factor: float = 0.1
+    every: Optional[int] = None
+    patience: int = 5
+    times: int = 3
+    warmup: int = 0
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    resize: Optional[int] = None
+    crop: Optional[int] = None
+    flip: bool = False
+    lighting: float = 0.0
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+
+
+@dataclass(frozen=True)
+class Training:
+    """The recipe `alexspec train` follows."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    batch: int = 128
+    epochs: int = 90
+    label_smoothing: float = 0.0
+    seed: int = 0
+    schedule: Schedule = Schedule()
+    lr_mult: Mapping[str, Mapping[str, float]] = field(default_factory=dict, hash=False)
+    augmentation: Augmentation = Augmentation()
+    eval_crops: int = 1
+
+
+@dataclass(frozen=True)
+class Network:
+    """A validated network: what to build, before any shape is known."""
+
+    name: str
+    input: Shape                 # (C, H, W)
+    layers: tuple[Layer, ...]
+    towers: int = 1
+    placement: tuple[str, ...] = ("auto",)  # one device per tower
+    classes: Optional[int] = None
+    follows: str = ""
+    description: str = ""
+    training: Optional[Training] = None
+    file: str = field(default="<spec>", compare=False)
+
+    def device_of(self, tower: int) -> str:
+        """The device tower `tower` runs on."""
+        return self.placement[tower]

@@ -1,0 +1,139 @@
+"""Check a loaded spec against the JSON Schema, as readable, located problems."""
+from __future__ import annotations
+
+from functools import lru_cache
+import re
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+from alexspec.errors import Problem, did_you_mean
+from alexspec.spec.loader import Document
+from alexspec.spec.schema import VERSION, schema
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    # JSON Schema counts 3.0 as an integer; a spec that writes 3.0 for a channel count is a mistake.
+    strict_int = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool))
+    cls = validators.extend(Draft202012Validator, type_checker=strict_int)
+    return cls(schema())
+
+
+def check(doc: Document) -> list[Problem]:
+    """Every schema violation in `doc`, one problem each (empty when the spec conforms)."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return [Problem(doc.loc(()), "", f"a spec is a mapping of keys (alexspec, name, input, layers), "
+                                         f"not {_describe(data)}", "see specs/alexnet.yaml for the form")]
+    if "alexspec" in data and data["alexspec"] != VERSION:
+        return [Problem(doc.loc(("alexspec",)), "alexspec", f"unsupported spec version {data['alexspec']!r}",
+                        f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")]
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(data):
+        problems.extend(_explain(error, doc))
+    return _unique(problems)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen, result = set(), []
+    for p in problems:
+        if (p.loc, p.message) not in seen:
+            seen.add((p.loc, p.message))
+            result.append(p)
+    return result
+
+
+_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "text", "array": "a list",
+               "object": "a mapping", "boolean": "true or false"}
+
+
+def _describe(value) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the text '{value[:40]}'" if value else "empty text"
+    if isinstance(value, float):
+        return f"the decimal number {value:g}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "nothing (null)"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _layer_kind(doc: Document, path: tuple) -> str:
+    if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
+        layer = doc.data["layers"][path[1]]
+        if isinstance(layer, dict) and isinstance(layer.get("type"), str):
+            return f"a {layer['type']} layer"
+    return "this mapping"
+
+
+def _explain(error: ValidationError, doc: Document) -> list[Problem]:
+    path = tuple(error.absolute_path)
+    where, text = doc.loc(path), doc.path_text(path)
+    kind, value, sch = error.validator, error.instance, error.schema
+
+    if kind == "additionalProperties":
+        allowed = sorted(sch.get("properties", {}))
+        extras = [k for k in value if k not in sch.get("properties", {})]
+        return [Problem(doc.loc(path + (k,), key=True), doc.path_text(path + (k,)),
+                        f"unknown key '{k}' for {_layer_kind(doc, path)}",
+                        did_you_mean(k, allowed) or f"allowed keys: {', '.join(allowed)}") for k in extras]
+    if kind == "required":
+        missing = re.search(r"'([^']+)' is a required property", error.message)
+        key = missing.group(1) if missing else str(error.validator_value)
+        hint = f"write `alexspec: {VERSION}` as the first line" if key == "alexspec" and path == () else \
+            _property_hint(sch, key)
+        return [Problem(where, text, f"missing key '{key}'", hint)]
+    if kind == "type":
+        expected = error.validator_value
+        names = " or ".join(_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        hint = ""
+        if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.eE_+-]+", value.strip() or "x"):
+            hint = f"write {value.strip()} without quotes"
+        elif isinstance(value, float) and expected == "integer" and value.is_integer():
+            hint = f"write {int(value)} (a whole number, no decimal point or exponent)"
+        return [Problem(where, text, f"expected {names}, got {_describe(value)}", hint)]
+    if kind in ("enum", "const"):
+        choices = error.validator_value if kind == "enum" else [error.validator_value]
+        shown = ", ".join(str(c) for c in choices)
+        return [Problem(where, text, f"{_short(value)} is not one of: {shown}",
+                        did_you_mean(value, [str(c) for c in choices]))]
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        word = {"minimum": "at least", "exclusiveMinimum": "greater than",
+                "maximum": "at most", "exclusiveMaximum": "less than"}[kind]
+        return [Problem(where, text, f"must be {word} {error.validator_value:g}, got {_short(value)}")]
+    if kind == "pattern":
+        if path and path[-1] == "name" or path == ("name",):
+            return [Problem(where, text, f"{_short(value)} is not a valid name",
+                            "use a letter, then letters, digits or _ (at most 64), e.g. conv1")]
+        return [Problem(where, text, f"{_short(value)} is not a device",
+                        "use cpu, cuda, cuda:N, mps or auto")]
+    if kind in ("minItems", "maxItems"):
+        word = "at least" if kind == "minItems" else "at most"
+        return [Problem(where, text, f"needs {word} {error.validator_value} item(s), has {len(value)}")]
+    if kind == "maxLength":
+        return [Problem(where, text, f"is longer than {error.validator_value} characters")]
+    if kind == "anyOf":
+        specific = [e for e in error.context if e.validator != "type"]
+        if specific:
+            return _explain(specific[0], doc)
+        return [Problem(where, text, f"expected {sch.get('x-expected', 'another form')}, got {_describe(value)}")]
+    return [Problem(where, text, error.message)]
+
+
+def _short(value) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _property_hint(sch: dict, key: str) -> str:
+    description = sch.get("properties", {}).get(key, {}).get("description", "")
+    return f"{key}: {description}" if description else ""

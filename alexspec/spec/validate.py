@@ -1,0 +1,170 @@
+"""Turn a loaded spec into the typed IR, checking what the schema cannot express.
+
+The schema has already checked types, keys and ranges. Here: layer names are unique and
+safe, placement matches the towers, softmax is last, training keys that name layers name
+real ones, augmentation fits the input. Shape rules live in `alexspec.infer`.
+"""
+from __future__ import annotations
+
+import keyword
+from typing import Any
+
+from alexspec import ir
+from alexspec.errors import Problem, did_you_mean, raise_if_any
+from alexspec.spec import schema as sch
+from alexspec.spec.loader import Document
+from alexspec.spec.schema_check import check
+
+
+def to_network(doc: Document) -> ir.Network:
+    """The IR of a loaded spec. Raises SpecError listing every problem found."""
+    raise_if_any(check(doc))
+    return _Builder(doc).network()
+
+
+def _pair(value) -> ir.Pair:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+class _Builder:
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.data: dict = doc.data
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
+        self.problems.append(Problem(self.doc.loc(path, key=key), self.doc.path_text(path), message, hint))
+
+    def network(self) -> ir.Network:
+        d = self.data
+        towers = d.get("towers", 1)
+        placement = tuple(d.get("placement", ["auto"] * towers))
+        if len(placement) != towers:
+            self.problem(("placement",), f"placement lists {len(placement)} device(s) for {towers} tower(s)",
+                         f"give one device per tower, e.g. [{', '.join(f'cuda:{i}' for i in range(towers))}]")
+        layers = tuple(self.layer(i, raw) for i, raw in enumerate(d["layers"]))
+        self.check_names(layers)
+        for layer in layers[:-1]:
+            if isinstance(layer, ir.Softmax):
+                self.problem(("layers", layers.index(layer)), "softmax may only be the last layer",
+                             "move it to the end, or remove it (training applies softmax in the loss)")
+        training = self.training(d["training"], layers) if "training" in d else None
+        raise_if_any(self.problems)
+        return ir.Network(
+            name=d["name"], input=(d["input"]["channels"], d["input"]["height"], d["input"]["width"]),
+            layers=layers, towers=towers, placement=placement, classes=d.get("classes"),
+            follows=d.get("follows", ""), description=d.get("description", ""),
+            training=training, file=self.doc.file)
+
+    # --- layers -------------------------------------------------------------------------
+
+    def layer(self, index: int, raw: dict) -> ir.Layer:
+        kind = raw["type"]
+        props = sch.LAYER_TYPES[kind]["properties"]
+        path = ("layers", index)
+
+        def get(key: str) -> Any:
+            return raw.get(key, sch.default(props, key))
+
+        locs = {key: self.doc.loc(path + (key,)) for key in raw}
+        for key in ("shape", "params", "macs"):
+            if isinstance(raw.get("expect"), dict) and key in raw["expect"]:
+                locs[f"expect.{key}"] = self.doc.loc(path + ("expect", key))
+        common: dict[str, Any] = {"name": raw["name"], "loc": self.doc.loc(path), "locs": locs,
+                                  "expect": self.expect(raw.get("expect"))}
+        rounding = raw.get("rounding", self.data.get("rounding", "exact"))
+        if kind == "conv":
+            return ir.Conv(**common, out=raw["out"], kernel=_pair(raw["kernel"]), stride=_pair(get("stride")),
+                           padding=_pair(get("padding")), groups=get("groups"), bias=get("bias"),
+                           relu=get("activation") == "relu", towers=get("towers"), rounding=rounding,
+                           init=self.init(raw.get("init")))
+        if kind == "linear":
+            return ir.Linear(**common, out=raw["out"], bias=get("bias"), relu=get("activation") == "relu",
+                             dropout=float(get("dropout")), towers=get("towers"), init=self.init(raw.get("init")))
+        if kind == "lrn":
+            return ir.LRN(**common, size=raw["size"], alpha=float(get("alpha")), beta=float(get("beta")),
+                          k=float(get("k")), convention=get("convention"), groups=get("groups"))
+        if kind in ("maxpool", "avgpool"):
+            cls = ir.MaxPool if kind == "maxpool" else ir.AvgPool
+            kernel = _pair(raw["kernel"])
+            return cls(**common, kernel=kernel, stride=_pair(raw.get("stride", kernel)),
+                       padding=_pair(get("padding")), rounding=rounding)
+        if kind == "adaptive_avgpool":
+            return ir.AdaptiveAvgPool(**common, output=_pair(raw["output"]))
+        if kind == "dropout":
+            return ir.Dropout(**common, p=float(raw["p"]))
+        return ir.LAYER_CLASSES[kind](**common)
+
+    def expect(self, raw: dict | None) -> ir.Expect | None:
+        if not raw:
+            return None
+        shape = tuple(raw["shape"]) if "shape" in raw else None
+        return ir.Expect(shape=shape, params=raw.get("params"), macs=raw.get("macs"))
+
+    def init(self, raw: dict | None) -> ir.Init:
+        default = self.data.get("init", {})
+        merged = {**default, **(raw or {})}
+        return ir.Init(std=merged.get("std"), bias=merged.get("bias"))
+
+    def check_names(self, layers: tuple[ir.Layer, ...]) -> None:
+        first_use: dict[str, ir.Layer] = {}
+        for i, layer in enumerate(layers):
+            path = ("layers", i, "name")
+            if keyword.iskeyword(layer.name) or keyword.issoftkeyword(layer.name):
+                self.problem(path, f"'{layer.name}' is a Python keyword and cannot name a layer",
+                             f"rename it, e.g. {layer.name}_1")
+            if layer.name in first_use:
+                self.problem(path, f"duplicate layer name '{layer.name}' (first used on line "
+                                   f"{first_use[layer.name].loc.line})", "give every layer its own name")
+            else:
+                first_use[layer.name] = layer
+
+    # --- training -----------------------------------------------------------------------
+
+    def training(self, raw: dict, layers: tuple[ir.Layer, ...]) -> ir.Training:
+        props = sch.schema()["properties"]["training"]["properties"]
+
+        def get(key: str) -> Any:
+            return raw.get(key, sch.default(props, key))
+
+        names = [layer.name for layer in layers]
+        for name in raw.get("lr_mult", {}):
+            if name not in names:
+                self.problem(("training", "lr_mult", name), f"no layer is named '{name}'",
+                             did_you_mean(name, names), key=True)
+        aug_raw = raw.get("augmentation", {})
+        self.check_crop(aug_raw)
+        sched_raw = raw.get("schedule", {"type": "constant"})
+        if sched_raw["type"] == "step" and "every" not in sched_raw:
+            self.problem(("training", "schedule"), "a step schedule needs `every` (epochs between drops)",
+                         "e.g. {type: step, every: 30, factor: 0.1}")
+        sched_props = props["schedule"]["properties"]
+        schedule = ir.Schedule(**{k: sched_raw.get(k, sch.default(sched_props, k)) for k in
+                                  ("type", "factor", "every", "patience", "times", "warmup")})
+        aug_props = props["augmentation"]["properties"]
+        augmentation = ir.Augmentation(
+            resize=aug_raw.get("resize"), crop=aug_raw.get("crop"), flip=aug_raw.get("flip", False),
+            lighting=float(aug_raw.get("lighting", sch.default(aug_props, "lighting"))),
+            mean=tuple(aug_raw["mean"]) if "mean" in aug_raw else None,
+            std=tuple(aug_raw["std"]) if "std" in aug_raw else None)
+        return ir.Training(
+            optimizer=get("optimizer"), lr=float(get("lr")), momentum=float(get("momentum")),
+            nesterov=get("nesterov"), weight_decay=float(get("weight_decay")), batch=get("batch"),
+            epochs=get("epochs"), label_smoothing=float(get("label_smoothing")), seed=get("seed"),
+            schedule=schedule, lr_mult=raw.get("lr_mult", {}), augmentation=augmentation,
+            eval_crops=raw.get("eval", {}).get("crops", 1))
+
+    def check_crop(self, aug: dict) -> None:
+        channels, height, width = (self.data["input"][k] for k in ("channels", "height", "width"))
+        path = ("training", "augmentation")
+        crop, resize = aug.get("crop"), aug.get("resize")
+        if crop is not None and (crop != height or crop != width):
+            self.problem(path + ("crop",), f"crop {crop} does not match the input {height}x{width}",
+                         f"crops are what the network sees: use crop: {height} or change `input`")
+        if crop is not None and resize is not None and crop > resize:
+            self.problem(path + ("crop",), f"crop {crop} is larger than the resized image ({resize})",
+                         "resize to at least the crop size (the paper: 256, crop 227)")
+        for key in ("mean", "std"):
+            if key in aug and len(aug[key]) != channels:
+                self.problem(path + (key,), f"{key} has {len(aug[key])} value(s) for {channels} input channel(s)",
+                             "give one value per input channel")
