@@ -17,7 +17,6 @@ def analyse(source):
 
     Raises SpecError listing every problem when the spec is not valid.
     """
-    from alexspec.infer import infer
-    from alexspec.spec import read_network
+    from alexspec.spec import analyse as analyse_spec
 
-    return infer(read_network(source))
+    return analyse_spec(source)

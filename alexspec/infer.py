@@ -16,6 +16,7 @@ from typing import Optional
 
 from alexspec import ir
 from alexspec.errors import Loc, Problem, raise_if_any
+from alexspec.ir import Pair
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 _FIXED_BYTES = {"int64": 8, "bool": 1}
@@ -165,13 +166,15 @@ class _Inferrer:
         split = False
         infos: list[LayerInfo] = []
         for index, layer in enumerate(self.net.layers):
+            before = len(self.problems)
             info = self.layer(index, layer, shape, split)
             if info is None:  # the problem is recorded; later shapes would only repeat it
                 break
-            self.check_expect(info)
+            if len(self.problems) == before:  # an expectation is only worth checking on a sound layer
+                self.check_expect(info)
             infos.append(info)
             shape, split = info.output_shape, info.split
-        if infos and len(infos) == len(self.net.layers):
+        if self.net.complete and infos and len(infos) == len(self.net.layers):
             self.check_classes(infos[-1])
         raise_if_any(self.problems)
         return NetworkInfo(self.net, tuple(infos))
@@ -232,19 +235,14 @@ class _Inferrer:
         groups = self.tower_groups(layer, index, channels, split, layer.groups, layer.towers == "cross")
         if not groups:
             return None
-        if not self.divisible(layer, index, channels, layer.out, groups, split):
-            return None
-        first = index == 0
-        out_h, note_h = self.window(layer, index, "height", height, layer.kernel[0], layer.stride[0],
-                                    layer.padding[0], first)
-        out_w, note_w = self.window(layer, index, "width", width, layer.kernel[1], layer.stride[1],
-                                    layer.padding[1], first)
+        self.divisible(layer, index, channels, layer.out, groups, split)  # a problem here does not stop shapes
+        (out_h, out_w), notes = self.window2d(layer, index, (height, width))
         if out_h is None or out_w is None:
             return None
         per_output = channels // groups * layer.kernel[0] * layer.kernel[1]
         return LayerInfo(**common, output_shape=(layer.out, out_h, out_w), weights=layer.out * per_output,
                          biases=layer.out if layer.bias else 0, macs=layer.out * out_h * out_w * per_output,
-                         groups=groups, split=self.net.towers > 1, rounded=note_h + note_w,
+                         groups=groups, split=self.net.towers > 1, rounded=notes,
                          saved=Saved(input=True, output=layer.relu))
 
     def linear(self, layer: ir.Linear, index: int, shape: ir.Shape, split: bool, common: dict):
@@ -270,8 +268,7 @@ class _Inferrer:
 
     def lrn(self, layer: ir.LRN, index: int, shape: ir.Shape, split: bool, common: dict):
         groups = self.tower_groups(layer, index, shape[0], split, layer.groups, crosses=False)
-        if not self.divisible(layer, index, shape[0], None, groups, split):
-            return None
+        self.divisible(layer, index, shape[0], None, groups, split)
         return LayerInfo(**common, output_shape=shape, groups=groups, split=split,
                          saved=Saved(input=True, extra=((math.prod(shape), "act"),)))
 
@@ -282,16 +279,12 @@ class _Inferrer:
                 self.problem(layer.where("padding"), layer, index, f"padding {layer.padding[axis]} is more than "
                              f"half the kernel {layer.kernel[axis]}", "PyTorch allows at most kernel // 2")
                 return None
-        first = index == 0
-        out_h, note_h = self.window(layer, index, "height", height, layer.kernel[0], layer.stride[0],
-                                    layer.padding[0], first)
-        out_w, note_w = self.window(layer, index, "width", width, layer.kernel[1], layer.stride[1],
-                                    layer.padding[1], first)
+        (out_h, out_w), notes = self.window2d(layer, index, (height, width))
         if out_h is None or out_w is None:
             return None
         out_shape = (channels, out_h, out_w)
         extra = ((math.prod(out_shape), "int64"),) if isinstance(layer, ir.MaxPool) else ()
-        return LayerInfo(**common, output_shape=out_shape, split=split, rounded=note_h + note_w,
+        return LayerInfo(**common, output_shape=out_shape, split=split, rounded=notes,
                          saved=Saved(input=True, extra=extra))
 
     # --- checks ------------------------------------------------------------------------
@@ -311,9 +304,26 @@ class _Inferrer:
             return False
         return True
 
+    def window2d(self, layer, index: int, size: Pair) -> tuple[tuple[Optional[int], Optional[int]], tuple[str, ...]]:
+        """Output (height, width) of a conv or pool window, and notes on rounded fractions.
+
+        A square case is checked once, so a problem is not reported twice.
+        """
+        first = index == 0
+        axes = list(zip(("height", "width"), size, layer.kernel, layer.stride, layer.padding))
+        if axes[0][1:] == axes[1][1:]:
+            out, notes = self.window(layer, index, "height and width", *axes[0][1:], first)
+            return (out, out), notes
+        (out_h, notes_h), (out_w, notes_w) = (self.window(layer, index, *axis, first) for axis in axes)
+        return (out_h, out_w), notes_h + notes_w
+
     def window(self, layer, index: int, axis: str, size: int, kernel: int, stride: int, pad: int,
                first: bool) -> tuple[Optional[int], tuple[str, ...]]:
-        """Output size along one axis, and a note when a fraction was rounded away."""
+        """Output size along one axis, and a note when a fraction was rounded away.
+
+        After a rounding problem the size is still returned (rounded down), so that the
+        layers after it are checked too.
+        """
         span = size + 2 * pad - kernel
         formula = f"({size}{f' + 2*{pad}' if pad else ''} - {kernel}) / {stride} + 1"
         if span < 0:
@@ -328,12 +338,12 @@ class _Inferrer:
         if rounding == "exact":
             self.problem(layer.loc, layer, index, f"output {axis} {formula} = {_fmt(exact)} is not an integer",
                          self.fraction_hint(axis, size, kernel, stride, pad, first))
-            return None, ()
+            return math.floor(exact), ()
         if rounding == "ceil" and isinstance(layer, ir.Conv):
             self.problem(layer.where("rounding") if "rounding" in layer.locs else layer.loc, layer, index,
                          f"output {axis} {formula} = {_fmt(exact)} needs rounding, and `ceil` applies to pooling "
                          f"only (PyTorch and Caffe round convolutions down)", "set `rounding: floor` on this layer")
-            return None, ()
+            return math.floor(exact), ()
         out = math.floor(exact)
         if rounding == "ceil":
             out = math.ceil(exact)

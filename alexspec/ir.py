@@ -193,6 +193,7 @@ class Network:
     description: str = ""
     training: Optional[Training] = None
     file: str = field(default="<spec>", compare=False)
+    complete: bool = field(default=True, compare=False)  # False: the spec's later layers were unusable
 
     def device_of(self, tower: int) -> str:
         """The device tower `tower` runs on."""

@@ -166,6 +166,9 @@ class _Builder:
         self.value_locs[path] = _mark_loc(self.file, node.start_mark)
         if isinstance(node, yaml.ScalarNode):
             return self.loader.construct_object(node, deep=True)
+        expected_tag = "tag:yaml.org,2002:seq" if isinstance(node, yaml.SequenceNode) else "tag:yaml.org,2002:map"
+        if node.tag != expected_tag:
+            self._fail(node, f"the YAML tag {node.tag} is not supported in specs", "remove the tag")
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         return self._mapping(node, path)

@@ -21,19 +21,35 @@ def _validator() -> Draft202012Validator:
     return cls(schema())
 
 
-def check(doc: Document) -> list[Problem]:
-    """Every schema violation in `doc`, one problem each (empty when the spec conforms)."""
+def check(doc: Document) -> tuple[list[Problem], int | None]:
+    """Every schema violation in `doc`, one problem each, and how many leading layers are sound.
+
+    The count lets inference still run on the layers before the first broken one, so a user
+    sees shape problems together with schema problems. It is None when something outside
+    `layers` and `training` is broken (nothing can be inferred then).
+    """
     data = doc.data
     if not isinstance(data, dict):
         return [Problem(doc.loc(()), "", f"a spec is a mapping of keys (alexspec, name, input, layers), "
-                                         f"not {_describe(data)}", "see specs/alexnet.yaml for the form")]
+                                         f"not {_describe(data)}", "see specs/alexnet.yaml for the form")], None
     if "alexspec" in data and data["alexspec"] != VERSION:
         return [Problem(doc.loc(("alexspec",)), "alexspec", f"unsupported spec version {data['alexspec']!r}",
-                        f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")]
+                        f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")], None
     problems: list[Problem] = []
-    for error in _validator().iter_errors(data):
+    sound: int | None = len(data["layers"]) if isinstance(data.get("layers"), list) else None
+    typed_paths = set()
+    for error in sorted(_validator().iter_errors(data), key=lambda e: e.validator != "type"):
+        path = tuple(error.absolute_path)
+        if error.validator != "type" and any(path[:len(t)] == t for t in typed_paths):
+            continue  # a value of the wrong type: its range or form says nothing more
+        if error.validator == "type":
+            typed_paths.add(path)
         problems.extend(_explain(error, doc))
-    return _unique(problems)
+        if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
+            sound = min(sound, path[1]) if sound is not None else None
+        elif not path or path[0] != "training":
+            sound = None
+    return _unique(problems), sound
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
@@ -95,12 +111,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     if kind == "type":
         expected = error.validator_value
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
-        hint = ""
-        if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.eE_+-]+", value.strip() or "x"):
-            hint = f"write {value.strip()} without quotes"
-        elif isinstance(value, float) and expected == "integer" and value.is_integer():
-            hint = f"write {int(value)} (a whole number, no decimal point or exponent)"
-        return [Problem(where, text, f"expected {names}, got {_describe(value)}", hint)]
+        return [Problem(where, text, f"expected {names}, got {_describe(value)}", _type_hint(value))]
     if kind in ("enum", "const"):
         choices = error.validator_value if kind == "enum" else [error.validator_value]
         shown = ", ".join(str(c) for c in choices)
@@ -109,7 +120,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         word = {"minimum": "at least", "exclusiveMinimum": "greater than",
                 "maximum": "at most", "exclusiveMaximum": "less than"}[kind]
-        return [Problem(where, text, f"must be {word} {error.validator_value:g}, got {_short(value)}")]
+        return [Problem(where, text, f"must be {word} {_number(error.validator_value)}, got {_short(value)}")]
     if kind == "pattern":
         if path and path[-1] == "name" or path == ("name",):
             return [Problem(where, text, f"{_short(value)} is not a valid name",
@@ -125,8 +136,22 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
         specific = [e for e in error.context if e.validator != "type"]
         if specific:
             return _explain(specific[0], doc)
-        return [Problem(where, text, f"expected {sch.get('x-expected', 'another form')}, got {_describe(value)}")]
+        return [Problem(where, text, f"expected {sch.get('x-expected', 'another form')}, got {_describe(value)}",
+                        _type_hint(value))]
     return [Problem(where, text, error.message)]
+
+
+def _type_hint(value) -> str:
+    """How to fix the commonest wrong-type values: quoted numbers and whole numbers written as decimals."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9][0-9.eE_+-]*", value.strip()):
+        return f"write {value.strip()} without quotes"
+    if isinstance(value, float) and value.is_integer():
+        return f"write {int(value)} (a whole number, no decimal point or exponent)"
+    return ""
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def _short(value) -> str:
@@ -136,4 +161,4 @@ def _short(value) -> str:
 
 def _property_hint(sch: dict, key: str) -> str:
     description = sch.get("properties", {}).get(key, {}).get("description", "")
-    return f"{key}: {description}" if description else ""
+    return f"add `{key}:` ({description.rstrip('.')})" if description else f"add `{key}:`"

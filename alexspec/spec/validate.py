@@ -18,8 +18,20 @@ from alexspec.spec.schema_check import check
 
 def to_network(doc: Document) -> ir.Network:
     """The IR of a loaded spec. Raises SpecError listing every problem found."""
-    raise_if_any(check(doc))
-    return _Builder(doc).network()
+    problems, sound = check(doc)
+    network, more = build(doc, sound)
+    raise_if_any(problems + more)
+    return network
+
+
+def build(doc: Document, layer_count: int | None) -> tuple[ir.Network | None, list[Problem]]:
+    """The IR of the first `layer_count` layers (those the schema found sound) and the problems
+    found building it. The network is None when `layer_count` is None or 0."""
+    if not layer_count:
+        return None, []
+    builder = _Builder(doc, layer_count)
+    network = builder.network()
+    return network, builder.problems
 
 
 def _pair(value) -> ir.Pair:
@@ -27,9 +39,11 @@ def _pair(value) -> ir.Pair:
 
 
 class _Builder:
-    def __init__(self, doc: Document):
+    def __init__(self, doc: Document, layer_count: int):
         self.doc = doc
         self.data: dict = doc.data
+        self.complete = layer_count == len(doc.data["layers"])
+        self.raw_layers: list = doc.data["layers"][:layer_count]
         self.problems: list[Problem] = []
 
     def problem(self, path: tuple, message: str, hint: str = "", key: bool = False) -> None:
@@ -42,19 +56,18 @@ class _Builder:
         if len(placement) != towers:
             self.problem(("placement",), f"placement lists {len(placement)} device(s) for {towers} tower(s)",
                          f"give one device per tower, e.g. [{', '.join(f'cuda:{i}' for i in range(towers))}]")
-        layers = tuple(self.layer(i, raw) for i, raw in enumerate(d["layers"]))
+        layers = tuple(self.layer(i, raw) for i, raw in enumerate(self.raw_layers))
         self.check_names(layers)
         for layer in layers[:-1]:
             if isinstance(layer, ir.Softmax):
                 self.problem(("layers", layers.index(layer)), "softmax may only be the last layer",
                              "move it to the end, or remove it (training applies softmax in the loss)")
-        training = self.training(d["training"], layers) if "training" in d else None
-        raise_if_any(self.problems)
+        training = self.training(d["training"], layers) if "training" in d and self.complete else None
         return ir.Network(
             name=d["name"], input=(d["input"]["channels"], d["input"]["height"], d["input"]["width"]),
             layers=layers, towers=towers, placement=placement, classes=d.get("classes"),
             follows=d.get("follows", ""), description=d.get("description", ""),
-            training=training, file=self.doc.file)
+            training=training, file=self.doc.file, complete=self.complete)
 
     # --- layers -------------------------------------------------------------------------
 

@@ -1,0 +1,58 @@
+"""Shared helpers: run the CLI as a user would, write specs, locate text in them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+# A small valid spec; tests splice layers into it.
+HEADER = """\
+alexspec: 1
+name: tiny
+input: {channels: 3, height: 32, width: 32}
+layers:
+"""
+
+
+def spec_text(*layer_lines: str, header: str = HEADER) -> str:
+    return header + "".join(f"  - {line}\n" for line in layer_lines)
+
+
+def locate(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
+    """1-based (line, col) of the n-th occurrence of `needle` in `text`: the oracle for error locations."""
+    start = -1
+    for _ in range(occurrence):
+        start = text.index(needle, start + 1)
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    return line, col
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`alexspec ARGS` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "alexspec", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=120)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

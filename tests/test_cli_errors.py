@@ -1,0 +1,122 @@
+"""Every class of bad spec, through the real command line: one located line per problem, exit 2."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import HEADER, locate, run_cli, spec_text
+
+TOWERS2 = HEADER.replace("layers:\n", "towers: 2\nlayers:\n")
+PAPER_224 = spec_text("{name: conv1, type: conv, out: 96, kernel: 11, stride: 4}",
+                      header=HEADER.replace("height: 32, width: 32", "height: 224, width: 224"))
+
+CASES = {
+    # name: (spec text, text the location must point at (needle, occurrence), fragments of the message)
+    "fraction under exact rounding": (
+        PAPER_224, ("{name: conv1", 1),
+        ["layers[0].conv1", "(224 - 11) / 4 + 1 = 54.25 is not an integer", "input height and width 227",
+         "padding 2 with `rounding: floor` (-> 55)"]),
+    "channels not divisible by groups": (
+        spec_text("{name: c1, type: conv, out: 10, kernel: 3, groups: 2}"), ("2}", 2),
+        ["3 input channels do not divide into 2 groups"]),
+    "out not divisible by towers": (
+        spec_text("{name: c1, type: conv, out: 9, kernel: 3}", header=TOWERS2), ("9,", 1),
+        ["out 9 does not divide into 2 towers", "e.g. 10"]),
+    "output smaller than one": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 4, stride: 4}",
+                  "{name: c2, type: conv, out: 8, kernel: 11}"), ("11}", 1),
+        ["kernel 11 is larger than the input height and width 8"]),
+    "unknown layer type": (
+        spec_text("{name: p1, type: maxpol, kernel: 2}"), ("maxpol", 1),
+        ["layers[0].p1.type", "'maxpol' is not one of", "did you mean 'maxpool'?"]),
+    "unknown key": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3, strid: 2}"), ("strid", 1),
+        ["layers[0].c1.strid", "unknown key 'strid' for a conv layer", "did you mean 'stride'?"]),
+    "duplicate layer names": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", "{name: c1, type: relu}"), ("c1", 2),
+        ["duplicate layer name 'c1' (first used on line 5)"]),
+    "undeclared crossing": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", "{name: f, type: flatten}",
+                  "{name: fc, type: linear, out: 10}", header=TOWERS2), ("{name: fc", 1),
+        ["does not declare the crossing", "towers: cross"]),
+    "placement does not match towers": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}",
+                  header=TOWERS2.replace("towers: 2\n", "towers: 2\nplacement: [cuda:0, cuda:1, cuda:2]\n")),
+        ("[cuda:0", 1), ["placement lists 3 device(s) for 2 tower(s)"]),
+    "expect disagrees": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3, expect: {shape: [8, 32, 32]}}"), ("[8, 32, 32]", 1),
+        ["expect.shape says [8, 32, 32] but inference gives [8, 30, 30]"]),
+    "unsupported version": (
+        HEADER.replace("alexspec: 1", "alexspec: 7") + "  - {name: r, type: relu}\n", ("7", 1),
+        ["unsupported spec version 7", "alexspec: 1"]),
+    "missing version": (
+        HEADER.replace("alexspec: 1\n", "") + "  - {name: r, type: relu}\n", ("name: tiny", 1),
+        ["missing key 'alexspec'"]),
+    "empty file": ("", ("", 1), ["the file is empty"]),
+    "not a mapping": ("- conv\n- relu\n", ("- conv", 1), ["a spec is a mapping"]),
+    "tabs": (HEADER + "\t- {name: r, type: relu}\n", ("\t", 1), ["tab"]),
+    "alias bomb": ("a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\n", ("*a", 1),
+                   ["aliases"]),
+    "huge number": (spec_text("{name: c1, type: conv, out: 1e12, kernel: 3}"), ("1e12", 1),
+                    ["expected an integer, got the decimal number 1e+12"]),
+    "negative number": (spec_text("{name: c1, type: conv, out: 8, kernel: 3, padding: -3}"), ("-3", 1),
+                        ["padding: must be at least 0, got -3"]),
+    "string where an int belongs": (spec_text("{name: c1, type: conv, out: '8', kernel: 3}"), ("'8'", 1),
+                                    ["expected an integer, got the text '8'", "write 8 without quotes"]),
+    "hostile layer name": (spec_text("{name: 'x; import os', type: relu}"), ("'x; import os'", 1),
+                           ["is not a valid name"]),
+    "keyword layer name": (spec_text("{name: lambda, type: relu}"), ("lambda", 1), ["Python keyword"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_spec_gives_located_message_and_exit_2(case, write_spec):
+    text, (needle, occurrence), fragments = CASES[case]
+    path = write_spec(text)
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line, col = locate(text, needle, occurrence) if needle else (1, 1)
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{path}:{line}:{col}: "), first
+    for fragment in fragments:
+        assert fragment in first, first
+    assert result.stderr.splitlines()[-1].startswith("1 problem in ")
+
+
+def test_all_problems_are_reported_at_once(write_spec):
+    text = spec_text("{name: conv1, type: conv, out: 96, kernel: 11, stride: 4}",
+                     "{name: c2, type: conv, out: 250, kernel: 5, padding: 2, groups: 4}",
+                     "{name: p, type: maxpol, kernel: 3}",
+                     "{name: c3, type: conv, out: 8, kernal: 3}",
+                     header=HEADER.replace("height: 32, width: 32", "height: 224, width: 224"))
+    result = run_cli("validate", str(write_spec(text)))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("5 problems in ")
+    messages = "\n".join(lines)
+    for fragment in ["54.25", "out 250 does not divide into 4 groups", "did you mean 'maxpool'",
+                     "missing key 'kernel'", "unknown key 'kernal'"]:
+        assert fragment in messages
+    # in file order
+    assert [int(line.split(":")[1]) for line in lines[:-1]] == sorted(int(line.split(":")[1]) for line in lines[:-1])
+
+
+def test_missing_file_exit_2():
+    result = run_cli("validate", "no/such/spec.yaml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("no/such/spec.yaml:1:1: no such file")
+
+
+def test_report_and_compile_also_exit_2_on_bad_input(write_spec, tmp_path):
+    path = write_spec(PAPER_224)
+    for args in (["report", str(path)], ["compile", str(path), "-o", str(tmp_path / "out")]):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "54.25" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "graph.json").exists()
+
+
+def test_bad_arguments_exit_2():
+    result = run_cli("report", "alexnet", "--batch", "-4")
+    assert result.returncode == 2 and "--batch" in result.stderr
+    result = run_cli("report", "alexnet", "--format", "xml")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
