@@ -13,10 +13,19 @@ def _type_text(prop: dict) -> str:
         return "int or [h, w]"
     kind = prop.get("type", "")
     if kind == "array":
-        return f"list of {prop.get('items', {}).get('type', 'values')}"
+        item = prop.get("items", {}).get("type", "value")
+        return "list of layers" if item == "object" else f"list of {_type_text({'type': item})}s"
     if kind == "object":
         return "mapping"
     return {"integer": "int", "number": "number", "string": "text", "boolean": "bool"}.get(kind, kind)
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _range_text(prop: dict) -> str:
@@ -27,14 +36,14 @@ def _range_text(prop: dict) -> str:
         return ""
     left = "(" if "exclusiveMinimum" in inner else "["
     right = ")" if "exclusiveMaximum" in inner else "]"
-    return f"{left}{'' if low is None else f'{low:g}'}, {'' if high is None else f'{high:g}'}{right}"
+    return f"{left}{'' if low is None else _value(low)}, {'' if high is None else _value(high)}{right}"
 
 
 def _table(properties: dict, required: list[str]) -> list[str]:
     lines = ["| key | type | range | default | meaning |", "|---|---|---|---|---|"]
     for key, prop in properties.items():
         default = prop.get("default")
-        default_text = "required" if key in required else ("" if default is None else f"`{default}`")
+        default_text = "required" if key in required else ("" if default is None else f"`{_value(default)}`")
         lines.append(f"| `{key}` | {_type_text(prop)} | {_range_text(prop)} | {default_text} | "
                      f"{prop.get('description', '').replace('|', '/')} |")
     return lines
@@ -61,7 +70,7 @@ def markdown() -> str:
                                 for k, v in props["input"]["properties"].items()) + ".",
         "",
         "`init` (top level and per layer): " + ", ".join(
-            f"`{k}`: {v['description']}" for k, v in props["init"]["properties"].items()),
+            f"`{k}` ({v['description'].rstrip('.')})" for k, v in props["init"]["properties"].items()) + ".",
         "",
         "## Layers",
         "",

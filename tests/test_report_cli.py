@@ -1,0 +1,114 @@
+"""Reports and the non-error CLI paths, as a user runs them."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from alexspec import analyse
+from alexspec.report import render
+from conftest import ROOT, SPECS, run_cli
+
+
+def test_json_report_is_the_machine_interface():
+    result = run_cli("report", "specs/alexnet.yaml", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["name"] == "alexnet"
+    assert data["input_shape"] == [3, 227, 227]
+    assert data["total_params"] == 60_965_224
+    assert round(data["total_macs"] / 1e6, 1) == 724.4
+    conv1 = data["layers"][0]
+    assert {"name", "type", "output_shape", "params", "macs", "tower", "device"} <= set(conv1)
+    assert (conv1["name"], conv1["type"], conv1["output_shape"], conv1["params"]) == ("conv1", "conv", [96, 55, 55], 34_944)
+    assert conv1["device"] == ["cuda:0", "cuda:1"] and conv1["tower"] == [0, 1]
+    assert [t["params"] for t in data["per_tower"]] == [30_482_612, 30_482_612]
+    roles = {layer["name"]: layer["towers_role"] for layer in data["layers"]}
+    assert (roles["conv2"], roles["conv3"], roles["fc6"]) == ("local", "cross", "cross")
+    assert any("253,440" in note and "290,400" in note for note in data["notes"])
+
+
+def test_batch_and_dtype_scale_memory():
+    info = analyse(SPECS / "alexnet.yaml")
+    data = json.loads(render(info, "json", batch=128, dtype="bf16"))
+    assert data["layers"][0]["output_bytes"] == 96 * 55 * 55 * 2 * 128
+    assert data["memory"]["params_bytes"] == 60_965_224 * 2
+    one = json.loads(render(info, "json"))
+    assert data["memory"]["training_saved_bytes"] < one["memory"]["training_saved_bytes"] * 128
+
+
+def test_csv_rows_add_up():
+    text = render(analyse(SPECS / "caffe-alexnet.yaml"), "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 14
+    assert sum(int(r["params"]) for r in rows) == 62_378_344
+    assert rows[0]["kernel"] == "11x11" and rows[0]["stride"] == "4x4"
+
+
+def test_table_and_markdown_show_totals_and_rounding_marks():
+    tv = analyse(SPECS / "torchvision-alexnet.yaml")
+    for fmt in ("table", "markdown"):
+        text = render(tv, fmt)
+        assert "61,100,840" in text
+        assert "64x55x55*" in text  # rounded layer marked
+        assert "conv1: height and width 55.25 -> 55 (floor)" in text
+    table = render(analyse(SPECS / "alexnet.yaml"), "table")
+    assert "tower 0" in table and "device cuda:1" in table and "30,482,612" in table
+    assert "known erratum" in table
+
+
+def test_report_of_a_bundled_spec_by_name_from_anywhere(tmp_path):
+    result = run_cli("report", "lenet5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "61,706" in result.stdout
+
+
+def test_report_to_a_file(tmp_path):
+    out = tmp_path / "r.md"
+    result = run_cli("report", "alexnet", "-f", "markdown", "-o", str(out))
+    assert result.returncode == 0 and out.read_text().startswith("# alexnet")
+    result = run_cli("report", "alexnet", "-o", str(tmp_path / "missing-dir" / "r.txt"))
+    assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_compile_writes_deterministic_graph_json(tmp_path):
+    for out in ("a", "b"):
+        result = run_cli("compile", "specs/alexnet.yaml", "-o", str(tmp_path / out))
+        assert result.returncode == 0, result.stderr
+    first = (tmp_path / "a" / "graph.json").read_bytes()
+    assert first == (tmp_path / "b" / "graph.json").read_bytes()
+    graph = json.loads(first)
+    assert graph["total_params"] == 60_965_224 and graph["towers"] == 2
+    conv2 = graph["layers"][3]
+    assert conv2["type"] == "conv" and conv2["name"] == "conv2" and conv2["kernel"] == [5, 5]
+    assert conv2["inferred"]["output_shape"] == [256, 27, 27] and conv2["inferred"]["groups"] == 2
+    assert conv2["init"] == {"std": 0.01, "bias": 1}
+    assert graph["training"]["schedule"]["type"] == "plateau"
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["total_params"] == 60_965_224
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["graph.json", "report.json"]  # no temp files
+
+
+def test_validate_several_specs():
+    result = run_cli("validate", *sorted(str(p) for p in SPECS.glob("*.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok: ") == len(list(SPECS.glob("*.yaml")))
+
+
+def test_help_teaches_with_examples():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "alexspec report alexnet" in result.stdout
+    for command in ("validate", "report", "schema", "compile"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "examples:" in result.stdout, command
+
+
+def test_compiler_imports_no_torch():
+    code = ("import sys, alexspec, alexspec.cli, alexspec.report, alexspec.graph\n"
+            "from alexspec.report import render\n"
+            "render(alexspec.analyse('specs/alexnet.yaml'), 'table')\n"
+            "print(sorted(m for m in ('torch', 'triton', 'numpy') if m in sys.modules))")
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
