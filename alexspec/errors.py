@@ -35,7 +35,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.loc}: {self.path}: " if self.path else f"{self.loc}: "
-        return where + self.message + (f"; {self.hint}" if self.hint else "")
+        text = where + self.message + (f"; {self.hint}" if self.hint else "")
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one problem, one line
 
 
 class SpecError(Exception):
@@ -50,6 +51,12 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
     """Raise a SpecError when `problems` is not empty."""
     if problems:
         raise SpecError(problems)
+
+
+def quote(value: object, limit: int = 60) -> str:
+    """A user's value, quoted and escaped for a one-line message, shortened when long."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str:

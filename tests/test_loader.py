@@ -105,3 +105,8 @@ def test_missing_file_and_bad_encoding(tmp_path):
 def test_non_text_keys_keep_the_written_text():
     doc = load_text("1: a\nyes: b\n")
     assert doc.data == {"1": "a", "yes": "b"}
+
+
+def test_nan_and_infinity_are_refused():
+    assert "not a usable number" in problems("lr: .nan\n")[0]
+    assert "not a usable number" in problems("lr: -.inf\n")[0]

@@ -26,9 +26,9 @@ def analyse(source: str | Path | Document) -> NetworkInfo:
     (shapes are still inferred for the layers before the first malformed one).
     """
     doc = source if isinstance(source, Document) else load_file(source)
-    problems, sound = check(doc)
-    network, more = build(doc, sound)
-    problems += more
+    checked = check(doc)
+    network, more = build(doc, checked)
+    problems = checked.problems + more
     if network is not None:
         try:
             info = infer(network)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+import math
 import re
 from typing import Any
 
 import yaml
 
-from alexspec.errors import Loc, Problem, SpecError
+from alexspec.errors import Loc, Problem, SpecError, quote
 
 MAX_BYTES = 4_000_000
 MAX_NODES = 500_000
@@ -99,8 +100,9 @@ def load_text(text: str, file: str = "<spec>") -> Document:
     """Load spec text. Raises SpecError with the location of the first YAML syntax problem."""
     if len(text) > MAX_BYTES:
         raise SpecError([Problem(Loc(file, 1, 1), "", f"the spec is longer than {MAX_BYTES:,} characters")])
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         root = loader.get_single_node()
         if root is None:
             raise SpecError([Problem(Loc(file, 1, 1), "", "the file is empty",
@@ -109,6 +111,11 @@ def load_text(text: str, file: str = "<spec>") -> Document:
         data = builder.build(root, ())
         if builder.problems:
             raise SpecError(builder.problems)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError([Problem(Loc(file, line, col), "", f"the character #x{exc.character:04x} is not allowed "
+                                 "in YAML", "remove it; specs are plain text")]) from None
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_yaml_problem(exc, file)]) from None
     except yaml.YAMLError as exc:
@@ -116,13 +123,19 @@ def load_text(text: str, file: str = "<spec>") -> Document:
     except RecursionError:
         raise SpecError([Problem(Loc(file, 1, 1), "", "the YAML is nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Document(file, data, builder.value_locs, builder.key_locs)
 
 
 def dotted(path: Path_) -> str:
     """("layers", 3, "groups") -> "layers[3].groups"."""
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+    def part(i: int, p) -> str:
+        if isinstance(p, int):
+            return f"[{p}]"
+        text = p if p.isidentifier() else quote(p, 30)
+        return f".{text}" if i else text
+    return "".join(part(i, p) for i, p in enumerate(path))
 
 
 def _mark_loc(file: str, mark) -> Loc:
@@ -165,7 +178,10 @@ class _Builder:
             self._fail(node, f"the spec is nested more than {MAX_DEPTH} levels deep")
         self.value_locs[path] = _mark_loc(self.file, node.start_mark)
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, float) and not math.isfinite(value):
+                self._fail(node, f"{node.value} is not a usable number here", "write a finite number")
+            return value
         expected_tag = "tag:yaml.org,2002:seq" if isinstance(node, yaml.SequenceNode) else "tag:yaml.org,2002:map"
         if node.tag != expected_tag:
             self._fail(node, f"the YAML tag {node.tag} is not supported in specs", "remove the tag")
@@ -185,7 +201,7 @@ class _Builder:
                 key = key_node.value  # `1:` or `yes:` as keys: keep the text the person wrote
             if key in result:
                 self.problems.append(Problem(_mark_loc(self.file, key_node.start_mark), dotted(path),
-                                             f"duplicate key '{key}'", "each key may appear once in a mapping"))
+                                             f"duplicate key {quote(key)}", "each key may appear once in a mapping"))
                 continue
             self.key_locs[path + (key,)] = _mark_loc(self.file, key_node.start_mark)
             result[key] = self.build(value_node, path + (key,))

@@ -1,13 +1,14 @@
 """Check a loaded spec against the JSON Schema, as readable, located problems."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 import re
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from alexspec.errors import Problem, did_you_mean
+from alexspec.errors import Problem, did_you_mean, quote
 from alexspec.spec.loader import Document
 from alexspec.spec.schema import VERSION, schema
 
@@ -21,21 +22,32 @@ def _validator() -> Draft202012Validator:
     return cls(schema())
 
 
-def check(doc: Document) -> tuple[list[Problem], int | None]:
-    """Every schema violation in `doc`, one problem each, and how many leading layers are sound.
+@dataclass(frozen=True)
+class SchemaResult:
+    """Schema problems, and which parts of the spec are still sound enough to build and infer.
 
-    The count lets inference still run on the layers before the first broken one, so a user
-    sees shape problems together with schema problems. It is None when something outside
-    `layers` and `training` is broken (nothing can be inferred then).
+    `sound_layers` leading layers are well-formed (None: something outside `layers` and
+    `training` is broken, so nothing can be built); `training_sound` says the same of `training`.
+    Building what is sound lets a user see shape problems together with schema problems.
     """
+
+    problems: list[Problem]
+    sound_layers: int | None
+    training_sound: bool = True
+
+
+def check(doc: Document) -> SchemaResult:
+    """Every schema violation in `doc`, one problem each, and what is sound despite them."""
     data = doc.data
     if not isinstance(data, dict):
-        return [Problem(doc.loc(()), "", f"a spec is a mapping of keys (alexspec, name, input, layers), "
-                                         f"not {_describe(data)}", "see specs/alexnet.yaml for the form")], None
+        return SchemaResult([Problem(doc.loc(()), "", f"a spec is a mapping of keys (alexspec, name, input, "
+                                     f"layers), not {_describe(data)}", "see specs/alexnet.yaml for the form")], None)
     if "alexspec" in data and data["alexspec"] != VERSION:
-        return [Problem(doc.loc(("alexspec",)), "alexspec", f"unsupported spec version {data['alexspec']!r}",
-                        f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")], None
+        return SchemaResult([Problem(doc.loc(("alexspec",)), "alexspec",
+                                     f"unsupported spec version {quote(data['alexspec'])}",
+                                     f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")], None)
     problems: list[Problem] = []
+    training_sound = True
     sound: int | None = len(data["layers"]) if isinstance(data.get("layers"), list) else None
     typed_paths = set()
     for error in sorted(_validator().iter_errors(data), key=lambda e: e.validator != "type"):
@@ -47,9 +59,11 @@ def check(doc: Document) -> tuple[list[Problem], int | None]:
         problems.extend(_explain(error, doc))
         if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
             sound = min(sound, path[1]) if sound is not None else None
-        elif not path or path[0] != "training":
+        elif path and path[0] == "training":
+            training_sound = False
+        else:
             sound = None
-    return _unique(problems), sound
+    return SchemaResult(_unique(problems), sound, training_sound)
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
@@ -69,7 +83,7 @@ def _describe(value) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f"the text '{value[:40]}'" if value else "empty text"
+        return f"the text {quote(value, 40)}" if value else "empty text"
     if isinstance(value, float):
         return f"the decimal number {value:g}"
     if isinstance(value, int):
@@ -100,7 +114,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
         allowed = sorted(sch.get("properties", {}))
         extras = [k for k in value if k not in sch.get("properties", {})]
         return [Problem(doc.loc(path + (k,), key=True), doc.path_text(path + (k,)),
-                        f"unknown key '{k}' for {_layer_kind(doc, path)}",
+                        f"unknown key {quote(k)} for {_layer_kind(doc, path)}",
                         did_you_mean(k, allowed) or f"allowed keys: {', '.join(allowed)}") for k in extras]
     if kind == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)
@@ -154,9 +168,7 @@ def _number(value) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
-def _short(value) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+_short = quote
 
 
 def _property_hint(sch: dict, key: str) -> str:

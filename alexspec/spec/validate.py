@@ -10,26 +10,28 @@ import keyword
 from typing import Any
 
 from alexspec import ir
-from alexspec.errors import Problem, did_you_mean, raise_if_any
+from alexspec.errors import Problem, did_you_mean, quote, raise_if_any
 from alexspec.spec import schema as sch
 from alexspec.spec.loader import Document
-from alexspec.spec.schema_check import check
+from alexspec.spec.schema_check import SchemaResult, check
 
 
 def to_network(doc: Document) -> ir.Network:
     """The IR of a loaded spec. Raises SpecError listing every problem found."""
-    problems, sound = check(doc)
-    network, more = build(doc, sound)
-    raise_if_any(problems + more)
+    checked = check(doc)
+    network, more = build(doc, checked)
+    raise_if_any(checked.problems + more)
     return network
 
 
-def build(doc: Document, layer_count: int | None) -> tuple[ir.Network | None, list[Problem]]:
-    """The IR of the first `layer_count` layers (those the schema found sound) and the problems
-    found building it. The network is None when `layer_count` is None or 0."""
-    if not layer_count:
+def build(doc: Document, checked: SchemaResult) -> tuple[ir.Network | None, list[Problem]]:
+    """The IR of what the schema check found sound, and the problems found building it.
+
+    The network is None when no layer is sound.
+    """
+    if not checked.sound_layers:
         return None, []
-    builder = _Builder(doc, layer_count)
+    builder = _Builder(doc, checked.sound_layers, checked.training_sound)
     network = builder.network()
     return network, builder.problems
 
@@ -39,10 +41,11 @@ def _pair(value) -> ir.Pair:
 
 
 class _Builder:
-    def __init__(self, doc: Document, layer_count: int):
+    def __init__(self, doc: Document, layer_count: int, training_sound: bool):
         self.doc = doc
         self.data: dict = doc.data
         self.complete = layer_count == len(doc.data["layers"])
+        self.training_sound = training_sound
         self.raw_layers: list = doc.data["layers"][:layer_count]
         self.problems: list[Problem] = []
 
@@ -62,7 +65,8 @@ class _Builder:
             if isinstance(layer, ir.Softmax):
                 self.problem(("layers", layers.index(layer)), "softmax may only be the last layer",
                              "move it to the end, or remove it (training applies softmax in the loss)")
-        training = self.training(d["training"], layers) if "training" in d and self.complete else None
+        training = self.training(d["training"], layers) if "training" in d and self.complete and self.training_sound \
+            else None
         return ir.Network(
             name=d["name"], input=(d["input"]["channels"], d["input"]["height"], d["input"]["width"]),
             layers=layers, towers=towers, placement=placement, classes=d.get("classes"),
@@ -143,7 +147,7 @@ class _Builder:
         names = [layer.name for layer in layers]
         for name in raw.get("lr_mult", {}):
             if name not in names:
-                self.problem(("training", "lr_mult", name), f"no layer is named '{name}'",
+                self.problem(("training", "lr_mult", name), f"no layer is named {quote(name)}",
                              did_you_mean(name, names), key=True)
         aug_raw = raw.get("augmentation", {})
         self.check_crop(aug_raw)

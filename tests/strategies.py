@@ -1,0 +1,137 @@
+"""Hypothesis strategies: random valid specs (with the shapes the formula gives) and mutations of them.
+
+The shape oracle here is written out independently of alexspec.infer:
+out = floor((in + 2*pad - kernel) / stride) + 1, and PyTorch's ceil-mode rule for pooling.
+"""
+from __future__ import annotations
+
+import math
+
+from hypothesis import strategies as st
+
+
+def window_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False) -> int:
+    if not ceil:
+        return (size + 2 * pad - kernel) // stride + 1
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@st.composite
+def valid_specs(draw, max_image_layers: int = 6):
+    """(spec as a dict, expected output shape of every layer)."""
+    towers = draw(st.sampled_from([1, 1, 2]))
+    channels, height, width = draw(st.integers(1, 4)), draw(st.integers(5, 40)), draw(st.integers(5, 40))
+    shape, split = (channels, height, width), False
+    layers, shapes = [], []
+
+    def add(layer: dict, out_shape: tuple):
+        layer["name"] = f"{layer['type']}_{len(layers)}"
+        layers.append(layer)
+        shapes.append(out_shape)
+
+    for _ in range(draw(st.integers(0, max_image_layers))):
+        kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout"]))
+        c, h, w = shape
+        if kind == "conv":
+            cross = towers > 1 and split and draw(st.booleans())
+            inner = draw(st.sampled_from([1, 1, 2])) if (towers == 1 or (split and not cross)) else 1
+            effective = inner * (towers if towers > 1 and split and not cross else 1)
+            if c % effective:
+                inner, effective = 1, (towers if towers > 1 and split and not cross else 1)
+            if c % effective:
+                continue
+            out = math.lcm(effective, towers) * draw(st.integers(1, 4))
+            kh, kw = draw(st.integers(1, min(h, 7))), draw(st.integers(1, min(w, 7)))
+            ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+            sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            layer = {"type": "conv", "out": out, "kernel": kh if kh == kw else [kh, kw],
+                     "stride": sh if sh == sw else [sh, sw], "padding": ph if ph == pw else [ph, pw],
+                     "activation": draw(st.sampled_from(["relu", "none"])), "bias": draw(st.booleans())}
+            if inner > 1:
+                layer["groups"] = inner
+            if cross:
+                layer["towers"] = "cross"
+            shape, split = (out, window_out(h, kh, sh, ph), window_out(w, kw, sw, pw)), towers > 1
+            add(layer, shape)
+        elif kind in ("maxpool", "avgpool"):
+            kh, kw = draw(st.integers(1, min(h, 4))), draw(st.integers(1, min(w, 4)))
+            sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+            ceil = draw(st.booleans())
+            layer = {"type": kind, "kernel": [kh, kw], "stride": [sh, sw], "padding": [ph, pw],
+                     "rounding": "ceil" if ceil else "floor"}
+            shape = (c, window_out(h, kh, sh, ph, ceil), window_out(w, kw, sw, pw, ceil))
+            add(layer, shape)
+        elif kind == "lrn":
+            groups = draw(st.sampled_from([1, 2])) if c % 2 == 0 else 1
+            if towers > 1 and split and c % (towers * groups):
+                continue
+            add({"type": "lrn", "size": draw(st.integers(1, 7)), "groups": groups,
+                 "convention": draw(st.sampled_from(["paper", "caffe"])), "k": 2}, shape)
+        elif kind == "relu":
+            add({"type": "relu"}, shape)
+        else:
+            add({"type": "dropout", "p": draw(st.sampled_from([0.1, 0.5]))}, shape)
+
+    shape = (math.prod(shape),)
+    add({"type": "flatten"}, shape)
+    for _ in range(draw(st.integers(1, 3))):
+        out = towers * draw(st.integers(1, 8))
+        layer = {"type": "linear", "out": out, "activation": draw(st.sampled_from(["relu", "none"])),
+                 "dropout": draw(st.sampled_from([0, 0, 0.5]))}
+        if towers > 1:
+            layer["towers"] = "cross"
+        shape = (out,)
+        add(layer, shape)
+    if draw(st.booleans()):
+        add({"type": "softmax"}, shape)
+    spec = {"alexspec": 1, "name": "random", "input": {"channels": channels, "height": height, "width": width},
+            "rounding": "floor", "towers": towers, "layers": layers}
+    return spec, shapes
+
+
+JUNK = st.one_of(
+    st.integers(-(10 ** 15), 10 ** 15), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+    st.none(), st.text(max_size=12), st.lists(st.integers(-5, 5), max_size=4),
+    st.dictionaries(st.text(max_size=5), st.integers(-3, 3), max_size=2),
+    st.sampled_from(["conv", "maxpool", "cross", "exact", "ceil", "3", "1e12", "-3", "x; import os"]))
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, prefix + (i,))
+
+
+@st.composite
+def mutated(draw, spec: dict):
+    """`spec` with one to three random edits: a value replaced, a key removed, renamed or added."""
+    import copy
+
+    spec = copy.deepcopy(spec)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(spec) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = spec
+        for key in path[:-1]:
+            parent = parent[key]
+        action = draw(st.sampled_from(["replace", "replace", "delete", "rename", "add"]))
+        last = path[-1]
+        if action == "replace":
+            parent[last] = draw(JUNK)
+        elif action == "delete":
+            del parent[last]
+        elif action == "rename" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=8))] = parent.pop(last)
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["kernal", "towers", "groups", "out", "extra"]))] = draw(JUNK)
+    return spec

@@ -1,0 +1,78 @@
+"""Property-based tests of the compiler: random valid specs infer what the formula and torch say;
+random broken specs only ever raise SpecError."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from alexspec.errors import SpecError
+from alexspec.spec import analyse, load_text
+from conftest import SPECS, has_torch
+from strategies import mutated, valid_specs
+
+PROFILE = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def analyse_dict(spec: dict):
+    return analyse(load_text(yaml.safe_dump(spec, sort_keys=False), "random.yaml"))
+
+
+@PROFILE
+@given(valid_specs())
+def test_random_valid_specs_infer_the_formula(case):
+    spec, shapes = case
+    info = analyse_dict(spec)
+    assert [li.output_shape for li in info.layers] == shapes
+
+
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+@PROFILE
+@given(valid_specs())
+def test_random_valid_specs_match_a_plain_torch_build(case):
+    from torch_build import torch_shapes_and_params
+
+    spec, _ = case
+    info = analyse_dict(spec)
+    assert torch_shapes_and_params(info) == [(li.output_shape, li.params) for li in info.layers]
+
+
+def _check_only_spec_errors(text: str) -> None:
+    try:
+        analyse(load_text(text, "fuzz.yaml"))
+    except SpecError as error:
+        assert error.problems
+        for problem in error.problems:
+            assert problem.loc.line >= 1 and problem.loc.col >= 1 and problem.message
+            assert "\n" not in str(problem)
+
+
+SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(SPECS.glob("*.yaml"))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(SHIPPED).flatmap(mutated))
+def test_mutated_shipped_specs_raise_only_spec_errors(spec):
+    _check_only_spec_errors(yaml.safe_dump(spec, sort_keys=False))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_specs().flatmap(lambda case: mutated(case[0])))
+def test_mutated_random_specs_raise_only_spec_errors(spec):
+    _check_only_spec_errors(yaml.safe_dump(spec, sort_keys=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([p.read_text() for p in sorted(SPECS.glob("*.yaml"))]),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 8), st.text(max_size=6)), min_size=1, max_size=4))
+def test_text_edits_raise_only_spec_errors(text, edits):
+    for position, length, insert in edits:
+        position %= len(text) + 1
+        text = text[:position] + insert + text[position + length:]
+    _check_only_spec_errors(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_raises_only_spec_errors(text):
+    _check_only_spec_errors(text)

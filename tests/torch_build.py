@@ -1,0 +1,65 @@
+"""A plain torch.nn build of an inferred network, written for the tests as an independent oracle.
+
+It uses only stock torch layers (the one-device form: towers become groups), so its
+parameter counts and output shapes are what PyTorch itself says.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alexspec import ir
+from alexspec.infer import LayerInfo, NetworkInfo
+
+
+class GroupedLRN(nn.Module):
+    def __init__(self, layer: ir.LRN, groups: int):
+        super().__init__()
+        # torch divides alpha by size; the paper does not
+        alpha = layer.alpha * layer.size if layer.convention == "paper" else layer.alpha
+        self.lrn, self.groups = nn.LocalResponseNorm(layer.size, alpha, layer.beta, layer.k), groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return self.lrn(x.reshape(n * self.groups, c // self.groups, h, w)).reshape(n, c, h, w)
+
+
+def layer_module(info: LayerInfo) -> nn.Module:
+    layer = info.layer
+    parts: list[nn.Module] = []
+    if isinstance(layer, ir.Conv):
+        parts.append(nn.Conv2d(info.input_shape[0], layer.out, layer.kernel, layer.stride, layer.padding,
+                               groups=info.groups, bias=layer.bias))
+    elif isinstance(layer, ir.Linear):
+        parts.append(nn.Linear(info.input_shape[0], layer.out, bias=layer.bias))
+    elif isinstance(layer, ir.LRN):
+        parts.append(GroupedLRN(layer, info.groups))
+    elif isinstance(layer, ir.MaxPool):
+        parts.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding, ceil_mode=layer.rounding == "ceil"))
+    elif isinstance(layer, ir.AvgPool):
+        parts.append(nn.AvgPool2d(layer.kernel, layer.stride, layer.padding, ceil_mode=layer.rounding == "ceil"))
+    elif isinstance(layer, ir.AdaptiveAvgPool):
+        parts.append(nn.AdaptiveAvgPool2d(layer.output))
+    elif isinstance(layer, ir.Flatten):
+        parts.append(nn.Flatten())
+    elif isinstance(layer, ir.Dropout):
+        parts.append(nn.Dropout(layer.p))
+    elif isinstance(layer, ir.Softmax):
+        parts.append(nn.Softmax(dim=1))
+    if isinstance(layer, ir.ReLU) or getattr(layer, "relu", False):
+        parts.append(nn.ReLU())
+    if getattr(layer, "dropout", 0):
+        parts.append(nn.Dropout(layer.dropout))
+    return nn.Sequential(*parts)
+
+
+def torch_shapes_and_params(info: NetworkInfo, batch: int = 2):
+    """[(output shape per image, parameter count)] for every layer, as torch computes them."""
+    x = torch.randn(batch, *info.network.input)
+    result = []
+    with torch.no_grad():
+        for li in info.layers:
+            module = layer_module(li)
+            x = module(x)
+            result.append((tuple(x.shape[1:]), sum(p.numel() for p in module.parameters())))
+    return result
