@@ -157,6 +157,7 @@ class _Inferrer:
     def __init__(self, network: ir.Network):
         self.net = network
         self.problems: list[Problem] = []
+        self.shapes_uncertain = False  # after a rounding problem, later sizes depend on how it is fixed
 
     def problem(self, loc: Loc, layer: ir.Layer, index: int, message: str, hint: str = "") -> None:
         self.problems.append(Problem(loc, f"layers[{index}].{layer.name}", message, hint))
@@ -170,7 +171,7 @@ class _Inferrer:
             info = self.layer(index, layer, shape, split)
             if info is None:  # the problem is recorded; later shapes would only repeat it
                 break
-            if len(self.problems) == before:  # an expectation is only worth checking on a sound layer
+            if len(self.problems) == before and not self.shapes_uncertain:  # only a sound layer's expectation
                 self.check_expect(info)
             infos.append(info)
             shape, split = info.output_shape, info.split
@@ -327,6 +328,8 @@ class _Inferrer:
         span = size + 2 * pad - kernel
         formula = f"({size}{f' + 2*{pad}' if pad else ''} - {kernel}) / {stride} + 1"
         if span < 0:
+            if self.shapes_uncertain:
+                return None, ()
             self.problem(layer.where("kernel"), layer, index, f"kernel {kernel} is larger than the "
                          f"{'padded ' if pad else ''}input {axis} {size + 2 * pad}",
                          "use a smaller kernel, more padding, or fewer downsampling layers before it")
@@ -335,11 +338,15 @@ class _Inferrer:
         if exact.denominator == 1:
             return int(exact), ()
         rounding = layer.rounding
+        if rounding == "exact" and self.shapes_uncertain:
+            return math.floor(exact), ()
         if rounding == "exact":
+            self.shapes_uncertain = True
             self.problem(layer.loc, layer, index, f"output {axis} {formula} = {_fmt(exact)} is not an integer",
                          self.fraction_hint(axis, size, kernel, stride, pad, first))
             return math.floor(exact), ()
         if rounding == "ceil" and isinstance(layer, ir.Conv):
+            self.shapes_uncertain = True
             self.problem(layer.where("rounding") if "rounding" in layer.locs else layer.loc, layer, index,
                          f"output {axis} {formula} = {_fmt(exact)} needs rounding, and `ceil` applies to pooling "
                          f"only (PyTorch and Caffe round convolutions down)", "set `rounding: floor` on this layer")

@@ -57,6 +57,8 @@ def check(doc: Document) -> SchemaResult:
         if error.validator == "type":
             typed_paths.add(path)
         problems.extend(_explain(error, doc))
+        if error.validator == "additionalProperties":
+            continue  # the IR is built from known keys only: an unknown one does not stop inference
         if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
             sound = min(sound, path[1]) if sound is not None else None
         elif path and path[0] == "training":
