@@ -1,0 +1,79 @@
+"""What every kernel file shares: argument checks, the interpreter switch, autotuning, dtypes."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # torch without triton (a CPU build): the references still work
+    triton = None
+    tl = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def triton_available() -> bool:
+    """True when the Triton kernels can run here: triton installed, and CUDA or the interpreter."""
+    return triton is not None and (INTERPRET or torch.cuda.is_available())
+
+
+def autotune(configs: list, key: list[str]):
+    """triton.autotune on a GPU; under the interpreter only the first config (nothing to time)."""
+    return triton.autotune(configs=configs if not INTERPRET else configs[:1], key=key)
+
+
+def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> None:
+    """Raise ValueError naming `name` when `t` is not a tensor a kernel can take."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of {names}")
+    if triton is None:
+        raise ValueError("triton is not installed; use the torch references in alexspec.kernels.reference")
+    if t.device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"{name} is on {t.device}; the Triton kernels run on CUDA tensors (or on CPU "
+                         "with TRITON_INTERPRET=1); alexspec.kernels.reference has torch versions for any device")
+    if t.numel() >= 2 ** 31:
+        raise ValueError(f"{name} has {t.numel():,} elements; the kernels index with 32 bits (< 2**31)")
+
+
+def check_same(name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    """Raise ValueError when `t` is not on the same device with the same dtype as `like`."""
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}")
+    if t.dtype != like.dtype:
+        raise ValueError(f"{name} has dtype {t.dtype} but {like_name} has {like.dtype}")
+
+
+def image_layout(name: str, x: torch.Tensor) -> bool:
+    """True for channels-last (NHWC) memory, False for NCHW; ValueError for anything else."""
+    n, c, h, w = x.shape
+    if x.is_contiguous():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    raise ValueError(f"{name} must be contiguous in NCHW or channels-last (NHWC) memory format, "
+                     f"got strides {x.stride()}; call .contiguous() first")
+
+
+def empty_like_layout(x: torch.Tensor, shape, dtype=None) -> torch.Tensor:
+    """A new 4-D tensor of `shape` in the same memory format as `x`."""
+    fmt = torch.channels_last if (not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)) \
+        else torch.contiguous_format
+    return torch.empty(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
+
+
+def as_pair(name: str, value) -> tuple[int, int]:
+    """An int or a pair of ints as (h, w); ValueError naming `name` otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
