@@ -1,1 +1,20 @@
-"""Triton kernels and their torch references (imported as `alexspec.kernels`)."""
+"""Triton kernels for the ops that make AlexNet slow in stock PyTorch, with their torch references.
+
+    lrn(x, size, alpha, beta, k, convention="paper", groups=1)           LRN across channels
+    max_pool2d(x, kernel, stride=None, padding=0, ceil_mode=False, relu=False)
+    conv2d_bias_relu(x, weight, bias, stride=1, padding=0, groups=1, relu=True)
+
+Each is autograd-aware and registered as a PyTorch custom op (torch.ops.alexspec.*), so
+torch.compile traces through it and torch.export keeps it. nn.Module forms: LRN, MaxPool2d,
+Conv2dBiasReLU. `reference` holds the plain-torch definition of each op (any device).
+The kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1 set before triton is
+imported (how the tests run them). Imported as `alexspec.kernels`; knows nothing of specs.
+"""
+from alexspec.kernels import reference
+from alexspec.kernels._common import triton_available
+from alexspec.kernels.conv import Conv2dBiasReLU, conv2d_bias_relu
+from alexspec.kernels.lrn import LRN, lrn
+from alexspec.kernels.maxpool import MaxPool2d, max_pool2d
+
+__all__ = ["LRN", "Conv2dBiasReLU", "MaxPool2d", "conv2d_bias_relu", "lrn", "max_pool2d", "reference",
+           "triton_available"]

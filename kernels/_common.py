@@ -63,11 +63,11 @@ def image_layout(name: str, x: torch.Tensor) -> bool:
                      f"got strides {x.stride()}; call .contiguous() first")
 
 
-def empty_like_layout(x: torch.Tensor, shape, dtype=None) -> torch.Tensor:
-    """A new 4-D tensor of `shape` in the same memory format as `x`."""
-    fmt = torch.channels_last if (not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)) \
-        else torch.contiguous_format
-    return torch.empty(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a dense NHWC tensor that is not also NCHW-contiguous, else contiguous_format."""
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def as_pair(name: str, value) -> tuple[int, int]:

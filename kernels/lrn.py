@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, check_tensor, image_layout, tl, triton
+from alexspec.kernels._common import autotune, check_tensor, image_layout, memory_format_of, tl, triton
 
 _OP = "alexspec::lrn"
 
@@ -108,7 +108,7 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: i
                  beta: float, groups: int) -> torch.Tensor:
     """dx of LRN from dy and the forward's saved x and scale (all in x's memory format)."""
     n, c, h, w = x.shape
-    dy = dy.contiguous(memory_format=torch.channels_last if image_layout("x", x) else torch.contiguous_format)
+    dy = dy.contiguous(memory_format=memory_format_of(x))
     dx = torch.empty_like(x)
     _lrn_backward_kernel[_grid(x)](dy, x, scale, dx, c, h * w, *_strides(x), c // groups, alpha, beta,
                                    SIZE=size, FP64=x.dtype == torch.float64)

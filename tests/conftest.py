@@ -8,6 +8,21 @@ from pathlib import Path
 
 import pytest
 
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# Without a GPU the Triton kernels run in Triton's interpreter; it must be chosen before
+# triton is first imported (torch does not import it on its own).
+CUDA = _cuda_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
@@ -48,6 +63,13 @@ def write_spec(tmp_path):
         path.write_text(text, encoding="utf-8")
         return path
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not CUDA:
+            item.add_marker(skip_gpu)
 
 
 def has_torch() -> bool:

@@ -1,0 +1,204 @@
+"""Conv2d with a fused bias + ReLU epilogue in Triton: an implicit GEMM, any stride/padding/groups.
+
+Per group g the output is a GEMM: M = N*OH*OW output pixels, N = OC/groups channels,
+K = (IC/groups)*KH*KW taps, with the input patch matrix gathered on the fly (no im2col
+buffer) and K ordered (kh, kw, ic) so that channels-last input is read in contiguous runs.
+The epilogue adds the bias, applies ReLU and stores in the input's memory format.
+
+Backward: the ReLU mask (y > 0) is applied to dy, then grad input / weight / bias come from
+aten.convolution_backward (cuDNN on a GPU). A Triton backward is not written yet; the
+choice is recorded in BACKWARD_IMPLEMENTATION.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from alexspec.kernels._common import (INTERPRET, as_pair, autotune, check_same, check_tensor, image_layout,
+                                      memory_format_of, tl, triton)
+
+_OP = "alexspec::conv2d_bias_relu"
+BACKWARD_IMPLEMENTATION = "aten.convolution_backward (cuDNN on CUDA) after the ReLU mask"
+
+if triton is not None:
+    _CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+                for bm, bn, bk, w, s in ((64, 32, 32, 4, 2), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3),
+                                         (64, 64, 64, 4, 3), (128, 32, 64, 4, 4), (64, 128, 32, 4, 4))]
+
+    @autotune(_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW"])
+    @triton.jit
+    def _conv_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, OCG, K, ICG, H, W, OH, OW,
+                             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+                             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                             PH: tl.constexpr, PW: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+                             FP64: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        g = tl.program_id(2)
+        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        oc = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_ok, oc_ok = m < M, oc < OCG
+        image, pixel = m // (OH * OW), m % (OH * OW)
+        oh, ow = pixel // OW, pixel % OW
+        x_base = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc
+        w_base = w_ptr + g.to(tl.int64) * K * OCG
+        acc_type = tl.float64 if FP64 else tl.float32
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_type)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            ic, tap = k % ICG, k // ICG
+            kh, kw = tap // KW, tap % KW
+            ih = oh[:, None] * SH - PH + kh[None, :]
+            iw = ow[:, None] * SW - PW + kw[None, :]
+            a_ok = m_ok[:, None] & (k < K)[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_base[:, None] + ic[None, :] * sxc + ih * sxh + iw * sxw, mask=a_ok, other=0.0)
+            b = tl.load(w_base + k[:, None] * OCG + oc[None, :], mask=(k < K)[:, None] & oc_ok[None, :], other=0.0)
+            if UPCAST:  # the interpreter's bf16 tl.dot is wrong (triton 3.8); bf16 -> fp32 is exact
+                a, b = a.to(tl.float32), b.to(tl.float32)
+            if FP64:
+                acc += tl.dot(a, b, out_dtype=tl.float64)
+            else:
+                acc += tl.dot(a, b, input_precision=PRECISION)
+        channel = g * OCG + oc
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc_type)[None, :]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
+        tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & oc_ok[None, :])
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """floor((size + 2*padding - kernel) / stride) + 1, as PyTorch."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _gemm_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """(OC, ICg, KH, KW) -> (groups, KH*KW*ICg, OC/groups): K ordered (kh, kw, ic) as the kernel reads it."""
+    oc, icg, kh, kw = weight.shape
+    return weight.reshape(groups, oc // groups, icg, kh, kw).permute(0, 3, 4, 2, 1) \
+        .reshape(groups, kh * kw * icg, oc // groups).contiguous()
+
+
+def _precision(x: torch.Tensor) -> str:
+    allow_tf32 = x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if allow_tf32 else "ieee"
+
+
+@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+                 padding: list[int], groups: int, relu: bool) -> torch.Tensor:
+    """relu(conv2d(x, weight) + bias), in x's memory format."""
+    n, c, h, w = x.shape
+    oc, icg, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    y = torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
+    ocg, k = oc // groups, icg * kh * kw
+    grid = lambda meta: (triton.cdiv(n * oh * ow, meta["BLOCK_M"]), triton.cdiv(ocg, meta["BLOCK_N"]), groups)
+    _conv_forward_kernel[grid](
+        x, _gemm_weight(weight, groups), bias if bias is not None else weight, y, n * oh * ow, ocg, k, icg, h, w,
+        oh, ow, *x.stride(), *y.stride(), KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+        HAS_BIAS=bias is not None, RELU=relu, FP64=x.dtype == torch.float64, PRECISION=_precision(x),
+        UPCAST=INTERPRET and x.dtype == torch.bfloat16)
+    return y
+
+
+@conv_forward.register_fake
+def _(x, weight, bias, stride, padding, groups, relu):
+    n, c, h, w = x.shape
+    oc, icg, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    return torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
+
+
+@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
+def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, has_bias: bool,
+                  stride: list[int], padding: list[int], groups: int, relu: bool,
+                  output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias) through the ReLU mask; entries not asked for by output_mask are empty."""
+    if relu:
+        dy = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
+    dx, dw, db = torch.ops.aten.convolution_backward(
+        dy, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, [1, 1], False, [0, 0], groups,
+        [output_mask[0], output_mask[1], output_mask[2] and has_bias])
+    return tuple(t if t is not None else dy.new_empty(0) for t in (dx, dw, db))
+
+
+@conv_backward.register_fake
+def _(dy, x, weight, y, has_bias, stride, padding, groups, relu, output_mask):
+    return (torch.empty_like(x) if output_mask[0] else dy.new_empty(0),
+            torch.empty_like(weight) if output_mask[1] else dy.new_empty(0),
+            dy.new_empty(weight.shape[0]) if output_mask[2] and has_bias else dy.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, groups, relu = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.args = (bias is not None, stride, padding, groups, relu)
+
+
+def _backward(ctx, grad_y):
+    x, weight, y = ctx.saved_tensors
+    has_bias = ctx.args[0]
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+    dx, dw, db = conv_backward(grad_y, x, weight, y, *ctx.args, mask)
+    return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
+            None, None, None, None)
+
+
+conv_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1,
+                     padding=0, groups: int = 1, relu: bool = True) -> torch.Tensor:
+    """relu(conv2d(x, weight) + bias) (autograd-aware) by the Triton implicit-GEMM kernel.
+
+    x: (N, C, H, W) NCHW or channels-last; weight: (OC, C/groups, KH, KW); bias: (OC,) or None;
+    all one dtype (fp32/bf16/fp16; fp64 for checks) on one device. stride, padding: int or (h, w).
+    """
+    check_tensor("x", x, ndim=4)
+    image_layout("x", x)
+    check_tensor("weight", weight, ndim=4)
+    check_same("weight", weight, x, "x")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1)
+        check_same("bias", bias, x, "x")
+    stride, padding = as_pair("stride", stride), as_pair("padding", padding)
+    if min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride} and {padding}")
+    oc, icg, kh, kw = weight.shape
+    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups or oc % groups:
+        raise ValueError(f"groups must be a positive int dividing the {x.shape[1]} input and {oc} output "
+                         f"channels, got {groups!r}")
+    if icg * groups != x.shape[1]:
+        raise ValueError(f"weight expects {icg * groups} input channels ({icg} per group x {groups} groups), "
+                         f"x has {x.shape[1]}")
+    if bias is not None and bias.shape[0] != oc:
+        raise ValueError(f"bias has {bias.shape[0]} entries for {oc} output channels")
+    sizes = [conv_output_size(s, k, st, p) for s, k, st, p in zip(x.shape[2:], (kh, kw), stride, padding)]
+    if min(sizes) < 1:
+        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {(kh, kw)} "
+                         f"with padding {padding} (output {sizes})")
+    weight = weight.contiguous()
+    return conv_forward(x, weight, bias, list(stride), list(padding), groups, bool(relu))
+
+
+class Conv2dBiasReLU(torch.nn.Module):
+    """A conv layer (weight, bias) whose forward is `conv2d_bias_relu`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
+                 bias: bool = True, relu: bool = True):
+        super().__init__()
+        kh, kw = as_pair("kernel", kernel)
+        conv = torch.nn.Conv2d(in_channels, out_channels, (kh, kw), stride, padding, groups=groups, bias=bias)
+        self.weight, self.bias = conv.weight, conv.bias  # PyTorch's default initialisation
+        self.stride, self.padding, self.groups, self.relu = as_pair("stride", stride), as_pair("padding", padding), \
+            groups, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d_bias_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu)
+
+    def extra_repr(self) -> str:
+        oc, icg, kh, kw = self.weight.shape
+        return (f"{icg * self.groups}, {oc}, kernel={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
+                f"groups={self.groups}, bias={self.bias is not None}, relu={self.relu}")

@@ -1,0 +1,209 @@
+"""Max pooling in Triton (any kernel/stride/padding; AlexNet's overlapping 3/2 first).
+
+Forward keeps the running max over the window taps in order and saves a compact argmax:
+the tap's offset in the window (kh * KW + kw) as int8 (int16/int32 for windows over 127
+taps). Ties and NaNs resolve as torch does: the first maximum wins, a NaN always wins.
+Backward is a gather, no atomics: each input pixel visits the few windows that cover it
+and adds the gradient of those whose argmax is itself. `relu=True` computes
+max_pool(relu(x)) = relu(max_pool(x)) and folds ReLU's backward mask (y > 0) into the gather.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from alexspec.kernels._common import as_pair, autotune, check_tensor, image_layout, memory_format_of, tl, triton
+
+_OP = "alexspec::max_pool2d"
+
+if triton is not None:
+    _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
+                for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
+
+    @autotune(_CONFIGS, key=["C", "OH", "OW", "sxc", "KH", "KW", "SH", "SW"])
+    @triton.jit
+    def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+                                 KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                                 PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
+                                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        oh, ow = p // OW, p % OW
+        out_ok = (c < C)[:, None] & (p < OH * OW)[None, :]
+        value_type = tl.float64 if FP64 else tl.float32  # exact for every input dtype
+        best = tl.full((BLOCK_C, BLOCK_P), float("-inf"), value_type)
+        arg = tl.zeros((BLOCK_C, BLOCK_P), tl.int32)
+        seen = tl.zeros((BLOCK_C, BLOCK_P), tl.int1)
+        x_base = x_ptr + n * sxn + c[:, None] * sxc
+        for kh in tl.static_range(KH):
+            ih = oh * SH - PH + kh
+            for kw in tl.static_range(KW):
+                iw = ow * SW - PW + kw
+                ok = out_ok & ((ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[None, :]
+                v = tl.load(x_base + (ih * sxh + iw * sxw)[None, :], mask=ok, other=float("-inf")).to(value_type)
+                take = ok & ((v > best) | (v != v) | (seen == 0))
+                best = tl.where(take, v, best)
+                arg = tl.where(take, kh * KW + kw, arg)
+                seen = seen | ok
+        if RELU:
+            best = tl.where((best > 0) | (best != best), best, tl.zeros_like(best))
+        y_offs = n * syn + c[:, None] * syc + (oh * syh + ow * syw)[None, :]
+        tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
+        tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
+
+    @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "KH", "KW", "SH", "SW"])
+    @triton.jit
+    def _max_pool_backward_kernel(dy_ptr, idx_ptr, y_ptr, dx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw,
+                                  syn, syc, syh, syw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
+                                  SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr,
+                                  FP64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        q = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        ih, iw = q // W, q % W
+        in_ok = (c < C)[:, None] & (q < H * W)[None, :]
+        last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows that start at or before ih, iw
+        acc_type = tl.float64 if FP64 else tl.float32
+        acc = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
+        y_base = n * syn + c[:, None] * syc
+        for i in tl.static_range((KH + SH - 1) // SH):
+            oh = last_oh - i
+            kh = ih + PH - oh * SH
+            for j in tl.static_range((KW + SW - 1) // SW):
+                ow = last_ow - j
+                kw = iw + PW - ow * SW
+                valid = in_ok & ((oh >= 0) & (oh < OH) & (kh < KH) & (ow >= 0) & (ow < OW) & (kw < KW))[None, :]
+                offs = y_base + (oh * syh + ow * syw)[None, :]
+                winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
+                hit = valid & (winner == (kh * KW + kw)[None, :])
+                g = tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
+                if RELU:
+                    g = tl.where(tl.load(y_ptr + offs, mask=hit, other=0.0) > 0, g, 0.0)
+                acc += g
+        dx_offs = n * sxn + c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
+        tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=in_ok)
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size (ceil mode: the last window must start inside the input)."""
+    span = size + 2 * padding - kernel
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _index_dtype(taps: int) -> torch.dtype:
+    return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def _grid(n: int, c: int, pixels: int):
+    return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
+
+
+@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
+def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                     ceil_mode: bool, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, argmax offsets in the window)."""
+    n, c, h, w = x.shape
+    oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    fmt = memory_format_of(x)
+    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
+    idx = torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]), memory_format=fmt)
+    _max_pool_forward_kernel[_grid(n, c, oh * ow)](
+        x, y, idx, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1], SH=stride[0],
+        SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64)
+    return y, idx
+
+
+@max_pool_forward.register_fake
+def _(x, kernel, stride, padding, ceil_mode, relu):
+    n, c, h, w = x.shape
+    oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    fmt = memory_format_of(x)
+    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
+    return y, torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]),
+                          memory_format=fmt)
+
+
+@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
+def max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Tensor], input_height: int,
+                      input_width: int, kernel: list[int], stride: list[int], padding: list[int]) -> torch.Tensor:
+    """dx from dy and the saved argmax; with `y` (relu=True), only where y > 0."""
+    n, c, oh, ow = idx.shape
+    fmt = memory_format_of(idx)
+    dy = dy.contiguous(memory_format=fmt)
+    dx = torch.empty((n, c, input_height, input_width), device=dy.device, dtype=dy.dtype, memory_format=fmt)
+    _max_pool_backward_kernel[_grid(n, c, input_height * input_width)](
+        dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *_strides(dx), *_strides(idx),
+        KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=y is not None,
+        FP64=dy.dtype == torch.float64)
+    return dx
+
+
+@max_pool_backward.register_fake
+def _(dy, idx, y, input_height, input_width, kernel, stride, padding):
+    n, c, _, _ = idx.shape
+    fmt = memory_format_of(idx)
+    return torch.empty((n, c, input_height, input_width), device=dy.device, dtype=dy.dtype, memory_format=fmt)
+
+
+def _setup_context(ctx, inputs, output):
+    x, kernel, stride, padding, ceil_mode, relu = inputs
+    y, idx = output
+    ctx.save_for_backward(idx, y if relu else None)
+    ctx.args = (x.shape[2], x.shape[3], kernel, stride, padding)
+
+
+def _backward(ctx, grad_y, grad_idx):
+    idx, y = ctx.saved_tensors
+    return max_pool_backward(grad_y, idx, y, *ctx.args), None, None, None, None, None
+
+
+max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool = False,
+               relu: bool = False) -> torch.Tensor:
+    """Max pooling (autograd-aware) by the Triton kernels; `relu=True` pools relu(x).
+
+    x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks).
+    kernel, stride (default: kernel), padding: an int or (h, w). Padding is at most kernel // 2.
+    """
+    check_tensor("x", x, ndim=4)
+    image_layout("x", x)
+    kernel = as_pair("kernel", kernel)
+    stride = as_pair("stride", stride if stride is not None else kernel)
+    padding = as_pair("padding", padding)
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"kernel and stride must be >= 1 and padding >= 0, got {kernel}, {stride}, {padding}")
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"padding {padding} must be at most half the kernel {kernel}")
+    sizes = [pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip(x.shape[2:], kernel, stride, padding)]
+    if min(sizes) < 1:
+        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {kernel} "
+                         f"with padding {padding} (output {sizes})")
+    y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
+    return y
+
+
+class MaxPool2d(torch.nn.Module):
+    """nn.Module form of `max_pool2d`."""
+
+    def __init__(self, kernel, stride=None, padding=0, ceil_mode: bool = False, relu: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride if stride is not None else kernel, padding
+        self.ceil_mode, self.relu = ceil_mode, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode, self.relu)
+
+    def extra_repr(self) -> str:
+        return (f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}, relu={self.relu}")

@@ -1,0 +1,123 @@
+"""The Triton conv + bias + ReLU held to torch's conv2d, forward and every gradient, on AlexNet's shapes."""
+from __future__ import annotations
+
+import pytest
+
+from kernel_helpers import FORMATS, check_against_reference, torch
+
+from alexspec.kernels import Conv2dBiasReLU, conv2d_bias_relu, reference
+
+# AlexNet's five convolutions at small spatial sizes (and fewer channels where the interpreter
+# would be slow), keeping what makes each hard: 11x11 stride 4, 5x5 pad 2 in two groups,
+# 3x3 pad 1 with and without groups; channel counts that do not fill a block.
+CASES = {  # name: (input shape, out channels, kernel, stride, padding, groups)
+    "conv1 11x11/4": ((2, 3, 27, 31), 10, 11, 4, 0, 1),
+    "conv2 5x5 pad 2 groups 2": ((2, 12, 9, 9), 20, 5, 1, 2, 2),
+    "conv3 3x3 pad 1": ((1, 24, 6, 7), 18, 3, 1, 1, 1),
+    "conv4 3x3 pad 1 groups 2": ((1, 18, 5, 5), 18, 3, 1, 1, 2),
+    "conv5 3x3 pad 1 groups 2, odd": ((2, 14, 5, 6), 10, 3, 1, 1, 2),
+    "non-square": ((1, 5, 8, 9), 7, (3, 2), (1, 2), (1, 0), 1),
+    "1x1": ((1, 6, 4, 4), 33, 1, 1, 0, 3),
+}
+
+
+def make(case, dtype=torch.float32, bias=True):
+    shape, out, kernel, stride, padding, groups = CASES[case]
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(shape)
+    weight = torch.randn(out, shape[1] // groups, kh, kw) / (shape[1] // groups * kh * kw) ** 0.5
+    b = torch.randn(out) if bias else None
+    return x, weight, b, stride, padding, groups
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_and_gradients_match_torch(case, relu, layout, dtype):
+    x, weight, bias, stride, padding, groups = make(case)
+    tolerance = (1e-4, 1e-4) if dtype == torch.float32 else None  # long sums
+    check_against_reference(
+        lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
+        lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
+        [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+
+
+def test_without_bias():
+    x, weight, _, stride, padding, groups = make("conv2 5x5 pad 2 groups 2", bias=False)
+    check_against_reference(lambda x, w: conv2d_bias_relu(x, w, None, stride, padding, groups),
+                            lambda x, w: reference.conv2d_bias_relu(x, w, None, stride, padding, groups),
+                            [x, weight], torch.float64)
+
+
+def test_input_without_grad_gets_none():
+    x, weight, bias, stride, padding, groups = make("conv1 11x11/4")
+    weight.requires_grad_()
+    y = conv2d_bias_relu(x, weight, bias, stride, padding, groups)
+    (dw,) = torch.autograd.grad(y.sum(), [weight])
+    assert dw.shape == weight.shape
+
+
+def test_gradcheck_float64():
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv2d_bias_relu(x, w, b, 2, 1, 2, relu=False), (x, w, b))
+
+
+def test_opcheck():
+    x, w, b = torch.randn(1, 4, 6, 6, requires_grad=True), torch.randn(6, 2, 3, 3, requires_grad=True), \
+        torch.randn(6, requires_grad=True)
+    torch.library.opcheck(torch.ops.alexspec.conv2d_bias_relu_forward.default, (x, w, b, [1, 1], [1, 1], 2, True))
+    y = torch.ops.alexspec.conv2d_bias_relu_forward(x.detach(), w.detach(), b.detach(), [1, 1], [1, 1], 2, True)
+    torch.library.opcheck(torch.ops.alexspec.conv2d_bias_relu_backward.default,
+                          (torch.randn_like(y), x.detach(), w.detach(), y, True, [1, 1], [1, 1], 2, True,
+                           [True, True, True]))
+
+
+def test_module_form_uses_pytorch_default_init():
+    torch.manual_seed(0)
+    module = Conv2dBiasReLU(4, 6, 3, padding=1, groups=2)
+    torch.manual_seed(0)
+    stock = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    assert torch.equal(module.weight, stock.weight) and torch.equal(module.bias, stock.bias)
+    x = torch.randn(1, 4, 5, 5)
+    torch.testing.assert_close(module(x), torch.relu(stock(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 5, 5), torch.randn(6, 3, 3, 3)), "weight expects 3 input channels"),
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), torch.randn(5)), "bias has 5"),
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3).double()), "weight has dtype"),
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 5, 5), torch.randn(6, 2, 3, 3), groups=3), "groups must be"),
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 2, 2), torch.randn(6, 4, 3, 3)), "too small for kernel"),
+    (lambda: conv2d_bias_relu(torch.randn(4, 5, 5), torch.randn(6, 4, 3, 3)), "x must be 4-D"),
+    (lambda: conv2d_bias_relu(torch.randn(1, 4, 5, 5), torch.randn(6, 4, 3, 3), stride=(1, 0)), "stride must be"),
+])
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+GPU_SHAPES = {  # the real AlexNet layers at batch 16 (one device: towers as groups)
+    "conv1": ((16, 3, 227, 227), 96, 11, 4, 0, 1),
+    "conv2": ((16, 96, 27, 27), 256, 5, 1, 2, 2),
+    "conv3": ((16, 256, 13, 13), 384, 3, 1, 1, 1),
+    "conv4": ((16, 384, 13, 13), 384, 3, 1, 1, 2),
+    "conv5": ((16, 384, 13, 13), 256, 3, 1, 1, 2),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("layer", sorted(GPU_SHAPES))
+def test_alexnet_layers_on_gpu(layer, layout, dtype):
+    shape, out, kernel, stride, padding, groups = GPU_SHAPES[layer]
+    x = torch.randn(shape, device="cuda")
+    w = torch.randn(out, shape[1] // groups, kernel, kernel, device="cuda") / (shape[1] // groups * kernel ** 2) ** 0.5
+    b = torch.randn(out, device="cuda")
+    tolerance = (2e-3, 2e-3) if dtype == torch.float32 else (3e-2, 3e-2)  # TF32 / bf16 products
+    check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
+                            lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
+                            [x, w, b], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
