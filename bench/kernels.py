@@ -1,0 +1,158 @@
+"""Benchmark the Triton kernels against torch at AlexNet's shapes, in one process.
+
+    python bench/kernels.py [--batch 128 256] [--out bench/results/kernels-DEVICE-DATE.json]
+
+For each op (LRN, overlapping max-pool, conv + bias + ReLU), fp32 NCHW and bf16 channels-last,
+forward and forward+backward: milliseconds, effective GB/s (LRN, pool) or TFLOP/s (conv), and
+the ratio to torch's own op (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU) timed the
+same way, in the same process. Writes JSON with the device, versions and date.
+`--smoke` runs tiny shapes on CPU under TRITON_INTERPRET=1 (checks the script, times nothing
+meaningful).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+if "--smoke" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from alexspec.kernels import conv2d_bias_relu, lrn, max_pool2d  # noqa: E402
+
+LRN_SHAPES = {"norm1": (96, 55, 55), "norm2": (256, 27, 27)}
+POOL_SHAPES = {"pool1": (96, 55, 55), "pool2": (256, 27, 27), "pool5": (256, 13, 13)}
+CONV_SHAPES = {  # name: (input C, H, out, kernel, stride, padding, groups)
+    "conv1": (3, 227, 96, 11, 4, 0, 1), "conv2": (96, 27, 256, 5, 1, 2, 2), "conv3": (256, 13, 384, 3, 1, 1, 1),
+    "conv4": (384, 13, 384, 3, 1, 1, 2), "conv5": (384, 13, 256, 3, 1, 1, 2),
+}
+SMOKE = {"lrn": {"norm": (8, 9, 9)}, "pool": {"pool": (8, 9, 9)}, "conv": {"conv": (3, 19, 8, 5, 2, 0, 1)}}
+SETTINGS = [(torch.float32, torch.contiguous_format, "nchw"), (torch.bfloat16, torch.channels_last, "nhwc")]
+
+
+def timer(device: str):
+    """Median milliseconds of a callable: triton's do_bench on CUDA, perf_counter elsewhere."""
+    if device == "cuda":
+        from triton.testing import do_bench
+
+        return lambda fn: do_bench(fn, warmup=25, rep=100)
+
+    def cpu_time(fn):
+        fn()
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+    return cpu_time
+
+
+def forward_backward(fn, *inputs):
+    """A callable running fn forward and backward (gradients of the inputs that require them)."""
+    def run():
+        out = fn(*inputs)
+        out.backward(torch.ones_like(out))
+    return run
+
+
+UNITS = {"GB/s": 1e9, "TFLOP/s": 1e12}
+
+
+def bench_op(name, kind, ours, theirs, inputs, work, measure, unit):
+    """Rows for the forward and forward+backward passes; `work(mode)` is bytes or FLOPs of a pass."""
+    rows = []
+    for mode in ("fwd", "fwd+bwd"):
+        if mode == "fwd":
+            with torch.no_grad():
+                ms, base = measure(lambda: ours(*inputs)), measure(lambda: theirs(*inputs))
+        else:
+            ms, base = measure(forward_backward(ours, *inputs)), measure(forward_backward(theirs, *inputs))
+        amount = work(mode)
+        rows.append({"op": kind, "layer": name, "pass": mode, "ms": round(ms, 4), "torch_ms": round(base, 4),
+                     "speedup_vs_torch": round(base / ms, 3), unit: round(amount / (ms * 1e-3) / UNITS[unit], 2)})
+    return rows
+
+
+def run(batches, device, smoke):
+    measure = timer(device)
+    results = []
+    lrn_shapes = SMOKE["lrn"] if smoke else LRN_SHAPES
+    pool_shapes = SMOKE["pool"] if smoke else POOL_SHAPES
+    conv_shapes = SMOKE["conv"] if smoke else CONV_SHAPES
+    for batch in batches:
+        for dtype, fmt, layout in (SETTINGS[:1] if smoke else SETTINGS):  # CPU torch has no bf16 LRN
+            size = torch.tensor([], dtype=dtype).element_size()
+            tag = {"batch": batch, "dtype": str(dtype).replace("torch.", ""), "layout": layout}
+
+            def image(c, h, w=None):
+                return torch.randn(batch, c, h, w or h, device=device, dtype=dtype).contiguous(
+                    memory_format=fmt).requires_grad_()
+
+            for name, (c, h, w) in lrn_shapes.items():
+                x = image(c, h, w)
+                torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)  # = paper alpha 1e-4
+                nbytes = x.numel() * size
+                results += [{**tag, **r} for r in bench_op(
+                    name, "lrn", lambda t: lrn(t, 5, 1e-4, 0.75, 2.0), torch_lrn, [x],
+                    lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s")]
+            for name, (c, h, w) in pool_shapes.items():
+                x = image(c, h, w)
+                out = x.numel() // 4
+                results += [{**tag, **r} for r in bench_op(
+                    name, "maxpool", lambda t: max_pool2d(t, 3, 2), lambda t: F.max_pool2d(t, 3, 2), [x],
+                    lambda mode: (x.numel() + out) * size * (1 if mode == "fwd" else 2), measure, "GB/s")]
+            for name, (c, h, out, k, s, p, g) in conv_shapes.items():
+                x = image(c, h)
+                weight = (torch.randn(out, c // g, k, k, device=device, dtype=dtype) * 0.01).requires_grad_()
+                bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
+                oh = (h + 2 * p - k) // s + 1
+                flops = 2 * batch * out * oh * oh * (c // g) * k * k
+                results += [{**tag, **r} for r in bench_op(
+                    name, "conv+bias+relu", lambda t, w, b: conv2d_bias_relu(t, w, b, s, p, g),
+                    lambda t, w, b: F.relu(F.conv2d(t, w, b, s, p, 1, g)), [x, weight, bias],
+                    lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s")]
+    return results
+
+
+def environment(device: str) -> dict:
+    import triton
+
+    return {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+            "date": datetime.date.today().isoformat(), "python": platform.python_version()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--out", help="JSON file to write (default: bench/results/kernels-<device>-<date>.json)")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    if device == "cpu" and not args.smoke:
+        print("no CUDA device: the kernel benchmark needs a GPU (use --smoke to check the script on CPU)",
+              file=sys.stderr)
+        return 2
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    results = run([1] if args.smoke else args.batch, device, args.smoke)
+    report = {**environment(device), "smoke": args.smoke, "results": results}
+    for row in results:
+        rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
+        print(f"{row['op']:15} {row['layer']:6} b{row['batch']:<4} {row['dtype']:9} {row['layout']} {row['pass']:8}"
+              f" {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch")
+    out = Path(args.out or f"bench/results/kernels-{report['device'].replace(' ', '_')}-{report['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The kernels as custom ops inside a model: torch.compile without graph breaks, torch.export, CUDA graphs."""
+from __future__ import annotations
+
+import pytest
+
+from kernel_helpers import torch
+
+from alexspec.kernels import LRN, Conv2dBiasReLU, MaxPool2d, reference
+
+
+class TinyAlexNet(torch.nn.Module):
+    """conv+ReLU -> LRN -> overlapping pool -> grouped conv+ReLU -> pool(relu) -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = Conv2dBiasReLU(3, 8, 5, stride=2)
+        self.norm1 = LRN(5, 1e-2, 0.75, 2.0, groups=2)
+        self.pool1 = MaxPool2d(3, 2)
+        self.conv2 = Conv2dBiasReLU(8, 8, 3, padding=1, groups=2, relu=False)
+        self.pool2 = MaxPool2d(3, 2, relu=True)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.pool1(self.norm1(self.conv1(x)))
+        x = self.pool2(self.conv2(x))
+        return self.fc(torch.flatten(x, 1))
+
+    def reference(self, x):
+        x = reference.conv2d_bias_relu(x, self.conv1.weight, self.conv1.bias, 2)
+        x = reference.max_pool2d(reference.lrn(x, 5, 1e-2, 0.75, 2.0, groups=2), 3, 2)
+        x = reference.conv2d_bias_relu(x, self.conv2.weight, self.conv2.bias, 1, 1, 2, relu=False)
+        x = reference.max_pool2d(x, 3, 2, relu=True)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_model_matches_reference_forward_and_backward():
+    torch.manual_seed(0)
+    model = TinyAlexNet()
+    x = torch.randn(2, 3, 23, 23)
+    out, expected = model(x), model.reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), list(model.parameters()))
+    expected_grads = torch.autograd.grad(expected.sum(), list(model.parameters()))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_compile_traces_without_graph_breaks():
+    torch.manual_seed(0)
+    model = TinyAlexNet()
+    x = torch.randn(2, 3, 23, 23)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # fullgraph: a break is an error
+    out = compiled(x)
+    torch.testing.assert_close(out, model(x))
+    out.sum().backward()
+    assert model.conv1.weight.grad is not None
+
+
+def test_torch_export_keeps_the_custom_ops():
+    torch.manual_seed(0)
+    model = TinyAlexNet().eval()
+    x = torch.randn(2, 3, 23, 23)
+    program = torch.export.export(model, (x,))
+    text = str(program.graph)
+    for op in ("alexspec.lrn_forward", "alexspec.max_pool2d_forward", "alexspec.conv2d_bias_relu_forward"):
+        assert op in text
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture():
+    torch.manual_seed(0)
+    model = TinyAlexNet().cuda()
+    x = torch.randn(8, 3, 23, 23, device="cuda")
+    model(x)  # compile and autotune outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = model(x)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(out, model(x))
+
+
+def test_benchmark_script_runs_and_writes_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "bench/kernels.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert {"device", "torch", "triton", "date"} <= set(report)
+    ops = {(row["op"], row["pass"]) for row in report["results"]}
+    assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu") for mode in ("fwd", "fwd+bwd")}
+    assert all(row["ms"] > 0 and row["torch_ms"] > 0 for row in report["results"])
