@@ -5,16 +5,19 @@
     conv2d_bias_relu(x, weight, bias, stride=1, padding=0, groups=1, relu=True)
 
 Each is autograd-aware and registered as a PyTorch custom op (torch.ops.alexspec.*), so
-torch.compile traces through it and torch.export keeps it. nn.Module forms: LRN, MaxPool2d,
-Conv2dBiasReLU. `reference` holds the plain-torch definition of each op (any device).
+torch.compile traces through it and torch.export keeps it. nn.Module forms with a
+`backend` switch ("triton" or "torch"): layers.LRN, layers.MaxPool2d, layers.Conv2d,
+layers.Linear; layers.resolve_backend picks one for a set of devices. `reference` holds the plain-torch definition of each op (any device).
 The kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1 set before triton is
 imported (how the tests run them). Imported as `alexspec.kernels`; knows nothing of specs.
 """
 from alexspec.kernels import reference
 from alexspec.kernels._common import triton_available
-from alexspec.kernels.conv import Conv2dBiasReLU, conv2d_bias_relu
-from alexspec.kernels.lrn import LRN, lrn
-from alexspec.kernels.maxpool import MaxPool2d, max_pool2d
+from alexspec.kernels.conv import conv2d_bias_relu
+from alexspec.kernels.lrn import lrn
+from alexspec.kernels.maxpool import max_pool2d
+from alexspec.kernels import layers  # noqa: E402  (after the ops it wraps)
+from alexspec.kernels.layers import LRN, Conv2d, Linear, MaxPool2d, resolve_backend
 
-__all__ = ["LRN", "Conv2dBiasReLU", "MaxPool2d", "conv2d_bias_relu", "lrn", "max_pool2d", "reference",
-           "triton_available"]
+__all__ = ["LRN", "Conv2d", "Linear", "MaxPool2d", "conv2d_bias_relu", "layers", "lrn", "max_pool2d", "reference",
+           "resolve_backend", "triton_available"]

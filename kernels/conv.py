@@ -181,24 +181,3 @@ def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
                          f"with padding {padding} (output {sizes})")
     weight = weight.contiguous()
     return conv_forward(x, weight, bias, list(stride), list(padding), groups, bool(relu))
-
-
-class Conv2dBiasReLU(torch.nn.Module):
-    """A conv layer (weight, bias) whose forward is `conv2d_bias_relu`."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
-                 bias: bool = True, relu: bool = True):
-        super().__init__()
-        kh, kw = as_pair("kernel", kernel)
-        conv = torch.nn.Conv2d(in_channels, out_channels, (kh, kw), stride, padding, groups=groups, bias=bias)
-        self.weight, self.bias = conv.weight, conv.bias  # PyTorch's default initialisation
-        self.stride, self.padding, self.groups, self.relu = as_pair("stride", stride), as_pair("padding", padding), \
-            groups, relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d_bias_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu)
-
-    def extra_repr(self) -> str:
-        oc, icg, kh, kw = self.weight.shape
-        return (f"{icg * self.groups}, {oc}, kernel={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
-                f"groups={self.groups}, bias={self.bias is not None}, relu={self.relu}")

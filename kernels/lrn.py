@@ -152,20 +152,3 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
         raise ValueError(f"alpha, beta and k must be >= 0, got {alpha}, {beta}, {k}")
     y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups)
     return y
-
-
-class LRN(torch.nn.Module):
-    """nn.Module form of `lrn`."""
-
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 convention: str = "paper", groups: int = 1):
-        super().__init__()
-        reference.lrn_alpha(alpha, size, convention)  # checks the convention now, not at the first call
-        self.size, self.alpha, self.beta, self.k, self.convention, self.groups = size, alpha, beta, k, convention, groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lrn(x, self.size, self.alpha, self.beta, self.k, self.convention, self.groups)
-
-    def extra_repr(self) -> str:
-        return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-                f"convention={self.convention!r}, groups={self.groups}")

@@ -191,19 +191,3 @@ def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool 
                          f"with padding {padding} (output {sizes})")
     y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
     return y
-
-
-class MaxPool2d(torch.nn.Module):
-    """nn.Module form of `max_pool2d`."""
-
-    def __init__(self, kernel, stride=None, padding=0, ceil_mode: bool = False, relu: bool = False):
-        super().__init__()
-        self.kernel, self.stride, self.padding = kernel, stride if stride is not None else kernel, padding
-        self.ceil_mode, self.relu = ceil_mode, relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode, self.relu)
-
-    def extra_repr(self) -> str:
-        return (f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, "
-                f"ceil_mode={self.ceil_mode}, relu={self.relu}")

@@ -23,11 +23,35 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
 
     b_c = a_c / (k + alpha' * sum_{j=c-size//2}^{c+(size-1)//2} a_j^2) ** beta, where channels
     outside the group count as zero and alpha' follows `convention` (see `lrn_alpha`).
-    The window matches torch.nn.LocalResponseNorm (symmetric for odd sizes).
+    The window matches torch.nn.LocalResponseNorm (symmetric for odd sizes). Autograd keeps
+    only x and the scale for backward, as the Triton kernel does.
     """
-    n, c, h, w = x.shape
-    scale = lrn_scale(x, size, lrn_alpha(alpha, size, convention), k, groups)
-    return x * scale.pow(-beta)
+    return _LRNFunction.apply(x, size, lrn_alpha(alpha, size, convention), beta, k, groups)
+
+
+class _LRNFunction(torch.autograd.Function):
+    """LRN with the backward written out (saves x and the scale, not every intermediate)."""
+
+    @staticmethod
+    def forward(ctx, x, size, alpha_per_term, beta, k, groups):
+        scale = lrn_scale(x, size, alpha_per_term, k, groups)
+        ctx.save_for_backward(x, scale)
+        ctx.args = (size, alpha_per_term, beta, groups)
+        return x * scale.pow(-beta)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, scale = ctx.saved_tensors
+        size, alpha_per_term, beta, groups = ctx.args
+        # dx_c = dy_c s_c^-b - 2 a b x_c sum_{j : c in window(j)} dy_j x_j s_j^(-b-1); the transposed window
+        # of j runs from j - (size-1)//2 to j + size//2, so it is the window of a mirrored size.
+        t = dy * x * scale.pow(-beta - 1)
+        n, c, h, w = x.shape
+        t = t.reshape(n * groups, c // groups, h, w)
+        padded = F.pad(t, (0, 0, 0, 0, (size - 1) // 2, size // 2))
+        window = sum(padded[:, i:i + c // groups] for i in range(size)).reshape(n, c, h, w)
+        dx = dy * scale.pow(-beta) - 2 * alpha_per_term * beta * x * window
+        return dx, None, None, None, None, None
 
 
 def lrn_scale(x: torch.Tensor, size: int, alpha_per_term: float, k: float, groups: int) -> torch.Tensor:

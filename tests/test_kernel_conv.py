@@ -5,7 +5,7 @@ import pytest
 
 from kernel_helpers import FORMATS, check_against_reference, torch
 
-from alexspec.kernels import Conv2dBiasReLU, conv2d_bias_relu, reference
+from alexspec.kernels import Conv2d, conv2d_bias_relu, reference
 
 # AlexNet's five convolutions at small spatial sizes (and fewer channels where the interpreter
 # would be slow), keeping what makes each hard: 11x11 stride 4, 5x5 pad 2 in two groups,
@@ -77,7 +77,7 @@ def test_opcheck():
 
 def test_module_form_uses_pytorch_default_init():
     torch.manual_seed(0)
-    module = Conv2dBiasReLU(4, 6, 3, padding=1, groups=2)
+    module = Conv2d(4, 6, 3, padding=1, groups=2, relu=True)
     torch.manual_seed(0)
     stock = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2)
     assert torch.equal(module.weight, stock.weight) and torch.equal(module.bias, stock.bias)

@@ -5,7 +5,7 @@ import pytest
 
 from kernel_helpers import torch
 
-from alexspec.kernels import LRN, Conv2dBiasReLU, MaxPool2d, reference
+from alexspec.kernels import LRN, Conv2d, MaxPool2d, reference
 
 
 class TinyAlexNet(torch.nn.Module):
@@ -13,10 +13,10 @@ class TinyAlexNet(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv1 = Conv2dBiasReLU(3, 8, 5, stride=2)
+        self.conv1 = Conv2d(3, 8, 5, stride=2, relu=True)
         self.norm1 = LRN(5, 1e-2, 0.75, 2.0, groups=2)
         self.pool1 = MaxPool2d(3, 2)
-        self.conv2 = Conv2dBiasReLU(8, 8, 3, padding=1, groups=2, relu=False)
+        self.conv2 = Conv2d(8, 8, 3, padding=1, groups=2, relu=False)
         self.pool2 = MaxPool2d(3, 2, relu=True)
         self.fc = torch.nn.Linear(8, 4)
 
@@ -97,3 +97,24 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
     ops = {(row["op"], row["pass"]) for row in report["results"]}
     assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu") for mode in ("fwd", "fwd+bwd")}
     assert all(row["ms"] > 0 and row["torch_ms"] > 0 for row in report["results"])
+
+
+def test_both_backends_compute_the_same_function():
+    torch.manual_seed(0)
+    triton_model = TinyAlexNet()
+    torch_model = TinyAlexNet()
+    torch_model.load_state_dict(triton_model.state_dict())
+    for module in torch_model.modules():
+        if hasattr(module, "backend"):
+            module.backend = "torch"
+    x = torch.randn(2, 3, 23, 23)
+    torch.testing.assert_close(triton_model(x), torch_model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_backend_choice_is_explained():
+    from alexspec.kernels import resolve_backend
+
+    assert resolve_backend("auto", ["cpu"])[0] == "torch" and "need CUDA" in resolve_backend("auto", ["cpu"])[1]
+    assert resolve_backend("torch", ["cuda:0"]) == ("torch", "torch reference ops")
+    with pytest.raises(ValueError, match="backend must be auto, triton or torch"):
+        resolve_backend("cudnn", ["cpu"])

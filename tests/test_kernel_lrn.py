@@ -126,3 +126,14 @@ def test_alexnet_shapes_on_gpu(shape, groups, layout, dtype):
     check_against_reference(lambda t: lrn(t, 5, 1e-4, 0.75, 2.0, "paper", groups),
                             lambda t: reference.lrn(t, 5, 1e-4, 0.75, 2.0, "paper", groups),
                             [x], dtype, memory_format=FORMATS[layout])
+
+
+def test_reference_backward_passes_gradcheck():
+    x = torch.randn(2, 7, 3, 2, dtype=torch.float64, requires_grad=True)
+    for size, groups in ((5, 1), (4, 1), (3, 7), (2, 1)):
+        assert torch.autograd.gradcheck(lambda t: reference.lrn(t, size, 0.3, 0.75, 1.0, "paper", groups), (x,))
+
+
+def test_reference_forward_is_the_paper_formula():
+    x = torch.randn(2, 9, 3, 3, dtype=torch.float64) * 10
+    torch.testing.assert_close(reference.lrn(x, 5, 1e-4, 0.75, 2.0), paper_lrn_by_hand(x), rtol=1e-12, atol=1e-12)

@@ -1,0 +1,139 @@
+"""nn.Module layers whose ops come from a backend: "triton" (the kernels here) or "torch" (reference).
+
+Both backends compute the same function with the same parameters, so a model can be built
+with either and a checkpoint moves between them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from alexspec.kernels import reference
+from alexspec.kernels._common import INTERPRET, as_pair, triton_available
+from alexspec.kernels.conv import conv2d_bias_relu
+from alexspec.kernels.lrn import lrn
+from alexspec.kernels.maxpool import max_pool2d
+
+BACKENDS = ("triton", "torch")
+
+
+def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",)) -> tuple[str, str]:
+    """(backend, why) for a requested backend ("auto", "triton" or "torch") and target devices.
+
+    "auto" picks triton on CUDA devices and torch otherwise; the reason says which and why.
+    Raises ValueError when triton is asked for where it cannot run.
+    """
+    on_cuda = all(str(d).startswith("cuda") for d in devices)
+    if backend == "auto":
+        if on_cuda and triton_available():
+            return "triton", "triton kernels on CUDA"
+        if not on_cuda:
+            return "torch", f"torch reference ops: the Triton kernels need CUDA, the devices are {', '.join(devices)}"
+        return "torch", "torch reference ops: triton is not installed"
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError("backend 'triton' needs triton and a CUDA GPU (or TRITON_INTERPRET=1 on CPU); "
+                             "use backend 'torch'")
+        if not on_cuda and not INTERPRET:
+            raise ValueError(f"backend 'triton' runs on CUDA devices, not {', '.join(devices)}; use backend "
+                             "'torch', or set TRITON_INTERPRET=1 to interpret the kernels on CPU (slow)")
+        return "triton", "triton kernels" + (" (interpreted on CPU)" if not on_cuda else "")
+    if backend == "torch":
+        return "torch", "torch reference ops"
+    raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+class Conv2d(nn.Module):
+    """Conv2d with bias and an optional fused ReLU; PyTorch's default initialisation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
+                 bias: bool = True, relu: bool = False, backend: str = "triton"):
+        super().__init__()
+        conv = nn.Conv2d(in_channels, out_channels, as_pair("kernel", kernel), stride, padding, groups=groups,
+                         bias=bias)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding = as_pair("stride", stride), as_pair("padding", padding)
+        self.groups, self.relu, self.backend = groups, relu, _check_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = conv2d_bias_relu if self.backend == "triton" else reference.conv2d_bias_relu
+        return op(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu)
+
+    def extra_repr(self) -> str:
+        oc, icg, kh, kw = self.weight.shape
+        return (f"{icg * self.groups}, {oc}, kernel={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
+                f"groups={self.groups}, bias={self.bias is not None}, relu={self.relu}, backend={self.backend!r}")
+
+
+class LRN(nn.Module):
+    """Local response normalisation across channels (see `alexspec.kernels.lrn`)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                 convention: str = "paper", groups: int = 1, backend: str = "triton"):
+        super().__init__()
+        reference.lrn_alpha(alpha, size, convention)  # checks the convention now, not at the first call
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.convention, self.groups, self.backend = convention, groups, _check_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = lrn if self.backend == "triton" else reference.lrn
+        return op(x, self.size, self.alpha, self.beta, self.k, self.convention, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+                f"convention={self.convention!r}, groups={self.groups}, backend={self.backend!r}")
+
+
+class MaxPool2d(nn.Module):
+    """Max pooling; `relu=True` pools relu(x) (see `alexspec.kernels.max_pool2d`)."""
+
+    def __init__(self, kernel, stride=None, padding=0, ceil_mode: bool = False, relu: bool = False,
+                 backend: str = "triton"):
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride if stride is not None else kernel, padding
+        self.ceil_mode, self.relu, self.backend = ceil_mode, relu, _check_backend(backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = max_pool2d if self.backend == "triton" else reference.max_pool2d
+        return op(x, self.kernel, self.stride, self.padding, self.ceil_mode, self.relu)
+
+    def extra_repr(self) -> str:
+        return (f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, "
+                f"ceil_mode={self.ceil_mode}, relu={self.relu}, backend={self.backend!r}")
+
+
+class Linear(nn.Linear):
+    """nn.Linear with an optional fused ReLU and dropout on its output (the paper's fc6, fc7)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, relu: bool = False,
+                 dropout: float = 0.0):
+        super().__init__(in_features, out_features, bias=bias)
+        self.relu, self.dropout = relu, dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if self.relu:
+            x = torch.relu(x)
+        return nn.functional.dropout(x, self.dropout, self.training) if self.dropout else x
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}"
+
+
+def init_parameters(module: nn.Module, std: Optional[float] = None, bias: Optional[float] = None) -> None:
+    """Weights from N(0, std^2) when std is given, biases set to `bias` when given, in every
+    layer of `module` that has them (tower parts included); anything not given keeps PyTorch's default."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("weight") and std is not None:
+                param.normal_(0.0, std)
+            elif name.endswith("bias") and bias is not None:
+                param.fill_(bias)
