@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from alexspec.errors import Problem, SpecError
 
-__all__ = ["Problem", "SpecError", "__version__", "analyse"]
+__all__ = ["Problem", "SpecError", "__version__", "analyse", "build", "compile"]
 
 
 def analyse(source):
@@ -20,3 +20,20 @@ def analyse(source):
     from alexspec.spec import analyse as analyse_spec
 
     return analyse_spec(source)
+
+
+def build(spec, backend: str = "auto", devices=None):
+    """Build a spec (path, bundled-spec file, dict or Document) into a Build: .module (the
+    nn.Module), .info (inferred shapes and counts), .generated (the source), .backend."""
+    from alexspec.builder import build as build_spec
+
+    return build_spec(spec, backend, devices)
+
+
+def compile(spec, backend: str = "auto", devices=None):  # noqa: A001 (the natural name for it)
+    """The nn.Module of a spec, for notebooks and the trainer (nothing is written to disk).
+
+    backend: "auto" (triton on CUDA, else torch), "triton" or "torch"; devices: one per tower
+    (tower parallel) or one (towers collapse into groups); default: the spec's placement.
+    """
+    return build(spec, backend, devices).module

@@ -40,7 +40,11 @@ EXAMPLES = {
     "compile": """
         examples:
           alexspec compile specs/alexnet.yaml -o build/
-            writes build/graph.json (the IR with inferred shapes) and build/report.json
+            writes build/alexnet.py (the PyTorch module), build/graph.json (the IR with
+            inferred shapes), build/report.json and build/alexnet.dot (+ .svg/.png with Graphviz)
+            then: python -c "from build.alexnet import Alexnet; print(Alexnet(devices=['cpu']))"
+          alexspec compile alexnet --devices cuda:0 -o build/     both towers on one GPU (groups)
+          alexspec compile alexnet --devices cuda:0,cuda:1        the paper's split over two GPUs
     """,
 }
 
@@ -109,21 +113,36 @@ def cmd_schema(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from alexspec.codegen import generate
+    from alexspec.diagram import dot, render
     from alexspec.fsutil import write_atomic
     from alexspec.graph import graph_json
-    from alexspec.report import render
+    from alexspec.report import render as render_report
 
     info = _analyse(args.spec)
+    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
+    if devices and len(devices) not in (1, info.network.towers):
+        raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{len(devices)} devices for {info.network.towers} "
+                                 "tower(s)", "give one device, or one per tower")])
+    generated = generate(info, devices, args.backend)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({exc.strerror})",
                                  "choose another folder with -o")]) from None
-    write_atomic(out / "graph.json", graph_json(info))
-    write_atomic(out / "report.json", render(info, "json"))
-    sys.stdout.write(render(info, "table"))
-    print(f"wrote {out / 'graph.json'} and {out / 'report.json'}")
+    name = info.network.name
+    written = {f"{name}.py": generated.source, "graph.json": graph_json(info),
+               "report.json": render_report(info, "json"), f"{name}.dot": dot(info)}
+    for file, text in written.items():
+        write_atomic(out / file, text)
+    pictures = render(out / f"{name}.dot")
+    sys.stdout.write(render_report(info, "table"))
+    print(f"wrote {', '.join(str(out / f) for f in [*written, *(p.name for p in pictures)])}")
+    if not pictures:
+        print("(install Graphviz for an SVG/PNG picture of the network: apt-get install graphviz)")
+    print(f"use it: from {out.name}.{name} import {generated.class_name}; model = {generated.class_name}()"
+          if out.name.isidentifier() else f"use it: import {name} from {out}")
     return 0
 
 
@@ -186,9 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("schema", "Print the spec language's JSON Schema (or its markdown reference).", cmd_schema)
     p.add_argument("--format", "-f", choices=("json", "markdown"), default="json", help="default: json")
 
-    p = command("compile", "Validate a spec, report it and write the IR (graph.json) to a folder.", cmd_compile)
+    p = command("compile", "Compile a spec into a PyTorch module, with its IR, report and diagram.", cmd_compile)
     p.add_argument("spec", metavar="SPEC", help=spec_help)
     p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
+    p.add_argument("--devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
+                   "tower (tower parallel) or one (towers become groups); default: the spec's placement")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                   help="default backend of the module (default: auto: triton on CUDA, else torch)")
     return parser
 
 

@@ -14,7 +14,7 @@ from alexspec.infer import DTYPE_BYTES, LayerInfo, NetworkInfo
 
 # Neurons per layer as printed in the paper (conv1-5, fc6-8). The first is a known erratum.
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = ("table", "markdown", "csv", "json", "dot")
 
 
 def human_bytes(n: float) -> str:
@@ -32,7 +32,7 @@ def human_count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _type_text(layer: ir.Layer) -> str:
+def type_text(layer: ir.Layer) -> str:
     text = layer.type
     if getattr(layer, "relu", False):
         text += "+relu"
@@ -43,13 +43,13 @@ def _type_text(layer: ir.Layer) -> str:
     return text
 
 
-def _window(layer: ir.Layer) -> dict | None:
+def window_of(layer: ir.Layer) -> dict | None:
     if isinstance(layer, (ir.Conv, ir.Pool)):
         return {"kernel": list(layer.kernel), "stride": list(layer.stride), "padding": list(layer.padding)}
     return None
 
 
-def _window_text(window: dict | None) -> str:
+def window_text(window: dict | None) -> str:
     if window is None:
         return ""
     return "/".join(str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in window.values())
@@ -74,9 +74,9 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
     for li in info.layers:
         towers = list(range(net.towers))
         layers.append({
-            "index": li.index, "name": li.layer.name, "type": li.layer.type, "kind": _type_text(li.layer),
+            "index": li.index, "name": li.layer.name, "type": li.layer.type, "kind": type_text(li.layer),
             "input_shape": list(li.input_shape), "output_shape": list(li.output_shape),
-            **({"window": _window(li.layer)} if _window(li.layer) else {}),
+            **({"window": window_of(li.layer)} if window_of(li.layer) else {}),
             "groups": li.groups, "tower": towers, "towers_role": _tower_role(li, net.towers, previous_split),
             "device": sorted({net.device_of(t) for t in towers}),
             "params": li.params, "weights": li.weights, "biases": li.biases,
@@ -118,6 +118,10 @@ def notes(info: NetworkInfo) -> list[str]:
 
 def render(info: NetworkInfo, fmt: str = "table", batch: int = 1, dtype: str = "fp32") -> str:
     """The report as text in `fmt` (one of FORMATS)."""
+    if fmt == "dot":
+        from alexspec.diagram import dot
+
+        return dot(info)
     data = report_data(info, batch, dtype)
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
@@ -132,7 +136,7 @@ _COLUMNS = ("#", "layer", "type", "output", "k/s/p", "groups", "tower", "device"
 
 def _cells(row: dict) -> list[str]:
     shape = "x".join(map(str, row["output_shape"])) + ("*" if row["rounded"] else "")
-    return [str(row["index"]), row["name"], row["kind"], shape, _window_text(row.get("window")),
+    return [str(row["index"]), row["name"], row["kind"], shape, window_text(row.get("window")),
             str(row["groups"]) if row["groups"] > 1 else "", row["towers_role"], "+".join(row["device"]),
             f"{row['params']:,}" if row["params"] else "", f"{row['params_percent']:.1f}" if row["params"] else "",
             human_count(row["macs"]) if row["macs"] else "", human_bytes(row["output_bytes"])]

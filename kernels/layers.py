@@ -45,6 +45,12 @@ def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",
     raise ValueError(f"backend must be auto, triton or torch, got {backend!r}")
 
 
+def resolve_devices(devices) -> list[str]:
+    """Device names with "auto" made concrete: "cuda" when a GPU is present, else "cpu"."""
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    return [auto if str(d) == "auto" else str(d) for d in devices]
+
+
 def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

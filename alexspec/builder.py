@@ -1,0 +1,82 @@
+"""From a spec to a live nn.Module: analyse, generate the source, execute it, instantiate.
+
+The in-process path (`alexspec.compile`) writes no files: the generated source is compiled
+under a pseudo file name registered with linecache, so tracebacks show the generated lines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import linecache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from alexspec.codegen import Generated, generate
+from alexspec.infer import NetworkInfo
+from alexspec.spec import Document, analyse, load_text
+
+
+@dataclass
+class Build:
+    """A built network: the module, what inference knows of it, and its generated source."""
+
+    module: Any          # torch.nn.Module
+    info: NetworkInfo
+    generated: Generated
+    backend: str
+    backend_reason: str
+
+
+def spec_source(spec: str | Path | dict | Document) -> Document | str | Path:
+    """A dict spec becomes YAML text (so problems still get line numbers); others pass through."""
+    if isinstance(spec, dict):
+        return load_text(yaml.safe_dump(spec, sort_keys=False), "<dict>")
+    return spec
+
+
+def module_class(generated: Generated, filename: str):
+    """Execute generated source and return its class."""
+    linecache.cache[filename] = (len(generated.source), None, generated.source.splitlines(True), filename)
+    namespace: dict = {"__name__": f"alexspec_generated_{generated.class_name}"}
+    exec(compile(generated.source, filename, "exec"), namespace)
+    return namespace[generated.class_name]
+
+
+def build(spec: str | Path | dict | Document, backend: str = "auto",
+          devices: Optional[Sequence[str]] = None) -> Build:
+    """Analyse `spec` and instantiate its module on `devices` (default: the spec's placement).
+
+    Raises SpecError for a bad spec and ValueError for an impossible backend or device list.
+    """
+    info = analyse(spec_source(spec))
+    generated = generate(info)
+    cls = module_class(generated, f"<alexspec {info.network.name}>")
+    module = cls(backend=backend, devices=tuple(devices) if devices else tuple(info.network.placement))
+    return Build(module, info, generated, _backend_of(module), module.backend_reason)
+
+
+def _backend_of(module) -> str:
+    return "triton" if module.backend_reason.startswith("triton") else "torch"
+
+
+def load_state(module, state_dict: dict) -> None:
+    """Load `state_dict` into `module`, or raise ValueError naming every layer that does not match.
+
+    Checkpoints hold the one-device layout (see alexspec.kernels.towers), so one saved from a
+    tower-parallel build loads into a one-device build and back.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    resized = [f"{key} (checkpoint {list(state_dict[key].shape)}, network {list(own[key].shape)})"
+               for key in own if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)]
+    problems = ([f"shapes differ: {', '.join(resized)}"] if resized else []) + \
+        ([f"missing from the checkpoint: {', '.join(missing)}"] if missing else []) + \
+        ([f"not in this network: {', '.join(unexpected)}"] if unexpected else [])
+    if problems:
+        layers = sorted({key.rsplit(".", 1)[0] for key in missing + unexpected}
+                        | {r.split(" ", 1)[0].rsplit(".", 1)[0] for r in resized})
+        raise ValueError(f"the weights do not fit this network (layers {', '.join(layers)}): " + "; ".join(problems)
+                         + ". Was the checkpoint saved from another spec?")
+    module.load_state_dict(state_dict)

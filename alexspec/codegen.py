@@ -1,0 +1,217 @@
+"""Code generation: an inferred network -> the source of a readable PyTorch module.
+
+One attribute per layer, a forward() that reads like the spec with each step's inferred
+shape as a comment, and `# spec:LINE` comments mapping each layer back to its spec line.
+The source imports only torch and alexspec.kernels. Identifiers come from validated names,
+passed through a namespace that keeps them legal, unique and clear of nn.Module's own
+attributes, so a spec cannot inject code. Same spec, same bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexspec import __version__, ir
+from alexspec.infer import LayerInfo, NetworkInfo
+
+# nn.Module's attributes and the names the generated class itself uses.
+_RESERVED = frozenset("""
+T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double dump_patches
+eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half ipu load_state_dict
+modules mtia named_buffers named_children named_modules named_parameters parameters register_backward_hook
+register_buffer register_forward_hook register_forward_pre_hook register_full_backward_hook
+register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
+set_extra_state set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
+towers backend backend_reason input_shape spec reset_parameters
+""".split())
+
+PAPER = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks (NIPS 2012)"
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Generated module source and how its names map to the spec."""
+
+    source: str
+    class_name: str
+    attributes: dict  # spec layer name -> Python attribute name
+    line_map: dict    # generated line number -> spec line number
+
+
+def class_name(spec_name: str) -> str:
+    """alexnet_1gpu -> Alexnet1gpu: a CamelCase class name from a validated spec name."""
+    name = "".join(part[:1].upper() + part[1:] for part in spec_name.split("_") if part)
+    return name if name.isidentifier() and not name[0].isdigit() else f"Net{name}"
+
+
+def attribute_names(layers: tuple[ir.Layer, ...]) -> dict[str, str]:
+    """Each layer's attribute name: its own name, with a suffix where that would shadow something."""
+    taken: set[str] = set()
+    result = {}
+    for layer in layers:
+        name, n = layer.name, 0
+        while name in _RESERVED or name in taken:
+            n += 1
+            name = f"{layer.name}_{n}" if n > 1 or layer.name in taken else f"{layer.name}_"
+        taken.add(name)
+        result[layer.name] = name
+    return result
+
+
+def _q(text: str) -> str:
+    """A double-quoted literal of a validated word (no quotes or backslashes can occur in it)."""
+    return f'"{text}"'
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+class _Writer:
+    def __init__(self, info: NetworkInfo, devices: tuple[str, ...] | None, backend: str):
+        self.info = info
+        self.default_devices = tuple(devices or info.network.placement)
+        self.default_backend = backend
+        self.net = info.network
+        self.towered = self.net.towers > 1
+        self.attrs = attribute_names(self.net.layers)
+        self.lines: list[str] = []
+        self.line_map: dict[int, int] = {}
+
+    def emit(self, text: str = "", spec_line: int | None = None) -> None:
+        self.lines.append(text)
+        if spec_line is not None:
+            self.line_map[len(self.lines)] = spec_line
+
+    def reads(self, li: LayerInfo) -> str:
+        previous_split = li.index > 0 and self.info.layers[li.index - 1].split
+        if not previous_split:
+            return "shared"
+        return "cross" if getattr(li.layer, "towers", "local") == "cross" else "local"
+
+    def constructor(self, li: LayerInfo) -> str:
+        """The expression that builds one layer."""
+        layer, towered = li.layer, self.towered
+        if isinstance(layer, ir.Conv):
+            args = (f"{li.input_shape[0]}, {layer.out}, kernel={layer.kernel}, stride={layer.stride}, "
+                    f"padding={layer.padding}")
+            flags = f"bias={layer.bias}, relu={layer.relu}"
+            if towered:
+                return f"t.conv({args}, groups={layer.groups}, {flags}, reads={_q(self.reads(li))})"
+            return f"layers.Conv2d({args}, groups={li.groups}, {flags}, backend=backend)"
+        if isinstance(layer, ir.Linear):
+            args = f"{li.input_shape[0]}, {layer.out}, bias={layer.bias}, relu={layer.relu}, dropout={layer.dropout!r}"
+            return f"t.linear({args}, reads={_q(self.reads(li))})" if towered else f"layers.Linear({args})"
+        if isinstance(layer, ir.LRN):
+            args = (f"{layer.size}, alpha={layer.alpha!r}, beta={layer.beta!r}, k={layer.k!r}, "
+                    f"convention={_q(layer.convention)}")
+            if towered:
+                return f"t.lrn({args}, groups={layer.groups}, reads={_q(self.reads(li))})"
+            return f"layers.LRN({args}, groups={li.groups}, backend=backend)"
+        plain = self.plain_layer(li)
+        if towered and not isinstance(layer, ir.Softmax):
+            return f"t.each(lambda: {plain})"
+        return plain
+
+    @staticmethod
+    def plain_layer(li: LayerInfo) -> str:
+        layer = li.layer
+        if isinstance(layer, ir.MaxPool):
+            return (f"layers.MaxPool2d({layer.kernel}, stride={layer.stride}, padding={layer.padding}, "
+                    f"ceil_mode={layer.rounding == 'ceil'}, backend=backend)")
+        if isinstance(layer, ir.AvgPool):
+            return (f"nn.AvgPool2d({layer.kernel}, stride={layer.stride}, padding={layer.padding}, "
+                    f"ceil_mode={layer.rounding == 'ceil'})")
+        if isinstance(layer, ir.AdaptiveAvgPool):
+            return f"nn.AdaptiveAvgPool2d({layer.output})"
+        if isinstance(layer, ir.Dropout):
+            return f"nn.Dropout({layer.p!r})"
+        return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)"}[layer.type]
+
+    def shape_comment(self, li: LayerInfo) -> str:
+        text = _shape(li.output_shape)
+        if self.towered and li.split:
+            text += f" ({self.net.towers} towers x {li.output_shape[0] // self.net.towers})"
+        if li.macs:
+            text += f", {li.macs / 1e6:.1f}M MACs"
+        if li.rounded:
+            text += f", rounded: {'; '.join(li.rounded)}"
+        return text
+
+    def source(self) -> str:
+        net, info = self.net, self.info
+        name = class_name(net.name)
+        spec_file = Path(net.file).name if net.file and not net.file.startswith("<") else net.file
+        default_devices = self.default_devices
+        self.emit(f'"""{net.name}: generated by alexspec {__version__} from {spec_file}; edit the spec, not this file.')
+        self.emit()
+        if net.follows == "alexnet-paper":
+            self.emit(f"After {PAPER}.")
+        elif net.follows:
+            self.emit(f"Follows: {net.follows}.")
+        self.emit(f"Input {_shape(net.input)} -> {_shape(info.output_shape)}; {info.total_params:,} parameters; "
+                  f"{info.total_macs:,} MACs per image.")
+        if self.towered:
+            self.emit(f"{net.towers} towers; with one device they collapse into channel groups.")
+        self.emit('"""')
+        self.emit("import torch")
+        self.emit("from torch import nn")
+        self.emit()
+        self.emit("from alexspec.kernels import layers" + (", towers" if self.towered else ""))
+        self.emit()
+        self.emit()
+        self.emit(f"class {name}(nn.Module):")
+        self.emit(f'    """{net.name} from {spec_file}. backend: "auto", "triton" or "torch"; devices: one per '
+                  f'tower, or one."""')
+        self.emit()
+        self.emit(f"    input_shape = {tuple(net.input)}")
+        self.emit()
+        devices_text = "(" + ", ".join(map(_q, default_devices)) + ("," if len(default_devices) == 1 else "") + ")"
+        self.emit(f'    def __init__(self, backend: str = {_q(self.default_backend)}, devices={devices_text}):')
+        self.emit("        super().__init__()")
+        self.emit("        devices = layers.resolve_devices(devices)")
+        self.emit("        backend, self.backend_reason = layers.resolve_backend(backend, devices)")
+        if self.towered:
+            self.emit(f"        self.towers = t = towers.Towers({net.towers}, devices, backend)")
+        for li in info.layers:
+            self.emit(f"        self.{self.attrs[li.layer.name]} = {self.constructor(li)}  # spec:{li.layer.loc.line}",
+                      li.layer.loc.line)
+        self.emit("        self.reset_parameters()")
+        if not self.towered:
+            self.emit("        self.to(devices[0])")
+        self.emit()
+        self.emit("    def reset_parameters(self) -> None:")
+        self.emit('        """The spec\'s initialisation (PyTorch\'s default where the spec gives none)."""')
+        inits = [(li, li.layer.init) for li in info.layers
+                 if isinstance(li.layer, (ir.Conv, ir.Linear)) and (li.layer.init.std is not None
+                                                                   or li.layer.init.bias is not None)]
+        for li, init in inits:
+            self.emit(f"        layers.init_parameters(self.{self.attrs[li.layer.name]}, std={init.std!r}, "
+                      f"bias={init.bias!r})", li.layer.loc.line)
+        if not inits:
+            self.emit("        return")
+        self.emit()
+        self.emit("    def forward(self, x: torch.Tensor) -> torch.Tensor:")
+        self.emit(f"        # x: batch x {_shape(net.input)}")
+        if self.towered:
+            self.emit("        x = self.towers.scatter(x)")
+        gathered = False
+        for li in info.layers:
+            if self.towered and isinstance(li.layer, ir.Softmax) and not gathered:
+                self.emit("        x = self.towers.gather(x)")
+                gathered = True
+            self.emit(f"        x = self.{self.attrs[li.layer.name]}(x)  # {self.shape_comment(li)}", li.layer.loc.line)
+        if self.towered and not gathered:
+            self.emit(f"        return self.towers.gather(x)  # {_shape(info.output_shape)}")
+        else:
+            self.emit("        return x")
+        return "\n".join(self.lines) + "\n"
+
+
+def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto") -> Generated:
+    """The module source for an inferred network; `devices` and `backend` become its defaults
+    (devices: the spec's placement unless given)."""
+    writer = _Writer(info, devices, backend)
+    source = writer.source()
+    return Generated(source, class_name(info.network.name), writer.attrs, writer.line_map)

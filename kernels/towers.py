@@ -1,0 +1,123 @@
+"""Model parallelism by towers, as the paper split AlexNet across two GPUs.
+
+An activation between layers is either one tensor (one device: the towers collapsed into
+channel groups) or a list with one tensor per tower, each on its tower's device. `Towers`
+builds each layer in the right form:
+
+- `reads="shared"`: the layer reads an input every tower sees whole (the image), and each
+  tower computes its share of the output channels;
+- `reads="local"`: each tower reads only its own channels (on one device: groups x towers);
+- `reads="cross"`: each tower reads every tower's channels (the paper's conv3 and fc6-8):
+  the towers' activations are first gathered onto every device.
+
+Checkpoints always hold the one-device layout: a tower-parallel layer's state_dict
+concatenates its towers' weights along the output dimension (tower 0 first), and loading
+splits them again, so a checkpoint moves between a one-device and a multi-device build.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from alexspec.kernels.layers import LRN, Conv2d, Linear
+
+READS = ("shared", "local", "cross")
+
+
+class TowerParallel(nn.Module):
+    """One copy of a layer per tower, each on its device; input and output are per-tower lists."""
+
+    def __init__(self, parts: list[nn.Module], devices: list[str], reads: str):
+        super().__init__()
+        if reads not in READS:
+            raise ValueError(f"reads must be one of {', '.join(READS)}, got {reads!r}")
+        self.parts = nn.ModuleList(part.to(device) for part, device in zip(parts, devices))
+        self.devices, self.reads = list(devices), reads
+        self.register_state_dict_post_hook(TowerParallel._merge_towers)
+        self.register_load_state_dict_pre_hook(TowerParallel._split_towers)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.reads == "cross":  # every tower reads all towers' channels, in tower order
+            xs = [torch.cat([x.to(device) for x in xs], dim=1) for device in self.devices]
+        return [part(x) for part, x in zip(self.parts, xs)]
+
+    def extra_repr(self) -> str:
+        return f"reads={self.reads!r}, devices={self.devices}"
+
+    @staticmethod
+    def _merge_towers(module, state_dict, prefix, local_metadata):
+        names = [name for name, _ in module.parts[0].named_parameters()]
+        for name in names:
+            keys = [f"{prefix}parts.{i}.{name}" for i in range(len(module.parts))]
+            state_dict[prefix + name] = torch.cat([state_dict.pop(key).to(module.devices[0]) for key in keys], 0)
+
+    @staticmethod
+    def _split_towers(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                      error_msgs):
+        for name, _ in module.parts[0].named_parameters():
+            if prefix + name in state_dict:
+                merged = state_dict.pop(prefix + name)
+                for i, chunk in enumerate(torch.chunk(merged, len(module.parts), dim=0)):
+                    state_dict[f"{prefix}parts.{i}.{name}"] = chunk
+
+
+class Towers(nn.Module):
+    """Builds layers for `towers` towers placed on `devices` (one device: collapsed to groups)."""
+
+    def __init__(self, towers: int, devices: list[str] | tuple[str, ...], backend: str = "torch"):
+        super().__init__()
+        devices = list(devices)
+        if len(devices) not in (1, towers):
+            raise ValueError(f"{towers} towers need 1 device or {towers}, got {len(devices)}: {devices}")
+        self.towers, self.devices, self.backend = towers, devices, backend
+        self.parallel = towers > 1 and len(devices) == towers
+
+    def extra_repr(self) -> str:
+        return f"towers={self.towers}, devices={self.devices}, parallel={self.parallel}"
+
+    # --- moving activations --------------------------------------------------------------
+
+    def scatter(self, x: torch.Tensor):
+        """The input image for every tower (a list when parallel)."""
+        return [x.to(device) for device in self.devices] if self.parallel else x
+
+    def gather(self, xs) -> torch.Tensor:
+        """The towers' outputs concatenated on the first device (tower 0's channels first)."""
+        return torch.cat([x.to(self.devices[0]) for x in xs], dim=1) if self.parallel else xs
+
+    # --- building layers -----------------------------------------------------------------
+
+    def _build(self, make: Callable[[int], nn.Module], reads: str) -> nn.Module:
+        """make(towers_sharing_the_layer) -> a layer; per tower when parallel, one layer otherwise."""
+        if not self.parallel:
+            return make(1).to(self.devices[0])
+        return TowerParallel([make(self.towers) for _ in range(self.towers)], self.devices, reads)
+
+    def conv(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
+             bias: bool = True, relu: bool = False, reads: str = "local") -> nn.Module:
+        """A conv whose `out_channels` (all towers) are divided among the towers."""
+        def make(parts: int) -> nn.Module:
+            local = reads == "local" and self.towers > 1
+            inputs = in_channels // parts if local else in_channels
+            grouping = groups * (self.towers // parts if local else 1)
+            return Conv2d(inputs, out_channels // parts, kernel, stride, padding, grouping, bias, relu, self.backend)
+        return self._build(make, reads)
+
+    def linear(self, in_features: int, out_features: int, bias: bool = True, relu: bool = False,
+               dropout: float = 0.0, reads: str = "cross") -> nn.Module:
+        """A linear layer whose `out_features` are divided among the towers; it reads all features."""
+        return self._build(lambda parts: Linear(in_features, out_features // parts, bias, relu, dropout), reads)
+
+    def lrn(self, size: int, alpha: float, beta: float, k: float, convention: str, groups: int = 1,
+            reads: str = "local") -> nn.Module:
+        """LRN within each tower's channels (and `groups` within a tower)."""
+        def make(parts: int) -> nn.Module:
+            grouping = groups * (self.towers // parts if reads == "local" else 1)
+            return LRN(size, alpha, beta, k, convention, grouping, self.backend)
+        return self._build(make, reads)
+
+    def each(self, make: Callable[[], nn.Module]) -> nn.Module:
+        """A parameter-free layer (pooling, ReLU, dropout, flatten) applied in every tower."""
+        return self._build(lambda parts: make(), "local")
