@@ -1,0 +1,254 @@
+"""Codegen and placement: the built module is what inference says, on either backend and any placement."""
+from __future__ import annotations
+
+import py_compile
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+torch = pytest.importorskip("torch")
+
+import alexspec  # noqa: E402
+from alexspec.builder import load_state  # noqa: E402
+from alexspec.codegen import generate  # noqa: E402
+from alexspec.spec import analyse, load_text  # noqa: E402
+from conftest import SPECS, run_cli  # noqa: E402
+from strategies import valid_specs  # noqa: E402
+
+ALL_SPECS = sorted(p.name for p in SPECS.glob("*.yaml"))
+
+
+def layer_outputs(build, x):
+    """Each layer's output shape per image and parameter count, measured with forward hooks."""
+    module, attributes = build.module, build.generated.attributes
+    split = {li.layer.name: li.split for li in build.info.layers}
+    seen = {}
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            if isinstance(output, list):  # tower parallel: each tower's channels, or copies of a shared tensor
+                output = torch.cat([o.to("cpu") for o in output], dim=1) if split[name] else output[0]
+            seen[name] = tuple(output.shape[1:])
+        return record
+
+    handles = [getattr(module, attr).register_forward_hook(hook(name)) for name, attr in attributes.items()]
+    with torch.no_grad():
+        module.eval()(x)
+    for handle in handles:
+        handle.remove()
+    params = {name: sum(p.numel() for p in getattr(module, attr).parameters()) for name, attr in attributes.items()}
+    return seen, params
+
+
+def assert_module_matches_inference(build):
+    x = torch.randn(2, *build.info.network.input)
+    shapes, params = layer_outputs(build, x)
+    for li in build.info.layers:
+        assert shapes[li.layer.name] == li.output_shape, li.layer.name
+        assert params[li.layer.name] == li.params, li.layer.name
+    assert sum(p.numel() for p in build.module.parameters()) == build.info.total_params
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_every_shipped_spec_builds_what_the_report_says(spec):
+    assert_module_matches_inference(alexspec.build(SPECS / spec, backend="torch", devices=["cpu"]))
+
+
+def test_two_tower_parallel_build_matches_inference():
+    assert_module_matches_inference(alexspec.build(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu"]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_specs())
+def test_random_specs_build_what_inference_says(case):
+    spec, _ = case
+    info = analyse(load_text(yaml.safe_dump(spec), "random.yaml"))
+    placements = [["cpu"]] + ([["cpu", "cpu"]] if info.network.towers == 2 else [])
+    for devices in placements:
+        assert_module_matches_inference(alexspec.build(spec, backend="torch", devices=devices))
+
+
+def merged_grads(module):
+    """Parameter gradients keyed like the state dict (tower parts concatenated, as checkpoints are)."""
+    grads = {}
+    for name, param in module.named_parameters():
+        if ".parts." in name:
+            prefix, rest = name.split(".parts.", 1)
+            key = f"{prefix}.{rest.split('.', 1)[1]}"
+            grads.setdefault(key, []).append(param.grad)
+        else:
+            grads[name] = [param.grad]
+    return {key: torch.cat(parts, 0) for key, parts in grads.items()}
+
+
+def test_two_towers_on_two_devices_equal_one_device_grouped():
+    torch.manual_seed(0)
+    two = alexspec.build(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu"]).module.eval()
+    one = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"]).module.eval()
+    load_state(one, two.state_dict())
+    x = torch.randn(2, 3, 227, 227)
+    out_two, out_one = two(x), one(x)
+    torch.testing.assert_close(out_two, out_one, rtol=1e-5, atol=1e-6)
+    out_two.square().sum().backward()
+    out_one.square().sum().backward()
+    grads_two, grads_one = merged_grads(two), merged_grads(one)
+    assert grads_two.keys() == grads_one.keys()
+    for key in grads_one:  # the same sums in another order: fp32 rounding relative to the gradient's size
+        scale = grads_one[key].abs().max().item()
+        torch.testing.assert_close(grads_two[key], grads_one[key], rtol=1e-4, atol=1e-5 * scale, msg=key)
+
+
+def test_checkpoints_move_between_placements_and_refuse_another_spec(tmp_path):
+    two = alexspec.compile(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu"])
+    one = alexspec.compile(SPECS / "alexnet.yaml", backend="torch", devices=["cpu"])
+    path = tmp_path / "w.pt"
+    torch.save(one.state_dict(), path)
+    load_state(two, torch.load(path, weights_only=True))
+    for key, value in two.state_dict().items():
+        assert torch.equal(value, one.state_dict()[key]), key
+    other = alexspec.compile(SPECS / "caffe-alexnet.yaml", backend="torch", devices=["cpu"])
+    with pytest.raises(ValueError) as error:
+        load_state(other, one.state_dict())
+    message = str(error.value)
+    assert "conv2" in message and "conv4" in message and "conv5" in message and "conv1" not in message
+
+
+def test_spec_initialisation_is_applied():
+    torch.manual_seed(0)
+    module = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"])
+    assert torch.all(module.conv2.bias == 1) and torch.all(module.conv1.bias == 0)
+    assert torch.all(module.fc6.bias == 1) and torch.all(module.fc8.bias == 0)
+    assert abs(module.fc6.weight.std().item() - 0.01) < 1e-3
+
+
+@pytest.mark.parametrize("spec", ["digits.yaml", "lenet5.yaml"])
+def test_triton_backend_equals_torch_backend(spec):
+    torch.manual_seed(0)
+    triton_build = alexspec.build(SPECS / spec, backend="triton", devices=["cpu"])
+    torch_build = alexspec.build(SPECS / spec, backend="torch", devices=["cpu"])
+    assert triton_build.backend == "triton" and torch_build.backend == "torch"
+    torch_build.module.load_state_dict(triton_build.module.state_dict())
+    x = torch.randn(3, *triton_build.info.network.input)
+    outs = [b.module.eval()(x) for b in (triton_build, torch_build)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for out in outs:
+        out.square().sum().backward()
+    for (name, a), (_, b) in zip(triton_build.module.named_parameters(), torch_build.module.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+TINY_TOWERS = """\
+alexspec: 1
+name: tiny_towers
+input: {channels: 3, height: 21, width: 21}
+towers: 2
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 5, stride: 2, activation: relu}
+  - {name: norm1, type: lrn, size: 3, alpha: 0.01, k: 2}
+  - {name: pool1, type: maxpool, kernel: 3, stride: 2}
+  - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1, activation: relu, towers: cross}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 4, towers: cross}
+"""
+
+
+def test_triton_backend_in_tower_parallel_mode():
+    torch.manual_seed(0)
+    doc = load_text(TINY_TOWERS, "tiny.yaml")
+    parallel = alexspec.build(doc, backend="triton", devices=["cpu", "cpu"]).module.eval()
+    collapsed = alexspec.build(doc, backend="torch", devices=["cpu"]).module.eval()
+    load_state(collapsed, parallel.state_dict())
+    x = torch.randn(2, 3, 21, 21)
+    torch.testing.assert_close(parallel(x), collapsed(x), rtol=1e-4, atol=1e-5)
+
+
+def measured_saved_bytes(module, x):
+    """Bytes autograd really saves for backward: each storage once, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module.train()(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_report_training_memory_matches_what_autograd_saves(spec):
+    build = alexspec.build(SPECS / spec, backend="torch", devices=["cpu"])
+    batch = 2
+    x = torch.randn(batch, *build.info.network.input)
+    predicted = build.info.memory(batch, "fp32").training_saved
+    measured = measured_saved_bytes(build.module, x)
+    assert abs(predicted - measured) <= 0.05 * measured, (predicted, measured)
+
+
+def test_generated_source_is_deterministic_importable_and_maps_to_the_spec(tmp_path):
+    info = analyse(SPECS / "alexnet.yaml")
+    first, second = generate(info), generate(analyse(SPECS / "alexnet.yaml"))
+    assert first.source == second.source
+    path = tmp_path / "alexnet.py"
+    path.write_text(first.source)
+    py_compile.compile(str(path), doraise=True)
+    spec_lines = (SPECS / "alexnet.yaml").read_text().splitlines()
+    for generated_line, spec_line in first.line_map.items():
+        attribute = first.source.splitlines()[generated_line - 1].split("self.", 1)[1].split(" ", 1)[0].split("(")[0]
+        assert f"name: {attribute.rstrip('_')}" in spec_lines[spec_line - 1] or attribute in spec_lines[spec_line - 1]
+    code = "import torch, alexnet; m = alexnet.Alexnet(devices=['cpu']); print(tuple(m(torch.randn(1, 3, 227, 227)).shape))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 1000)"
+
+
+def test_names_that_would_shadow_module_attributes_are_renamed():
+    text = """\
+alexspec: 1
+name: shadows
+input: {channels: 1, height: 8, width: 8}
+layers:
+  - {name: forward, type: conv, out: 4, kernel: 3}
+  - {name: training, type: relu}
+  - {name: towers, type: flatten}
+  - {name: to, type: linear, out: 2}
+"""
+    build = alexspec.build(load_text(text, "s.yaml"), backend="torch", devices=["cpu"])
+    assert build.generated.attributes == {"forward": "forward_", "training": "training_", "towers": "towers_",
+                                          "to": "to_"}
+    assert build.module(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+
+
+def test_compile_cli_writes_an_importable_package(tmp_path):
+    result = run_cli("compile", str(SPECS / "alexnet.yaml"), "-o", "build", "--devices", "cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("alexnet.py", "graph.json", "report.json", "alexnet.dot"):
+        assert (tmp_path / "build" / name).exists(), name
+    code = "from build.alexnet import Alexnet; import torch; print(Alexnet()(torch.randn(1, 3, 227, 227)).shape[1])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1000"
+
+
+def test_diagram_shows_towers_and_crossings():
+    result = run_cli("report", "alexnet", "--format", "dot")
+    assert result.returncode == 0
+    text = result.stdout
+    assert "subgraph cluster_tower0" in text and "subgraph cluster_tower1" in text
+    assert 'pool2_t0 -> conv3_t1 [color="#c0392b"' in text  # conv3 crosses towers
+    assert "pool2_t1 -> conv3_t1;" in text
+    assert "conv1_t0 -> conv2_t1" not in text and "conv1_t0 -> norm1_t0;" in text
+    assert 'label="conv2\\nconv+relu 5/1/2\\n128x27x27"' in text
+
+
+def test_bad_device_lists_are_clear():
+    with pytest.raises(ValueError, match="2 towers need 1 device or 2"):
+        alexspec.compile(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu", "cpu"])
+    result = run_cli("compile", "alexnet", "--devices", "cpu,cpu,cpu")
+    assert result.returncode == 2 and "3 devices for 2 tower(s)" in result.stderr
