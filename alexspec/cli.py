@@ -37,6 +37,31 @@ EXAMPLES = {
             # yaml-language-server: $schema=./alexspec.schema.json
           alexspec schema --format markdown                  the spec language reference
     """,
+    "train": """
+        examples:
+          alexspec train                       the bundled digits net on scikit-learn's digits (CPU, < 1 min)
+          alexspec train lenet5 --data synthetic --epochs 2
+          alexspec train alexnet --data /data/imagenet-shards --device cuda:0,cuda:1 --precision bf16
+          alexspec train alexnet --set training.lr=0.02 --set training.batch=256
+          alexspec train digits --out runs/d --resume           continue the newest checkpoint in runs/d
+          torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
+        exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
+    """,
+    "eval": """
+        examples:
+          alexspec eval digits --checkpoint runs/d/checkpoints/best.pt
+          alexspec eval alexnet --checkpoint CKPT --data DIR --crops 10     the paper's 10-crop test
+    """,
+    "prepare-data": """
+        examples:
+          alexspec prepare-data ~/images/ data/shards --size 256
+            SRC holds train/<class>/*.jpg and val/<class>/*.jpg; DST gets uint8 shards that
+            `alexspec train --data DST` memory-maps
+    """,
+    "plot": """
+        examples:
+          alexspec plot runs/digits-20261125-101500       writes curves.png in the run folder
+    """,
     "compile": """
         examples:
           alexspec compile specs/alexnet.yaml -o build/
@@ -146,6 +171,81 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _spec_document(spec: str, overrides: list[str]):
+    from alexspec.spec import load_file
+    from alexspec.spec.overrides import apply_overrides
+
+    doc = load_file(resolve_spec(spec))
+    return apply_overrides(doc, overrides) if overrides else doc
+
+
+def _train_config(args):
+    from alexspec.train.loop import TrainConfig
+
+    devices = [d.strip() for d in args.device.split(",")] if args.device else None
+    return TrainConfig(data=args.data, epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
+                       out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
+                       backend=args.backend, precision=args.precision, channels_last=args.channels_last,
+                       seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
+                       keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None))
+
+
+def cmd_train(args) -> int:
+    from alexspec.train.loop import start
+
+    result = start(_spec_document(args.spec, args.set), _train_config(args))
+    if result.stopped_by_signal:
+        print(f"run stopped cleanly; continue with: alexspec train {args.spec} --resume {result.run_dir}")
+    elif result.last:
+        print(f"done: {result.epochs_done} epoch(s), top-1 error {result.last['top1_error']:.2%}, "
+              f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
+              f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves)")
+    else:
+        print(f"stopped after {result.steps} step(s); run folder {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json as json_module
+
+    from alexspec.builder import load_state
+    from alexspec.train import checkpoint
+    from alexspec.train.data import open_data
+    from alexspec.train.loop import Trainer
+
+    trainer = Trainer(_spec_document(args.spec, []), _train_config(args))
+    state = checkpoint.load(args.checkpoint, trainer.network_hash)
+    load_state(trainer.module, state["model"])
+    data = open_data(args.data, trainer.net.input, trainer.info.output_shape[0],
+                     trainer.training.augmentation.resize, trainer.seed)
+    trainer.check_data(data)
+    crops = args.crops or trainer.training.eval_crops
+    metrics = trainer.evaluate(data, crops=crops)
+    print(f"{trainer.net.name} on {args.data} ({len(data.val)} images, {crops} crop(s)): top-1 error "
+          f"{metrics['top1_error']:.2%}, top-5 error {metrics['top5_error']:.2%}, loss {metrics['val_loss']:.4f}")
+    print(json_module.dumps({"checkpoint": str(args.checkpoint), "crops": crops, **metrics}))
+    return 0
+
+
+def cmd_prepare_data(args) -> int:
+    from alexspec.train.data import image_folder, write_shards
+
+    dataset = image_folder(Path(args.source), args.size, args.channels)
+    write_shards(dataset, Path(args.destination))
+    print(f"wrote {len(dataset.train)} training and {len(dataset.val)} validation images "
+          f"({args.channels}x{args.size}x{args.size}, {len(dataset.classes)} classes) to {args.destination}"
+          + (f"; skipped {dataset.skipped} unreadable" if dataset.skipped else ""))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from alexspec.train.plot import plot_run
+
+    out = plot_run(Path(args.run_dir))
+    print(f"wrote {out}")
+    return 0
+
+
 def _print_problems(error: SpecError) -> None:
     for problem in error.problems:
         print(problem, file=sys.stderr)
@@ -212,6 +312,48 @@ def build_parser() -> argparse.ArgumentParser:
                    "tower (tower parallel) or one (towers become groups); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")
+    def train_options(p, with_data_default: str = "digits") -> None:
+        p.add_argument("--data", default=with_data_default, metavar="SOURCE",
+                       help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
+                            "from prepare-data (default: digits)")
+        p.add_argument("--device", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
+                       "(cuda:0,cuda:1); default: the spec's placement")
+        p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
+        p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
+        p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+
+    p = command("train", "Train a spec on a data source with the spec's recipe; resumable.", cmd_train)
+    p.add_argument("spec", nargs="?", default="digits", metavar="SPEC", help=spec_help + " (default: digits)")
+    train_options(p)
+    p.add_argument("--epochs", type=_positive_int, help="default: the spec's training.epochs")
+    p.add_argument("--batch", type=_positive_int, help="global batch (default: the spec's training.batch)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
+                   help="continue from a checkpoint file or a run folder's newest (alone: the --out folder's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. training.lr=0.02 (repeatable)")
+    p.add_argument("--seed", type=int, help="default: the spec's training.seed")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (default: at the end of each epoch)")
+    p.add_argument("--keep", type=_positive_int, default=3, help="numbered checkpoints kept (default 3; best.pt too)")
+    p.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many steps")
+
+    p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
+    p.add_argument("spec", metavar="SPEC", help=spec_help)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint file (e.g. RUN/checkpoints/best.pt)")
+    p.add_argument("--crops", type=int, choices=(1, 10), help="1: centre; 10: corners, centre and flips "
+                   "(default: the spec's training.eval.crops)")
+    train_options(p)
+
+    p = command("prepare-data", "Convert an image folder (train/ val/, a folder per class) to uint8 shards.",
+                cmd_prepare_data)
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--size", type=_positive_int, default=256, help="square size after resizing (default 256)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="default 3 (RGB)")
+
+    p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
+    p.add_argument("run_dir", metavar="RUN_DIR")
     return parser
 
 
@@ -226,6 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         _print_problems(error)
         return EXIT_BAD_INPUT
+    except ValueError as error:  # data, checkpoint, device and backend problems carry their own message
+        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as error:
+        from alexspec.train.loop import EXIT_DIVERGED, TrainingError
+
+        if not isinstance(error, TrainingError):
+            raise
+        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
     except BrokenPipeError:
         return 0
     except OSError as exc:  # an output path that cannot be written

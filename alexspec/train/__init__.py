@@ -1,0 +1,1 @@
+"""The generic trainer: any compiled spec, any data source, the spec's recipe, safe checkpoints."""

@@ -1,0 +1,200 @@
+"""Data sources: scikit-learn's bundled digits, synthetic images, ImageFolder directories, uint8 shards.
+
+Every source yields uint8 images (N, C, H, W) and int64 labels; augmentation and scaling
+happen on tensors afterwards (on the GPU when there is one). Small sources live in memory;
+shards (`alexspec prepare-data`) are numpy memmaps read one batch at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
+MAX_BAD_FRACTION = 0.01  # more unreadable images than this is an error, not a skip
+
+
+class DataError(ValueError):
+    """Data that cannot be used, with a message saying why and what to do."""
+
+
+@dataclass
+class Split:
+    """Images (uint8 N x C x H x W: a tensor or a memmap) and labels (int64 N)."""
+
+    images: object
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels at `indices`, in that order."""
+        if isinstance(self.images, torch.Tensor):
+            return self.images[indices], self.labels[indices]
+        index = indices.numpy()
+        ascending = np.argsort(index)  # a memmap reads fastest front to back
+        images = np.empty((len(index), *self.images.shape[1:]), dtype=np.uint8)
+        images[ascending] = self.images[index[ascending]]
+        return torch.from_numpy(images), self.labels[indices]
+
+
+@dataclass
+class Dataset:
+    """A training split, a validation split, and what they hold."""
+
+    name: str
+    train: Split
+    val: Split
+    classes: list[str]
+    skipped: int = 0  # unreadable images left out
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def digits(seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (shipped on disk), scaled from 0-16 to 0-255."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    cut = int(len(labels) * (1 - val_fraction))
+    return Dataset("digits", Split(images[order[:cut]], labels[order[:cut]]),
+                   Split(images[order[cut:]], labels[order[cut:]]), [str(d) for d in range(10)])
+
+
+def synthetic(shape: tuple[int, int, int], classes: int, train_size: int = 512, val_size: int = 128,
+              seed: int = 0) -> Dataset:
+    """Random images with a learnable signal: each class brightens its own band of rows."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(0, classes, (n,), generator=generator)
+        images = torch.randint(0, 128, (n, *shape), generator=generator, dtype=torch.int16)
+        rows = shape[1]
+        for c in range(classes):
+            band = slice(c * rows // classes, max((c + 1) * rows // classes, c * rows // classes + 1))
+            images[labels == c, :, band] += 100
+        return Split(images.clamp(0, 255).to(torch.uint8), labels)
+
+    return Dataset("synthetic", make(train_size), make(val_size), [str(c) for c in range(classes)])
+
+
+def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
+    """train/ and val/ under `root`, one sub-folder per class, images resized to size x size.
+
+    Unreadable images are skipped and counted; more than 1 % unreadable is a DataError.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise DataError(f"{root} has no {part}/ folder; expected {root}/train/<class>/*.jpg and "
+                            f"{root}/val/<class>/*.jpg")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{root}/train has no class folders")
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise DataError(f"image folders hold 1- or 3-channel images; the spec's input has {channels} channels")
+    skipped, total = 0, 0
+    splits = {}
+    for part in ("train", "val"):
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            folder = root / part / name
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+            for file in files:
+                total += 1
+                try:
+                    with Image.open(file) as image:
+                        image = _resize_center(image.convert(mode), size)
+                except (UnidentifiedImageError, OSError, ValueError):
+                    skipped += 1
+                    continue
+                array = np.asarray(image, dtype=np.uint8)
+                images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+                labels.append(label)
+        if not images:
+            raise DataError(f"{root}/{part} holds no readable images")
+        splits[part] = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
+    if skipped > MAX_BAD_FRACTION * total:
+        raise DataError(f"{skipped} of {total} images in {root} could not be read (more than "
+                        f"{MAX_BAD_FRACTION:.0%}); check the files")
+    return Dataset(root.name, splits["train"], splits["val"], classes, skipped)
+
+
+def _resize_center(image, size: int):
+    """Shorter side to `size`, then the centre size x size square."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def write_shards(dataset: Dataset, out: Path) -> None:
+    """Write a dataset as uint8 shards: <split>.images.u8 (memmap), <split>.labels.npy, index.json."""
+    from alexspec.fsutil import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"format": "alexspec-shards-1", "classes": dataset.classes, "splits": {}}
+    for name, split in (("train", dataset.train), ("val", dataset.val)):
+        images = split.images.numpy() if isinstance(split.images, torch.Tensor) else np.asarray(split.images)
+        tmp = out / f".{name}.images.u8.tmp"
+        memmap = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=images.shape)
+        memmap[:] = images
+        memmap.flush()
+        del memmap
+        tmp.replace(out / f"{name}.images.u8")
+        np.save(out / f"{name}.labels.npy", split.labels.numpy())
+        index["splits"][name] = {"count": int(images.shape[0]), "shape": list(images.shape[1:])}
+    write_atomic(out / "index.json", json.dumps(index, indent=2) + "\n")
+
+
+def read_shards(root: Path) -> Dataset:
+    """A dataset written by `write_shards`, its images memory-mapped (nothing read until used)."""
+    try:
+        index = json.loads((root / "index.json").read_text())
+        splits = {}
+        for name in ("train", "val"):
+            info = index["splits"][name]
+            images = np.memmap(root / f"{name}.images.u8", dtype=np.uint8, mode="r",
+                               shape=(info["count"], *info["shape"]))
+            labels = torch.from_numpy(np.load(root / f"{name}.labels.npy").astype(np.int64))
+            if len(labels) != info["count"]:
+                raise DataError(f"{root}: {name} has {len(labels)} labels for {info['count']} images")
+            splits[name] = Split(images, labels)
+        return Dataset(root.name, splits["train"], splits["val"], list(index["classes"]))
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{root} is not a complete shard folder ({exc}); write it with `alexspec prepare-data`") \
+            from None
+
+
+def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
+              seed: int = 0) -> Dataset:
+    """The dataset named by `source`: "digits", "synthetic", a shard folder or an ImageFolder."""
+    if source == "digits":
+        return digits(seed)
+    if source == "synthetic":
+        return synthetic(image_shape, classes, seed=seed)
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{source}: no such folder; --data takes digits, synthetic, an image folder "
+                        "(train/ and val/ with a folder per class) or a folder from `alexspec prepare-data`")
+    if (path / "index.json").exists():
+        return read_shards(path)
+    return image_folder(path, resize or max(image_shape[1:]), image_shape[0])

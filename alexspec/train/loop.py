@@ -1,0 +1,407 @@
+"""The training loop: any compiled spec, any data source, the spec's recipe, resumable.
+
+Every random choice in a step (data order, crops, flips, lighting, dropout) derives from
+(seed, epoch, step), so a run resumed from a checkpoint continues exactly as it would have:
+on CPU an interrupted and resumed run ends bit-identical to an uninterrupted one. SIGINT and
+SIGTERM only set a flag; the loop saves at the next step boundary and exits cleanly.
+Data parallelism: run under torchrun (WORLD_SIZE > 1) and each process takes its share of
+every global batch; gradients are averaged by DistributedDataParallel; rank 0 writes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+import signal
+import sys
+import time
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from alexspec import ir
+from alexspec.builder import Build, build, load_state
+from alexspec.fsutil import write_atomic
+from alexspec.spec import Document
+from alexspec.train import augment, checkpoint
+from alexspec.train.data import Dataset, open_data
+from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
+
+EXIT_DIVERGED = 3
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the spec (command-line options; None: the spec's value)."""
+
+    data: str = "digits"
+    epochs: Optional[int] = None
+    batch: Optional[int] = None
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    devices: Optional[list[str]] = None
+    backend: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    seed: Optional[int] = None
+    log_every: int = 20
+    checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: end of each epoch only)
+    keep: int = 3
+    max_steps: Optional[int] = None  # stop after this many steps in total (tests, smoke runs)
+    progress: Optional[bool] = None  # None: a bar on a terminal, plain lines otherwise
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    last: dict = field(default_factory=dict)  # the last epoch's metrics
+    stopped_by_signal: bool = False
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop acts on it between steps (never save in a handler)."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading_main():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _Distributed:
+    """Rank and world size under torchrun; a no-op otherwise."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool) -> bool:
+        """True when `flag` is set on any rank (so every rank stops together)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(value)
+        return bool(value.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+class Trainer:
+    def __init__(self, doc: Document, config: TrainConfig, log=print):
+        self.config, self.log = config, log
+        self.devices = config.devices
+        built = build(doc, config.backend, self.devices)
+        self.build: Build = built
+        self.info = built.info
+        self.net = built.info.network
+        self.training = self.net.training or ir.Training()
+        self.epochs = config.epochs or self.training.epochs
+        self.batch = config.batch or self.training.batch
+        self.seed = self.training.seed if config.seed is None else config.seed
+        self.device = torch.device(_first_device(built.module))
+        self.dist = _Distributed(str(self.device))
+        self.module = built.module
+        if config.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.model = self.module
+        if self.dist.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(self.module)
+        self.optimizer = make_optimizer(self.module, built.generated.attributes, self.training)
+        self.schedule = Schedule(self.training, self.epochs)
+        self.network_hash = checkpoint.network_hash(self.info)
+        self.ends_with_softmax = isinstance(self.net.layers[-1], ir.Softmax)
+        self.doc = doc
+
+    # --- data ---------------------------------------------------------------------------
+
+    def prepare(self, images: torch.Tensor, generator: Optional[torch.Generator], train: bool) -> torch.Tensor:
+        """uint8 batch -> the network's input: crop/flip/lighting when training, centre crop otherwise."""
+        aug = self.training.augmentation
+        x = images.to(self.device, non_blocking=True).float()
+        _, height, width = self.net.input
+        if train and aug.crop and (x.shape[2] > height or x.shape[3] > width):
+            x = augment.random_crop(x, height, generator)
+        elif x.shape[2] != height or x.shape[3] != width:
+            x = augment.center_crop(x, height)
+        if train and aug.flip:
+            x = augment.random_flip(x, generator)
+        if train and aug.lighting and x.shape[1] == 3:
+            x = augment.lighting(x / 255.0, aug.lighting, generator) * 255.0
+        x = augment.normalise(x, aug.mean, aug.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def check_data(self, data: Dataset) -> None:
+        channels, height, width = self.net.input
+        c, h, w = data.image_shape
+        if c != channels or h < height or w < width:
+            raise ValueError(f"the data's images are {c}x{h}x{w} but {self.net.name} takes {channels}x{height}x"
+                             f"{width}; use data of that size (or larger, to crop from)")
+        classes = self.info.output_shape[0]
+        if len(data.classes) > classes:
+            raise ValueError(f"the data has {len(data.classes)} classes but the network outputs {classes}")
+
+    # --- steps --------------------------------------------------------------------------
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if self.ends_with_softmax:  # the spec ends with probabilities: train on their log
+            return F.nll_loss(torch.log(out.clamp_min(1e-12)), labels)
+        return F.cross_entropy(out, labels, label_smoothing=self.training.label_smoothing)
+
+    def autocast(self):
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def evaluate(self, data: Dataset, crops: int = 1, batch: int = 256) -> dict:
+        """Loss and top-1/top-5 error on the validation split (softmax averaged over `crops`)."""
+        self.module.eval()
+        total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+        _, height, _ = self.net.input
+        with torch.no_grad(), self.autocast():
+            for start in range(0, len(data.val), batch):
+                images, labels = data.val.batch(torch.arange(start, min(start + batch, len(data.val))))
+                labels = labels.to(self.device)
+                views = [images]
+                if crops == 10:
+                    views = augment.ten_crops(images, height) if images.shape[2] > height else \
+                        [images, images.flip(-1)] * 5
+                probs = sum(self._probabilities(self.prepare(v, None, train=False)) for v in views) / len(views)
+                loss_sum += F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels, reduction="sum").item()
+                best5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+                top1 += (best5[:, 0] == labels).sum().item()
+                top5 += (best5 == labels[:, None]).any(dim=1).sum().item()
+                total += len(labels)
+        self.module.train()
+        return {"val_loss": loss_sum / total, "top1_error": 1 - top1 / total, "top5_error": 1 - top5 / total}
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x).float()
+        return out if self.ends_with_softmax else out.softmax(dim=1)
+
+    # --- the run ------------------------------------------------------------------------
+
+    def state(self, epoch: int, step_in_epoch: int, step: int, best: float, metrics: dict) -> dict:
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "step": step, "best_top1_error": best, "metrics": metrics, "network_hash": self.network_hash,
+                "seed": self.seed, "batch": self.batch, "spec_name": self.net.name}
+
+    def run(self, run_dir: Path, resume_from: Optional[Path] = None) -> RunResult:
+        config = self.config
+        data = open_data(config.data, self.net.input, self.info.output_shape[0],
+                         self.training.augmentation.resize, self.seed)
+        self.check_data(data)
+        if data.skipped:
+            self.log(f"skipped {data.skipped} unreadable image(s)")
+        epoch, first_step, step, best, last = 0, 0, 0, math.inf, {}
+        if resume_from is not None:
+            state = checkpoint.load(resume_from, self.network_hash)
+            load_state(self.module, state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            epoch, first_step, step = state["epoch"], state["step_in_epoch"], state["step"]
+            best, last = state["best_top1_error"], state["metrics"]
+            if state["batch"] != self.batch or state["seed"] != self.seed:
+                self.log(f"note: batch/seed differ from the checkpoint's ({state['batch']}/{state['seed']}); the "
+                         "run continues but will not repeat the original exactly")
+            self.log(f"resumed from {resume_from} at epoch {epoch + 1}, step {step}")
+        metrics_file = run_dir / "metrics.jsonl"
+        if self.dist.main:
+            _truncate_metrics(metrics_file, step)
+        steps_per_epoch = math.ceil(len(data.train) / self.batch)
+        self.module.train()
+        with _StopFlag() as stop, _Progress(self, steps_per_epoch) as progress:
+            while epoch < self.epochs:
+                order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+                epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
+                for index in range(first_step, steps_per_epoch):
+                    if config.max_steps is not None and step >= config.max_steps:
+                        self._save(run_dir, self.state(epoch, index, step, best, last), step)
+                        return RunResult(run_dir, step, epoch, last)
+                    lr = self.schedule.lr(epoch, index / steps_per_epoch)
+                    set_lr(self.optimizer, lr)
+                    loss = self.step(data, order[index * self.batch:(index + 1) * self.batch], epoch, step)
+                    if not math.isfinite(loss):
+                        raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
+                                            f"good checkpoint is in {checkpoint.folder(run_dir)}. Lower the learning "
+                                            f"rate (now {lr:g}) or check the data")
+                    step += 1
+                    seen += min(self.batch, len(data.train) - index * self.batch)
+                    loss_sum += loss
+                    rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
+                    progress.update(epoch, index + 1, loss, lr, rate)
+                    if self.dist.main and step % config.log_every == 0:
+                        _append(metrics_file, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss,
+                                               "lr": lr, "images_per_s": round(rate, 1)})
+                    if self.dist.any(stop.signal is not None):
+                        self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                        self.log(f"stopped by signal at epoch {epoch + 1}, step {step}; checkpoint saved in "
+                                 f"{checkpoint.folder(run_dir)}")
+                        return RunResult(run_dir, step, epoch, last, stopped_by_signal=True)
+                    if config.checkpoint_every and step % config.checkpoint_every == 0:
+                        self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                first_step = 0
+                last = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
+                        "train_loss": loss_sum / max(steps_per_epoch, 1),
+                        **self.evaluate(data), "seconds": round(time.perf_counter() - epoch_start, 2),
+                        "images_per_s": round(seen / max(time.perf_counter() - epoch_start, 1e-9), 1)}
+                improved = last["top1_error"] < best
+                best = min(best, last["top1_error"])
+                if self.schedule.observe(last["top1_error"]):
+                    self.log(f"validation error stopped improving: learning rate divided (drop "
+                             f"{self.schedule.drops} of {self.training.schedule.times})")
+                epoch += 1
+                if self.dist.main:
+                    _append(metrics_file, last)
+                progress.epoch_done(last)
+                self._save(run_dir, self.state(epoch, 0, step, best, last), step, best=improved)
+        return RunResult(run_dir, step, epoch, last)
+
+    def step(self, data: Dataset, indices: torch.Tensor, epoch: int, step: int) -> float:
+        """One optimizer step on the global batch `indices`; this process's share under DDP."""
+        indices = indices[self.dist.rank::self.dist.world]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 31 + self.dist.rank)
+        torch.manual_seed(self.seed * 1_000_033 + step * 37 + self.dist.rank)  # dropout masks
+        images, labels = data.train.batch(indices)
+        x = self.prepare(images, generator, train=True)
+        with self.autocast():
+            out = self.model(x)
+        loss = self.loss(out, labels.to(out.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def _save(self, run_dir: Path, state: dict, step: int, best: bool = False) -> None:
+        if self.dist.main:
+            checkpoint.save(run_dir, state, step, self.config.keep, best)
+        self.dist.barrier()
+
+
+class _Progress:
+    """A progress bar with ETA on a terminal; a plain line per epoch otherwise."""
+
+    def __init__(self, trainer: Trainer, steps_per_epoch: int):
+        self.trainer, self.steps = trainer, steps_per_epoch
+        show = trainer.config.progress
+        self.bar_wanted = (sys.stderr.isatty() if show is None else show) and trainer.dist.main
+        self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def update(self, epoch: int, index: int, loss: float, lr: float, rate: float) -> None:
+        if not self.bar_wanted:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.trainer.epochs}", unit="step",
+                            file=sys.stderr, dynamic_ncols=True)
+            self.bar.update(index - 1)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+
+    def epoch_done(self, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.trainer.dist.main:
+            self.trainer.log(f"epoch {metrics['epoch']}/{self.trainer.epochs}: train loss {metrics['train_loss']:.4f}, "
+                             f"val loss {metrics['val_loss']:.4f}, top-1 error {metrics['top1_error']:.2%}, "
+                             f"top-5 error {metrics['top5_error']:.2%}, lr {metrics['lr']:.3g}, "
+                             f"{metrics['images_per_s']:.0f} img/s")
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _first_device(module: torch.nn.Module) -> str:
+    for param in module.parameters():
+        return str(param.device)
+    return "cpu"
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past `step` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def default_run_dir(name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{name}-{stamp}"
+
+
+def start(doc: Document, config: TrainConfig, log=print) -> RunResult:
+    """Prepare the run directory (or find the checkpoint to resume) and train."""
+    resume_from, run_dir = None, Path(config.out) if config.out else None
+    if config.resume is not None:
+        target = Path(config.resume) if config.resume else run_dir
+        if target is None:
+            raise checkpoint.CheckpointError("--resume without a checkpoint needs --out RUN_DIR to look in")
+        if target.is_dir():
+            resume_from = checkpoint.latest(target)
+            if resume_from is None:
+                raise checkpoint.CheckpointError(f"{target}: no checkpoint to resume from")
+            run_dir = target
+        else:
+            resume_from, run_dir = target, target.parent.parent
+    trainer = Trainer(doc, config, log)
+    run_dir = run_dir or default_run_dir(trainer.net.name)
+    if trainer.dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "spec.yaml", yaml.safe_dump(doc.data, sort_keys=False))
+        resolved = {**asdict(replace(config, out=str(run_dir))), "epochs": trainer.epochs, "batch": trainer.batch,
+                    "seed": trainer.seed, "backend": trainer.build.backend, "device": str(trainer.device),
+                    "world_size": trainer.dist.world, "network_hash": trainer.network_hash,
+                    "torch": torch.__version__}
+        write_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
+        log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {config.data}: "
+            f"{trainer.epochs} epochs, batch {trainer.batch}, {trainer.build.backend_reason}, device "
+            f"{trainer.device}; run folder {run_dir}")
+    return trainer.run(run_dir, resume_from)

@@ -1,0 +1,84 @@
+"""The spec's training recipe as torch objects: optimizer with per-layer LR multipliers, LR schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alexspec import ir
+
+
+def parameter_groups(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training) -> list[dict]:
+    """Optimizer parameter groups: one per (layer, weight|bias) with an lr multiplier, one for the rest."""
+    groups, claimed = [], set()
+    for layer_name, mults in training.lr_mult.items():
+        layer = getattr(module, attributes[layer_name])
+        for kind in ("weight", "bias"):
+            params = [p for n, p in layer.named_parameters() if n.endswith(kind)]
+            if params:
+                groups.append({"params": params, "lr_mult": float(mults.get(kind, 1.0)), "name": f"{layer_name}.{kind}"})
+                claimed.update(id(p) for p in params)
+    rest = [p for p in module.parameters() if id(p) not in claimed]
+    return [{"params": rest, "lr_mult": 1.0, "name": "default"}] + groups
+
+
+def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, attributes, training)
+    for group in groups:
+        group["lr"] = training.lr * group["lr_mult"]
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov,
+                               weight_decay=training.weight_decay)
+    cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=training.lr, weight_decay=training.weight_decay)
+
+
+class Schedule:
+    """The learning rate per epoch: warm-up, then constant, step, cosine, or the paper's plateau rule."""
+
+    def __init__(self, training: ir.Training, epochs: int):
+        self.spec, self.base, self.epochs = training.schedule, training.lr, epochs
+        self.scale = 1.0      # plateau: product of the drops so far
+        self.drops = 0
+        self.best = math.inf
+        self.stale = 0
+
+    def lr(self, epoch: int, fraction: float = 0.0) -> float:
+        """The rate at `epoch` (0-based) plus `fraction` of it."""
+        s = self.spec
+        t = epoch + fraction
+        if s.warmup and t < s.warmup:
+            return self.base * (t + 1e-3) / s.warmup
+        if s.type == "step":
+            return self.base * s.factor ** (epoch // s.every)
+        if s.type == "cosine":
+            span = max(self.epochs - s.warmup, 1)
+            return self.base * 0.5 * (1 + math.cos(math.pi * min(t - s.warmup, span) / span))
+        if s.type == "plateau":
+            return self.base * self.scale
+        return self.base
+
+    def observe(self, val_error: float) -> bool:
+        """Feed an epoch's validation error (plateau rule); True when the rate was just divided."""
+        if self.spec.type != "plateau":
+            return False
+        if val_error < self.best - 1e-9:
+            self.best, self.stale = val_error, 0
+            return False
+        self.stale += 1
+        if self.stale >= self.spec.patience and self.drops < self.spec.times:
+            self.scale *= self.spec.factor
+            self.drops, self.stale = self.drops + 1, 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "drops": self.drops, "best": self.best, "stale": self.stale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.drops, self.best, self.stale = state["scale"], state["drops"], state["best"], state["stale"]
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
