@@ -85,7 +85,9 @@ def test_compile_writes_deterministic_graph_json(tmp_path):
     assert conv2["init"] == {"std": 0.01, "bias": 1}
     assert graph["training"]["schedule"]["type"] == "plateau"
     assert json.loads((tmp_path / "a" / "report.json").read_text())["total_params"] == 60_965_224
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["graph.json", "report.json"]  # no temp files
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert {"alexnet.py", "graph.json", "report.json", "alexnet.dot"} <= set(names)
+    assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]  # no temp files left behind
 
 
 def test_validate_several_specs():

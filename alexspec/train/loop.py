@@ -126,6 +126,9 @@ class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
         self.config, self.log = config, log
         self.devices = config.devices
+        spec_training = doc.data.get("training") if isinstance(doc.data, dict) else None
+        spec_seed = spec_training.get("seed", 0) if isinstance(spec_training, dict) else 0
+        torch.manual_seed(config.seed if config.seed is not None else spec_seed)  # the initial weights
         built = build(doc, config.backend, self.devices)
         self.build: Build = built
         self.info = built.info
@@ -309,6 +312,9 @@ class Trainer:
         return loss.item()
 
     def _save(self, run_dir: Path, state: dict, step: int, best: bool = False) -> None:
+        if not all(torch.isfinite(p).all() for p in self.module.parameters()):
+            raise TrainingError(f"the weights are no longer finite at step {step}; not saving them. The last good "
+                                f"checkpoint is in {checkpoint.folder(run_dir)}; lower the learning rate")
         if self.dist.main:
             checkpoint.save(run_dir, state, step, self.config.keep, best)
         self.dist.barrier()

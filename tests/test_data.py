@@ -1,0 +1,143 @@
+"""Data sources and augmentation: image folders, shards, and the paper's augmentations' properties."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+Image = pytest.importorskip("PIL.Image")
+
+from alexspec.train import augment  # noqa: E402
+from alexspec.train.data import DataError, image_folder, read_shards, write_shards  # noqa: E402
+from conftest import run_cli  # noqa: E402
+
+
+def make_folder(root, per_class=6, size=(24, 20), corrupt=0):
+    rng = np.random.default_rng(0)
+    for part in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            folder = root / part / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 80, (size[1], size[0], 3), dtype=np.uint8)
+                pixels[:, :, c] += 150  # the class shows in one colour channel
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+            for i in range(corrupt if part == "train" else 0):
+                (folder / f"broken{i}.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def test_image_folder_resizes_and_labels(tmp_path):
+    data = image_folder(make_folder(tmp_path / "imgs"), size=16)
+    assert data.classes == ["cat", "dog"]
+    assert tuple(data.train.images.shape) == (12, 3, 16, 16) and data.train.images.dtype == torch.uint8
+    assert data.train.labels.tolist() == [0] * 6 + [1] * 6
+    means = data.train.images.float().mean(dim=(2, 3))
+    assert (means[:6, 0] > means[:6, 1]).all() and (means[6:, 1] > means[6:, 0]).all()
+
+
+def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
+    few = image_folder(make_folder(tmp_path / "few", per_class=100, size=(8, 8), corrupt=1), size=8)
+    assert few.skipped == 2 and len(few.train) == 200
+    with pytest.raises(DataError, match="could not be read"):
+        image_folder(make_folder(tmp_path / "many", corrupt=3), size=8)
+    with pytest.raises(DataError, match="no train/ folder"):
+        image_folder(tmp_path / "many" / "train", size=8)
+
+
+def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):
+    source = make_folder(tmp_path / "imgs")
+    result = run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "16")
+    assert result.returncode == 0, result.stderr
+    shards = read_shards(tmp_path / "shards")
+    folder = image_folder(source, size=16)
+    assert np.array_equal(np.asarray(shards.train.images), folder.train.images.numpy())
+    order = torch.tensor([5, 0, 11, 3])
+    images, labels = shards.train.batch(order)
+    assert torch.equal(images, folder.train.images[order]) and torch.equal(labels, folder.train.labels[order])
+    assert json.loads((tmp_path / "shards" / "index.json").read_text())["classes"] == ["cat", "dog"]
+    (tmp_path / "shards" / "val.labels.npy").unlink()
+    with pytest.raises(DataError, match="not a complete shard folder"):
+        read_shards(tmp_path / "shards")
+
+
+SPEC = """\
+alexspec: 1
+name: pets
+input: {channels: 3, height: 16, width: 16}
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, activation: relu}
+  - {name: pool1, type: maxpool, kernel: 2}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 2}
+training: {lr: 0.05, batch: 4, epochs: 2, augmentation: {resize: 20, crop: 16, flip: true, lighting: 0.1}}
+"""
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_training_on_an_image_folder_and_on_shards(tmp_path, prepared):
+    source = make_folder(tmp_path / "imgs", size=(30, 26))
+    (tmp_path / "pets.yaml").write_text(SPEC)
+    data = str(source)
+    if prepared:
+        assert run_cli("prepare-data", data, str(tmp_path / "shards"), "--size", "20").returncode == 0
+        data = str(tmp_path / "shards")
+    result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", data, "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    epochs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[-1]["kind"] == "epoch" and epochs[-1]["top1_error"] <= 0.5
+
+
+def test_wrong_image_size_is_explained(tmp_path):
+    (tmp_path / "pets.yaml").write_text(SPEC.replace("height: 16, width: 16", "height: 32, width: 32")
+                                        .replace("crop: 16", "crop: 32").replace("resize: 20", "resize: 40"))
+    result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", "digits")
+    assert result.returncode == 2 and "the data's images are 1x8x8" in result.stderr
+
+
+def test_random_crops_lie_inside_the_image():
+    images = torch.arange(2 * 3 * 9 * 11, dtype=torch.float32).reshape(2, 3, 9, 11)
+    crops = augment.random_crop(images, 5, torch.Generator().manual_seed(1))
+    for image, crop in zip(images, crops):
+        top, left = divmod(int(crop[0, 0, 0].item()) % 99, 11)  # the value encodes its position
+        assert torch.equal(crop, image[:, top:top + 5, left:left + 5])
+    with pytest.raises(ValueError, match="larger than the images"):
+        augment.random_crop(images, 10, torch.Generator())
+
+
+def test_flipping_twice_with_the_same_draws_is_the_identity():
+    images = torch.randn(16, 3, 4, 5)
+    once = augment.random_flip(images, torch.Generator().manual_seed(3))
+    twice = augment.random_flip(once, torch.Generator().manual_seed(3))
+    assert torch.equal(twice, images) and not torch.equal(once, images)
+    flipped = ~torch.all((once == images).flatten(1), dim=1)
+    assert torch.equal(once[flipped], images[flipped].flip(-1))
+
+
+def test_lighting_noise_has_the_stated_covariance():
+    sigma, n = 0.1, 40_000
+    shifted = augment.lighting(torch.zeros(n, 3, 1, 1), sigma, torch.Generator().manual_seed(0))
+    shifts = shifted[:, :, 0, 0].double()
+    v, lam = augment.IMAGENET_EIGVEC.double(), augment.IMAGENET_EIGVAL.double()
+    expected = v @ torch.diag((sigma * lam) ** 2) @ v.T
+    torch.testing.assert_close(torch.cov(shifts.T), expected, rtol=0.05, atol=2e-6)
+    assert torch.equal(augment.lighting(torch.ones(2, 3, 2, 2), 0.0, torch.Generator()), torch.ones(2, 3, 2, 2))
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+    images = torch.randn(2, 3, 8, 8)
+    crops = augment.ten_crops(images, 6)
+    assert len(crops) == 10
+    assert torch.equal(crops[0], images[:, :, :6, :6]) and torch.equal(crops[3], images[:, :, 2:, 2:])
+    assert torch.equal(crops[4], images[:, :, 1:7, 1:7])
+    for plain, mirrored in zip(crops[:5], crops[5:]):
+        assert torch.equal(mirrored, plain.flip(-1))
+
+
+def test_normalise_uses_mean_and_std():
+    images = torch.full((1, 3, 2, 2), 128.0)
+    out = augment.normalise(images, [100.0, 128.0, 156.0], [2.0, 1.0, 4.0])
+    assert out[0, :, 0, 0].tolist() == [14.0, 0.0, -7.0]
+    assert augment.normalise(images, None, None)[0, 0, 0, 0].item() == pytest.approx(128 / 255)

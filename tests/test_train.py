@@ -1,0 +1,201 @@
+"""The trainer as a user runs it: real digits, resume, signals, crash-safe checkpoints, bad checkpoints, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from alexspec.train import checkpoint  # noqa: E402
+from conftest import ROOT, run_cli  # noqa: E402
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir: Path) -> dict:
+    return checkpoint.load(checkpoint.latest(run_dir))["model"]
+
+
+def test_default_training_learns_real_digits(tmp_path):
+    result = run_cli("train", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    epochs = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
+    assert len(epochs) == 20
+    assert epochs[-1]["top1_error"] <= 0.03  # >= 97 % accuracy on 360 held-out digits
+    assert "run folder" in result.stdout and str(tmp_path / "run") in result.stdout
+    assert (tmp_path / "run" / "spec.yaml").exists() and json.loads((tmp_path / "run" / "config.json").read_text())
+    result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "best.pt"))
+    assert result.returncode == 0 and "top-1 error" in result.stdout
+    assert json.loads(result.stdout.splitlines()[-1])["top1_error"] <= 0.03
+    result = run_cli("plot", str(tmp_path / "run"))
+    assert result.returncode == 0 and (tmp_path / "run" / "curves.png").stat().st_size > 10_000
+
+
+SMALL = ["digits", "--epochs", "2", "--set", "training.batch=128"]
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    assert run_cli("train", *SMALL, "--out", str(tmp_path / "whole")).returncode == 0
+    first = run_cli("train", *SMALL, "--out", str(tmp_path / "parts"), "--max-steps", "7")
+    assert first.returncode == 0, first.stderr
+    assert checkpoint.load(checkpoint.latest(tmp_path / "parts"))["step"] == 7
+    second = run_cli("train", *SMALL, "--out", str(tmp_path / "parts"), "--resume")
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout
+    whole, parts = final_weights(tmp_path / "whole"), final_weights(tmp_path / "parts")
+    for key in whole:
+        assert torch.equal(whole[key], parts[key]), key
+    steps = [m["step"] for m in metrics(tmp_path / "parts")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicated lines after resuming
+
+
+def start_training(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "alexspec", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path_glob, run_dir: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(run_dir.glob(path_glob)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing matched {path_glob} in {run_dir}")
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_0(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_training(["digits", "--epochs", "50", "--set", "training.batch=16", "--out", str(run_dir),
+                           "--checkpoint-every", "10"])
+    wait_for("checkpoints/step-*.pt", run_dir)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("stopped by signal"))
+    stopped_at = int(line.split(", step ")[1].split(";")[0])
+    state = checkpoint.load(checkpoint.latest(run_dir))
+    assert state["step"] == stopped_at  # saved after the last finished step: nothing lost
+    assert stopped_at >= 10
+    resumed = run_cli("train", "digits", "--epochs", "1", "--set", "training.batch=16", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+
+
+SAVER = """
+import os, random, sys, torch
+from pathlib import Path
+from alexspec.train import checkpoint
+run = Path(sys.argv[1])
+state = {"model": {"w": torch.randn(512, 1024)}, "network_hash": "x"}
+step = int(sys.argv[2])
+while True:
+    step += 1
+    state["step"] = step
+    state["model"]["w"].fill_(step)
+    checkpoint.save(run, state, step, keep=2)
+    print(step, flush=True)
+"""
+
+
+def test_sigkill_while_saving_never_leaves_a_broken_latest_checkpoint(tmp_path):
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    step = 0
+    for attempt in range(12):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(step)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # at least one save completed
+        time.sleep(0.02 + 0.05 * (attempt % 4))
+        proc.kill()
+        proc.wait()
+        latest = checkpoint.latest(tmp_path)
+        state = checkpoint.load(latest)  # complete: loads, and holds what its name says
+        assert torch.all(state["model"]["w"] == state["step"])
+        numbered = sorted(checkpoint.folder(tmp_path).glob("step-*.pt"))
+        for path in numbered:  # every kept checkpoint is intact, not only the newest
+            checkpoint.load(path)
+        step = state["step"]
+
+
+def test_bad_checkpoints_are_refused_without_harm(tmp_path):
+    run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert run.returncode == 0
+    good = checkpoint.latest(tmp_path / "run")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Evil(), "network_hash": "x"}))
+    torch.save({"model": {}, "network_hash": "0000", "step": 1}, tmp_path / "other.pt")
+    before = {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    cases = ((truncated, "truncated or corrupt"), (evil, "could run code"),
+             (tmp_path / "other.pt", "saved from another network"), (tmp_path / "none.pt", "no such"))
+    for bad, fragment in cases:
+        result = run_cli("eval", "digits", "--checkpoint", str(bad))
+        assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, bad
+    for bad, fragment in cases[:2]:
+        result = run_cli("train", "digits", "--resume", str(bad), "--epochs", "1")
+        assert result.returncode == 2 and fragment in result.stderr, bad
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
+
+
+def test_a_diverging_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path):
+    result = run_cli("train", "digits", "--epochs", "3", "--set", "init.std=10", "--set", "training.lr=100",
+                     "--checkpoint-every", "1", "--out", str(tmp_path / "run"))
+    assert result.returncode == 3, result.stderr
+    assert "last good checkpoint" in result.stderr and "ower the learning rate" in result.stderr
+    state = checkpoint.load(checkpoint.latest(tmp_path / "run"))
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_the_trainer_is_generic_lenet5_and_d2l(tmp_path):
+    result = run_cli("train", "lenet5", "--data", "synthetic", "--epochs", "3", "--batch", "16",
+                     "--out", str(tmp_path / "lenet"))
+    assert result.returncode == 0, result.stderr
+    epochs = [m for m in metrics(tmp_path / "lenet") if m["kind"] == "epoch"]
+    assert epochs[-1]["top1_error"] < 0.5  # synthetic classes are learnable: better than chance (90 %)
+    result = run_cli("train", "d2l-alexnet", "--data", "synthetic", "--batch", "2", "--max-steps", "2",
+                     "--out", str(tmp_path / "d2l"))
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.load(checkpoint.latest(tmp_path / "d2l"))["step"] == 2
+
+
+def test_overrides_are_validated_like_the_spec(tmp_path):
+    result = run_cli("train", "digits", "--set", "training.lr=-1", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "training.lr: must be greater than 0, got -1" in result.stderr
+    result = run_cli("train", "digits", "--set", "training.optimiser=adam")
+    assert result.returncode == 2 and "did you mean 'optimizer'" in result.stderr
+    result = run_cli("train", "digits", "--data", "/no/such/folder")
+    assert result.returncode == 2 and "no such folder" in result.stderr
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    common = ["lenet5", "--data", "synthetic", "--epochs", "1", "--batch", "32", "--max-steps", "6",
+              "--set", "training.lr=0.02"]
+    single = run_cli("train", *common, "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29517", "-m", "alexspec", "train", *common, "--out", str(tmp_path / "two")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
