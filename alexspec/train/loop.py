@@ -126,6 +126,9 @@ class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
         self.config, self.log = config, log
         self.devices = config.devices
+        if self.devices and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one GPU per process
+            local = os.environ.get("LOCAL_RANK", "0")
+            self.devices = [f"cuda:{local}" if d == "cuda" else d for d in self.devices]
         spec_training = doc.data.get("training") if isinstance(doc.data, dict) else None
         spec_seed = spec_training.get("seed", 0) if isinstance(spec_training, dict) else 0
         torch.manual_seed(config.seed if config.seed is not None else spec_seed)  # the initial weights
