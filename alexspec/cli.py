@@ -62,6 +62,13 @@ EXAMPLES = {
         examples:
           alexspec plot runs/digits-20261125-101500       writes curves.png in the run folder
     """,
+    "bench": """
+        examples:
+          alexspec bench                                    the paper's AlexNet, batch 256 on a GPU
+          alexspec bench alexnet --precision bf16 --compare eager,compile --max-autotune
+          alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
+        On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
+    """,
     "compile": """
         examples:
           alexspec compile specs/alexnet.yaml -o build/
@@ -246,6 +253,38 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from alexspec import bench
+
+    result = {}
+    if args.cpu_figures:
+        result["cpu_figures"] = figures = bench.cpu_figures()
+        print(f"report (fresh process) {figures['report_wall_s']:.3f} s; compiler import "
+              f"{figures['compiler_import_s']:.3f} s (imports torch: {figures['compiler_imports_torch']}); "
+              f"validate + infer of 1,000 layers {figures['validate_infer_1000_layers_s']:.3f} s")
+    if not args.cpu_figures or args.spec:
+        import os
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch loads: the profiler's log stays quiet
+        import torch
+
+        batch = args.batch or (256 if torch.cuda.is_available() else 8)
+        steps = args.steps or (20 if torch.cuda.is_available() else 2)
+        compare = [c for c in args.compare.split(",") if c]
+        for kind in compare:
+            if kind not in ("eager", "compile"):
+                raise ValueError(f"--compare takes eager and/or compile, got {kind!r}")
+        result.update(bench.run(resolve_spec(args.spec or "alexnet"), batch, args.precision, compare,
+                                args.max_autotune, steps, args.warmup))
+    if args.out or result.get("cuda"):
+        import datetime
+
+        out = Path(args.out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
+        bench.write(result, out)
+        print(f"wrote {out}")
+    return 0
+
+
 def _print_problems(error: SpecError) -> None:
     for problem in error.problems:
         print(problem, file=sys.stderr)
@@ -351,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", metavar="DST")
     p.add_argument("--size", type=_positive_int, default=256, help="square size after resizing (default 256)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="default 3 (RGB)")
+
+    p = command("bench", "Time training and inference against PyTorch eager and torch.compile.", cmd_bench)
+    p.add_argument("spec", nargs="?", metavar="SPEC", help=spec_help + " (default: alexnet)")
+    p.add_argument("--batch", type=_positive_int, help="default: 256 on CUDA, 8 on CPU")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="default: bf16 (channels-last)")
+    p.add_argument("--compare", default="eager,compile", help="baselines, comma-separated (default: eager,compile)")
+    p.add_argument("--max-autotune", action="store_true", help="torch.compile with max-autotune (slow to compile)")
+    p.add_argument("--steps", type=_positive_int, help="timed steps (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
+    p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
 
     p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
     p.add_argument("run_dir", metavar="RUN_DIR")

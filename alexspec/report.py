@@ -171,24 +171,27 @@ def _summary_lines(data: dict) -> list[str]:
         ["* output size rounded (see notes)"] if any(r["rounded"] for r in data["layers"]) else [])
 
 
-def _table(data: dict) -> str:
-    from rich.console import Console
-    from rich.table import Table
+_RIGHT_ALIGNED = {"#", "groups", "params", "% params", "MACs", "output mem"}
 
-    table = Table(title=f"{data['name']} ({data['file']})", show_footer=False, header_style="bold")
-    for column in _COLUMNS:
-        right = column in ("#", "groups", "params", "% params", "MACs", "output mem")
-        table.add_column(column, justify="right" if right else "left", no_wrap=True)
-    for row in data["layers"]:
-        table.add_row(*_cells(row))
-    table.add_section()
-    for row in _total_rows(data):
-        table.add_row(*row, style="bold" if row[1] == "total" else None)
-    console = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None)
-    console.print(table)
-    for line in _summary_lines(data):
-        console.print(line, highlight=False, soft_wrap=True)
-    return console.file.getvalue()
+
+def _table(data: dict) -> str:
+    """A box-drawn table (no terminal library: the report must answer fast), then the summary."""
+    body = [_cells(row) for row in data["layers"]]
+    totals = _total_rows(data)
+    widths = [max(len(str(c)) for c in column) for column in zip(_COLUMNS, *body, *totals)]
+
+    def line(cells) -> str:
+        padded = [str(c).rjust(w) if name in _RIGHT_ALIGNED else str(c).ljust(w)
+                  for c, w, name in zip(cells, widths, _COLUMNS)]
+        return "│ " + " │ ".join(padded) + " │"
+
+    def rule(left: str, middle: str, right: str) -> str:
+        return left + middle.join("─" * (w + 2) for w in widths) + right
+
+    out = [f"{data['name']} ({data['file']})", rule("┌", "┬", "┐"), line(_COLUMNS), rule("├", "┼", "┤")]
+    out += [line(cells) for cells in body]
+    out += [rule("├", "┼", "┤")] + [line(cells) for cells in totals] + [rule("└", "┴", "┘")]
+    return "\n".join(out + _summary_lines(data)) + "\n"
 
 
 def _markdown(data: dict) -> str:

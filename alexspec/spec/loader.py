@@ -24,16 +24,9 @@ MAX_DEPTH = 32
 Path_ = tuple  # a path into the document: ("layers", 3, "kernel")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats and no aliases."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.MarkedYAMLError(
-                problem="YAML aliases (*name) are not supported in specs; write the value out",
-                problem_mark=mark)
-        return super().compose_node(parent, index)
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
+    """A safe loader with YAML 1.2 floats. Aliases are refused by the builder below (an aliased
+    node is the same object met twice), before anything is expanded."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -111,13 +104,16 @@ def load_text(text: str, file: str = "<spec>") -> Document:
         data = builder.build(root, ())
         if builder.problems:
             raise SpecError(builder.problems)
+    except _AliasFound:
+        raise SpecError([Problem(_first_alias(text, file), "", "YAML aliases (*name) are not supported in specs",
+                                 "write the value out")]) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         raise SpecError([Problem(Loc(file, line, col), "", f"the character #x{exc.character:04x} is not allowed "
                                  "in YAML", "remove it; specs are plain text")]) from None
     except yaml.MarkedYAMLError as exc:
-        raise SpecError([_yaml_problem(exc, file)]) from None
+        raise SpecError([_yaml_problem(exc, file, text)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Loc(file, 1, 1), "", f"not valid YAML: {exc}")]) from None
     except RecursionError:
@@ -126,6 +122,17 @@ def load_text(text: str, file: str = "<spec>") -> Document:
         if loader is not None:
             loader.dispose()
     return Document(file, data, builder.value_locs, builder.key_locs)
+
+
+class _AliasFound(Exception):
+    """Raised inside the builder; reported with the alias's own location."""
+
+
+def _first_alias(text: str, file: str) -> Loc:
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            return _mark_loc(file, event.start_mark)
+    return Loc(file, 1, 1)
 
 
 def dotted(path: Path_) -> str:
@@ -142,10 +149,11 @@ def _mark_loc(file: str, mark) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+def _yaml_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "not valid YAML"
-    if "'\\t'" in problem or "tab" in problem:
+    at_tab = mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t"
+    if at_tab or "'\\t'" in problem or "tab" in problem:
         return Problem(_mark_loc(file, mark), "", "a tab character where YAML needs spaces",
                        "indent with spaces, not tabs")
     hint = ""
@@ -165,6 +173,7 @@ class _Builder:
         self.value_locs: dict = {}
         self.key_locs: dict = {}
         self.nodes = 0
+        self.seen: set[int] = set()
         self.problems: list[Problem] = []
 
     def _fail(self, node, message: str, hint: str = ""):
@@ -176,6 +185,9 @@ class _Builder:
             self._fail(node, f"the spec has more than {MAX_NODES:,} values; it is too large")
         if len(path) > MAX_DEPTH:
             self._fail(node, f"the spec is nested more than {MAX_DEPTH} levels deep")
+        if id(node) in self.seen:  # an alias: the same node again (all nodes are alive, ids are unique)
+            raise _AliasFound()
+        self.seen.add(id(node))
         self.value_locs[path] = _mark_loc(self.file, node.start_mark)
         if isinstance(node, yaml.ScalarNode):
             value = self.loader.construct_object(node, deep=True)

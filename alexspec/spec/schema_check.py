@@ -10,16 +10,46 @@ from jsonschema.exceptions import ValidationError
 
 from alexspec.errors import Problem, did_you_mean, quote
 from alexspec.spec.loader import Document
-from alexspec.spec.schema import VERSION, schema
+from alexspec.spec.schema import LAYER_TYPES, VERSION, schema
 
 
 @lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
+def _validator_class():
     # JSON Schema counts 3.0 as an integer; a spec that writes 3.0 for a channel count is a mistake.
     strict_int = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool))
-    cls = validators.extend(Draft202012Validator, type_checker=strict_int)
-    return cls(schema())
+    return validators.extend(Draft202012Validator, type_checker=strict_int)
+
+
+@lru_cache(maxsize=None)
+def _validator(part: str = "top", layer_type: str = "") -> Draft202012Validator:
+    """Validators for parts of the one schema: the top level without the layers' contents, one
+    layer of a known type (its `then` branch), or any layer (the full item schema). Checking
+    layer by layer with its own branch is what keeps a 10,000-layer spec fast."""
+    full = schema()
+    items = full["properties"]["layers"]["items"]
+    if part == "top":
+        top = {**full, "properties": {**full["properties"], "layers": {**full["properties"]["layers"], "items": {}}}}
+        return _validator_class()(top)
+    if part == "typed":
+        branch = next(b["then"] for b in items["allOf"] if b["if"]["properties"]["type"]["const"] == layer_type)
+        return _validator_class()(branch)
+    return _validator_class()(items)
+
+
+def _errors(data: dict):
+    """(path prefix, error) for every schema violation of a spec mapping."""
+    for error in _validator().iter_errors(data):
+        yield (), error
+    layers = data.get("layers")
+    if not isinstance(layers, list):
+        return
+    for i, layer in enumerate(layers):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        known = isinstance(kind, str) and kind in LAYER_TYPES
+        validator = _validator("typed", kind) if known else _validator("layer")
+        for error in validator.iter_errors(layer):
+            yield ("layers", i), error
 
 
 @dataclass(frozen=True)
@@ -50,13 +80,13 @@ def check(doc: Document) -> SchemaResult:
     training_sound = True
     sound: int | None = len(data["layers"]) if isinstance(data.get("layers"), list) else None
     typed_paths = set()
-    for error in sorted(_validator().iter_errors(data), key=lambda e: e.validator != "type"):
-        path = tuple(error.absolute_path)
+    for prefix, error in sorted(_errors(data), key=lambda pe: pe[1].validator != "type"):
+        path = prefix + tuple(error.absolute_path)
         if error.validator != "type" and any(path[:len(t)] == t for t in typed_paths):
             continue  # a value of the wrong type: its range or form says nothing more
         if error.validator == "type":
             typed_paths.add(path)
-        problems.extend(_explain(error, doc))
+        problems.extend(_explain(error, doc, prefix))
         if error.validator == "additionalProperties":
             continue  # the IR is built from known keys only: an unknown one does not stop inference
         if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
@@ -107,8 +137,8 @@ def _layer_kind(doc: Document, path: tuple) -> str:
     return "this mapping"
 
 
-def _explain(error: ValidationError, doc: Document) -> list[Problem]:
-    path = tuple(error.absolute_path)
+def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[Problem]:
+    path = prefix + tuple(error.absolute_path)
     where, text = doc.loc(path), doc.path_text(path)
     kind, value, sch = error.validator, error.instance, error.schema
 
@@ -151,7 +181,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
     if kind == "anyOf":
         specific = [e for e in error.context if e.validator != "type"]
         if specific:
-            return _explain(specific[0], doc)
+            return _explain(specific[0], doc, prefix)
         return [Problem(where, text, f"expected {sch.get('x-expected', 'another form')}, got {_describe(value)}",
                         _type_hint(value))]
     return [Problem(where, text, error.message)]

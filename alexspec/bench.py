@@ -1,0 +1,209 @@
+"""`alexspec bench`: how fast a compiled spec trains and infers, against PyTorch, in one process.
+
+The alexspec module (triton backend on CUDA) runs beside the same network in plain PyTorch
+eager (the torch backend, same weights) and under torch.compile, on the same random inputs.
+Reported: images/s for a training step (forward, backward, SGD) and for inference, the ratio
+to each baseline, warm-up/compile time, peak memory, achieved FLOP/s (and the fraction of
+the device's peak where known), and a per-op time breakdown of the alexspec step.
+CPU figures (`--cpu-figures`): wall time of `alexspec report` in a fresh process, import time
+of the compiler, validate+infer time of a generated 1,000-layer spec.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Dense peak TFLOP/s by (device name fragment, precision); the fp32 entry is TF32 tensor cores.
+PEAK_TFLOPS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 494.0, ("H200", "bf16"): 989.0,
+               ("H200", "fp32"): 494.0, ("A100", "bf16"): 312.0, ("A100", "fp32"): 156.0}
+
+
+def cpu_figures(repeats: int = 5) -> dict:
+    """Compiler speed on this machine (no GPU involved)."""
+    report = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "alexspec", "report", "alexnet"], capture_output=True, check=True)
+        report.append(time.perf_counter() - start)
+    code = ("import time; t = time.perf_counter(); import alexspec.spec, alexspec.infer, alexspec.report; "
+            "import sys; print(time.perf_counter() - t, 'torch' in sys.modules)")
+    imports = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        imports.append(float(out[0]))
+        torch_imported = out[1] == "True"
+    from alexspec.spec import analyse, load_text
+    import yaml
+
+    layers = [{"name": f"conv{i}", "type": "conv", "out": 8, "kernel": 3, "padding": 1, "activation": "relu"}
+              for i in range(999)] + [{"name": "flatten", "type": "flatten"}]
+    text = yaml.safe_dump({"alexspec": 1, "name": "deep", "input": {"channels": 8, "height": 8, "width": 8},
+                           "layers": layers})
+    deep = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        analyse(load_text(text, "deep.yaml"))
+        deep.append(time.perf_counter() - start)
+    return {"report_wall_s": round(statistics.median(report), 3),
+            "compiler_import_s": round(statistics.median(imports), 3), "compiler_imports_torch": torch_imported,
+            "validate_infer_1000_layers_s": round(statistics.median(deep), 3)}
+
+
+def _timed(fn, steps: int, synchronize) -> float:
+    """Seconds per call over `steps` calls (after the caller's warm-up)."""
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune: bool, steps: int,
+        warmup: int, log=print) -> dict:
+    """Benchmark `spec`; returns the JSON-ready result."""
+    import torch
+    import torch.nn.functional as F
+
+    from alexspec.builder import build
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    else:
+        log("no CUDA device: benchmarking the torch backend on CPU (the Triton kernels need a GPU)")
+    channels_last = precision == "bf16"
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    ours = build(spec, backend="triton" if cuda else "torch", devices=[device])
+    build_seconds = time.perf_counter() - started
+    info = ours.info
+    x = torch.randn(batch, *info.network.input, device=device)
+    labels = torch.randint(0, info.output_shape[0], (batch,), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    flops_per_image = 2 * info.total_macs
+
+    def make(kind: str):
+        if kind == "alexspec":
+            module = ours.module
+        else:
+            module = build(spec, backend="torch", devices=[device]).module
+            module.load_state_dict(ours.module.state_dict())
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        runnable = module
+        if kind == "compile":
+            runnable = torch.compile(module, mode="max-autotune-no-cudagraphs" if max_autotune else None)
+        return module, runnable
+
+    def measure(kind: str) -> dict:
+        module, runnable = make(kind)
+        opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+        def train_step():
+            with autocast:
+                out = runnable(x)
+            loss = F.cross_entropy(out.float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def infer_step():
+            with torch.no_grad(), autocast:
+                runnable(x)
+
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        module.train()
+        train_step()
+        synchronize()
+        first = time.perf_counter() - start
+        for _ in range(warmup):
+            train_step()
+        train = _timed(train_step, steps, synchronize)
+        module.eval()
+        for _ in range(warmup):
+            infer_step()
+        infer = _timed(infer_step, steps, synchronize)
+        result = {"train_img_s": round(batch / train, 1), "infer_img_s": round(batch / infer, 1),
+                  "first_step_s": round(first, 2), "train_tflops": round(3 * flops_per_image * batch / train / 1e12, 3)}
+        if cuda:
+            result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+        log(f"{kind:9} train {result['train_img_s']:>10,.1f} img/s   infer {result['infer_img_s']:>10,.1f} img/s   "
+            f"first step {result['first_step_s']:.2f} s")
+        return result
+
+    results = {kind: measure(kind) for kind in ["alexspec", *compare]}
+    for kind in compare:
+        results[kind]["alexspec_train_speedup"] = round(results["alexspec"]["train_img_s"] / results[kind]["train_img_s"], 3)
+        results[kind]["alexspec_infer_speedup"] = round(results["alexspec"]["infer_img_s"] / results[kind]["infer_img_s"], 3)
+        log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
+            f"inference x{results[kind]['alexspec_infer_speedup']}")
+    name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
+    peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
+    if peak:
+        results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
+    return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
+            "channels_last": channels_last, "max_autotune": max_autotune, "steps": steps, "warmup": warmup,
+            "spec_to_module_s": round(build_seconds, 3), "results": results,
+            "profile": _profile(ours.module, x, labels, precision, device, channels_last),
+            **_versions(), "date": datetime.date.today().isoformat()}
+
+
+def _profile(module, x, labels, precision: str, device: str, channels_last: bool, top: int = 12) -> list[dict]:
+    """The alexspec training step's most expensive ops (torch profiler, self time)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's own log lines off the console
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+    module.train()
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = module(x)
+            F.cross_entropy(out.float(), labels).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
+    total = sum(getattr(e, key, 0) for e in events) or 1
+    return [{"op": e.key, "ms_per_step": round(getattr(e, key) / 2 / 1e3, 3),
+             "percent": round(100 * getattr(e, key) / total, 1)} for e in events[:top]]
+
+
+def _versions() -> dict:
+    import torch
+
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    from alexspec import __version__
+
+    return {"alexspec": __version__, "torch": torch.__version__, "triton": triton_version,
+            "python": platform.python_version()}
+
+
+def write(result: dict, out: Path) -> None:
+    from alexspec.fsutil import write_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
