@@ -11,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "installing alexspec with torch, triton and the test tools (a few minutes the first time)"
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[torch,train,test]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[torch,train,interop,test]'
 .venv/bin/python -c "import torch, triton, alexspec; print(f'ready: alexspec {alexspec.__version__}, torch {torch.__version__}, triton {triton.__version__}')"
 echo "activate with: source .venv/bin/activate"

@@ -69,6 +69,23 @@ EXAMPLES = {
           alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
         On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
     """,
+    "diff": """
+        examples:
+          alexspec diff alexnet torchvision-alexnet          the paper's net against torchvision's
+          alexspec diff alexnet alexnet-1gpu                 towers against groups
+          alexspec diff a.yaml b.yaml --format json
+    """,
+    "import": """
+        examples:
+          alexspec import torchvision:alexnet -o specs/tv.yaml           (needs torchvision; no download)
+          alexspec import python:mypkg.models:LeNet --input 1,32,32 -o lenet.yaml --weights-out lenet.pt
+          alexspec import caffe deploy.prototxt -o caffe.yaml
+    """,
+    "export": """
+        examples:
+          alexspec export digits --checkpoint runs/d/checkpoints/best.pt --format torch-export -o digits.pt2
+          alexspec export alexnet --checkpoint CKPT --format onnx -o alexnet.onnx
+    """,
     "compile": """
         examples:
           alexspec compile specs/alexnet.yaml -o build/
@@ -285,6 +302,99 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    from alexspec.interop.diff import diff_data, render
+
+    a, b = _analyse(args.a), _analyse(args.b)
+    sys.stdout.write(render(a, b, args.format))
+    return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
+
+
+def _shape_arg(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got '{text}'")
+    return shape
+
+
+def cmd_import(args) -> int:
+    import yaml as yaml_module
+
+    from alexspec.fsutil import write_atomic
+    from alexspec.interop.from_torch import ImportProblem
+
+    if args.source == "caffe":
+        from alexspec.interop.caffe import spec_from_prototxt
+
+        if not args.path:
+            raise ImportProblem("`alexspec import caffe` needs the prototxt: alexspec import caffe deploy.prototxt")
+        try:
+            text = Path(args.path).read_text()
+        except OSError as exc:
+            raise ImportProblem(f"{args.path}: {exc.strerror}") from None
+        spec, imported = spec_from_prototxt(text, args.name, args.input), None
+    else:
+        from alexspec.interop.from_torch import spec_from_torch
+
+        model, default_name = _torch_model(args.source)
+        imported = spec_from_torch(model, args.input or (3, 224, 224), args.name or default_name,
+                                   follows=args.source.split(":", 1)[0])
+        spec = imported.spec
+    out = Path(args.output)
+    write_atomic(out, "# Imported by `alexspec import " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
+                 + yaml_module.safe_dump(spec, sort_keys=False, width=110))
+    info = _analyse(str(out))
+    print(f"wrote {out}: {info.network.name}, {len(info.layers)} layers, {info.total_params:,} params")
+    if imported is not None and args.weights_out:
+        import torch
+
+        from alexspec.train import checkpoint
+
+        state = imported.convert_state_dict(model.state_dict())
+        torch.save({"model": state, "network_hash": checkpoint.network_hash(info), "step": 0}, args.weights_out)
+        print(f"wrote {args.weights_out}: the model's weights as an alexspec checkpoint "
+              f"(use with alexspec eval/export --checkpoint)")
+    return 0
+
+
+def _torch_model(source: str):
+    """A model instance from torchvision:NAME or python:MODULE:CALLABLE."""
+    import importlib
+
+    from alexspec.interop.from_torch import ImportProblem
+
+    kind, _, rest = source.partition(":")
+    if kind == "torchvision":
+        try:
+            models = importlib.import_module("torchvision.models")
+        except ImportError:
+            raise ImportProblem("torchvision is not installed: pip install torchvision") from None
+        factory = getattr(models, rest, None)
+        if factory is None:
+            raise ImportProblem(f"torchvision.models has no {rest!r}")
+        return factory(weights=None), rest  # never downloads: weights come from --weights-file
+    if kind == "python":
+        module_name, _, attr = rest.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ImportProblem(f"cannot load {rest}: {exc}") from None
+        return factory(), attr.lower()
+    raise ImportProblem(f"unknown source {source!r}: use torchvision:NAME, python:MODULE:CALLABLE or caffe PATH")
+
+
+def cmd_export(args) -> int:
+    from alexspec.interop.export import export
+
+    out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, args.format,
+                 Path(args.output), args.backend, [d.strip() for d in args.device.split(",")])
+    print(f"wrote {out} ({args.format})")
+    return 0
+
+
 def _print_problems(error: SpecError) -> None:
     for problem in error.problems:
         print(problem, file=sys.stderr)
@@ -401,6 +511,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
+
+    p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
+    p.add_argument("a", metavar="A", help=spec_help)
+    p.add_argument("b", metavar="B", help=spec_help)
+    p.add_argument("--format", "-f", choices=("text", "json"), default="text", help="default: text")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when the specs differ (like diff(1))")
+
+    p = command("import", "Write a spec for a torch.nn model or a Caffe prototxt.", cmd_import)
+    p.add_argument("source", metavar="SOURCE", help="torchvision:NAME, python:MODULE:CALLABLE, or caffe")
+    p.add_argument("path", nargs="?", metavar="PATH", help="the prototxt (caffe)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="the spec to write")
+    p.add_argument("--input", type=_shape_arg, metavar="C,H,W", help="input shape (default 3,224,224 for "
+                   "torch models; Caffe's from the prototxt)")
+    p.add_argument("--name", help="network name (default: the model's)")
+    p.add_argument("--weights-out", metavar="FILE", help="also write the model's weights as an alexspec checkpoint "
+                   "(torch models; Caffe's .caffemodel is not read)")
+
+    p = command("export", "Export a (trained) spec for inference: torch.export or ONNX.", cmd_export)
+    p.add_argument("spec", metavar="SPEC", help=spec_help)
+    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export (default: the spec's initialisation)")
+    p.add_argument("--format", choices=("torch-export", "onnx"), default="torch-export")
+    p.add_argument("--output", "-o", required=True, metavar="FILE")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                   help="torch-export: whose ops the program keeps (default auto)")
+    p.add_argument("--device", default="cpu", help="device to trace on (default cpu)")
 
     p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -26,7 +26,10 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     The window matches torch.nn.LocalResponseNorm (symmetric for odd sizes). Autograd keeps
     only x and the scale for backward, as the Triton kernel does.
     """
-    return _LRNFunction.apply(x, size, lrn_alpha(alpha, size, convention), beta, k, groups)
+    alpha_per_term = lrn_alpha(alpha, size, convention)
+    if not (torch.is_grad_enabled() and x.requires_grad):  # inference: plain ops (exportable, e.g. to ONNX)
+        return x * lrn_scale(x, size, alpha_per_term, k, groups).pow(-beta)
+    return _LRNFunction.apply(x, size, alpha_per_term, beta, k, groups)
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -45,22 +48,28 @@ class _LRNFunction(torch.autograd.Function):
         size, alpha_per_term, beta, groups = ctx.args
         # dx_c = dy_c s_c^-b - 2 a b x_c sum_{j : c in window(j)} dy_j x_j s_j^(-b-1); the transposed window
         # of j runs from j - (size-1)//2 to j + size//2, so it is the window of a mirrored size.
-        t = dy * x * scale.pow(-beta - 1)
-        n, c, h, w = x.shape
-        t = t.reshape(n * groups, c // groups, h, w)
-        padded = F.pad(t, (0, 0, 0, 0, (size - 1) // 2, size // 2))
-        window = sum(padded[:, i:i + c // groups] for i in range(size)).reshape(n, c, h, w)
+        window = _window_sum(dy * x * scale.pow(-beta - 1), (size - 1) // 2, size // 2, groups)
         dx = dy * scale.pow(-beta) - 2 * alpha_per_term * beta * x * window
         return dx, None, None, None, None, None
 
 
 def lrn_scale(x: torch.Tensor, size: int, alpha_per_term: float, k: float, groups: int) -> torch.Tensor:
     """k + alpha' * (sum of squares over each channel's window): the denominator before ** beta."""
-    n, c, h, w = x.shape
-    squares = x.pow(2).reshape(n * groups, c // groups, h, w)
-    padded = F.pad(squares, (0, 0, 0, 0, size // 2, (size - 1) // 2))
-    window = sum(padded[:, i:i + c // groups] for i in range(size))
-    return (k + alpha_per_term * window).reshape(n, c, h, w)
+    return k + alpha_per_term * _window_sum(x.pow(2), size // 2, (size - 1) // 2, groups)
+
+
+def _window_sum(t: torch.Tensor, before: int, after: int, groups: int) -> torch.Tensor:
+    """For each channel c, the sum of t over channels c-before..c+after of its group (zero outside).
+
+    Written with avg_pool3d over a padded channel axis, as torch's own LocalResponseNorm, so
+    that it also exports to ONNX.
+    """
+    n, c, h, w = t.shape
+    size = before + after + 1
+    grouped = t.unsqueeze(1) if groups == 1 else t.reshape(n * groups, 1, c // groups, h, w)
+    padded = F.pad(grouped, (0, 0, 0, 0, before, after))
+    summed = F.avg_pool3d(padded, (size, 1, 1), stride=1) * size
+    return summed.squeeze(1) if groups == 1 else summed.reshape(n, c, h, w)
 
 
 def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool = False,

@@ -1,0 +1,35 @@
+"""`alexspec export`: a trained spec for inference elsewhere.
+
+torch-export keeps the Triton ops as the registered custom ops (torch.ops.alexspec.*), so the
+program runs wherever alexspec is installed; ONNX lowers everything to standard ops (the torch
+backend, LRN through PyTorch's LocalResponseNorm decomposition).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alexspec.builder import build, load_state
+
+
+def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
+           devices=("cpu",), batch: int = 1) -> Path:
+    """Write the exported program (or ONNX model) to `out`; returns it."""
+    import torch
+
+    from alexspec.train import checkpoint
+
+    built = build(spec, "torch" if fmt == "onnx" else backend, list(devices))
+    if checkpoint_path is not None:
+        state = checkpoint.load(checkpoint_path, checkpoint.network_hash(built.info))
+        load_state(built.module, state["model"])
+    module = built.module.eval()
+    example = torch.randn(batch, *built.info.network.input, device=devices[0])
+    if fmt == "torch-export":
+        program = torch.export.export(module, (example,))
+        torch.export.save(program, str(out))
+    elif fmt == "onnx":
+        torch.onnx.export(module, (example,), str(out), input_names=["images"], output_names=["logits"],
+                          dynamo=False)
+    else:
+        raise ValueError(f"--format must be torch-export or onnx, got {fmt!r}")
+    return out

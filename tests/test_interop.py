@@ -1,0 +1,209 @@
+"""Interop: torch.nn models and Caffe prototxt in, torch.export / ONNX out, spec diffs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import alexspec  # noqa: E402
+from alexspec.builder import load_state  # noqa: E402
+from alexspec.interop.caffe import spec_from_prototxt  # noqa: E402
+from alexspec.interop.from_torch import ImportProblem, spec_from_torch  # noqa: E402
+from alexspec.spec import analyse, load_text  # noqa: E402
+from conftest import ROOT, SPECS, run_cli  # noqa: E402
+
+
+def torchvision_style_alexnet() -> nn.Module:
+    """torchvision.models.alexnet's structure, written out with torch.nn (torchvision itself is optional)."""
+    class AlexNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+            self.classifier = nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(9216, 4096), nn.ReLU(inplace=True),
+                nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+    return AlexNet()
+
+
+def lenet() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(16, 120, 5), nn.ReLU(), nn.Flatten(), nn.Linear(120, 84),
+                         nn.ReLU(), nn.Linear(84, 10))
+
+
+@pytest.mark.parametrize("make, shape, params", [(torchvision_style_alexnet, (3, 224, 224), 61_100_840),
+                                                 (lenet, (1, 32, 32), 61_706)])
+def test_round_trip_gives_the_same_logits(make, shape, params):
+    torch.manual_seed(0)
+    original = make().eval()
+    imported = spec_from_torch(original, shape, "net")
+    build = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    assert build.info.total_params == params
+    load_state(build.module, imported.convert_state_dict(original.state_dict()))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(build.module.eval()(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_alexnet_imports_with_floor_rounding_said():
+    spec = spec_from_torch(torchvision_style_alexnet(), (3, 224, 224), "tv").spec
+    assert spec["rounding"] == "floor"
+    assert "55.25 -> 55" in spec["description"]
+    lenet_spec = spec_from_torch(lenet(), (1, 32, 32), "lenet").spec
+    assert "rounding" not in lenet_spec  # every size divides: no rounding needed
+
+
+def test_unsupported_layers_are_named():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 2))
+    with pytest.raises(ImportProblem, match=r"1 \(BatchNorm2d\)"):
+        spec_from_torch(model, (3, 32, 32), "bn")
+
+
+CAFFE_ALEXNET = """
+name: "AlexNet"
+layer { name: "data" type: "Input" top: "data" input_param { shape: { dim: 10 dim: 3 dim: 227 dim: 227 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 96 kernel_size: 11 stride: 4 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 256 pad: 2 kernel_size: 5 group: 2 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "norm2" type: "LRN" bottom: "conv2" top: "norm2" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "pool2" type: "Pooling" bottom: "norm2" top: "pool2" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3" convolution_param { num_output: 384 pad: 1 kernel_size: 3 } }
+layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
+layer { name: "conv4" type: "Convolution" bottom: "conv3" top: "conv4"
+        convolution_param { num_output: 384 pad: 1 kernel_size: 3 group: 2 } }
+layer { name: "relu4" type: "ReLU" bottom: "conv4" top: "conv4" }
+layer { name: "conv5" type: "Convolution" bottom: "conv4" top: "conv5"
+        convolution_param { num_output: 256 pad: 1 kernel_size: 3 group: 2 } }
+layer { name: "relu5" type: "ReLU" bottom: "conv5" top: "conv5" }
+layer { name: "pool5" type: "Pooling" bottom: "conv5" top: "pool5" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "fc6" type: "InnerProduct" bottom: "pool5" top: "fc6" inner_product_param { num_output: 4096 } }
+layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }
+layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7" inner_product_param { num_output: 4096 } }
+layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
+layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8" inner_product_param { num_output: 1000 } }
+layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }
+"""
+
+
+def test_caffe_alexnet_imports_to_the_paper_numbers(tmp_path):
+    (tmp_path / "deploy.prototxt").write_text(CAFFE_ALEXNET)
+    result = run_cli("import", "caffe", str(tmp_path / "deploy.prototxt"), "-o", str(tmp_path / "caffe.yaml"))
+    assert result.returncode == 0, result.stderr
+    info = analyse(tmp_path / "caffe.yaml")
+    assert info.total_params == 60_965_224
+    shapes = {li.layer.name: li.output_shape for li in info.layers}
+    assert (shapes["conv1"], shapes["pool1"], shapes["conv2"], shapes["pool2"], shapes["conv3"], shapes["pool5"]) == \
+        ((96, 55, 55), (96, 27, 27), (256, 27, 27), (256, 13, 13), (384, 13, 13), (256, 6, 6))
+    norm1 = next(li.layer for li in info.layers if li.layer.name == "norm1")
+    assert norm1.convention == "paper" and norm1.alpha == pytest.approx(1e-4 / 5) and norm1.k == 1.0
+    assert "divided by local_size 5" in yaml.safe_load((tmp_path / "caffe.yaml").read_text())["layers"][1]["note"]
+    assert isinstance(info.network.layers[-1], alexspec.ir.Softmax if hasattr(alexspec, "ir") else object)
+
+
+def test_caffe_lrn_conversion_computes_caffe_s_function():
+    spec = spec_from_prototxt(CAFFE_ALEXNET)
+    lrn = next(layer for layer in spec["layers"] if layer["type"] == "lrn")
+    x = torch.randn(1, 8, 3, 3, dtype=torch.float64) * 10
+    from alexspec.kernels import reference
+    caffe = reference.lrn(x, 5, 1e-4, 0.75, 1.0, convention="caffe")  # Caffe: k + alpha/n * sum
+    torch.testing.assert_close(reference.lrn(x, lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"], "paper"), caffe)
+
+
+def test_caffe_problems_are_named():
+    text = CAFFE_ALEXNET.replace('type: "LRN" bottom: "conv1"', 'type: "BatchNorm" bottom: "conv1"')
+    with pytest.raises(ImportProblem, match=r"norm1 \(BatchNorm\)"):
+        spec_from_prototxt(text)
+    with pytest.raises(ImportProblem, match="no input shape"):
+        spec_from_prototxt('layer { name: "fc" type: "InnerProduct" inner_product_param { num_output: 2 } }')
+
+
+def test_import_cli_from_a_python_factory_with_weights(tmp_path):
+    (tmp_path / "mynets.py").write_text("from torch import nn\n"
+                                        "def LeNet():\n    return nn.Sequential(" + ", ".join([
+                                            "nn.Conv2d(1, 6, 5)", "nn.ReLU()", "nn.MaxPool2d(2)", "nn.Flatten()",
+                                            "nn.Linear(6 * 14 * 14, 10)"]) + ")\n")
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "alexspec", "import", "python:mynets:LeNet", "--input", "1,32,32",
+                             "-o", str(tmp_path / "lenet.yaml"), "--weights-out", str(tmp_path / "w.pt")],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("export", str(tmp_path / "lenet.yaml"), "--checkpoint", str(tmp_path / "w.pt"),
+                     "-o", str(tmp_path / "lenet.pt2"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_torch_export_runs_like_the_module(tmp_path):
+    run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert run.returncode == 0, run.stderr
+    ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
+    result = run_cli("export", "digits", "--checkpoint", str(ckpt), "--format", "torch-export", "-o",
+                     str(tmp_path / "digits.pt2"))
+    assert result.returncode == 0, result.stderr
+    program = torch.export.load(str(tmp_path / "digits.pt2"))
+    module = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"])
+    from alexspec.train import checkpoint
+    load_state(module, checkpoint.load(ckpt)["model"])
+    x = torch.randn(1, 1, 8, 8)
+    torch.testing.assert_close(program.module()(x), module.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_export_runs_like_the_module(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    result = run_cli("export", "alexnet-1gpu", "--format", "onnx", "-o", str(tmp_path / "a.onnx"))
+    assert result.returncode == 0, result.stderr
+    torch.manual_seed(0)  # the export used the spec's initialisation: compare on the same weights
+    from alexspec.interop.export import export
+    module_file = tmp_path / "b.onnx"
+    torch.manual_seed(1)
+    export(SPECS / "alexnet-1gpu.yaml", None, "onnx", module_file)
+    torch.manual_seed(1)
+    module = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"]).eval()
+    x = torch.randn(1, 3, 227, 227)
+    session = ort.InferenceSession(str(module_file), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), module(x), rtol=1e-4, atol=1e-5)
+
+
+def test_diff_names_exactly_the_changed_layers():
+    result = run_cli("diff", "alexnet", "alexnet-1gpu", "--format", "json")
+    data = json.loads(result.stdout)
+    assert data["changed"] == [] and data["network"] == {"towers": [2, 1]}
+    data = json.loads(run_cli("diff", "alexnet", "caffe-alexnet", "--format", "json").stdout)
+    changed = {layer["name"]: set(layer["fields"]) for layer in data["changed"]}
+    # the paper's groups against Caffe's ungrouped convs, k=2 against k=1, init: and nothing else
+    assert {"conv2", "conv4", "conv5"} <= set(changed) and "groups" in changed["conv2"] and "params" in changed["conv2"]
+    assert changed["norm1"] == {"k", "convention", "groups"}  # per-tower LRN; alpha is 1e-4 in both
+    assert "conv3" in changed and changed["conv3"] == {"init"}
+    data = json.loads(run_cli("diff", "alexnet", "torchvision-alexnet", "--format", "json").stdout)
+    assert [layer["name"] for layer in data["only_in_a"]] == ["norm1", "norm2"]
+    assert [layer["name"] for layer in data["only_in_b"]] == ["avgpool", "drop6", "drop7"]
+    text = run_cli("diff", "alexnet", "torchvision-alexnet").stdout
+    assert "conv1.out" in text and "96" in text and "64" in text
+    same = run_cli("diff", "alexnet", "alexnet", "--exit-code")
+    assert same.returncode == 0 and "the same network" in same.stdout
+    assert run_cli("diff", "alexnet", "lenet5", "--exit-code").returncode == 1
