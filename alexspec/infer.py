@@ -10,7 +10,6 @@ a split input is grouped by the towers, a crossing layer reads every tower's cha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 import math
 from typing import Optional
 
@@ -149,8 +148,9 @@ def infer(network: ir.Network) -> NetworkInfo:
     return _Inferrer(network).run()
 
 
-def _fmt(value: Fraction) -> str:
-    return f"{float(value):.6g}"
+def _fmt(span: int, stride: int) -> str:
+    """span / stride + 1 as a short decimal (e.g. 54.25)."""
+    return f"{span / stride + 1:.6g}"
 
 
 class _Inferrer:
@@ -334,29 +334,30 @@ class _Inferrer:
                          f"{'padded ' if pad else ''}input {axis} {size + 2 * pad}",
                          "use a smaller kernel, more padding, or fewer downsampling layers before it")
             return None, ()
-        exact = Fraction(span, stride) + 1
-        if exact.denominator == 1:
-            return int(exact), ()
+        floor = span // stride + 1  # integer arithmetic: exact for any size
+        if span % stride == 0:
+            return floor, ()
+        shown = _fmt(span, stride)
         rounding = layer.rounding
         if rounding == "exact" and self.shapes_uncertain:
-            return math.floor(exact), ()
+            return floor, ()
         if rounding == "exact":
             self.shapes_uncertain = True
-            self.problem(layer.loc, layer, index, f"output {axis} {formula} = {_fmt(exact)} is not an integer",
+            self.problem(layer.loc, layer, index, f"output {axis} {formula} = {shown} is not an integer",
                          self.fraction_hint(axis, size, kernel, stride, pad, first))
-            return math.floor(exact), ()
+            return floor, ()
         if rounding == "ceil" and isinstance(layer, ir.Conv):
             self.shapes_uncertain = True
             self.problem(layer.where("rounding") if "rounding" in layer.locs else layer.loc, layer, index,
-                         f"output {axis} {formula} = {_fmt(exact)} needs rounding, and `ceil` applies to pooling "
+                         f"output {axis} {formula} = {shown} needs rounding, and `ceil` applies to pooling "
                          f"only (PyTorch and Caffe round convolutions down)", "set `rounding: floor` on this layer")
-            return math.floor(exact), ()
-        out = math.floor(exact)
+            return floor, ()
+        out = floor
         if rounding == "ceil":
-            out = math.ceil(exact)
+            out = floor + 1
             if (out - 1) * stride >= size + pad:  # PyTorch: the last window must start inside the input
                 out -= 1
-        return out, (f"{axis} {_fmt(exact)} -> {out} ({rounding})",)
+        return out, (f"{axis} {shown} -> {out} ({rounding})",)
 
     @staticmethod
     def fraction_hint(axis: str, size: int, kernel: int, stride: int, pad: int, first: bool) -> str:

@@ -11,6 +11,7 @@ from torch import nn  # noqa: E402
 
 import alexspec  # noqa: E402
 from alexspec.builder import load_state  # noqa: E402
+from alexspec.ir import Softmax  # noqa: E402
 from alexspec.interop.caffe import spec_from_prototxt  # noqa: E402
 from alexspec.interop.from_torch import ImportProblem, spec_from_torch  # noqa: E402
 from alexspec.spec import analyse, load_text  # noqa: E402
@@ -117,7 +118,7 @@ def test_caffe_alexnet_imports_to_the_paper_numbers(tmp_path):
     norm1 = next(li.layer for li in info.layers if li.layer.name == "norm1")
     assert norm1.convention == "paper" and norm1.alpha == pytest.approx(1e-4 / 5) and norm1.k == 1.0
     assert "divided by local_size 5" in yaml.safe_load((tmp_path / "caffe.yaml").read_text())["layers"][1]["note"]
-    assert isinstance(info.network.layers[-1], alexspec.ir.Softmax if hasattr(alexspec, "ir") else object)
+    assert isinstance(info.network.layers[-1], Softmax)
 
 
 def test_caffe_lrn_conversion_computes_caffe_s_function():
