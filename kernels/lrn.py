@@ -20,28 +20,35 @@ if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_HW": bhw}, num_warps=w)
                 for bc, bhw, w in ((16, 128, 4), (32, 64, 4), (8, 256, 4), (64, 32, 4), (32, 128, 8))]
 
+    @triton.jit
+    def _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """This program's channels, pixels, image offset, element offsets and in-bounds mask."""
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        base = tl.program_id(0).to(tl.int64) * stride_n
+        offs = base + c[:, None] * stride_c + hw[None, :] * stride_hw
+        return c, hw, base, offs, (c < C)[:, None] & (hw < HW)[None, :]
+
+    @triton.jit
+    def _neighbour(c, j, hw, base, C, HW, group_c, stride_c, stride_hw):
+        """Offsets of channel j[i] for row i, and where it exists in row i's group (zero elsewhere)."""
+        group_start = (c // group_c) * group_c
+        ok = (j >= group_start) & (j < group_start + group_c) & (j < C)
+        return base + j[:, None] * stride_c + hw[None, :] * stride_hw, ok[:, None] & (hw < HW)[None, :]
+
     @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])
     @triton.jit
     def _lrn_forward_kernel(x_ptr, y_ptr, scale_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                             alpha, beta, k, SIZE: tl.constexpr, FP64: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        n = tl.program_id(0)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        base = n.to(tl.int64) * stride_n
-        hw_ok = hw < HW
-        group_start = (c // group_c) * group_c
+        c, hw, base, offs, mask = _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         acc_type = tl.float64 if FP64 else tl.float32
         acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_type)
-        for d in tl.static_range(SIZE):
-            j = c - SIZE // 2 + d
-            ok = (j >= group_start) & (j < group_start + group_c) & (j < C)
-            v = tl.load(x_ptr + base + j[:, None] * stride_c + hw[None, :] * stride_hw,
-                        mask=ok[:, None] & hw_ok[None, :], other=0.0).to(acc_type)
+        for d in tl.static_range(SIZE):  # the window of c
+            offs_j, m = _neighbour(c, c - SIZE // 2 + d, hw, base, C, HW, group_c, stride_c, stride_hw)
+            v = tl.load(x_ptr + offs_j, mask=m, other=0.0).to(acc_type)
             acc += v * v
         scale = k + alpha * acc
-        offs = base + c[:, None] * stride_c + hw[None, :] * stride_hw
-        mask = (c < C)[:, None] & hw_ok[None, :]
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_type)
         y = x * tl.exp2(-beta * tl.log2(scale))
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -52,25 +59,15 @@ if triton is not None:
     def _lrn_backward_kernel(dy_ptr, x_ptr, scale_ptr, dx_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                              alpha, beta, SIZE: tl.constexpr, FP64: tl.constexpr,
                              BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        n = tl.program_id(0)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        base = n.to(tl.int64) * stride_n
-        hw_ok = hw < HW
-        group_start = (c // group_c) * group_c
+        c, hw, base, offs, mask = _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         acc_type = tl.float64 if FP64 else tl.float32
         acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_type)
         for d in tl.static_range(SIZE):  # every j whose window holds c
-            j = c - (SIZE - 1) // 2 + d
-            ok = (j >= group_start) & (j < group_start + group_c) & (j < C)
-            offs_j = base + j[:, None] * stride_c + hw[None, :] * stride_hw
-            m = ok[:, None] & hw_ok[None, :]
+            offs_j, m = _neighbour(c, c - (SIZE - 1) // 2 + d, hw, base, C, HW, group_c, stride_c, stride_hw)
             dy_j = tl.load(dy_ptr + offs_j, mask=m, other=0.0).to(acc_type)
             x_j = tl.load(x_ptr + offs_j, mask=m, other=0.0).to(acc_type)
             s_j = tl.load(scale_ptr + offs_j, mask=m, other=1.0).to(acc_type)
             acc += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(s_j))
-        offs = base + c[:, None] * stride_c + hw[None, :] * stride_hw
-        mask = (c < C)[:, None] & hw_ok[None, :]
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_type)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_type)
         s = tl.load(scale_ptr + offs, mask=mask, other=1.0).to(acc_type)
