@@ -46,9 +46,20 @@ def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",
 
 
 def resolve_devices(devices) -> list[str]:
-    """Device names with "auto" made concrete: "cuda" when a GPU is present, else "cpu"."""
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    return [auto if str(d) == "auto" else str(d) for d in devices]
+    """Device names with "auto" made concrete: "cuda" when a GPU is present, else "cpu".
+
+    Raises ValueError for a CUDA device on a machine without one (say which, and the way out).
+    """
+    cuda = torch.cuda.is_available()
+    resolved = [("cuda" if cuda else "cpu") if str(d) == "auto" else str(d) for d in devices]
+    wanted = [d for d in resolved if d.startswith("cuda")]
+    if wanted and not cuda:
+        raise ValueError(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
+                         "choose CPU devices (--device cpu, or devices=['cpu'])")
+    if cuda and any(":" in d and int(d.split(":")[1]) >= torch.cuda.device_count() for d in wanted):
+        raise ValueError(f"this machine has {torch.cuda.device_count()} CUDA device(s); {', '.join(wanted)} "
+                         "asks for more (give one device to collapse the towers into groups)")
+    return resolved
 
 
 def _check_backend(backend: str) -> str:

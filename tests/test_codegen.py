@@ -252,3 +252,10 @@ def test_bad_device_lists_are_clear():
         alexspec.compile(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu", "cpu"])
     result = run_cli("compile", "alexnet", "--devices", "cpu,cpu,cpu")
     assert result.returncode == 2 and "3 devices for 2 tower(s)" in result.stderr
+
+
+def test_cuda_placement_on_a_machine_without_cuda_is_explained():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="need CUDA, which this machine does not have"):
+        alexspec.compile(SPECS / "alexnet.yaml")  # the spec places its towers on cuda:0 and cuda:1

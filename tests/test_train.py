@@ -199,3 +199,11 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    result = run_cli("train", "digits", "--epochs", "1", "--precision", "bf16", "--channels-last",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    epoch = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"][-1]
+    assert epoch["top1_error"] < 0.9 and json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
