@@ -420,11 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexspec", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Define a network (AlexNet and its cousins) in one YAML file; alexspec checks it, "
-                    "infers every shape, parameter count, MAC and byte, and reports them.",
+                    "infers every shape, parameter count, MAC and byte, compiles it to a PyTorch module with "
+                    "Triton kernels, and trains it.",
         epilog=textwrap.dedent("""
             start here:
+              alexspec train                     train the bundled digits net on real images (CPU, < 1 min)
               alexspec report alexnet            the paper's AlexNet, layer by layer
               alexspec validate my-net.yaml      find every problem in a spec at once
+              alexspec compile alexnet -o build/ a readable PyTorch module, its IR and a diagram
               alexspec schema > alexspec.schema.json    for editor completion
 
             Run `alexspec COMMAND --help` for each command's options and examples.
