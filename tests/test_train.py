@@ -208,3 +208,54 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     epochs = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
     assert epochs[-1]["train_loss"] < 0.5 * epochs[0]["train_loss"] and epochs[-1]["top1_error"] < 0.5
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
+
+
+TOWERS_SPEC = """\
+alexspec: 1
+name: tiny_towers
+input: {channels: 1, height: 8, width: 8}
+towers: 2
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, activation: relu}
+  - {name: norm1, type: lrn, size: 3, alpha: 0.01, k: 2}
+  - {name: pool1, type: maxpool, kernel: 2}
+  - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1, activation: relu, towers: cross}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 10, towers: cross}
+training: {lr: 0.05, batch: 32, epochs: 1}
+"""
+
+
+def test_tower_split_combined_with_ddp(tmp_path):
+    """Each of two DDP processes runs the model split over two (CPU) devices, as the paper's
+    towers would over two GPUs; the result equals one process on the same global batch."""
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TOWERS_SPEC)
+    common = [str(spec), "--device", "cpu,cpu", "--max-steps", "5"]
+    single = run_cli("train", *common, "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29523", "-m", "alexspec", "train", *common, "--out", str(tmp_path / "two")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    assert sorted(one) == sorted(two) and "conv2.weight" in one  # one-device layout in both checkpoints
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resume_on_another_placement_keeps_the_weights(tmp_path):
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TOWERS_SPEC)
+    first = run_cli("train", str(spec), "--device", "cpu,cpu", "--max-steps", "3", "--out", str(tmp_path / "run"))
+    assert first.returncode == 0, first.stderr
+    saved = final_weights(tmp_path / "run")
+    # resumed on one device at the step it stopped: the checkpoint it writes holds exactly the loaded weights
+    second = run_cli("train", str(spec), "--device", "cpu", "--max-steps", "3", "--resume", str(tmp_path / "run"))
+    assert second.returncode == 0, second.stderr
+    assert "momentum restarts" in second.stdout
+    after = final_weights(tmp_path / "run")
+    assert all(torch.equal(saved[k], after[k]) for k in saved)
+    third = run_cli("train", str(spec), "--device", "cpu", "--max-steps", "5", "--resume", str(tmp_path / "run"))
+    assert third.returncode == 0 and checkpoint.load(checkpoint.latest(tmp_path / "run"))["step"] == 5

@@ -239,7 +239,11 @@ class Trainer:
         if resume_from is not None:
             state = checkpoint.load(resume_from, self.network_hash)
             load_state(self.module, state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError:  # saved with another tower placement: its per-tensor momentum does not map
+                self.log("note: the checkpoint's optimizer state belongs to another placement of the towers; "
+                         "the weights carry over, momentum restarts from zero")
             self.schedule.load_state_dict(state["schedule"])
             epoch, first_step, step = state["epoch"], state["step_in_epoch"], state["step"]
             best, last = state["best_top1_error"], state["metrics"]
