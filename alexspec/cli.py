@@ -211,7 +211,8 @@ def _train_config(args):
                        out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
-                       keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None))
+                       keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None),
+                       workers=getattr(args, "workers", 4))
 
 
 def cmd_train(args) -> int:
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every STEPS steps (default: at the end of each epoch)")
     p.add_argument("--keep", type=_positive_int, default=3, help="numbered checkpoints kept (default 3; best.pt too)")
     p.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many steps")
+    p.add_argument("--workers", type=int, default=4, help="threads reading shard batches ahead (default 4)")
 
     p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
     p.add_argument("spec", metavar="SPEC", help=spec_help)

@@ -141,3 +141,22 @@ def test_normalise_uses_mean_and_std():
     out = augment.normalise(images, [100.0, 128.0, 156.0], [2.0, 1.0, 4.0])
     assert out[0, :, 0, 0].tolist() == [14.0, 0.0, -7.0]
     assert augment.normalise(images, None, None)[0, 0, 0, 0].item() == pytest.approx(128 / 255)
+
+
+def test_read_ahead_returns_every_batch_in_order_and_stops_cleanly(tmp_path):
+    from alexspec.train.data import read_ahead
+
+    write_shards(image_folder(make_folder(tmp_path / "imgs", per_class=10), size=8), tmp_path / "shards")
+    split = read_shards(tmp_path / "shards").train
+    batches = [torch.randperm(20, generator=torch.Generator().manual_seed(i))[:7] for i in range(6)]
+    for workers in (1, 3):
+        got = list(read_ahead(split, batches, workers=workers, ahead=2))
+        assert len(got) == len(batches)
+        for (images, labels), indices in zip(got, batches):
+            expected_images, expected_labels = split.batch(indices)
+            assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    reader = read_ahead(split, batches, workers=2)
+    next(reader)
+    reader.close()  # leaving early (a signal, --max-steps) shuts the threads down
+    import threading
+    assert not [t for t in threading.enumerate() if t.name.startswith("alexspec-data")]

@@ -42,6 +42,38 @@ class Split:
         return torch.from_numpy(images), self.labels[indices]
 
 
+def read_ahead(split: Split, batches, workers: int = 4, ahead: int = 2):
+    """(images, labels) for each index tensor in `batches`, in order.
+
+    For memory-mapped shards, threads copy each batch in `workers` chunks (numpy releases the
+    GIL while copying) while up to `ahead` batches are read before they are needed; in-memory
+    splits are simply indexed.
+    """
+    if isinstance(split.images, torch.Tensor) or workers < 1:
+        for indices in batches:
+            yield split.batch(indices)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="alexspec-data")
+    pending: deque = deque()
+    batches = iter(batches)
+    try:
+        while True:
+            while len(pending) < ahead:
+                indices = next(batches, None)
+                if indices is None:
+                    break
+                pending.append([pool.submit(split.batch, chunk) for chunk in torch.chunk(indices, workers)])
+            if not pending:
+                return
+            parts = [future.result() for future in pending.popleft()]
+            yield torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class Dataset:
     """A training split, a validation split, and what they hold."""

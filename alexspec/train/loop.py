@@ -10,6 +10,7 @@ every global batch; gradients are averaged by DistributedDataParallel; rank 0 wr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+import contextlib
 import datetime
 import json
 import math
@@ -29,7 +30,7 @@ from alexspec.builder import Build, build, load_state
 from alexspec.fsutil import write_atomic
 from alexspec.spec import Document
 from alexspec.train import augment, checkpoint
-from alexspec.train.data import Dataset, open_data
+from alexspec.train.data import Dataset, open_data, read_ahead
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 
 EXIT_DIVERGED = 3
@@ -57,6 +58,7 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: end of each epoch only)
     keep: int = 3
     max_steps: Optional[int] = None  # stop after this many steps in total (tests, smoke runs)
+    workers: int = 4                 # threads reading shard batches ahead
     progress: Optional[bool] = None  # None: a bar on a terminal, plain lines otherwise
 
 
@@ -260,32 +262,35 @@ class Trainer:
             while epoch < self.epochs:
                 order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
                 epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
-                for index in range(first_step, steps_per_epoch):
-                    if config.max_steps is not None and step >= config.max_steps:
-                        self._save(run_dir, self.state(epoch, index, step, best, last), step)
-                        return RunResult(run_dir, step, epoch, last)
-                    lr = self.schedule.lr(epoch, index / steps_per_epoch)
-                    set_lr(self.optimizer, lr)
-                    loss = self.step(data, order[index * self.batch:(index + 1) * self.batch], epoch, step)
-                    if not math.isfinite(loss):
-                        raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
-                                            f"good checkpoint is in {checkpoint.folder(run_dir)}. Lower the learning "
-                                            f"rate (now {lr:g}) or check the data")
-                    step += 1
-                    seen += min(self.batch, len(data.train) - index * self.batch)
-                    loss_sum += loss
-                    rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
-                    progress.update(epoch, index + 1, loss, lr, rate)
-                    if self.dist.main and step % config.log_every == 0:
-                        _append(metrics_file, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss,
-                                               "lr": lr, "images_per_s": round(rate, 1)})
-                    if self.dist.any(stop.signal is not None):
-                        self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
-                        self.log(f"stopped by signal at epoch {epoch + 1}, step {step}; checkpoint saved in "
-                                 f"{checkpoint.folder(run_dir)}")
-                        return RunResult(run_dir, step, epoch, last, stopped_by_signal=True)
-                    if config.checkpoint_every and step % config.checkpoint_every == 0:
-                        self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                shares = [order[i * self.batch:(i + 1) * self.batch][self.dist.rank::self.dist.world]
+                          for i in range(first_step, steps_per_epoch)]  # this process's share of each batch
+                with contextlib.closing(read_ahead(data.train, shares, config.workers)) as batches:
+                    for index, (images, labels) in zip(range(first_step, steps_per_epoch), batches):
+                        if config.max_steps is not None and step >= config.max_steps:
+                            self._save(run_dir, self.state(epoch, index, step, best, last), step)
+                            return RunResult(run_dir, step, epoch, last)
+                        lr = self.schedule.lr(epoch, index / steps_per_epoch)
+                        set_lr(self.optimizer, lr)
+                        loss = self.step(images, labels, step)
+                        if not math.isfinite(loss):
+                            raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
+                                                f"good checkpoint is in {checkpoint.folder(run_dir)}. Lower the learning "
+                                                f"rate (now {lr:g}) or check the data")
+                        step += 1
+                        seen += min(self.batch, len(data.train) - index * self.batch)
+                        loss_sum += loss
+                        rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
+                        progress.update(epoch, index + 1, loss, lr, rate)
+                        if self.dist.main and step % config.log_every == 0:
+                            _append(metrics_file, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss,
+                                                   "lr": lr, "images_per_s": round(rate, 1)})
+                        if self.dist.any(stop.signal is not None):
+                            self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                            self.log(f"stopped by signal at epoch {epoch + 1}, step {step}; checkpoint saved in "
+                                     f"{checkpoint.folder(run_dir)}")
+                            return RunResult(run_dir, step, epoch, last, stopped_by_signal=True)
+                        if config.checkpoint_every and step % config.checkpoint_every == 0:
+                            self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
                 first_step = 0
                 last = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
                         "train_loss": loss_sum / max(steps_per_epoch, 1),
@@ -303,12 +308,10 @@ class Trainer:
                 self._save(run_dir, self.state(epoch, 0, step, best, last), step, best=improved)
         return RunResult(run_dir, step, epoch, last)
 
-    def step(self, data: Dataset, indices: torch.Tensor, epoch: int, step: int) -> float:
-        """One optimizer step on the global batch `indices`; this process's share under DDP."""
-        indices = indices[self.dist.rank::self.dist.world]
+    def step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> float:
+        """One optimizer step on this process's share of a global batch."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 31 + self.dist.rank)
         torch.manual_seed(self.seed * 1_000_033 + step * 37 + self.dist.rank)  # dropout masks
-        images, labels = data.train.batch(indices)
         x = self.prepare(images, generator, train=True)
         with self.autocast():
             out = self.model(x)
