@@ -85,14 +85,22 @@ def _precision(x: torch.Tensor) -> str:
     return "tf32" if allow_tf32 else "ieee"
 
 
+def _empty_output(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> torch.Tensor:
+    """Uninitialised conv output in x's memory format (the op and its fake share it)."""
+    n, _, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
+    return torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
+
+
 @torch.library.custom_op(f"{_OP}_forward", mutates_args=())
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
                  padding: list[int], groups: int, relu: bool) -> torch.Tensor:
     """relu(conv2d(x, weight) + bias), in x's memory format."""
     n, c, h, w = x.shape
     oc, icg, kh, kw = weight.shape
-    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-    y = torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
+    y = _empty_output(x, weight, stride, padding)
+    oh, ow = y.shape[2:]
     ocg, k = oc // groups, icg * kh * kw
     grid = lambda meta: (triton.cdiv(n * oh * ow, meta["BLOCK_M"]), triton.cdiv(ocg, meta["BLOCK_N"]), groups)
     _conv_forward_kernel[grid](
@@ -105,10 +113,7 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
 
 @conv_forward.register_fake
 def _(x, weight, bias, stride, padding, groups, relu):
-    n, c, h, w = x.shape
-    oc, icg, kh, kw = weight.shape
-    oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-    return torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
+    return _empty_output(x, weight, stride, padding)
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())

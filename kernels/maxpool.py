@@ -107,23 +107,8 @@ def _grid(n: int, c: int, pixels: int):
     return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
-                     ceil_mode: bool, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, argmax offsets in the window)."""
-    n, c, h, w = x.shape
-    oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
-    fmt = memory_format_of(x)
-    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
-    idx = torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]), memory_format=fmt)
-    _max_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, y, idx, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1], SH=stride[0],
-        SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64)
-    return y, idx
-
-
-@max_pool_forward.register_fake
-def _(x, kernel, stride, padding, ceil_mode, relu):
+def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised y and argmax for pooling x, in x's memory format (the op and its fake share it)."""
     n, c, h, w = x.shape
     oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
     fmt = memory_format_of(x)
@@ -132,14 +117,37 @@ def _(x, kernel, stride, padding, ceil_mode, relu):
                           memory_format=fmt)
 
 
+def _empty_input_grad(dy: torch.Tensor, idx: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Uninitialised dx of the pooled input, in the argmax's memory format."""
+    n, c = idx.shape[:2]
+    return torch.empty((n, c, height, width), device=dy.device, dtype=dy.dtype, memory_format=memory_format_of(idx))
+
+
+@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
+def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                     ceil_mode: bool, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, argmax offsets in the window)."""
+    n, c, h, w = x.shape
+    y, idx = _empty_outputs(x, kernel, stride, padding, ceil_mode)
+    oh, ow = y.shape[2:]
+    _max_pool_forward_kernel[_grid(n, c, oh * ow)](
+        x, y, idx, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1], SH=stride[0],
+        SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64)
+    return y, idx
+
+
+@max_pool_forward.register_fake
+def _(x, kernel, stride, padding, ceil_mode, relu):
+    return _empty_outputs(x, kernel, stride, padding, ceil_mode)
+
+
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
 def max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Tensor], input_height: int,
                       input_width: int, kernel: list[int], stride: list[int], padding: list[int]) -> torch.Tensor:
     """dx from dy and the saved argmax; with `y` (relu=True), only where y > 0."""
     n, c, oh, ow = idx.shape
-    fmt = memory_format_of(idx)
-    dy = dy.contiguous(memory_format=fmt)
-    dx = torch.empty((n, c, input_height, input_width), device=dy.device, dtype=dy.dtype, memory_format=fmt)
+    dy = dy.contiguous(memory_format=memory_format_of(idx))
+    dx = _empty_input_grad(dy, idx, input_height, input_width)
     _max_pool_backward_kernel[_grid(n, c, input_height * input_width)](
         dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *_strides(dx), *_strides(idx),
         KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=y is not None,
@@ -149,9 +157,7 @@ def max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Ten
 
 @max_pool_backward.register_fake
 def _(dy, idx, y, input_height, input_width, kernel, stride, padding):
-    n, c, _, _ = idx.shape
-    fmt = memory_format_of(idx)
-    return torch.empty((n, c, input_height, input_width), device=dy.device, dtype=dy.dtype, memory_format=fmt)
+    return _empty_input_grad(dy, idx, input_height, input_width)
 
 
 def _setup_context(ctx, inputs, output):
