@@ -35,6 +35,24 @@ layers:
 """
 
 
+# A small two-tower net for 1x8x8 images (the bundled digits): shared input, per-tower LRN,
+# a crossing conv and a crossing linear layer.
+TINY_TOWERS = """\
+alexspec: 1
+name: tiny_towers
+input: {channels: 1, height: 8, width: 8}
+towers: 2
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, activation: relu}
+  - {name: norm1, type: lrn, size: 3, alpha: 0.01, k: 2}
+  - {name: pool1, type: maxpool, kernel: 2}
+  - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1, activation: relu, towers: cross}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 10, towers: cross}
+training: {lr: 0.05, batch: 32, epochs: 1}
+"""
+
+
 def spec_text(*layer_lines: str, header: str = HEADER) -> str:
     return header + "".join(f"  - {line}\n" for line in layer_lines)
 

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from alexspec.train import checkpoint  # noqa: E402
-from conftest import ROOT, run_cli  # noqa: E402
+from conftest import ROOT, TINY_TOWERS, run_cli  # noqa: E402
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -185,17 +185,21 @@ def test_overrides_are_validated_like_the_spec(tmp_path):
     assert result.returncode == 2 and "no such folder" in result.stderr
 
 
-def test_ddp_two_processes_match_one_process(tmp_path):
-    common = ["lenet5", "--data", "synthetic", "--epochs", "1", "--batch", "32", "--max-steps", "6",
-              "--set", "training.lr=0.02"]
-    single = run_cli("train", *common, "--out", str(tmp_path / "one"))
+def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[dict, dict]:
+    """Final weights of `alexspec train ARGS` in one process and in two DDP (gloo) processes."""
+    single = run_cli("train", *args, "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29517", "-m", "alexspec", "train", *common, "--out", str(tmp_path / "two")],
+                          str(port), "-m", "alexspec", "train", *args, "--out", str(tmp_path / "two")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    return final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    one, two = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1", "--batch",
+                                                      "32", "--max-steps", "6", "--set", "training.lr=0.02"], 29517)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
@@ -210,36 +214,14 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
 
 
-TOWERS_SPEC = """\
-alexspec: 1
-name: tiny_towers
-input: {channels: 1, height: 8, width: 8}
-towers: 2
-layers:
-  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, activation: relu}
-  - {name: norm1, type: lrn, size: 3, alpha: 0.01, k: 2}
-  - {name: pool1, type: maxpool, kernel: 2}
-  - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1, activation: relu, towers: cross}
-  - {name: flatten, type: flatten}
-  - {name: fc, type: linear, out: 10, towers: cross}
-training: {lr: 0.05, batch: 32, epochs: 1}
-"""
 
 
 def test_tower_split_combined_with_ddp(tmp_path):
     """Each of two DDP processes runs the model split over two (CPU) devices, as the paper's
     towers would over two GPUs; the result equals one process on the same global batch."""
     spec = tmp_path / "towers.yaml"
-    spec.write_text(TOWERS_SPEC)
-    common = [str(spec), "--device", "cpu,cpu", "--max-steps", "5"]
-    single = run_cli("train", *common, "--out", str(tmp_path / "one"))
-    assert single.returncode == 0, single.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29523", "-m", "alexspec", "train", *common, "--out", str(tmp_path / "two")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    spec.write_text(TINY_TOWERS)
+    one, two = train_one_and_two_processes(tmp_path, [str(spec), "--device", "cpu,cpu", "--max-steps", "5"], 29523)
     assert sorted(one) == sorted(two) and "conv2.weight" in one  # one-device layout in both checkpoints
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -247,7 +229,7 @@ def test_tower_split_combined_with_ddp(tmp_path):
 
 def test_resume_on_another_placement_keeps_the_weights(tmp_path):
     spec = tmp_path / "towers.yaml"
-    spec.write_text(TOWERS_SPEC)
+    spec.write_text(TINY_TOWERS)
     first = run_cli("train", str(spec), "--device", "cpu,cpu", "--max-steps", "3", "--out", str(tmp_path / "run"))
     assert first.returncode == 0, first.stderr
     saved = final_weights(tmp_path / "run")
