@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing fi
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 import sys
 import textwrap
@@ -98,9 +97,10 @@ EXAMPLES = {
 }
 
 
-def _bundled_specs() -> dict[str, resources.abc.Traversable]:
-    folder = resources.files("alexspec.specs")
-    return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+def _bundled_specs() -> dict[str, Path]:
+    import alexspec.specs
+
+    return {entry.stem: entry for entry in Path(alexspec.specs.__file__).parent.glob("*.yaml")}
 
 
 def resolve_spec(name: str) -> str:

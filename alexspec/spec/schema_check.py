@@ -5,16 +5,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 import re
 
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING
 
 from alexspec.errors import Problem, did_you_mean, quote
+from alexspec.spec.conforms import conforms
 from alexspec.spec.loader import Document
 from alexspec.spec.schema import LAYER_TYPES, VERSION, schema
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 
 @lru_cache(maxsize=1)
 def _validator_class():
+    from jsonschema import Draft202012Validator, validators  # imported only for a spec with problems
+
     # JSON Schema counts 3.0 as an integer; a spec that writes 3.0 for a channel count is a mistake.
     strict_int = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool))
@@ -76,6 +82,8 @@ def check(doc: Document) -> SchemaResult:
         return SchemaResult([Problem(doc.loc(("alexspec",)), "alexspec",
                                      f"unsupported spec version {quote(data['alexspec'])}",
                                      f"this alexspec reads version {VERSION}: write `alexspec: {VERSION}`")], None)
+    if conforms(data, schema()):
+        return SchemaResult([], len(data["layers"]), True)
     problems: list[Problem] = []
     training_sound = True
     sound: int | None = len(data["layers"]) if isinstance(data.get("layers"), list) else None
