@@ -22,18 +22,19 @@ def analyse(source):
     return analyse_spec(source)
 
 
-def build(spec, backend: str = "auto", devices=None):
+def build(spec, backend: str = "auto", devices=None, fuse: bool = True):
     """Build a spec (path, bundled-spec file, dict or Document) into a Build: .module (the
-    nn.Module), .info (inferred shapes and counts), .generated (the source), .backend."""
+    nn.Module), .info (inferred shapes and counts), .generated (the source), .backend.
+    fuse=False: every layer runs on its own (default: the fusions of alexspec.fusion)."""
     from alexspec.builder import build as build_spec
 
-    return build_spec(spec, backend, devices)
+    return build_spec(spec, backend, devices, fuse)
 
 
-def compile(spec, backend: str = "auto", devices=None):  # noqa: A001 (the natural name for it)
+def compile(spec, backend: str = "auto", devices=None, fuse: bool = True):  # noqa: A001 (the natural name)
     """The nn.Module of a spec, for notebooks and the trainer (nothing is written to disk).
 
     backend: "auto" (triton on CUDA, else torch), "triton" or "torch"; devices: one per tower
     (tower parallel) or one (towers collapse into groups); default: the spec's placement.
     """
-    return build(spec, backend, devices).module
+    return build(spec, backend, devices, fuse).module

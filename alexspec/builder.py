@@ -44,13 +44,14 @@ def module_class(generated: Generated, filename: str):
 
 
 def build(spec: str | Path | dict | Document, backend: str = "auto",
-          devices: Optional[Sequence[str]] = None) -> Build:
+          devices: Optional[Sequence[str]] = None, fuse: bool = True) -> Build:
     """Analyse `spec` and instantiate its module on `devices` (default: the spec's placement).
+    `fuse=False` runs every layer on its own (see alexspec.fusion).
 
     Raises SpecError for a bad spec and ValueError for an impossible backend or device list.
     """
     info = analyse(spec_source(spec))
-    generated = generate(info)
+    generated = generate(info, fuse=fuse)
     cls = module_class(generated, f"<alexspec {info.network.name}>")
     module = cls(backend=backend, devices=tuple(devices) if devices else tuple(info.network.placement))
     return Build(module, info, generated, _backend_of(module), module.backend_reason)

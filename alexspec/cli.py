@@ -173,7 +173,7 @@ def cmd_compile(args) -> int:
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{len(devices)} devices for {info.network.towers} "
                                  "tower(s)", "give one device, or one per tower")])
-    generated = generate(info, devices, args.backend)
+    generated = generate(info, devices, args.backend, fuse=not args.no_fuse)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -465,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "tower (tower parallel) or one (towers become groups); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run every layer on its own (default: LRN + max pool as one kernel, a conv's ReLU "
+                        "moved into the pool or LRN after it; see alexspec.fusion)")
+
     def train_options(p, with_data_default: str = "digits") -> None:
         p.add_argument("--data", default=with_data_default, metavar="SOURCE",
                        help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexspec import __version__, ir
+from alexspec.fusion import FusionPlan, plan
 from alexspec.infer import LayerInfo, NetworkInfo
 
 # nn.Module's attributes and the names the generated class itself uses.
@@ -37,6 +38,7 @@ class Generated:
     class_name: str
     attributes: dict  # spec layer name -> Python attribute name
     line_map: dict    # generated line number -> spec line number
+    fusion: FusionPlan = FusionPlan()
 
 
 def class_name(spec_name: str) -> str:
@@ -69,8 +71,10 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 class _Writer:
-    def __init__(self, info: NetworkInfo, devices: tuple[str, ...] | None, backend: str):
-        self.info = info
+    def __init__(self, info: NetworkInfo, devices: tuple[str, ...] | None, backend: str, fusion: FusionPlan):
+        self.info, self.fusion = info, fusion
+        self.relu_into = set(fusion.relu_moved.values())
+        self.fused_pools = {pool: lrn for lrn, pool in fusion.lrn_pool.items()}
         self.default_devices = tuple(devices or info.network.placement)
         self.default_backend = backend
         self.net = info.network
@@ -96,7 +100,7 @@ class _Writer:
         if isinstance(layer, ir.Conv):
             args = (f"{li.input_shape[0]}, {layer.out}, kernel={layer.kernel}, stride={layer.stride}, "
                     f"padding={layer.padding}")
-            flags = f"bias={layer.bias}, relu={layer.relu}"
+            flags = f"bias={layer.bias}, relu={layer.relu and layer.name not in self.fusion.relu_moved}"
             if towered:
                 return f"t.conv({args}, groups={layer.groups}, {flags}, reads={_q(self.reads(li))})"
             return f"layers.Conv2d({args}, groups={li.groups}, {flags}, backend=backend)"
@@ -109,17 +113,17 @@ class _Writer:
             if towered:
                 return f"t.lrn({args}, groups={layer.groups}, reads={_q(self.reads(li))})"
             return f"layers.LRN({args}, groups={li.groups}, backend=backend)"
-        plain = self.plain_layer(li)
+        plain = self.plain_layer(li, relu=li.layer.name in self.relu_into and li.layer.name not in self.fused_pools)
         if towered and not isinstance(layer, ir.Softmax):
             return f"t.each(lambda: {plain})"
         return plain
 
     @staticmethod
-    def plain_layer(li: LayerInfo) -> str:
+    def plain_layer(li: LayerInfo, relu: bool = False) -> str:
         layer = li.layer
         if isinstance(layer, ir.MaxPool):
             return (f"layers.MaxPool2d({layer.kernel}, stride={layer.stride}, padding={layer.padding}, "
-                    f"ceil_mode={layer.rounding == 'ceil'}, backend=backend)")
+                    f"ceil_mode={layer.rounding == 'ceil'}{', relu=True' if relu else ''}, backend=backend)")
         if isinstance(layer, ir.AvgPool):
             return (f"nn.AvgPool2d({layer.kernel}, stride={layer.stride}, padding={layer.padding}, "
                     f"ceil_mode={layer.rounding == 'ceil'})")
@@ -154,6 +158,8 @@ class _Writer:
                   f"{info.total_macs:,} MACs per image.")
         if self.towered:
             self.emit(f"{net.towers} towers; with one device they collapse into channel groups.")
+        if self.fusion.describe():
+            self.emit("Fused (alexspec.fusion): " + "; ".join(self.fusion.describe()) + ".")
         self.emit('"""')
         self.emit("import torch")
         self.emit("from torch import nn")
@@ -175,8 +181,10 @@ class _Writer:
         if self.towered:
             self.emit(f"        self.towers = t = towers.Towers({net.towers}, devices, backend)")
         for li in info.layers:
-            self.emit(f"        self.{self.attrs[li.layer.name]} = {self.constructor(li)}  # spec:{li.layer.loc.line}",
-                      li.layer.loc.line)
+            note = f"; its ReLU runs in {self.fusion.relu_moved[li.layer.name]}" \
+                if li.layer.name in self.fusion.relu_moved else ""
+            self.emit(f"        self.{self.attrs[li.layer.name]} = {self.constructor(li)}  # spec:{li.layer.loc.line}"
+                      f"{note}", li.layer.loc.line)
         self.emit("        self.reset_parameters()")
         if not self.towered:
             self.emit("        self.to(devices[0])")
@@ -201,7 +209,17 @@ class _Writer:
             if self.towered and isinstance(li.layer, ir.Softmax) and not gathered:
                 self.emit("        x = self.towers.gather(x)")
                 gathered = True
-            self.emit(f"        x = self.{self.attrs[li.layer.name]}(x)  # {self.shape_comment(li)}", li.layer.loc.line)
+            name = li.layer.name
+            if name in self.fused_pools:
+                continue  # ran with its LRN
+            if name in self.fusion.lrn_pool:
+                pool = self.info.layers[li.index + 1]
+                call = "self.towers.lrn_max_pool" if self.towered else "layers.lrn_max_pool"
+                relu = ", relu=True" if name in self.relu_into else ""
+                self.emit(f"        x = {call}(self.{self.attrs[name]}, self.{self.attrs[pool.layer.name]}, x{relu})  "
+                          f"# {name} + {pool.layer.name}, one kernel: {self.shape_comment(pool)}", li.layer.loc.line)
+                continue
+            self.emit(f"        x = self.{self.attrs[name]}(x)  # {self.shape_comment(li)}", li.layer.loc.line)
         if self.towered and not gathered:
             self.emit(f"        return self.towers.gather(x)  # {_shape(info.output_shape)}")
         else:
@@ -209,9 +227,11 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto") -> Generated:
+def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto",
+             fuse: bool = True) -> Generated:
     """The module source for an inferred network; `devices` and `backend` become its defaults
-    (devices: the spec's placement unless given)."""
-    writer = _Writer(info, devices, backend)
+    (devices: the spec's placement unless given). `fuse`: apply `alexspec.fusion`'s plan."""
+    fusion = plan(info, fuse)
+    writer = _Writer(info, devices, backend, fusion)
     source = writer.source()
-    return Generated(source, class_name(info.network.name), writer.attrs, writer.line_map)
+    return Generated(source, class_name(info.network.name), writer.attrs, writer.line_map, fusion)

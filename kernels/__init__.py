@@ -3,6 +3,7 @@
     lrn(x, size, alpha, beta, k, convention="paper", groups=1)           LRN across channels
     max_pool2d(x, kernel, stride=None, padding=0, ceil_mode=False, relu=False)
     conv2d_bias_relu(x, weight, bias, stride=1, padding=0, groups=1, relu=True)
+    lrn_max_pool2d(x, size, ..., kernel=3, stride=2, ..., relu=False)  LRN then max pooling, one kernel
 
 Each is autograd-aware and registered as a PyTorch custom op (torch.ops.alexspec.*), so
 torch.compile traces through it and torch.export keeps it. nn.Module forms with a
@@ -15,9 +16,10 @@ from alexspec.kernels import reference
 from alexspec.kernels._common import triton_available
 from alexspec.kernels.conv import conv2d_bias_relu
 from alexspec.kernels.lrn import lrn
+from alexspec.kernels.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.maxpool import max_pool2d
 from alexspec.kernels import layers  # noqa: E402  (after the ops it wraps)
 from alexspec.kernels.layers import LRN, Conv2d, Linear, MaxPool2d, resolve_backend
 
-__all__ = ["LRN", "Conv2d", "Linear", "MaxPool2d", "conv2d_bias_relu", "layers", "lrn", "max_pool2d", "reference",
-           "resolve_backend", "triton_available"]
+__all__ = ["LRN", "Conv2d", "Linear", "MaxPool2d", "conv2d_bias_relu", "layers", "lrn", "lrn_max_pool2d",
+           "max_pool2d", "reference", "resolve_backend", "triton_available"]

@@ -14,6 +14,7 @@ from alexspec.kernels import reference
 from alexspec.kernels._common import INTERPRET, as_pair, triton_available
 from alexspec.kernels.conv import conv2d_bias_relu
 from alexspec.kernels.lrn import lrn
+from alexspec.kernels.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.maxpool import max_pool2d
 
 BACKENDS = ("triton", "torch")
@@ -125,6 +126,17 @@ class MaxPool2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, "
                 f"ceil_mode={self.ceil_mode}, relu={self.relu}, backend={self.backend!r}")
+
+
+def lrn_max_pool(norm: LRN, pool: MaxPool2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """pool(norm(relu(x) if relu else x)): one fused kernel each way on the triton backend, the two
+    layers' own ops on the torch backend. `pool` must not apply its own ReLU."""
+    if pool.relu:
+        raise ValueError("lrn_max_pool takes a pool without relu (the ReLU goes before the LRN: relu=True)")
+    if norm.backend == "triton":
+        return lrn_max_pool2d(x, norm.size, norm.alpha, norm.beta, norm.k, norm.convention, norm.groups,
+                              pool.kernel, pool.stride, pool.padding, pool.ceil_mode, relu)
+    return pool(norm(torch.relu(x) if relu else x))
 
 
 class Linear(nn.Linear):

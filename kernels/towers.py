@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from alexspec.kernels import layers
 from alexspec.kernels.layers import LRN, Conv2d, Linear
 
 READS = ("shared", "local", "cross")
@@ -121,3 +122,9 @@ class Towers(nn.Module):
     def each(self, make: Callable[[], nn.Module]) -> nn.Module:
         """A parameter-free layer (pooling, ReLU, dropout, flatten) applied in every tower."""
         return self._build(lambda parts: make(), "local")
+
+    def lrn_max_pool(self, norm: nn.Module, pool: nn.Module, x, relu: bool = False):
+        """`layers.lrn_max_pool` of layers this builder made, in every tower."""
+        if not self.parallel:
+            return layers.lrn_max_pool(norm, pool, x, relu)
+        return [layers.lrn_max_pool(n, p, xi, relu) for n, p, xi in zip(norm.parts, pool.parts, x)]

@@ -1,0 +1,249 @@
+"""LRN followed by max pooling in one Triton kernel (AlexNet's norm1+pool1, norm2+pool2), ReLU optional.
+
+Unfused, LRN writes a full-size output that pooling reads back, and the backward writes a
+full-size gradient that LRN's backward reads back. Fused:
+
+- forward: each program owns a tile of pooled outputs; for every window tap it computes the
+  LRN of that input pixel in registers (`relu=True` first applies ReLU to the input), keeps
+  the running max and its tap (int8), and stores the LRN scale of the pixels it visits (the
+  backward needs it; overlapping windows store the same value);
+- backward: each program owns a tile of input pixels; the LRN-output gradient of a pixel is
+  gathered from the pooled gradients whose argmax is that pixel (no atomics), then LRN's
+  one-pass backward runs on it and, with `relu=True`, ReLU's mask (x > 0) is applied.
+
+Saved for backward: x, the scale and the argmax; the LRN output never reaches memory.
+Ties, NaNs and window rules are those of `alexspec.kernels.max_pool2d`; the LRN is that of
+`alexspec.kernels.lrn` (window, groups, conventions).
+"""
+from __future__ import annotations
+
+import torch
+
+from alexspec.kernels import reference
+from alexspec.kernels._common import as_pair, autotune, check_tensor, image_layout, memory_format_of, tl, triton
+from alexspec.kernels.maxpool import _index_dtype, pool_output_size
+
+_OP = "alexspec::lrn_max_pool2d"
+
+if triton is not None:
+    _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
+                for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
+
+    @triton.jit
+    def _channel_ok(c, j, C, group_c):
+        """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
+        group_start = (c // group_c) * group_c
+        return (j >= group_start) & (j < group_start + group_c) & (j < C)
+
+    @triton.jit
+    def _relu_load(ptr, mask, RELU: tl.constexpr, acc_type: tl.constexpr):
+        v = tl.load(ptr, mask=mask, other=0.0).to(acc_type)
+        if RELU:
+            v = tl.maximum(v, 0.0)
+        return v
+
+    @autotune(_CONFIGS, key=["C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
+    @triton.jit
+    def _lrn_pool_forward_kernel(x_ptr, scale_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, group_c, alpha, beta, k,
+                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
+                                 KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                                 PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
+                                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        oh, ow = p // OW, p % OW
+        out_ok = (c < C)[:, None] & (p < OH * OW)[None, :]
+        acc_type = tl.float64 if FP64 else tl.float32
+        best = tl.full((BLOCK_C, BLOCK_P), float("-inf"), acc_type)
+        arg = tl.zeros((BLOCK_C, BLOCK_P), tl.int32)
+        seen = tl.zeros((BLOCK_C, BLOCK_P), tl.int1)
+        x_image = x_ptr + n * sxn
+        for kh in tl.static_range(KH):
+            ih = oh * SH - PH + kh
+            for kw in tl.static_range(KW):
+                iw = ow * SW - PW + kw
+                pixel_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                ok = out_ok & pixel_ok[None, :]
+                pixel = (ih * sxh + iw * sxw)[None, :]
+                sum_sq = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
+                for d in tl.static_range(SIZE):  # the LRN window of c at this pixel
+                    j = c - SIZE // 2 + d
+                    m = _channel_ok(c, j, C, group_c)[:, None] & ok
+                    v = _relu_load(x_image + j[:, None] * sxc + pixel, m, RELU, acc_type)
+                    sum_sq += v * v
+                scale = k + alpha * sum_sq
+                v = _relu_load(x_image + c[:, None] * sxc + pixel, ok, RELU, acc_type)
+                v = v * tl.exp2(-beta * tl.log2(scale))
+                tl.store(scale_ptr + n * sxn + c[:, None] * sxc + pixel, scale.to(scale_ptr.dtype.element_ty),
+                         mask=ok)
+                take = ok & ((v > best) | (v != v) | (seen == 0))
+                best = tl.where(take, v, best)
+                arg = tl.where(take, kh * KW + kw, arg)
+                seen = seen | ok
+        y_offs = n * syn + c[:, None] * syc + (oh * syh + ow * syw)[None, :]
+        tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
+        tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
+
+    @triton.jit
+    def _gathered_grad(dy_ptr, idx_ptr, y_chan, ih, iw, rows_ok, OH, OW, syh, syw, KH: tl.constexpr,
+                       KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                       acc_type: tl.constexpr):
+        """Gradient reaching input pixel (ih, iw) of the channels at y_chan: the sum over the pooling
+        windows that cover it and chose it."""
+        last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows starting at or before it
+        g = tl.zeros(rows_ok.shape, acc_type)
+        for i in tl.static_range((KH + SH - 1) // SH):
+            oh = last_oh - i
+            kh = ih + PH - oh * SH
+            for jj in tl.static_range((KW + SW - 1) // SW):
+                ow = last_ow - jj
+                kw = iw + PW - ow * SW
+                valid = rows_ok & ((oh >= 0) & (oh < OH) & (kh < KH) & (ow >= 0) & (ow < OW) & (kw < KW))[None, :]
+                offs = y_chan + (oh * syh + ow * syw)[None, :]
+                winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
+                hit = valid & (winner == (kh * KW + kw)[None, :])
+                g += tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
+        return g
+
+    @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
+    @triton.jit
+    def _lrn_pool_backward_kernel(dy_ptr, idx_ptr, x_ptr, scale_ptr, dx_ptr, C, H, W, OH, OW, group_c, alpha, beta,
+                                  sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
+                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
+                                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        q = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        ih, iw = q // W, q % W
+        in_ok = (c < C)[:, None] & (q < H * W)[None, :]
+        acc_type = tl.float64 if FP64 else tl.float32
+        x_image = x_ptr + n * sxn
+        scale_image = scale_ptr + n * sxn
+        pixel = (ih * sxh + iw * sxw)[None, :]
+        window = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
+        dy_c = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
+        for d in tl.static_range(SIZE):  # every channel j whose LRN window holds c
+            j = c - (SIZE - 1) // 2 + d
+            m = _channel_ok(c, j, C, group_c)[:, None] & in_ok
+            dy_j = _gathered_grad(dy_ptr, idx_ptr, n * syn + j[:, None] * syc, ih, iw, m, OH, OW, syh, syw,
+                                  KH, KW, SH, SW, PH, PW, acc_type)
+            if d == (SIZE - 1) // 2:
+                dy_c = dy_j
+            reached = dy_j != 0  # a pixel no window chose has no scale stored: keep it out
+            x_j = _relu_load(x_image + j[:, None] * sxc + pixel, m & reached, RELU, acc_type)
+            s_j = tl.load(scale_image + j[:, None] * sxc + pixel, mask=m & reached, other=1.0).to(acc_type)
+            window += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(s_j))
+        reached = dy_c != 0
+        x_raw = tl.load(x_image + c[:, None] * sxc + pixel, mask=in_ok, other=0.0).to(acc_type)
+        x = tl.maximum(x_raw, 0.0) if RELU else x_raw
+        s = tl.load(scale_image + c[:, None] * sxc + pixel, mask=in_ok & reached, other=1.0).to(acc_type)
+        dx = dy_c * tl.exp2(-beta * tl.log2(s)) - 2.0 * alpha * beta * x * window
+        if RELU:
+            dx = tl.where(x_raw > 0, dx, 0.0)
+        tl.store(dx_ptr + n * sxn + c[:, None] * sxc + pixel, dx.to(dx_ptr.dtype.element_ty), mask=in_ok)
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def _grid(n: int, c: int, pixels: int):
+    return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
+
+
+def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool):
+    """Uninitialised (y, argmax, scale) in x's memory format (the op and its fake share it)."""
+    n, c, h, w = x.shape
+    oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
+    fmt = memory_format_of(x)
+    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
+    idx = torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]), memory_format=fmt)
+    return y, idx, torch.empty_like(x)
+
+
+@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
+def lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+                     kernel: list[int], stride: list[int], padding: list[int], ceil_mode: bool,
+                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled LRN output, argmax tap, LRN scale) for `alpha` already per term (the paper's convention)."""
+    n, c, h, w = x.shape
+    y, idx, scale = _empty_outputs(x, kernel, stride, padding, ceil_mode)
+    oh, ow = y.shape[2:]
+    _lrn_pool_forward_kernel[_grid(n, c, oh * ow)](
+        x, scale, y, idx, c, h, w, oh, ow, c // groups, alpha, beta, k, *_strides(x), *_strides(y), SIZE=size,
+        KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu,
+        FP64=x.dtype == torch.float64)
+    return y, idx, scale
+
+
+@lrn_pool_forward.register_fake
+def _(x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu):
+    return _empty_outputs(x, kernel, stride, padding, ceil_mode)
+
+
+@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
+def lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int,
+                      alpha: float, beta: float, groups: int, kernel: list[int], stride: list[int],
+                      padding: list[int], relu: bool) -> torch.Tensor:
+    """dx from the pooled gradient and the forward's saved argmax, x and scale."""
+    n, c, h, w = x.shape
+    oh, ow = idx.shape[2:]
+    dy = dy.contiguous(memory_format=memory_format_of(idx))
+    dx = torch.empty_like(x)
+    _lrn_pool_backward_kernel[_grid(n, c, h * w)](
+        dy, idx, x, scale, dx, c, h, w, oh, ow, c // groups, alpha, beta, *_strides(x), *_strides(idx), SIZE=size,
+        KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu,
+        FP64=x.dtype == torch.float64)
+    return dx
+
+
+@lrn_pool_backward.register_fake
+def _(dy, idx, x, scale, size, alpha, beta, groups, kernel, stride, padding, relu):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu = inputs
+    _, idx, scale = output
+    ctx.save_for_backward(idx, x, scale)
+    ctx.args = (size, alpha, beta, groups, kernel, stride, padding, relu)
+
+
+def _backward(ctx, grad_y, grad_idx, grad_scale):
+    idx, x, scale = ctx.saved_tensors
+    return (lrn_pool_backward(grad_y, idx, x, scale, *ctx.args),) + (None,) * 10
+
+
+lrn_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                   convention: str = "paper", groups: int = 1, kernel=3, stride=2, padding=0,
+                   ceil_mode: bool = False, relu: bool = False) -> torch.Tensor:
+    """max_pool2d(lrn(relu(x) if relu else x)) (autograd-aware) in one Triton kernel each way.
+
+    LRN arguments as `alexspec.kernels.lrn`, pooling arguments as `alexspec.kernels.max_pool2d`.
+    x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks).
+    """
+    check_tensor("x", x, ndim=4)
+    image_layout("x", x)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"groups must be a positive int dividing the {x.shape[1]} channels, got {groups!r}")
+    if beta < 0 or k < 0 or alpha < 0:
+        raise ValueError(f"alpha, beta and k must be >= 0, got {alpha}, {beta}, {k}")
+    kernel, stride, padding = as_pair("kernel", kernel), as_pair("stride", stride), as_pair("padding", padding)
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0 or padding[0] * 2 > kernel[0] \
+            or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"kernel and stride must be >= 1 and padding from 0 to half the kernel, got {kernel}, "
+                         f"{stride}, {padding}")
+    sizes = [pool_output_size(s, kk, st, p, ceil_mode) for s, kk, st, p in zip(x.shape[2:], kernel, stride, padding)]
+    if min(sizes) < 1:
+        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {kernel} "
+                         f"with padding {padding} (output {sizes})")
+    y, _, _ = lrn_pool_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
+                               list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
+    return y

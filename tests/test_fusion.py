@@ -1,0 +1,76 @@
+"""Codegen's fusions: which layers run together, and that a fused module computes what the unfused one does."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import alexspec  # noqa: E402
+from alexspec.fusion import plan  # noqa: E402
+from alexspec.spec import analyse, load_text  # noqa: E402
+from conftest import SPECS, TINY_TOWERS, run_cli  # noqa: E402
+
+
+def test_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
+    fusion = plan(analyse(SPECS / "alexnet.yaml"))
+    assert fusion.lrn_pool == {"norm1": "pool1", "norm2": "pool2"}
+    assert fusion.relu_moved == {"conv1": "norm1", "conv2": "norm2", "conv5": "pool5"}
+    assert plan(analyse(SPECS / "alexnet.yaml"), enabled=False).lrn_pool == {}
+
+
+def test_lenet_has_no_lrn_and_moves_its_pooled_relus():
+    fusion = plan(analyse(SPECS / "lenet5.yaml"))
+    assert fusion.lrn_pool == {} and fusion.relu_moved == {"c1": "s2", "c3": "s4"}  # c5 feeds flatten: kept
+
+
+def test_generated_source_shows_the_fusions():
+    source = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"]).generated.source
+    assert "x = layers.lrn_max_pool(self.norm1, self.pool1, x, relu=True)" in source
+    assert "relu=False" in next(line for line in source.splitlines() if "self.conv1 =" in line)
+    assert "relu=True" in next(line for line in source.splitlines() if "self.pool5 =" in line)
+    assert "x = self.pool1(x)" not in source
+    unfused = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse=False)
+    assert "lrn_max_pool" not in unfused.generated.source and "x = self.pool1(x)" in unfused.generated.source
+
+
+def test_compile_no_fuse_writes_an_unfused_module(tmp_path):
+    run_cli("compile", "lenet5", "-o", str(tmp_path / "a"))
+    run_cli("compile", "lenet5", "-o", str(tmp_path / "b"), "--no-fuse")
+    fused, unfused = ((tmp_path / d / "lenet5.py").read_text() for d in "ab")
+    pool = "self.s2 = layers.MaxPool2d((2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False"
+    assert f"{pool}, relu=True, backend=backend)" in fused and f"{pool}, backend=backend)" in unfused
+
+
+def assert_same_function(fused, unfused, x):
+    """Same weights, same outputs and same gradients."""
+    unfused.load_state_dict(fused.state_dict())
+    outs = [m.eval()(x) for m in (fused, unfused)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for out in outs:
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    for (name, a), (_, b) in zip(fused.named_parameters(), unfused.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fused_digits_equals_unfused_torch(backend):
+    torch.manual_seed(0)
+    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"])
+    unfused = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"], fuse=False)
+    assert_same_function(fused, unfused, torch.randn(3, 1, 8, 8) * 4)
+
+
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu"]])
+def test_fused_towers_equal_unfused(devices):
+    torch.manual_seed(0)
+    doc = load_text(TINY_TOWERS, "tiny.yaml")
+    fused = alexspec.compile(doc, backend="triton", devices=devices)
+    unfused = alexspec.compile(doc, backend="torch", devices=devices, fuse=False)
+    assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
+
+
+def test_fused_paper_alexnet_equals_unfused():
+    torch.manual_seed(0)
+    fused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"])
+    unfused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse=False)
+    assert_same_function(fused, unfused, torch.randn(1, 3, 227, 227))
