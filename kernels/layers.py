@@ -82,8 +82,16 @@ class Conv2d(nn.Module):
         self.groups, self.relu, self.backend = groups, relu, _check_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        op = conv2d_bias_relu if self.backend == "triton" else reference.conv2d_bias_relu
-        return op(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu)
+        if self.backend == "torch":
+            return reference.conv2d_bias_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups,
+                                              self.relu)
+        weight, bias = self.weight, self.bias
+        device = x.device.type
+        if torch.is_autocast_enabled(device):  # as autocast treats aten's conv: compute in the autocast dtype
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        return conv2d_bias_relu(x, weight, bias, self.stride, self.padding, self.groups, self.relu)
 
     def extra_repr(self) -> str:
         oc, icg, kh, kw = self.weight.shape

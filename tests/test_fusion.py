@@ -74,3 +74,20 @@ def test_fused_paper_alexnet_equals_unfused():
     fused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"])
     unfused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert_same_function(fused, unfused, torch.randn(1, 3, 227, 227))
+
+
+def test_triton_convs_follow_autocast_like_torch_convs():
+    """Under bf16 autocast the Triton conv computes in bf16 as aten's does, and the next layers stay bf16."""
+    torch.manual_seed(0)
+    triton_net = alexspec.compile(SPECS / "digits.yaml", backend="triton", devices=["cpu"])
+    torch_net = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"])
+    torch_net.load_state_dict(triton_net.state_dict())
+    seen = {}
+    triton_net.conv2.register_forward_hook(lambda _m, _i, out: seen.update(conv2=out.dtype))
+    x = torch.randn(4, 1, 8, 8) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = [net.eval()(x) for net in (triton_net, torch_net)]
+    assert seen["conv2"] == torch.bfloat16 and outs[0].dtype == outs[1].dtype == torch.bfloat16
+    torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=0.05, atol=0.05)
+    outs[0].float().sum().backward()
+    assert triton_net.conv1.weight.grad.dtype == torch.float32  # master weights stay fp32
