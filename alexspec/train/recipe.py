@@ -26,11 +26,20 @@ def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.
     groups = parameter_groups(module, attributes, training)
     for group in groups:
         group["lr"] = training.lr * group["lr_mult"]
+    fused = fused_supported(module)
     if training.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov,
-                               weight_decay=training.weight_decay)
+                               weight_decay=training.weight_decay, fused=fused)
     cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=training.lr, weight_decay=training.weight_decay)
+    return cls(groups, lr=training.lr, weight_decay=training.weight_decay, fused=fused)
+
+
+def fused_supported(module: torch.nn.Module) -> bool:
+    """Whether the optimizer can update all parameters in one fused kernel per device: every
+    parameter a float tensor on CUDA or CPU (tower parallel over several GPUs included)."""
+    params = list(module.parameters())
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cuda", "cpu") for p in params) \
+        and len({p.device.type for p in params}) == 1
 
 
 class Schedule:
