@@ -11,6 +11,7 @@ of the compiler, validate+infer time of a generated 1,000-layer spec.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import json
 import platform
@@ -66,8 +67,37 @@ def _timed(fn, steps: int, synchronize) -> float:
     return (time.perf_counter() - start) / steps
 
 
+# The speed levers `--ablate` turns off one at a time (all are on in the headline alexspec figure).
+LEVERS = {
+    "fusion": "LRN + max pool as one kernel, conv ReLUs moved into the next layer (alexspec.fusion)",
+    "channels_last": "NHWC activations (bf16 only)",
+    "fused_optimizer": "SGD updating every parameter in one fused kernel",
+    "cuda_graphs": "the whole training step and the forward pass replayed as CUDA graphs (CUDA only)",
+}
+
+
+def captured(body, prepare=lambda: None, warmup: int = 3):
+    """`body`, which must read and write only tensors that outlive it, recorded as one CUDA graph;
+    `prepare` runs before each of `warmup` runs on a side stream (where Triton autotunes) and
+    before the capture. Returns the replay."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            prepare()
+            body()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    prepare()
+    with torch.cuda.graph(graph):
+        body()
+    return graph.replay
+
+
 def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune: bool, steps: int,
-        warmup: int, log=print) -> dict:
+        warmup: int, ablate: bool = False, log=print) -> dict:
     """Benchmark `spec`; returns the JSON-ready result."""
     import torch
     import torch.nn.functional as F
@@ -79,45 +109,57 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     else:
         log("no CUDA device: benchmarking the torch backend on CPU (the Triton kernels need a GPU)")
-    channels_last = precision == "bf16"
+    all_levers = {name: name != "cuda_graphs" or cuda for name in LEVERS}
+    if precision != "bf16":
+        all_levers["channels_last"] = False
     torch.manual_seed(0)
     started = time.perf_counter()
-    ours = build(spec, backend="triton" if cuda else "torch", devices=[device])
+    reference = build(spec, backend="triton" if cuda else "torch", devices=[device])
     build_seconds = time.perf_counter() - started
-    info = ours.info
-    x = torch.randn(batch, *info.network.input, device=device)
+    info = reference.info
+    x_nchw = torch.randn(batch, *info.network.input, device=device)
     labels = torch.randint(0, info.output_shape[0], (batch,), device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     flops_per_image = 2 * info.total_macs
 
-    def make(kind: str):
+    def make(kind: str, levers: dict):
         if kind == "alexspec":
-            module = ours.module
+            module = build(spec, backend="triton" if cuda else "torch", devices=[device],
+                           fuse=levers["fusion"]).module
         else:
-            module = build(spec, backend="torch", devices=[device]).module
-            module.load_state_dict(ours.module.state_dict())
-        if channels_last:
+            module = build(spec, backend="torch", devices=[device], fuse=False).module
+        module.load_state_dict(reference.module.state_dict())
+        if levers["channels_last"]:
             module = module.to(memory_format=torch.channels_last)
         runnable = module
         if kind == "compile":
             runnable = torch.compile(module, mode="max-autotune-no-cudagraphs" if max_autotune else None)
         return module, runnable
 
-    def measure(kind: str) -> dict:
-        module, runnable = make(kind)
-        opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    def measure(kind: str, levers: dict, label: str) -> dict:
+        gc.collect()  # the previous candidate's module, graphs and memory go first
+        if cuda:
+            torch.cuda.empty_cache()
+        module, runnable = make(kind, levers)
+        x = x_nchw.contiguous(memory_format=torch.channels_last) if levers["channels_last"] else x_nchw
+        opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                              fused=levers["fused_optimizer"])
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
 
-        def train_step():
+        def zero_grad():
+            opt.zero_grad(set_to_none=True)
+
+        def train_body():
             with autocast:
                 out = runnable(x)
-            loss = F.cross_entropy(out.float(), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            F.cross_entropy(out.float(), labels).backward()
             opt.step()
+
+        def train_step():
+            zero_grad()
+            train_body()
 
         def infer_step():
             with torch.no_grad(), autocast:
@@ -130,39 +172,58 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         train_step()
         synchronize()
         first = time.perf_counter() - start
+        train = captured(train_body, zero_grad) if levers["cuda_graphs"] else train_step
         for _ in range(warmup):
-            train_step()
-        train = _timed(train_step, steps, synchronize)
+            train()
+        seconds_train = _timed(train, steps, synchronize)
         module.eval()
+        infer = captured(infer_step) if levers["cuda_graphs"] else infer_step
         for _ in range(warmup):
-            infer_step()
-        infer = _timed(infer_step, steps, synchronize)
-        result = {"train_img_s": round(batch / train, 1), "infer_img_s": round(batch / infer, 1),
-                  "first_step_s": round(first, 2), "train_tflops": round(3 * flops_per_image * batch / train / 1e12, 3)}
+            infer()
+        seconds_infer = _timed(infer, steps, synchronize)
+        result = {"train_img_s": round(batch / seconds_train, 1), "infer_img_s": round(batch / seconds_infer, 1),
+                  "first_step_s": round(first, 2),
+                  "train_tflops": round(3 * flops_per_image * batch / seconds_train / 1e12, 3)}
         if cuda:
             result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-        log(f"{kind:9} train {result['train_img_s']:>10,.1f} img/s   infer {result['infer_img_s']:>10,.1f} img/s   "
-            f"first step {result['first_step_s']:.2f} s")
+        log(f"{label:22} train {result['train_img_s']:>10,.1f} img/s   infer {result['infer_img_s']:>10,.1f} img/s"
+            f"   first step {result['first_step_s']:.2f} s")
         return result
 
-    results = {kind: measure(kind) for kind in ["alexspec", *compare]}
+    baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False}
+    results = {"alexspec": measure("alexspec", all_levers, "alexspec")}
+    results["alexspec"]["spec_to_warm_module_s"] = round(build_seconds + results["alexspec"]["first_step_s"], 2)
     for kind in compare:
-        results[kind]["alexspec_train_speedup"] = round(results["alexspec"]["train_img_s"] / results[kind]["train_img_s"], 3)
-        results[kind]["alexspec_infer_speedup"] = round(results["alexspec"]["infer_img_s"] / results[kind]["infer_img_s"], 3)
+        results[kind] = measure(kind, baseline_levers, kind)
+    for kind in compare:
+        for what in ("train", "infer"):
+            ratio = results["alexspec"][f"{what}_img_s"] / results[kind][f"{what}_img_s"]
+            results[kind][f"alexspec_{what}_speedup"] = round(ratio, 3)
         log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
             f"inference x{results[kind]['alexspec_infer_speedup']}")
+    levers = {}
+    if ablate:
+        for name, on in all_levers.items():
+            if not on:
+                levers[name] = {"on": False, "why": "not available here" if name == "cuda_graphs" else "fp32"}
+                continue
+            off = measure("alexspec", {**all_levers, name: False}, f"alexspec without {name}")
+            levers[name] = {"on": True, "without": off, **{
+                f"{what}_speedup": round(results["alexspec"][f"{what}_img_s"] / off[f"{what}_img_s"], 3)
+                for what in ("train", "infer")}}
+            log(f"  {name}: training x{levers[name]['train_speedup']}, inference x{levers[name]['infer_speedup']}")
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
     peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
     if peak:
         results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
     return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
-            "channels_last": channels_last, "max_autotune": max_autotune, "steps": steps, "warmup": warmup,
-            "spec_to_module_s": round(build_seconds, 3), "results": results,
-            "profile": _profile(ours.module, x, labels, precision, device, channels_last),
-            **_versions(), "date": datetime.date.today().isoformat()}
+            "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune, "steps": steps,
+            "warmup": warmup, "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
+            "profile": _profile(reference.module, x_nchw, labels, precision, device), **_versions(),
+            "date": datetime.date.today().isoformat()}
 
 
-def _profile(module, x, labels, precision: str, device: str, channels_last: bool, top: int = 12) -> list[dict]:
+def _profile(module, x, labels, precision: str, device: str, top: int = 12) -> list[dict]:
     """The alexspec training step's most expensive ops (torch profiler, self time)."""
     import torch
     import torch.nn.functional as F

@@ -293,7 +293,7 @@ def cmd_bench(args) -> int:
             if kind not in ("eager", "compile"):
                 raise ValueError(f"--compare takes eager and/or compile, got {kind!r}")
         result.update(bench.run(resolve_spec(args.spec or "alexnet"), batch, args.precision, compare,
-                                args.max_autotune, steps, args.warmup))
+                                args.max_autotune, steps, args.warmup, args.ablate))
     if args.out or result.get("cuda"):
         import datetime
 
@@ -520,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
+    p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
+                   "(fusion, channels_last, fused_optimizer, cuda_graphs) and record each one's effect")
 
     p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
     p.add_argument("a", metavar="A", help=spec_help)
