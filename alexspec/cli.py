@@ -195,6 +195,25 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _bench_history(folder: Path, plot_file: str | None) -> int:
+    from alexspec import bench_history
+
+    if not folder.is_dir():
+        raise SpecError([Problem(Loc(str(folder), 1, 1), "", "no such folder of benchmark results",
+                                 "give the folder `alexspec bench` wrote to (default bench/results)")])
+    runs, skipped = bench_history.load(folder)
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    if not runs:
+        print(f"{folder}: no benchmark results yet; run `alexspec bench` on a GPU (it writes them there)",
+              file=sys.stderr)
+        return 1
+    print("latest:\n\n" + bench_history.headline(runs[-1]) + "\nall runs:\n\n" + bench_history.history(runs))
+    out = bench_history.plot(runs, Path(plot_file) if plot_file else folder / "history.png")
+    print(f"wrote {out}")
+    return 0
+
+
 def _spec_document(spec: str, overrides: list[str]):
     from alexspec.spec import load_file
     from alexspec.spec.overrides import apply_overrides
@@ -272,6 +291,8 @@ def cmd_plot(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.history:
+        return _bench_history(Path(args.history), args.plot)
     from alexspec import bench
 
     result = {}
@@ -520,6 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
+    p.add_argument("--history", nargs="?", const="bench/results", metavar="DIR",
+                   help="instead of timing: summarise the results in DIR (default bench/results) as markdown "
+                        "tables and a plot")
+    p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file (default DIR/history.png)")
     p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
                    "(fusion, channels_last, fused_optimizer, cuda_graphs) and record each one's effect")
 

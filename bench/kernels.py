@@ -2,7 +2,8 @@
 
     python bench/kernels.py [--batch 128 256] [--out bench/results/kernels-DEVICE-DATE.json]
 
-For each op (LRN, overlapping max-pool, conv + bias + ReLU), fp32 NCHW and bf16 channels-last,
+For each op (LRN, overlapping max-pool, conv + bias + ReLU, and ReLU + LRN + max-pool fused
+into one kernel against the three torch ops it replaces), fp32 NCHW and bf16 channels-last,
 forward and forward+backward: milliseconds, effective GB/s (LRN, pool) or TFLOP/s (conv), and
 the ratio to torch's own op (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU) timed the
 same way, in the same process. Writes JSON with the device, versions and date.
@@ -26,7 +27,7 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from alexspec.kernels import conv2d_bias_relu, lrn, max_pool2d  # noqa: E402
+from alexspec.kernels import conv2d_bias_relu, lrn, lrn_max_pool2d, max_pool2d  # noqa: E402
 
 LRN_SHAPES = {"norm1": (96, 55, 55), "norm2": (256, 27, 27)}
 POOL_SHAPES = {"pool1": (96, 55, 55), "pool2": (256, 27, 27), "pool5": (256, 13, 13)}
@@ -101,6 +102,17 @@ def run(batches, device, smoke):
                 results += [{**tag, **r} for r in bench_op(
                     name, "lrn", lambda t: lrn(t, 5, 1e-4, 0.75, 2.0), torch_lrn, [x],
                     lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s")]
+            for name, (c, h, w) in lrn_shapes.items():
+                x = image(c, h, w)
+                torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+                nbytes, out = x.numel() * size, x.numel() // 4
+                results += [{**tag, **r} for r in bench_op(
+                    f"{name}+pool", "relu+lrn+maxpool", lambda t: lrn_max_pool2d(t, 5, 1e-4, 0.75, 2.0, relu=True),
+                    lambda t: F.max_pool2d(torch_lrn(F.relu(t)), 3, 2), [x],
+                    # forward: read x, write the scale, the output and its argmax; backward: read dy, argmax,
+                    # x and scale, write dx
+                    lambda mode: (2 * nbytes + out * (size + 1)) * (1 if mode == "fwd" else 2) + nbytes * (mode != "fwd"),
+                    measure, "GB/s")]
             for name, (c, h, w) in pool_shapes.items():
                 x = image(c, h, w)
                 out = x.numel() // 4

@@ -83,3 +83,24 @@ def test_a_captured_training_step_replays_what_eager_steps_do():
 
     for eager, replayed in zip(trained(False), trained(True)):
         torch.testing.assert_close(replayed, eager)
+
+
+def test_history_summarises_the_runs_in_a_folder(tmp_path):
+    results = tmp_path / "results"
+    run = run_cli("bench", "lenet5", "--precision", "fp32", "--compare", "eager", "--steps", "1", "--warmup", "0",
+                  "--batch", "4", "--out", str(results / "bench-a.json"))
+    assert run.returncode == 0, run.stderr
+    (results / "notes.json").write_text("{not json")
+    summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
+    assert summary.returncode == 0, summary.stderr
+    data = json.loads((results / "bench-a.json").read_text())
+    ours, eager = data["results"]["alexspec"], data["results"]["eager"]
+    assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in summary.stdout
+    assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in summary.stdout
+    assert "notes.json: not readable JSON" in summary.stderr
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_of_a_missing_folder_is_bad_input(tmp_path):
+    result = run_cli("bench", "--history", str(tmp_path / "nope"))
+    assert result.returncode == 2 and "no such folder of benchmark results" in result.stderr

@@ -95,7 +95,8 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
     report = json.loads(out.read_text())
     assert {"device", "torch", "triton", "date"} <= set(report)
     ops = {(row["op"], row["pass"]) for row in report["results"]}
-    assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu") for mode in ("fwd", "fwd+bwd")}
+    assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool")
+                   for mode in ("fwd", "fwd+bwd")}
     assert all(row["ms"] > 0 and row["torch_ms"] > 0 for row in report["results"])
 
 

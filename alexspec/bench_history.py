@@ -1,0 +1,85 @@
+"""`alexspec bench --history`: the benchmark runs kept in bench/results/ as a headline table,
+a table of every run, and a plot of images/s over the runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+KINDS = ("alexspec", "eager", "compile")
+
+
+def load(folder: Path) -> tuple[list[dict], list[str]]:
+    """(runs of `alexspec bench` in `folder`, oldest first; one line per file that is not one)."""
+    runs, skipped = [], []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            skipped.append(f"{path}: not readable JSON ({exc})")
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or "date" not in data:
+            skipped.append(f"{path}: not an `alexspec bench` result (no results/date)")
+            continue
+        runs.append({**data, "file": path.name})
+    runs.sort(key=lambda run: (str(run["date"]), run["file"]))
+    return runs, skipped
+
+
+def _ratio(run: dict, kind: str, what: str) -> str:
+    value = run["results"].get(kind, {}).get(f"alexspec_{what}_speedup")
+    return f"x{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def headline(run: dict) -> str:
+    """The latest run as a markdown table: img/s, ratio of alexspec to each baseline, first step."""
+    lines = [f"{run.get('device', '?')}, {run.get('date')}, {run.get('precision')} batch {run.get('batch')}, "
+             f"torch {run.get('torch')}, triton {run.get('triton')} ({run['file']})", "",
+             "| | training img/s | inference img/s | alexspec is (train / infer) | first step |",
+             "|---|---:|---:|---|---:|"]
+    for kind in KINDS:
+        result = run["results"].get(kind)
+        if not result:
+            continue
+        ratio = "" if kind == "alexspec" else f"{_ratio(run, kind, 'train')} / {_ratio(run, kind, 'infer')}"
+        lines.append(f"| {kind} | {result['train_img_s']:,.0f} | {result['infer_img_s']:,.0f} | {ratio} | "
+                     f"{result['first_step_s']:.1f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def history(runs: list[dict]) -> str:
+    """Every run, one markdown row each."""
+    lines = ["| date | device | precision, batch | alexspec train img/s | vs compile | alexspec infer img/s | "
+             "vs compile | levers |", "|---|---|---|---:|---|---:|---|---|"]
+    for run in runs:
+        ours = run["results"].get("alexspec", {})
+        lines.append(f"| {run['date']} | {run.get('device', '?')} | {run.get('precision')}, {run.get('batch')} | "
+                     f"{ours.get('train_img_s', 0):,.0f} | {_ratio(run, 'compile', 'train')} | "
+                     f"{ours.get('infer_img_s', 0):,.0f} | {_ratio(run, 'compile', 'infer')} | "
+                     f"{', '.join(run.get('levers_on', [])) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], out: Path) -> Path:
+    """Training and inference img/s of alexspec and each baseline over the runs, as a PNG."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plotting needs matplotlib: pip install matplotlib") from None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    labels = [f"{run['date']}\n{run.get('device', '?')[:16]}" for run in runs]
+    for ax, what in zip(axes, ("train", "infer")):
+        for kind in KINDS:
+            points = [(i, run["results"][kind][f"{what}_img_s"]) for i, run in enumerate(runs)
+                      if kind in run["results"]]
+            if points:
+                ax.plot([i for i, _ in points], [v for _, v in points], "o-", label=kind)
+        ax.set(title=f"{'training' if what == 'train' else 'inference'} images/s", ylim=(0, None))
+        ax.set_xticks(range(len(runs)), labels, fontsize=7)
+        ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
