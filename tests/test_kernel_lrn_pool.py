@@ -96,3 +96,12 @@ def test_opcheck_and_compile():
 def test_bad_arguments_say_what_to_fix(bad, message):
     with pytest.raises(ValueError, match=message):
         lrn_max_pool2d(torch.randn(1, 6, 5, 5), 5, **bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", FORMATS)
+@pytest.mark.parametrize("shape, groups", [((8, 96, 55, 55), 2), ((8, 256, 27, 27), 2)])
+def test_alexnet_shapes_on_gpu(shape, groups, layout):
+    x = distinct(*shape).cuda()
+    check_against_reference(lrn_max_pool2d, composed, [x, 5, 1e-4, 0.75, 2.0, "paper", groups, 3, 2, 0, False, True],
+                            torch.float32, memory_format=FORMATS[layout])

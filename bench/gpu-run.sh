@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Measure on a GPU what CPU cannot tell: the GPU-only tests, the kernel benchmark and the
+# end-to-end `alexspec bench --ablate`. Results (JSON) and logs go to $OUT (default bench/results).
+#
+#   bash bench/gpu-run.sh [tests] [kernels] [bench]      (no argument: all three)
+#
+# On a machine without the project's dependencies installed, wheels in .gpu/wheels (jsonschema
+# and its dependencies) are installed first; the project itself is installed editable, without
+# dependencies (the machine's torch and triton are used).
+set -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results}
+export PYTHONUNBUFFERED=1
+stages=${*:-tests kernels bench}
+mkdir -p "$OUT"
+if ! python3 -c "import jsonschema" 2>/dev/null && [ -d .gpu/wheels ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .gpu/wheels/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import alexspec.kernels" 2>/dev/null \
+    || python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+status=0
+for stage in $stages; do
+    case $stage in
+        tests) python3 -m pytest -q -m gpu tests 2>&1 | tee "$OUT/gpu-tests.log" || status=1 ;;
+        kernels) python3 bench/kernels.py --out "$OUT/kernels-$(date +%F).json" 2>&1 | tee "$OUT/kernels.log" \
+            || status=1 ;;
+        bench) python3 -m alexspec bench alexnet --ablate --out "$OUT/bench-$(date +%F).json" 2>&1 \
+            | tee "$OUT/bench.log" || status=1 ;;
+        *) echo "unknown stage $stage (tests, kernels, bench)" >&2; exit 2 ;;
+    esac
+done
+exit $status
