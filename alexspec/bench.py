@@ -218,7 +218,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
     return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
             "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune, "steps": steps,
-            "warmup": warmup, "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
+            "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
+            "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
             "profile": _profile(reference.module, x_nchw, labels, precision, device), **_versions(),
             "date": datetime.date.today().isoformat()}
 

@@ -2,7 +2,9 @@
 # Measure on a GPU what CPU cannot tell: the GPU-only tests, the kernel benchmark and the
 # end-to-end `alexspec bench --ablate`. Results (JSON) and logs go to $OUT (default bench/results).
 #
-#   bash bench/gpu-run.sh [tests] [kernels] [bench]      (no argument: all three)
+#   bash bench/gpu-run.sh [tests] [kernels] [bench] [bench-quick]    (no argument: the first three)
+#
+# bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 #
 # On a machine without the project's dependencies installed, wheels in .gpu/wheels (jsonschema
 # and its dependencies) are installed first; the project itself is installed editable, without
@@ -29,7 +31,9 @@ for stage in $stages; do
             || status=1 ;;
         bench) python3 -m alexspec bench alexnet --ablate --out "$OUT/bench-$(date +%F).json" 2>&1 \
             | tee "$OUT/bench.log" || status=1 ;;
-        *) echo "unknown stage $stage (tests, kernels, bench)" >&2; exit 2 ;;
+        bench-quick) ALEXSPEC_AUTOTUNE=quick python3 -m alexspec bench alexnet --compare "" \
+            --out "$OUT/bench-$(date +%F)-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;
+        *) echo "unknown stage $stage (tests, kernels, bench, bench-quick)" >&2; exit 2 ;;
     esac
 done
 exit $status

@@ -21,9 +21,15 @@ def triton_available() -> bool:
     return triton is not None and (INTERPRET or torch.cuda.is_available())
 
 
+AUTOTUNE = os.environ.get("ALEXSPEC_AUTOTUNE", "full")
+
+
 def autotune(configs: list, key: list[str]):
-    """triton.autotune on a GPU; under the interpreter only the first config (nothing to time)."""
-    return triton.autotune(configs=configs if not INTERPRET else configs[:1], key=key)
+    """triton.autotune over `configs` on a GPU. Only the first config (nothing compiled or timed
+    but it) under the interpreter and with ALEXSPEC_AUTOTUNE=quick, which trades some speed for
+    a faster first step: each config is compiled per layer shape before it is timed."""
+    quick = INTERPRET or AUTOTUNE == "quick"
+    return triton.autotune(configs=configs[:1] if quick else configs, key=key)
 
 
 def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> None:

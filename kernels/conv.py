@@ -117,10 +117,11 @@ def _(x, weight, bias, stride, padding, groups, relu):
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
-def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, has_bias: bool,
-                  stride: list[int], padding: list[int], groups: int, relu: bool,
+def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Optional[torch.Tensor],
+                  has_bias: bool, stride: list[int], padding: list[int], groups: int, relu: bool,
                   output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias) through the ReLU mask; entries not asked for by output_mask are empty."""
+    """(dx, dweight, dbias) through the ReLU mask (y: the output, given when relu); entries not
+    asked for by output_mask are empty."""
     if relu:
         dy = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
     dx, dw, db = torch.ops.aten.convolution_backward(
@@ -138,7 +139,7 @@ def _(dy, x, weight, y, has_bias, stride, padding, groups, relu, output_mask):
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, stride, padding, groups, relu = inputs
-    ctx.save_for_backward(x, weight, output)
+    ctx.save_for_backward(x, weight, output if relu else None)  # the output only for the ReLU mask
     ctx.args = (bias is not None, stride, padding, groups, relu)
 
 

@@ -131,14 +131,8 @@ def _backward(ctx, grad_y, grad_scale):
 lrn_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-        convention: str = "paper", groups: int = 1) -> torch.Tensor:
-    """LRN across channels (autograd-aware), computed by the Triton kernels.
-
-    x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks). `convention`:
-    "paper" (k + alpha*sum) or "caffe"/"torch" (k + alpha/size*sum). `groups`: normalise within
-    each of this many channel groups (the paper's per-tower LRN on one device).
-    """
+def check_lrn_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
+    """Raise ValueError naming what is wrong with x or an LRN argument."""
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
     if not isinstance(size, int) or size < 1:
@@ -147,5 +141,16 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
         raise ValueError(f"groups must be a positive int dividing the {x.shape[1]} channels, got {groups!r}")
     if beta < 0 or k < 0 or alpha < 0:
         raise ValueError(f"alpha, beta and k must be >= 0, got {alpha}, {beta}, {k}")
+
+
+def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+        convention: str = "paper", groups: int = 1) -> torch.Tensor:
+    """LRN across channels (autograd-aware), computed by the Triton kernels.
+
+    x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks). `convention`:
+    "paper" (k + alpha*sum) or "caffe"/"torch" (k + alpha/size*sum). `groups`: normalise within
+    each of this many channel groups (the paper's per-tower LRN on one device).
+    """
+    check_lrn_arguments(x, size, alpha, beta, k, groups)
     y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups)
     return y

@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import as_pair, autotune, check_tensor, image_layout, memory_format_of, tl, triton
-from alexspec.kernels.maxpool import _index_dtype, pool_output_size
+from alexspec.kernels._common import autotune, memory_format_of, tl, triton
+from alexspec.kernels.lrn import check_lrn_arguments
+from alexspec.kernels.maxpool import _index_dtype, gathered_grad, pool_arguments, pool_output_size
 
 _OP = "alexspec::lrn_max_pool2d"
 
@@ -34,6 +35,13 @@ if triton is not None:
         """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
         group_start = (c // group_c) * group_c
         return (j >= group_start) & (j < group_start + group_c) & (j < C)
+
+    @triton.jit
+    def _tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """This program's image, channels, pixels (of P) and the in-bounds mask."""
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        return tl.program_id(0).to(tl.int64), c, p, (c < C)[:, None] & (p < P)[None, :]
 
     @triton.jit
     def _relu_load(ptr, mask, RELU: tl.constexpr, acc_type: tl.constexpr):
@@ -49,11 +57,8 @@ if triton is not None:
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
                                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n = tl.program_id(0).to(tl.int64)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        n, c, p, out_ok = _tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
-        out_ok = (c < C)[:, None] & (p < OH * OW)[None, :]
         acc_type = tl.float64 if FP64 else tl.float32
         best = tl.full((BLOCK_C, BLOCK_P), float("-inf"), acc_type)
         arg = tl.zeros((BLOCK_C, BLOCK_P), tl.int32)
@@ -85,27 +90,6 @@ if triton is not None:
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
         tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
 
-    @triton.jit
-    def _gathered_grad(dy_ptr, idx_ptr, y_chan, ih, iw, rows_ok, OH, OW, syh, syw, KH: tl.constexpr,
-                       KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                       acc_type: tl.constexpr):
-        """Gradient reaching input pixel (ih, iw) of the channels at y_chan: the sum over the pooling
-        windows that cover it and chose it."""
-        last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows starting at or before it
-        g = tl.zeros(rows_ok.shape, acc_type)
-        for i in tl.static_range((KH + SH - 1) // SH):
-            oh = last_oh - i
-            kh = ih + PH - oh * SH
-            for jj in tl.static_range((KW + SW - 1) // SW):
-                ow = last_ow - jj
-                kw = iw + PW - ow * SW
-                valid = rows_ok & ((oh >= 0) & (oh < OH) & (kh < KH) & (ow >= 0) & (ow < OW) & (kw < KW))[None, :]
-                offs = y_chan + (oh * syh + ow * syw)[None, :]
-                winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
-                hit = valid & (winner == (kh * KW + kw)[None, :])
-                g += tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
-        return g
-
     @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _lrn_pool_backward_kernel(dy_ptr, idx_ptr, x_ptr, scale_ptr, dx_ptr, C, H, W, OH, OW, group_c, alpha, beta,
@@ -113,11 +97,8 @@ if triton is not None:
                                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                   PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
                                   BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n = tl.program_id(0).to(tl.int64)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        q = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        n, c, q, in_ok = _tile(C, H * W, BLOCK_C, BLOCK_P)
         ih, iw = q // W, q % W
-        in_ok = (c < C)[:, None] & (q < H * W)[None, :]
         acc_type = tl.float64 if FP64 else tl.float32
         x_image = x_ptr + n * sxn
         scale_image = scale_ptr + n * sxn
@@ -127,8 +108,8 @@ if triton is not None:
         for d in tl.static_range(SIZE):  # every channel j whose LRN window holds c
             j = c - (SIZE - 1) // 2 + d
             m = _channel_ok(c, j, C, group_c)[:, None] & in_ok
-            dy_j = _gathered_grad(dy_ptr, idx_ptr, n * syn + j[:, None] * syc, ih, iw, m, OH, OW, syh, syw,
-                                  KH, KW, SH, SW, PH, PW, acc_type)
+            dy_j = gathered_grad(dy_ptr, idx_ptr, dy_ptr, n * syn + j[:, None] * syc, ih, iw, m, OH, OW, syh, syw,
+                                 KH, KW, SH, SW, PH, PW, False, acc_type)
             if d == (SIZE - 1) // 2:
                 dy_c = dy_j
             reached = dy_j != 0  # a pixel no window chose has no scale stored: keep it out
@@ -227,23 +208,8 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
     LRN arguments as `alexspec.kernels.lrn`, pooling arguments as `alexspec.kernels.max_pool2d`.
     x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks).
     """
-    check_tensor("x", x, ndim=4)
-    image_layout("x", x)
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups:
-        raise ValueError(f"groups must be a positive int dividing the {x.shape[1]} channels, got {groups!r}")
-    if beta < 0 or k < 0 or alpha < 0:
-        raise ValueError(f"alpha, beta and k must be >= 0, got {alpha}, {beta}, {k}")
-    kernel, stride, padding = as_pair("kernel", kernel), as_pair("stride", stride), as_pair("padding", padding)
-    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0 or padding[0] * 2 > kernel[0] \
-            or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"kernel and stride must be >= 1 and padding from 0 to half the kernel, got {kernel}, "
-                         f"{stride}, {padding}")
-    sizes = [pool_output_size(s, kk, st, p, ceil_mode) for s, kk, st, p in zip(x.shape[2:], kernel, stride, padding)]
-    if min(sizes) < 1:
-        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {kernel} "
-                         f"with padding {padding} (output {sizes})")
+    check_lrn_arguments(x, size, alpha, beta, k, groups)
+    kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
     y, _, _ = lrn_pool_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
                                list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
     return y

@@ -53,6 +53,30 @@ if triton is not None:
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
         tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
 
+    @triton.jit
+    def gathered_grad(dy_ptr, idx_ptr, y_ptr, y_chan, ih, iw, rows_ok, OH, OW, syh, syw, KH: tl.constexpr,
+                      KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                      RELU: tl.constexpr, acc_type: tl.constexpr):
+        """The gradient reaching input pixels (ih, iw) of the channels at offsets y_chan: the sum over
+        the pooling windows that cover a pixel and chose it (with RELU, only where the output > 0)."""
+        last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows that start at or before ih, iw
+        acc = tl.zeros(rows_ok.shape, acc_type)
+        for i in tl.static_range((KH + SH - 1) // SH):
+            oh = last_oh - i
+            kh = ih + PH - oh * SH
+            for j in tl.static_range((KW + SW - 1) // SW):
+                ow = last_ow - j
+                kw = iw + PW - ow * SW
+                valid = rows_ok & ((oh >= 0) & (oh < OH) & (kh < KH) & (ow >= 0) & (ow < OW) & (kw < KW))[None, :]
+                offs = y_chan + (oh * syh + ow * syw)[None, :]
+                winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
+                hit = valid & (winner == (kh * KW + kw)[None, :])
+                g = tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
+                if RELU:
+                    g = tl.where(tl.load(y_ptr + offs, mask=hit, other=0.0) > 0, g, 0.0)
+                acc += g
+        return acc
+
     @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _max_pool_backward_kernel(dy_ptr, idx_ptr, y_ptr, dx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw,
@@ -64,24 +88,9 @@ if triton is not None:
         q = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
         ih, iw = q // W, q % W
         in_ok = (c < C)[:, None] & (q < H * W)[None, :]
-        last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows that start at or before ih, iw
         acc_type = tl.float64 if FP64 else tl.float32
-        acc = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
-        y_base = n * syn + c[:, None] * syc
-        for i in tl.static_range((KH + SH - 1) // SH):
-            oh = last_oh - i
-            kh = ih + PH - oh * SH
-            for j in tl.static_range((KW + SW - 1) // SW):
-                ow = last_ow - j
-                kw = iw + PW - ow * SW
-                valid = in_ok & ((oh >= 0) & (oh < OH) & (kh < KH) & (ow >= 0) & (ow < OW) & (kw < KW))[None, :]
-                offs = y_base + (oh * syh + ow * syw)[None, :]
-                winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
-                hit = valid & (winner == (kh * KW + kw)[None, :])
-                g = tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
-                if RELU:
-                    g = tl.where(tl.load(y_ptr + offs, mask=hit, other=0.0) > 0, g, 0.0)
-                acc += g
+        acc = gathered_grad(dy_ptr, idx_ptr, y_ptr, n * syn + c[:, None] * syc, ih, iw, in_ok, OH, OW, syh, syw,
+                            KH, KW, SH, SW, PH, PW, RELU, acc_type)
         dx_offs = n * sxn + c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
         tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=in_ok)
 
@@ -93,6 +102,23 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mod
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
     return out
+
+
+def pool_arguments(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool):
+    """(kernel, stride, padding) as (h, w) pairs (stride defaults to the kernel), or a ValueError
+    saying what is wrong with them for pooling x."""
+    kernel = as_pair("kernel", kernel)
+    stride = as_pair("stride", stride if stride is not None else kernel)
+    padding = as_pair("padding", padding)
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"kernel and stride must be >= 1 and padding >= 0, got {kernel}, {stride}, {padding}")
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"padding {padding} must be at most half the kernel {kernel}")
+    sizes = [pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip(x.shape[2:], kernel, stride, padding)]
+    if min(sizes) < 1:
+        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {kernel} "
+                         f"with padding {padding} (output {sizes})")
+    return kernel, stride, padding
 
 
 def _index_dtype(taps: int) -> torch.dtype:
@@ -184,16 +210,6 @@ def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool 
     """
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
-    kernel = as_pair("kernel", kernel)
-    stride = as_pair("stride", stride if stride is not None else kernel)
-    padding = as_pair("padding", padding)
-    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
-        raise ValueError(f"kernel and stride must be >= 1 and padding >= 0, got {kernel}, {stride}, {padding}")
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"padding {padding} must be at most half the kernel {kernel}")
-    sizes = [pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip(x.shape[2:], kernel, stride, padding)]
-    if min(sizes) < 1:
-        raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {kernel} "
-                         f"with padding {padding} (output {sizes})")
+    kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
     y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
     return y

@@ -121,3 +121,15 @@ def test_alexnet_layers_on_gpu(layer, layout, dtype):
     check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
                             lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
                             [x, w, b], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+
+
+def test_without_relu_the_output_is_not_kept_for_backward():
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    for relu, expected in ((True, 3), (False, 2)):  # x, weight (+ the output for the ReLU mask)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = conv2d_bias_relu(x, weight, None, relu=relu)
+        assert len(saved) == expected
+        assert not any(t.shape == y.shape for t in saved) or relu
+        y.sum().backward()

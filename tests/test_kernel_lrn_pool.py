@@ -90,7 +90,7 @@ def test_opcheck_and_compile():
 
 @pytest.mark.parametrize("bad, message", [
     (dict(groups=4), "groups must be a positive int dividing the 6 channels"),
-    (dict(kernel=3, padding=2), "padding from 0 to half the kernel"),
+    (dict(kernel=3, padding=2), "must be at most half the kernel"),
     (dict(kernel=9), "too small for kernel"),
 ])
 def test_bad_arguments_say_what_to_fix(bad, message):
