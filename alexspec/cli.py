@@ -187,6 +187,12 @@ def cmd_compile(args) -> int:
         write_atomic(out / file, text)
     pictures = render(out / f"{name}.dot")
     sys.stdout.write(render_report(info, "table"))
+    fusions = generated.fusion.describe()
+    if fusions:
+        print("fused: " + "; ".join(fusions) + " (--no-fuse: every layer on its own)")
+    else:
+        print("fused: nothing" + (" (--no-fuse)" if args.no_fuse else ": no LRN directly before a max pool, "
+                                  "no conv ReLU that the next layer could apply"))
     print(f"wrote {', '.join(str(out / f) for f in [*written, *(p.name for p in pictures)])}")
     if not pictures:
         print("(install Graphviz for an SVG/PNG picture of the network: apt-get install graphviz)")

@@ -34,8 +34,9 @@ def test_generated_source_shows_the_fusions():
 
 
 def test_compile_no_fuse_writes_an_unfused_module(tmp_path):
-    run_cli("compile", "lenet5", "-o", str(tmp_path / "a"))
-    run_cli("compile", "lenet5", "-o", str(tmp_path / "b"), "--no-fuse")
+    said = run_cli("compile", "lenet5", "-o", str(tmp_path / "a")).stdout
+    assert "fused: c1: ReLU applied by s2; c3: ReLU applied by s4" in said
+    assert "fused: nothing (--no-fuse)" in run_cli("compile", "lenet5", "-o", str(tmp_path / "b"), "--no-fuse").stdout
     fused, unfused = ((tmp_path / d / "lenet5.py").read_text() for d in "ab")
     pool = "self.s2 = layers.MaxPool2d((2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False"
     assert f"{pool}, relu=True, backend=backend)" in fused and f"{pool}, backend=backend)" in unfused
