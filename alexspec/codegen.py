@@ -159,7 +159,9 @@ class _Writer:
         if self.towered:
             self.emit(f"{net.towers} towers; with one device they collapse into channel groups.")
         if self.fusion.describe():
-            self.emit("Fused (alexspec.fusion): " + "; ".join(self.fusion.describe()) + ".")
+            self.emit("Run together (alexspec.fusion; compile with --no-fuse to run every layer on its own):")
+            for line in self.fusion.describe():
+                self.emit(f"    {line}")
         self.emit('"""')
         self.emit("import torch")
         self.emit("from torch import nn")
