@@ -7,21 +7,35 @@
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 #
 # On a machine without the project's dependencies installed, wheels in .gpu/wheels (jsonschema
-# and its dependencies) are installed first; the project itself is installed editable, without
-# dependencies (the machine's torch and triton are used).
+# and its dependencies) are installed first; the project itself is installed editable without
+# dependencies (the machine's torch and triton are used), or linked into place where it cannot be.
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
 export PYTHONUNBUFFERED=1
 stages=${*:-tests kernels bench}
+for stage in $stages; do
+    case $stage in tests|kernels|bench|bench-quick) ;; *) echo "unknown stage $stage (tests, kernels, bench, bench-quick)" >&2; exit 2 ;; esac
+done
 mkdir -p "$OUT"
 if ! python3 -c "import jsonschema" 2>/dev/null && [ -d .gpu/wheels ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .gpu/wheels/*.whl || exit 1
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -c "import alexspec.kernels" 2>/dev/null \
-    || python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+if ! python3 -c "import alexspec.kernels" 2>/dev/null \
+        && ! python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null; then
+    # no setuptools for an editable install: lay the package out as installed, with links
+    shim=/tmp/alexspec-shim
+    rm -rf "$shim" && mkdir -p "$shim/alexspec" && ln -s "$PWD"/alexspec/* "$shim/alexspec/" \
+        && ln -s "$PWD/kernels" "$shim/alexspec/kernels" && ln -s "$PWD/specs" "$shim/alexspec/specs" || exit 1
+    export PYTHONPATH=$shim${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "import alexspec.kernels" || exit 1
+if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "bench/gpu-run.sh needs a CUDA GPU (none here); on CPU use: alexspec bench, python bench/kernels.py --smoke" >&2
+    exit 2
+fi
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 status=0
 for stage in $stages; do
@@ -33,7 +47,6 @@ for stage in $stages; do
             | tee "$OUT/bench.log" || status=1 ;;
         bench-quick) ALEXSPEC_AUTOTUNE=quick python3 -m alexspec bench alexnet --compare "" \
             --out "$OUT/bench-$(date +%F)-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;
-        *) echo "unknown stage $stage (tests, kernels, bench, bench-quick)" >&2; exit 2 ;;
     esac
 done
 exit $status

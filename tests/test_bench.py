@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,18 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
 def test_history_of_a_missing_folder_is_bad_input(tmp_path):
     result = run_cli("bench", "--history", str(tmp_path / "nope"))
     assert result.returncode == 2 and "no such folder of benchmark results" in result.stderr
+
+
+def test_gpu_run_script_refuses_unknown_stages_and_a_machine_without_cuda(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    script = str(ROOT / "bench" / "gpu-run.sh")
+    unknown = subprocess.run(["bash", script, "tests", "speed"], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown stage speed" in unknown.stderr
+    no_gpu = subprocess.run(["bash", script, "bench"], env=env, capture_output=True, text=True, timeout=300)
+    assert no_gpu.returncode == 2 and "needs a CUDA GPU" in no_gpu.stderr
