@@ -38,7 +38,7 @@ class Generated:
     class_name: str
     attributes: dict  # spec layer name -> Python attribute name
     line_map: dict    # generated line number -> spec line number
-    fusion: FusionPlan = FusionPlan()
+    fusion: FusionPlan  # which layers run together
 
 
 def class_name(spec_name: str) -> str:
@@ -113,7 +113,7 @@ class _Writer:
             if towered:
                 return f"t.lrn({args}, groups={layer.groups}, reads={_q(self.reads(li))})"
             return f"layers.LRN({args}, groups={li.groups}, backend=backend)"
-        plain = self.plain_layer(li, relu=li.layer.name in self.relu_into and li.layer.name not in self.fused_pools)
+        plain = self.plain_layer(li, relu=li.layer.name in self.relu_into)
         if towered and not isinstance(layer, ir.Softmax):
             return f"t.each(lambda: {plain})"
         return plain

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -22,6 +23,8 @@ def triton_available() -> bool:
 
 
 AUTOTUNE = os.environ.get("ALEXSPEC_AUTOTUNE", "full")
+if AUTOTUNE not in ("full", "quick"):
+    warnings.warn(f"ALEXSPEC_AUTOTUNE={AUTOTUNE!r} is neither 'full' nor 'quick'; autotuning in full", stacklevel=1)
 
 
 def autotune(configs: list, key: list[str]):

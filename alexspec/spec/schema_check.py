@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 import re
-
 from typing import TYPE_CHECKING
 
 from alexspec.errors import Problem, did_you_mean, quote
