@@ -28,11 +28,12 @@ if AUTOTUNE not in ("full", "quick"):
 
 
 def autotune(configs: list, key: list[str]):
-    """triton.autotune over `configs` on a GPU. Only the first config (nothing compiled or timed
-    but it) under the interpreter and with ALEXSPEC_AUTOTUNE=quick, which trades some speed for
-    a faster first step: each config is compiled per layer shape before it is timed."""
+    """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache (the next
+    process starts warm). Only the first config (nothing compiled or timed but it) under the
+    interpreter and with ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first
+    step: each config is compiled per layer shape before it is timed."""
     quick = INTERPRET or AUTOTUNE == "quick"
-    return triton.autotune(configs=configs[:1] if quick else configs, key=key)
+    return triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET)
 
 
 def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> None:
