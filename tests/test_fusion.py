@@ -5,10 +5,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
 import alexspec  # noqa: E402
 from alexspec.fusion import plan  # noqa: E402
 from alexspec.spec import analyse, load_text  # noqa: E402
 from conftest import SPECS, TINY_TOWERS, run_cli  # noqa: E402
+from strategies import valid_specs  # noqa: E402
 
 
 def test_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
@@ -68,6 +71,18 @@ def test_fused_towers_equal_unfused(devices):
     fused = alexspec.compile(doc, backend="triton", devices=devices)
     unfused = alexspec.compile(doc, backend="torch", devices=devices, fuse=False)
     assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_specs())
+def test_random_specs_fused_equal_unfused(case):
+    spec, _ = case
+    torch.manual_seed(0)
+    for fused_backend, batch in (("torch", 3), ("triton", 1)):  # the interpreter is slow: one image
+        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"])
+        unfused = alexspec.compile(spec, backend="torch", devices=["cpu"], fuse=False)
+        x = torch.randn(batch, *fused.input_shape) * 3
+        assert_same_function(fused, unfused, x)
 
 
 def test_fused_paper_alexnet_equals_unfused():
