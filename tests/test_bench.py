@@ -120,3 +120,44 @@ def test_gpu_run_script_refuses_unknown_stages_and_a_machine_without_cuda(tmp_pa
     assert unknown.returncode == 2 and "unknown stage speed" in unknown.stderr
     no_gpu = subprocess.run(["bash", script, "bench"], env=env, capture_output=True, text=True, timeout=300)
     assert no_gpu.returncode == 2 and "needs a CUDA GPU" in no_gpu.stderr
+
+
+@pytest.mark.gpu
+def test_the_alexspec_training_step_makes_no_host_syncs():
+    import torch
+    import torch.nn.functional as F
+
+    import alexspec
+    from conftest import SPECS
+
+    model = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="triton", devices=["cuda"])
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=True)
+    x = torch.randn(8, 3, 227, 227, device="cuda").contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 1000, (8,), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(out.float(), labels).backward()
+        opt.step()
+
+    step(), step()  # autotuning and compilation happen here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+def test_bench_with_every_lever_on_a_gpu(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_cli("bench", "digits", "--batch", "64", "--steps", "2", "--warmup", "1", "--compare", "eager",
+                     "--ablate", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs"]
+    assert all(data["levers"][name]["train_speedup"] > 0 for name in data["levers_on"])
