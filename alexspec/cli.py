@@ -65,8 +65,11 @@ EXAMPLES = {
         examples:
           alexspec bench                                    the paper's AlexNet, batch 256 on a GPU
           alexspec bench alexnet --precision bf16 --compare eager,compile --max-autotune
+          alexspec bench --ablate                           ... and each speed lever's effect
           alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
+          alexspec bench --history                          tables and a plot of bench/results/
         On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
+        ALEXSPEC_AUTOTUNE=quick skips the kernels' autotuning (a faster first step).
     """,
     "diff": """
         examples:
