@@ -138,7 +138,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             runnable = torch.compile(module, mode="max-autotune-no-cudagraphs" if max_autotune else None)
         return module, runnable
 
-    def measure(kind: str, levers: dict, label: str) -> dict:
+    def measure(kind: str, levers: dict, label: str, profile_into: dict | None = None) -> dict:
         gc.collect()  # the previous candidate's module, graphs and memory go first
         if cuda:
             torch.cuda.empty_cache()
@@ -172,6 +172,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         train_step()
         synchronize()
         first = time.perf_counter() - start
+        if profile_into is not None:
+            profile_into["ops"] = _profile(train_step, device)
         train = captured(train_body, zero_grad) if levers["cuda_graphs"] else train_step
         for _ in range(warmup):
             train()
@@ -191,14 +193,14 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         return result
 
     baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False}
-    results = {"alexspec": measure("alexspec", all_levers, "alexspec")}
+    profiled = {}
+    results = {"alexspec": measure("alexspec", all_levers, "alexspec", profiled)}
     results["alexspec"]["spec_to_warm_module_s"] = round(build_seconds + results["alexspec"]["first_step_s"], 2)
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)
     for kind in compare:
-        for what in ("train", "infer"):
-            ratio = results["alexspec"][f"{what}_img_s"] / results[kind][f"{what}_img_s"]
-            results[kind][f"alexspec_{what}_speedup"] = round(ratio, 3)
+        speedups = _speedups(results["alexspec"], results[kind])
+        results[kind].update({f"alexspec_{key}": value for key, value in speedups.items()})
         log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
             f"inference x{results[kind]['alexspec_infer_speedup']}")
     levers = {}
@@ -208,9 +210,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
                 levers[name] = {"on": False, "why": "not available here" if name == "cuda_graphs" else "fp32"}
                 continue
             off = measure("alexspec", {**all_levers, name: False}, f"alexspec without {name}")
-            levers[name] = {"on": True, "without": off, **{
-                f"{what}_speedup": round(results["alexspec"][f"{what}_img_s"] / off[f"{what}_img_s"], 3)
-                for what in ("train", "infer")}}
+            levers[name] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
             log(f"  {name}: training x{levers[name]['train_speedup']}, inference x{levers[name]['infer_speedup']}")
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
     peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
@@ -220,27 +220,25 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune, "steps": steps,
             "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
             "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
-            "profile": _profile(reference.module, x_nchw, labels, precision, device), **_versions(),
+            "profile": profiled["ops"], **_versions(),
             "date": datetime.date.today().isoformat()}
 
 
-def _profile(module, x, labels, precision: str, device: str, top: int = 12) -> list[dict]:
-    """The alexspec training step's most expensive ops (torch profiler, self time)."""
-    import torch
-    import torch.nn.functional as F
+def _speedups(ours: dict, other: dict) -> dict:
+    """train_speedup and infer_speedup: our images/s over another run's."""
+    return {f"{what}_speedup": round(ours[f"{what}_img_s"] / other[f"{what}_img_s"], 3) for what in ("train", "infer")}
+
+
+def _profile(step, device: str, top: int = 12) -> list[dict]:
+    """The most expensive ops (torch profiler, self time) of two calls of a training step."""
     from torch.profiler import ProfilerActivity, profile
+    import torch
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's own log lines off the console
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
-    module.train()
     with profile(activities=activities) as prof:
         for _ in range(2):
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = module(x)
-            F.cross_entropy(out.float(), labels).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            step()
         if device == "cuda":
             torch.cuda.synchronize()
     key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
