@@ -30,10 +30,15 @@ if triton is not None:
         return c, hw, base, offs, (c < C)[:, None] & (hw < HW)[None, :]
 
     @triton.jit
+    def channel_in_group(c, j, C, group_c):
+        """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
+        group_start = (c // group_c) * group_c
+        return (j >= group_start) & (j < group_start + group_c) & (j < C)
+
+    @triton.jit
     def _neighbour(c, j, hw, base, C, HW, group_c, stride_c, stride_hw):
         """Offsets of channel j[i] for row i, and where it exists in row i's group (zero elsewhere)."""
-        group_start = (c // group_c) * group_c
-        ok = (j >= group_start) & (j < group_start + group_c) & (j < C)
+        ok = channel_in_group(c, j, C, group_c)
         return base + j[:, None] * stride_c + hw[None, :] * stride_hw, ok[:, None] & (hw < HW)[None, :]
 
     @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])

@@ -21,27 +21,14 @@ import torch
 
 from alexspec.kernels import reference
 from alexspec.kernels._common import autotune, memory_format_of, tl, triton
-from alexspec.kernels.lrn import check_lrn_arguments
-from alexspec.kernels.maxpool import _index_dtype, gathered_grad, pool_arguments, pool_output_size
+from alexspec.kernels.lrn import channel_in_group, check_lrn_arguments
+from alexspec.kernels.maxpool import _index_dtype, gathered_grad, pool_arguments, pool_output_size, tile
 
 _OP = "alexspec::lrn_max_pool2d"
 
 if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
                 for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
-
-    @triton.jit
-    def _channel_ok(c, j, C, group_c):
-        """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
-        group_start = (c // group_c) * group_c
-        return (j >= group_start) & (j < group_start + group_c) & (j < C)
-
-    @triton.jit
-    def _tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        """This program's image, channels, pixels (of P) and the in-bounds mask."""
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-        return tl.program_id(0).to(tl.int64), c, p, (c < C)[:, None] & (p < P)[None, :]
 
     @triton.jit
     def _relu_load(ptr, mask, RELU: tl.constexpr, acc_type: tl.constexpr):
@@ -57,7 +44,7 @@ if triton is not None:
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
                                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n, c, p, out_ok = _tile(C, OH * OW, BLOCK_C, BLOCK_P)
+        n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
         acc_type = tl.float64 if FP64 else tl.float32
         best = tl.full((BLOCK_C, BLOCK_P), float("-inf"), acc_type)
@@ -74,7 +61,7 @@ if triton is not None:
                 sum_sq = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
                 for d in tl.static_range(SIZE):  # the LRN window of c at this pixel
                     j = c - SIZE // 2 + d
-                    m = _channel_ok(c, j, C, group_c)[:, None] & ok
+                    m = channel_in_group(c, j, C, group_c)[:, None] & ok
                     v = _relu_load(x_image + j[:, None] * sxc + pixel, m, RELU, acc_type)
                     sum_sq += v * v
                 scale = k + alpha * sum_sq
@@ -97,7 +84,7 @@ if triton is not None:
                                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                   PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
                                   BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n, c, q, in_ok = _tile(C, H * W, BLOCK_C, BLOCK_P)
+        n, c, q, in_ok = tile(C, H * W, BLOCK_C, BLOCK_P)
         ih, iw = q // W, q % W
         acc_type = tl.float64 if FP64 else tl.float32
         x_image = x_ptr + n * sxn
@@ -107,7 +94,7 @@ if triton is not None:
         dy_c = tl.zeros((BLOCK_C, BLOCK_P), acc_type)
         for d in tl.static_range(SIZE):  # every channel j whose LRN window holds c
             j = c - (SIZE - 1) // 2 + d
-            m = _channel_ok(c, j, C, group_c)[:, None] & in_ok
+            m = channel_in_group(c, j, C, group_c)[:, None] & in_ok
             dy_j = gathered_grad(dy_ptr, idx_ptr, dy_ptr, n * syn + j[:, None] * syc, ih, iw, m, OH, OW, syh, syw,
                                  KH, KW, SH, SW, PH, PW, False, acc_type)
             if d == (SIZE - 1) // 2:

@@ -21,17 +21,21 @@ if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
                 for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
 
+    @triton.jit
+    def tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """This program's image, channels, pixels (of P) and the in-bounds mask."""
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        return tl.program_id(0).to(tl.int64), c, p, (c < C)[:, None] & (p < P)[None, :]
+
     @autotune(_CONFIGS, key=["C", "OH", "OW", "sxc", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
                                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n = tl.program_id(0).to(tl.int64)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
-        out_ok = (c < C)[:, None] & (p < OH * OW)[None, :]
         value_type = tl.float64 if FP64 else tl.float32  # exact for every input dtype
         best = tl.full((BLOCK_C, BLOCK_P), float("-inf"), value_type)
         arg = tl.zeros((BLOCK_C, BLOCK_P), tl.int32)
@@ -83,11 +87,8 @@ if triton is not None:
                                   syn, syc, syh, syw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
                                   SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr,
                                   FP64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-        n = tl.program_id(0).to(tl.int64)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        q = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        n, c, q, in_ok = tile(C, H * W, BLOCK_C, BLOCK_P)
         ih, iw = q // W, q % W
-        in_ok = (c < C)[:, None] & (q < H * W)[None, :]
         acc_type = tl.float64 if FP64 else tl.float32
         acc = gathered_grad(dy_ptr, idx_ptr, y_ptr, n * syn + c[:, None] * syc, ih, iw, in_ok, OH, OW, syh, syw,
                             KH, KW, SH, SW, PH, PW, RELU, acc_type)
