@@ -10,14 +10,20 @@ from conftest import run_cli
 
 pytest.importorskip("torch")
 
+QUICK = ("--steps", "1", "--warmup", "0", "--batch", "4")  # checks the command, times nothing meaningful
+
+
+def bench_json(out, *args):
+    """Run `alexspec bench ARGS --out OUT`; (its result, the JSON it wrote)."""
+    result = run_cli("bench", *args, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(out.read_text())
+
 
 def test_bench_on_cpu_writes_the_result(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", "lenet5", "--precision", "fp32", "--compare", "eager", "--steps", "1",
-                     "--warmup", "0", "--batch", "4", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
     assert "no CUDA device: benchmarking the torch backend on CPU" in result.stdout
-    data = json.loads(out.read_text())
     assert {"device", "torch", "triton", "date", "batch", "precision", "results", "profile"} <= set(data)
     assert set(data["results"]) == {"alexspec", "eager"}
     assert data["results"]["alexspec"]["train_img_s"] > 0 and data["results"]["eager"]["alexspec_train_speedup"] > 0
@@ -26,9 +32,8 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
 
 def test_cpu_figures(tmp_path):
     out = tmp_path / "cpu.json"
-    result = run_cli("bench", "--cpu-figures", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(out.read_text())["cpu_figures"]
+    _, data = bench_json(out, "--cpu-figures")
+    figures = data["cpu_figures"]
     assert figures["compiler_imports_torch"] is False
     assert figures["report_wall_s"] > 0 and figures["validate_infer_1000_layers_s"] > 0
 
@@ -40,10 +45,7 @@ def test_bad_baseline_name():
 
 def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", "lenet5", "--compare", "", "--steps", "1", "--warmup", "0", "--batch", "4",
-                     "--ablate", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    data = json.loads(out.read_text())
+    result, data = bench_json(out, "lenet5", "--compare", "", *QUICK, "--ablate")
     assert data["levers_on"] == ["fusion", "channels_last", "fused_optimizer"]  # bf16 default; no CUDA graphs on CPU
     assert data["levers"]["cuda_graphs"] == {"on": False, "why": "not available here"}
     for name in data["levers_on"]:
@@ -88,13 +90,10 @@ def test_a_captured_training_step_replays_what_eager_steps_do():
 
 def test_history_summarises_the_runs_in_a_folder(tmp_path):
     results = tmp_path / "results"
-    run = run_cli("bench", "lenet5", "--precision", "fp32", "--compare", "eager", "--steps", "1", "--warmup", "0",
-                  "--batch", "4", "--out", str(results / "bench-a.json"))
-    assert run.returncode == 0, run.stderr
+    _, data = bench_json(results / "bench-a.json", "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
     (results / "notes.json").write_text("{not json")
     summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
     assert summary.returncode == 0, summary.stderr
-    data = json.loads((results / "bench-a.json").read_text())
     ours, eager = data["results"]["alexspec"], data["results"]["eager"]
     assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in summary.stdout
     assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in summary.stdout
@@ -155,9 +154,7 @@ def test_the_alexspec_training_step_makes_no_host_syncs():
 @pytest.mark.gpu
 def test_bench_with_every_lever_on_a_gpu(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", "digits", "--batch", "64", "--steps", "2", "--warmup", "1", "--compare", "eager",
-                     "--ablate", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    data = json.loads(out.read_text())
+    _, data = bench_json(out, "digits", "--batch", "64", "--steps", "2", "--warmup", "1", "--compare", "eager",
+                         "--ablate")
     assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs"]
     assert all(data["levers"][name]["train_speedup"] > 0 for name in data["levers_on"])
