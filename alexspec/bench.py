@@ -73,6 +73,7 @@ LEVERS = {
     "channels_last": "NHWC activations (bf16 only)",
     "fused_optimizer": "SGD updating every parameter in one fused kernel",
     "cuda_graphs": "the whole training step and the forward pass replayed as CUDA graphs (CUDA only)",
+    "triton_conv": "each conv shape by the Triton kernel or cuDNN, whichever was faster when timed (off: cuDNN)",
 }
 
 
@@ -103,6 +104,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     import torch.nn.functional as F
 
     from alexspec.builder import build
+    from alexspec.kernels import conv_choice
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -112,7 +114,9 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         torch.backends.cudnn.benchmark = True
     else:
         log("no CUDA device: benchmarking the torch backend on CPU (the Triton kernels need a GPU)")
-    all_levers = {name: name != "cuda_graphs" or cuda for name in LEVERS}
+    all_levers = {name: name not in ("cuda_graphs", "triton_conv") or cuda for name in LEVERS}
+    if conv_choice.mode() == "cudnn":
+        all_levers["triton_conv"] = False
     if precision != "bf16":
         all_levers["channels_last"] = False
     torch.manual_seed(0)
@@ -139,6 +143,10 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         return module, runnable
 
     def measure(kind: str, levers: dict, label: str, profile_into: dict | None = None) -> dict:
+        with conv_choice.using(conv_choice.mode() if levers["triton_conv"] else "cudnn"):
+            return timed_run(kind, levers, label, profile_into)
+
+    def timed_run(kind: str, levers: dict, label: str, profile_into: dict | None) -> dict:
         gc.collect()  # the previous candidate's module, graphs and memory go first
         if cuda:
             torch.cuda.empty_cache()
@@ -196,6 +204,9 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     profiled = {}
     results = {"alexspec": measure("alexspec", all_levers, "alexspec", profiled)}
     results["alexspec"]["spec_to_warm_module_s"] = round(build_seconds + results["alexspec"]["first_step_s"], 2)
+    for entry in conv_choice.choices():
+        log(f"  conv {entry['shape']}: {entry['implementation']} "
+            f"(triton {entry['triton_ms']:.3f} ms, cudnn {entry['cudnn_ms']:.3f} ms)")
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)
     for kind in compare:
@@ -207,7 +218,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     if ablate:
         for name, on in all_levers.items():
             if not on:
-                levers[name] = {"on": False, "why": "not available here" if name == "cuda_graphs" else "fp32"}
+                levers[name] = {"on": False, "why": _why_off(name, cuda, precision)}
                 continue
             off = measure("alexspec", {**all_levers, name: False}, f"alexspec without {name}")
             levers[name] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
@@ -220,8 +231,17 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune, "steps": steps,
             "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
             "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
-            "profile": profiled["ops"], **_versions(),
+            "profile": profiled["ops"], "conv_choices": conv_choice.choices(), **_versions(),
             "date": datetime.date.today().isoformat()}
+
+
+def _why_off(lever: str, cuda: bool, precision: str) -> str:
+    """Why a lever could not be used in this run."""
+    if lever in ("cuda_graphs", "triton_conv") and not cuda:
+        return "needs CUDA"
+    if lever == "triton_conv":
+        return "ALEXSPEC_CONV=cudnn"
+    return f"bf16 only, the run is {precision}"
 
 
 def _speedups(ours: dict, other: dict) -> dict:

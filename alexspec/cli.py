@@ -70,6 +70,7 @@ EXAMPLES = {
           alexspec bench --history                          tables and a plot of bench/results/
         On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
         ALEXSPEC_AUTOTUNE=quick skips the kernels' autotuning (a faster first step).
+        ALEXSPEC_CONV=triton|cudnn runs every conv one way (default auto: per shape, the faster).
     """,
     "diff": """
         examples:

@@ -4,6 +4,8 @@ Per group g the output is a GEMM: M = N*OH*OW output pixels, N = OC/groups chann
 K = (IC/groups)*KH*KW taps, with the input patch matrix gathered on the fly (no im2col
 buffer) and K ordered (kh, kw, ic) so that channels-last input is read in contiguous runs.
 The epilogue adds the bias, applies ReLU and stores in the input's memory format.
+On a GPU each conv shape runs by the Triton kernel or by cuDNN (aten's convolution, then an
+in-place ReLU), whichever was faster when first timed (`conv_choice`; ALEXSPEC_CONV forces one).
 
 Backward: the ReLU mask (y > 0) is applied to dy, then grad input / weight / bias come from
 aten.convolution_backward (cuDNN on a GPU). A Triton backward is not written yet; the
@@ -15,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from alexspec.kernels import conv_choice
 from alexspec.kernels._common import (INTERPRET, as_pair, autotune, check_same, check_tensor, image_layout,
                                       memory_format_of, tl, triton)
 
@@ -93,10 +96,7 @@ def _empty_output(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> tor
     return torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
-                 padding: list[int], groups: int, relu: bool) -> torch.Tensor:
-    """relu(conv2d(x, weight) + bias), in x's memory format."""
+def _triton_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tensor:
     n, c, h, w = x.shape
     oc, icg, kh, kw = weight.shape
     y = _empty_output(x, weight, stride, padding)
@@ -109,6 +109,38 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         HAS_BIAS=bias is not None, RELU=relu, FP64=x.dtype == torch.float64, PRECISION=_precision(x),
         UPCAST=INTERPRET and x.dtype == torch.bfloat16)
     return y
+
+
+def _cudnn_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tensor:
+    """aten's convolution (cuDNN on CUDA; autocast does not recast it), ReLU in place, in x's memory format."""
+    y = torch.ops.aten.convolution(x, weight, bias, stride, padding, [1, 1], False, [0, 0], groups)
+    if relu:
+        y.relu_()
+    return y.contiguous(memory_format=memory_format_of(x))
+
+
+_IMPLEMENTATIONS = {"triton": _triton_forward, "cudnn": _cudnn_forward}
+
+
+def _can_time(x: torch.Tensor) -> bool:
+    """Whether the implementations can be timed now: on a GPU, outside a CUDA graph's recording."""
+    return x.is_cuda and not torch.cuda.is_current_stream_capturing()
+
+
+@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+                 padding: list[int], groups: int, relu: bool) -> torch.Tensor:
+    """relu(conv2d(x, weight) + bias), in x's memory format, by the implementation conv_choice picks."""
+    args = (x, weight, bias, stride, padding, groups, relu)
+    layout = "nhwc" if memory_format_of(x) == torch.channels_last else "nchw"
+    key = (x.device, x.dtype, layout, tuple(x.shape), tuple(weight.shape), bias is not None, tuple(stride),
+           tuple(padding), groups, relu, _precision(x))
+    describe = lambda: (f"x {list(x.shape)} {layout} {str(x.dtype).replace('torch.', '')}, weight "
+                        f"{list(weight.shape)}, stride {list(stride)}, padding {list(padding)}, groups {groups}, "
+                        f"relu {relu}")
+    name = conv_choice.choose(key, describe, {n: lambda f=f: f(*args) for n, f in _IMPLEMENTATIONS.items()},
+                              _can_time(x))
+    return _IMPLEMENTATIONS[name](*args)
 
 
 @conv_forward.register_fake

@@ -47,7 +47,9 @@ def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
     out = tmp_path / "bench.json"
     result, data = bench_json(out, "lenet5", "--compare", "", *QUICK, "--ablate")
     assert data["levers_on"] == ["fusion", "channels_last", "fused_optimizer"]  # bf16 default; no CUDA graphs on CPU
-    assert data["levers"]["cuda_graphs"] == {"on": False, "why": "not available here"}
+    for name in ("cuda_graphs", "triton_conv"):
+        assert data["levers"][name] == {"on": False, "why": "needs CUDA"}
+    assert data["conv_choices"] == []  # the torch backend on CPU: no Triton convs to choose between
     for name in data["levers_on"]:
         lever = data["levers"][name]
         expected = data["results"]["alexspec"]["train_img_s"] / lever["without"]["train_img_s"]
@@ -156,5 +158,9 @@ def test_bench_with_every_lever_on_a_gpu(tmp_path):
     out = tmp_path / "bench.json"
     _, data = bench_json(out, "digits", "--batch", "64", "--steps", "2", "--warmup", "1", "--compare", "eager",
                          "--ablate")
-    assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs"]
+    assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs",
+                                                  "triton_conv"]
     assert all(data["levers"][name]["train_speedup"] > 0 for name in data["levers_on"])
+    choices = data["conv_choices"]  # digits has two convs; training and inference share their shapes
+    assert len({entry["shape"] for entry in choices}) >= 2
+    assert all(entry["implementation"] in ("triton", "cudnn") and entry["triton_ms"] > 0 for entry in choices)

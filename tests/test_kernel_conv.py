@@ -5,7 +5,8 @@ import pytest
 
 from kernel_helpers import FORMATS, check_against_reference, torch
 
-from alexspec.kernels import Conv2d, conv2d_bias_relu, reference
+from alexspec.kernels import Conv2d, conv2d_bias_relu, conv_choice, reference
+from alexspec.kernels import conv as conv_module
 
 # AlexNet's five convolutions at small spatial sizes (and fewer channels where the interpreter
 # would be slow), keeping what makes each hard: 11x11 stride 4, 5x5 pad 2 in two groups,
@@ -30,17 +31,82 @@ def make(case, dtype=torch.float32, bias=True):
     return x, weight, b, stride, padding, groups
 
 
+@pytest.mark.parametrize("implementation", ["triton", "cudnn"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", FORMATS)
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_forward_and_gradients_match_torch(case, relu, layout, dtype):
+def test_forward_and_gradients_match_torch(case, relu, layout, dtype, implementation):
     x, weight, bias, stride, padding, groups = make(case)
     tolerance = (1e-4, 1e-4) if dtype == torch.float32 else None  # long sums
-    check_against_reference(
-        lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
-        lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
-        [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+    with conv_choice.using(implementation):
+        check_against_reference(
+            lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
+            lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
+            [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+
+
+def test_cudnn_path_keeps_the_dtype_under_autocast():
+    x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
+    with conv_choice.using("cudnn"), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv2d_bias_relu(x, weight, bias, stride, padding, groups)
+    assert y.dtype == torch.float32  # the op computes in its inputs' dtype, as the Triton kernel does
+    torch.testing.assert_close(y, reference.conv2d_bias_relu(x, weight, bias, stride, padding, groups))
+
+
+def test_auto_times_each_shape_once_and_runs_the_faster(monkeypatch):
+    """The wiring of conv_forward to conv_choice, with a timer that runs each candidate (so both
+    implementations really execute) and says cuDNN is faster."""
+    timed = []
+
+    def timer(run):
+        run()
+        timed.append(run)
+        return 1.0 if len(timed) % 2 == 0 else 2.0  # candidates come in order: triton, cudnn
+
+    monkeypatch.setattr(conv_choice, "_do_bench", timer)
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
+    real, ran = dict(conv_module._IMPLEMENTATIONS), []
+
+    def recording(name):
+        def run(*args):
+            ran.append(name)
+            return real[name](*args)
+        return run
+
+    monkeypatch.setattr(conv_module, "_IMPLEMENTATIONS", {name: recording(name) for name in real})
+    x, weight, bias, stride, padding, groups = make("conv2 5x5 pad 2 groups 2")
+    with conv_choice.using("auto"):
+        for _ in range(3):
+            y = conv2d_bias_relu(x, weight, bias, stride, padding, groups)
+            torch.testing.assert_close(y, reference.conv2d_bias_relu(x, weight, bias, stride, padding, groups),
+                                       rtol=1e-4, atol=1e-4)
+        assert len(timed) == 2  # the first call timed both, the next two reused the choice
+        assert ran == ["triton", "cudnn", "cudnn", "cudnn", "cudnn"]
+        (entry,) = conv_choice.choices()
+        assert entry["implementation"] == "cudnn" and entry["triton_ms"] == 2.0 and entry["cudnn_ms"] == 1.0
+        assert entry["shape"].startswith("x [2, 12, 9, 9] nchw float32, weight [20, 6, 5, 5]")
+        conv2d_bias_relu(x.contiguous(memory_format=torch.channels_last), weight, bias, stride, padding, groups)
+        assert len(conv_choice.choices()) == 2 and len(timed) == 4  # another layout is another shape
+
+
+def test_choose_falls_back_to_triton_where_it_cannot_time(monkeypatch):
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    calls = []
+    choose = lambda can_time: conv_choice.choose(("key",), lambda: "shape", {"triton": None, "cudnn": None},
+                                                 can_time, timer=lambda run: calls.append(run) or 1.0)
+    with conv_choice.using("auto"):
+        assert choose(can_time=False) == "triton" and not calls and not conv_choice.choices()
+    for forced in ("triton", "cudnn"):
+        with conv_choice.using(forced):
+            assert choose(can_time=True) == forced and not calls
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="one of auto, triton, cudnn"):
+        conv_choice.set_mode("cublas")
+    assert conv_choice.mode() in conv_choice.MODES
 
 
 def test_without_bias():
@@ -109,18 +175,22 @@ GPU_SHAPES = {  # the real AlexNet layers at batch 16 (one device: towers as gro
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["auto", "triton", "cudnn"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", FORMATS)
 @pytest.mark.parametrize("layer", sorted(GPU_SHAPES))
-def test_alexnet_layers_on_gpu(layer, layout, dtype):
+def test_alexnet_layers_on_gpu(layer, layout, dtype, implementation):
     shape, out, kernel, stride, padding, groups = GPU_SHAPES[layer]
     x = torch.randn(shape, device="cuda")
     w = torch.randn(out, shape[1] // groups, kernel, kernel, device="cuda") / (shape[1] // groups * kernel ** 2) ** 0.5
     b = torch.randn(out, device="cuda")
     tolerance = (2e-3, 2e-3) if dtype == torch.float32 else (3e-2, 3e-2)  # TF32 / bf16 products
-    check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
-                            lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
-                            [x, w, b], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+    with conv_choice.using(implementation):
+        check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                [x, w, b], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+    if implementation == "auto":  # this shape was timed both ways (or earlier in the session)
+        assert any(entry["shape"].startswith(f"x {list(shape)} {layout}") for entry in conv_choice.choices())
 
 
 def test_without_relu_the_output_is_not_kept_for_backward():

@@ -1,0 +1,88 @@
+"""Which implementation runs a conv forward of a given shape: the Triton kernel or cuDNN.
+
+Neither wins everywhere: cuDNN is hard to beat on large dense convs, the Triton implicit GEMM
+saves a pass over the output with its bias + ReLU epilogue. In mode "auto" (the default) the
+first forward of each shape on a GPU times both and keeps the faster for the rest of the
+process; "triton" and "cudnn" force one. ALEXSPEC_CONV sets the mode at start, set_mode()
+and using() change it, choices() lists what was chosen and the times it was chosen by.
+Both compute the same function; the backward is the same either way.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+MODES = ("auto", "triton", "cudnn")
+_FALLBACK = "triton"  # where nothing can be timed: on CPU (the interpreter), or while a CUDA graph records
+
+_mode = os.environ.get("ALEXSPEC_CONV", "auto")
+if _mode not in MODES:
+    warnings.warn(f"ALEXSPEC_CONV={_mode!r} is not one of {', '.join(MODES)}; using 'auto'", stacklevel=1)
+    _mode = "auto"
+_chosen: dict[tuple, dict] = {}
+
+
+def mode() -> str:
+    """The current mode: auto, triton or cudnn."""
+    return _mode
+
+
+def set_mode(new_mode: str) -> str:
+    """Set the mode (auto, triton or cudnn); returns the previous one. Earlier choices are kept."""
+    global _mode
+    if new_mode not in MODES:
+        raise ValueError(f"conv implementation must be one of {', '.join(MODES)}, got {new_mode!r}")
+    previous, _mode = _mode, new_mode
+    return previous
+
+
+@contextmanager
+def using(new_mode: str) -> Iterator[None]:
+    """Run a block in another mode: `with conv_choice.using("cudnn"): ...`."""
+    previous = set_mode(new_mode)
+    try:
+        yield
+    finally:
+        set_mode(previous)
+
+
+def choices() -> list[dict]:
+    """What "auto" chose so far, a dict per conv shape: shape, implementation and each one's time in ms."""
+    return [dict(entry) for entry in _chosen.values()]
+
+
+def forget() -> None:
+    """Drop every choice made so far (the next forward of each shape times again)."""
+    _chosen.clear()
+
+
+def choose(key: tuple, describe: Callable[[], str], candidates: dict[str, Callable[[], object]],
+           can_time: bool, timer: Callable[[Callable[[], object]], float] | None = None) -> str:
+    """The implementation to run for the conv identified by `key`.
+
+    candidates: name -> a call that runs that implementation once on the real inputs. In mode
+    "auto" the first call for a key with `can_time` times each candidate with `timer` (default:
+    triton.testing.do_bench, in ms) and remembers the fastest; without `can_time` it returns
+    the Triton kernel and remembers nothing.
+    """
+    if _mode != "auto":
+        return _mode
+    if key in _chosen:
+        return _chosen[key]["implementation"]
+    if not can_time:
+        return _FALLBACK
+    timer = timer or _do_bench
+    times = {name: timer(run) for name, run in candidates.items()}
+    best = min(times, key=times.get)
+    _chosen[key] = {"shape": describe(), "implementation": best,
+                    **{f"{name}_ms": round(ms, 4) for name, ms in times.items()}}
+    return best
+
+
+def _do_bench(run: Callable[[], object]) -> float:
+    """Median ms of `run` on the GPU (after its first call, where Triton compiles and autotunes)."""
+    from triton.testing import do_bench
+
+    return do_bench(run, warmup=10, rep=40, return_mode="median")
