@@ -152,18 +152,9 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             torch.cuda.empty_cache()
         module, runnable = make(kind, levers)
         x = x_nchw.contiguous(memory_format=torch.channels_last) if levers["channels_last"] else x_nchw
-        opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4,
-                              fused=levers["fused_optimizer"])
-        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
-
-        def zero_grad():
-            opt.zero_grad(set_to_none=True)
-
-        def train_body():
-            with autocast:
-                out = runnable(x)
-            F.cross_entropy(out.float(), labels).backward()
-            opt.step()
+        zero_grad, train_body = _training_step(runnable, module.parameters(), x, labels, precision,
+                                               levers["fused_optimizer"])
+        autocast = _autocast(device, precision)
 
         def train_step():
             zero_grad()
@@ -233,6 +224,82 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
             "profile": profiled["ops"], "conv_choices": conv_choice.choices(), **_versions(),
             "date": datetime.date.today().isoformat()}
+
+
+def _autocast(device: str, precision: str):
+    """bf16 autocast for --precision bf16 (off for fp32)."""
+    import torch
+
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
+
+
+def _training_step(runnable, parameters, x, labels, precision: str, fused: bool):
+    """(zero_grad, body) of the benchmarked training step: forward under autocast, cross-entropy,
+    backward and an SGD step with momentum and weight decay."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=fused)
+    autocast = _autocast(x.device.type, precision)
+
+    def zero_grad():
+        opt.zero_grad(set_to_none=True)
+
+    def body():
+        with autocast:
+            out = runnable(x)
+        F.cross_entropy(out.float(), labels).backward()
+        opt.step()
+
+    return zero_grad, body
+
+
+def first_step(spec: str, batch: int, precision: str) -> dict:
+    """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
+    CUDA) and to run its first training step (every kernel compiled and autotuned), as the
+    headline run does it (channels-last for bf16, fused SGD)."""
+    start = time.perf_counter()
+    import torch
+
+    from alexspec.builder import build
+    imported = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    built = build(spec, backend="triton" if cuda else "torch", devices=[device])
+    module = built.module.to(memory_format=torch.channels_last) if precision == "bf16" else built.module
+    x = torch.randn(batch, *built.info.network.input, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
+    labels = torch.randint(0, built.info.output_shape[0], (batch,), device=device)
+    ready = time.perf_counter()
+    zero_grad, body = _training_step(module, module.parameters(), x, labels, precision, fused=True)
+    zero_grad()
+    body()
+    if cuda:
+        torch.cuda.synchronize()
+    done = time.perf_counter()
+    return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
+            "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2)}
+
+
+def startup(spec: str, batch: int, precision: str) -> dict:
+    """Spec to warm module in fresh processes (`first_step`, plus the whole process's wall time):
+    once with an empty Triton cache, where every kernel is compiled and autotuned, and once more
+    with the cache that left, as any later run finds it."""
+    import tempfile
+
+    code = ("import json, sys; from alexspec.bench import first_step; "
+            "print(json.dumps(first_step(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as cache:
+        for name in ("cold_cache", "warm_cache"):
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", code, str(spec), str(batch), precision], capture_output=True,
+                                  text=True, env={**os.environ, "TRITON_CACHE_DIR": cache})
+            if done.returncode != 0:
+                raise RuntimeError(f"the {name.replace('_', ' ')} start-up run failed:\n{done.stderr[-3000:]}")
+            runs[name] = {"process_s": round(time.perf_counter() - start, 2),
+                          **json.loads(done.stdout.strip().splitlines()[-1])}
+    return runs
 
 
 def _why_off(lever: str, cuda: bool, precision: str) -> str:

@@ -30,8 +30,19 @@ def _ratio(run: dict, kind: str, what: str) -> str:
     return f"x{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
+def latest(runs: list[dict]) -> list[dict]:
+    """The runs of the newest date on the newest run's device (say, one against torch.compile's
+    default mode and one against max-autotune)."""
+    newest = runs[-1]
+    return [run for run in runs if run["date"] == newest["date"] and run.get("device") == newest.get("device")]
+
+
+def _label(run: dict, kind: str) -> str:
+    return "compile (max-autotune)" if kind == "compile" and run.get("max_autotune") else kind
+
+
 def headline(run: dict) -> str:
-    """The latest run as a markdown table: img/s, ratio of alexspec to each baseline, first step."""
+    """A run as a markdown table: img/s, ratio of alexspec to each baseline, first step."""
     lines = [f"{run.get('device', '?')}, {run.get('date')}, {run.get('precision')} batch {run.get('batch')}, "
              f"torch {run.get('torch')}, triton {run.get('triton')} ({run['file']})", "",
              "| | training img/s | inference img/s | alexspec is (train / infer) | first step |",
@@ -41,8 +52,8 @@ def headline(run: dict) -> str:
         if not result:
             continue
         ratio = "" if kind == "alexspec" else f"{_ratio(run, kind, 'train')} / {_ratio(run, kind, 'infer')}"
-        lines.append(f"| {kind} | {result['train_img_s']:,.0f} | {result['infer_img_s']:,.0f} | {ratio} | "
-                     f"{result['first_step_s']:.1f} s |")
+        lines.append(f"| {_label(run, kind)} | {result['train_img_s']:,.0f} | {result['infer_img_s']:,.0f} | "
+                     f"{ratio} | {result['first_step_s']:.1f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -52,9 +63,10 @@ def history(runs: list[dict]) -> str:
              "vs compile | levers |", "|---|---|---|---:|---|---:|---|---|"]
     for run in runs:
         ours = run["results"].get("alexspec", {})
+        mode = " (max-autotune)" if run.get("max_autotune") and "compile" in run["results"] else ""
         lines.append(f"| {run['date']} | {run.get('device', '?')} | {run.get('precision')}, {run.get('batch')} | "
-                     f"{ours.get('train_img_s', 0):,.0f} | {_ratio(run, 'compile', 'train')} | "
-                     f"{ours.get('infer_img_s', 0):,.0f} | {_ratio(run, 'compile', 'infer')} | "
+                     f"{ours.get('train_img_s', 0):,.0f} | {_ratio(run, 'compile', 'train')}{mode} | "
+                     f"{ours.get('infer_img_s', 0):,.0f} | {_ratio(run, 'compile', 'infer')}{mode} | "
                      f"{', '.join(run.get('levers_on', [])) or '-'} |")
     return "\n".join(lines) + "\n"
 

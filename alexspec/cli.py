@@ -66,6 +66,7 @@ EXAMPLES = {
           alexspec bench                                    the paper's AlexNet, batch 256 on a GPU
           alexspec bench alexnet --precision bf16 --compare eager,compile --max-autotune
           alexspec bench --ablate                           ... and each speed lever's effect
+          alexspec bench --cold-start                       ... and the start-up time in fresh processes
           alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
           alexspec bench --history                          tables and a plot of bench/results/
         On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
@@ -218,7 +219,8 @@ def _bench_history(folder: Path, plot_file: str | None) -> int:
         print(f"{folder}: no benchmark results yet; run `alexspec bench` on a GPU (it writes them there)",
               file=sys.stderr)
         return 1
-    print("latest:\n\n" + bench_history.headline(runs[-1]) + "\nall runs:\n\n" + bench_history.history(runs))
+    latest = "\n".join(bench_history.headline(run) for run in bench_history.latest(runs))
+    print("latest:\n\n" + latest + "\nall runs:\n\n" + bench_history.history(runs))
     out = bench_history.plot(runs, Path(plot_file) if plot_file else folder / "history.png")
     print(f"wrote {out}")
     return 0
@@ -323,8 +325,16 @@ def cmd_bench(args) -> int:
         for kind in compare:
             if kind not in ("eager", "compile"):
                 raise ValueError(f"--compare takes eager and/or compile, got {kind!r}")
-        result.update(bench.run(resolve_spec(args.spec or "alexnet"), batch, args.precision, compare,
-                                args.max_autotune, steps, args.warmup, args.ablate))
+        spec = resolve_spec(args.spec or "alexnet")
+        if args.cold_start:
+            print("spec to warm module in fresh processes (an empty Triton cache, then the one it left)...")
+            result["startup"] = bench.startup(spec, batch, args.precision)
+            for name, figures in result["startup"].items():
+                print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
+                      f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s; importing torch and "
+                      f"alexspec {figures['import_s']:.1f} s before that)")
+        result.update(bench.run(spec, batch, args.precision, compare, args.max_autotune, steps, args.warmup,
+                                args.ablate))
     if args.out or result.get("cuda"):
         import datetime
 
@@ -556,7 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tables and a plot")
     p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file (default DIR/history.png)")
     p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
-                   "(fusion, channels_last, fused_optimizer, cuda_graphs) and record each one's effect")
+                   "(fusion, channels_last, fused_optimizer, cuda_graphs, triton_conv) and record each one's effect")
+    p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "
+                   "training step) in fresh processes: with an empty Triton cache, and with the cache that left")
 
     p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
     p.add_argument("a", metavar="A", help=spec_help)

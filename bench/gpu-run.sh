@@ -2,8 +2,10 @@
 # Measure on a GPU what CPU cannot tell: the GPU-only tests, the kernel benchmark and the
 # end-to-end `alexspec bench --ablate`. Results (JSON) and logs go to $OUT (default bench/results).
 #
-#   bash bench/gpu-run.sh [tests] [kernels] [bench] [bench-quick]    (no argument: the first three)
-#
+#   bash bench/gpu-run.sh [tests] [kernels] [bench] [bench-max-autotune] [bench-quick]
+#                                                                     (no argument: the first three)
+# bench: against eager and torch.compile (default mode), each lever's effect, start-up time.
+# bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 #
 # On a machine without the project's dependencies installed, wheels in .gpu/wheels (jsonschema
@@ -15,7 +17,8 @@ OUT=${OUT:-bench/results}
 export PYTHONUNBUFFERED=1
 stages=${*:-tests kernels bench}
 for stage in $stages; do
-    case $stage in tests|kernels|bench|bench-quick) ;; *) echo "unknown stage $stage (tests, kernels, bench, bench-quick)" >&2; exit 2 ;; esac
+    case $stage in tests|kernels|bench|bench-max-autotune|bench-quick) ;;
+        *) echo "unknown stage $stage (tests, kernels, bench, bench-max-autotune, bench-quick)" >&2; exit 2 ;; esac
 done
 mkdir -p "$OUT"
 if ! python3 -c "import jsonschema" 2>/dev/null && [ -d .gpu/wheels ]; then
@@ -43,8 +46,10 @@ for stage in $stages; do
         tests) python3 -m pytest -q -m gpu tests 2>&1 | tee "$OUT/gpu-tests.log" || status=1 ;;
         kernels) python3 bench/kernels.py --out "$OUT/kernels-$(date +%F).json" 2>&1 | tee "$OUT/kernels.log" \
             || status=1 ;;
-        bench) python3 -m alexspec bench alexnet --ablate --out "$OUT/bench-$(date +%F).json" 2>&1 \
+        bench) python3 -m alexspec bench alexnet --ablate --cold-start --out "$OUT/bench-$(date +%F).json" 2>&1 \
             | tee "$OUT/bench.log" || status=1 ;;
+        bench-max-autotune) python3 -m alexspec bench alexnet --compare compile --max-autotune \
+            --out "$OUT/bench-$(date +%F)-max-autotune.json" 2>&1 | tee "$OUT/bench-max-autotune.log" || status=1 ;;
         bench-quick) ALEXSPEC_AUTOTUNE=quick python3 -m alexspec bench alexnet --compare "" \
             --out "$OUT/bench-$(date +%F)-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;
     esac

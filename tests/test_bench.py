@@ -22,8 +22,13 @@ def bench_json(out, *args):
 
 def test_bench_on_cpu_writes_the_result(tmp_path):
     out = tmp_path / "bench.json"
-    result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
+    result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", "--cold-start", *QUICK)
     assert "no CUDA device: benchmarking the torch backend on CPU" in result.stdout
+    for name in ("cold_cache", "warm_cache"):  # each from a process of its own, timed from outside too
+        start = data["startup"][name]
+        assert start["spec_to_warm_module_s"] == pytest.approx(start["build_s"] + start["first_step_s"], abs=0.02)
+        assert start["process_s"] >= start["import_s"] + start["spec_to_warm_module_s"] > 0
+        assert f"{name.replace('_', ' ')}: {start['spec_to_warm_module_s']:.1f} s" in result.stdout
     assert {"device", "torch", "triton", "date", "batch", "precision", "results", "profile"} <= set(data)
     assert set(data["results"]) == {"alexspec", "eager"}
     assert data["results"]["alexspec"]["train_img_s"] > 0 and data["results"]["eager"]["alexspec_train_speedup"] > 0
@@ -94,11 +99,15 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     results = tmp_path / "results"
     _, data = bench_json(results / "bench-a.json", "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
     (results / "notes.json").write_text("{not json")
+    ours, eager = data["results"]["alexspec"], data["results"]["eager"]
+    max_autotune = {**data, "max_autotune": True, "results": {"alexspec": ours, "compile": {**eager, "train_img_s": 1}}}
+    (results / "bench-b.json").write_text(json.dumps(max_autotune))  # same day and device: both are the latest
     summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
     assert summary.returncode == 0, summary.stderr
-    ours, eager = data["results"]["alexspec"], data["results"]["eager"]
-    assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in summary.stdout
-    assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in summary.stdout
+    latest = summary.stdout.split("all runs:")[0]
+    assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in latest
+    assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in latest
+    assert "| eager |" in latest and "| compile (max-autotune) | 1 |" in latest
     assert "notes.json: not readable JSON" in summary.stderr
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
