@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -29,11 +30,42 @@ if AUTOTUNE not in ("full", "quick"):
 
 def autotune(configs: list, key: list[str]):
     """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache (the next
-    process starts warm). Only the first config (nothing compiled or timed but it) under the
-    interpreter and with ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first
-    step: each config is compiled per layer shape before it is timed."""
+    process starts warm). A new key's configs are compiled all at once in threads before they
+    are timed one by one (compilation dominates a cold autotune), each timed for about 25 ms.
+    Only the first config (nothing compiled or timed but it) under the interpreter and with
+    ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step."""
     quick = INTERPRET or AUTOTUNE == "quick"
-    return triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET)
+    tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
+                            do_bench=_short_bench)
+    return tuner if quick else lambda fn: compiling_in_parallel(tuner(fn))
+
+
+def _short_bench(fn, quantiles):
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=5, rep=25, quantiles=quantiles)
+
+
+COMPILE_THREADS = min(8, os.cpu_count() or 1)
+
+
+def compiling_in_parallel(tuner):
+    """`tuner` (a triton Autotuner) made to compile the configs of each new key in parallel
+    (triton.AsyncCompileMode, COMPILE_THREADS threads) before it times them; a config that fails
+    to compile is left to the autotuner, which times it as infinitely slow."""
+    prune = tuner.prune_configs
+
+    def prune_and_compile(kwargs: dict) -> list:
+        configs = prune(kwargs)
+        args = list(tuner.nargs.values())  # the launch's positional arguments, in order
+        meta = {name: value for name, value in kwargs.items() if name not in ("grid", "warmup")}
+        with ThreadPoolExecutor(COMPILE_THREADS) as pool, triton.AsyncCompileMode(pool, ignore_errors=True):
+            for config in configs:
+                tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
+        return configs
+
+    tuner.prune_configs = prune_and_compile
+    return tuner
 
 
 def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> None:

@@ -1,0 +1,67 @@
+"""How the kernels autotune: every config of a new shape compiled at once, then timed; the
+environment switches (ALEXSPEC_AUTOTUNE, ALEXSPEC_CONV) and what a bad value does."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
+
+import triton
+from triton.runtime import _async_compile
+
+from alexspec.kernels._common import INTERPRET, autotune, compiling_in_parallel
+
+
+class FakeTuner:
+    """What compiling_in_parallel uses of a triton Autotuner: prune_configs, nargs, fn.warmup."""
+
+    def __init__(self, configs):
+        self.configs, self.warmed, self.lock = configs, [], threading.Lock()
+        self.nargs = {"x_ptr": "x", "n": 10}
+        self.fn = self
+
+    def prune_configs(self, kwargs):
+        return self.configs[1:]  # a pruning the wrapper must keep
+
+    def warmup(self, *args, grid, **kwargs):
+        with self.lock:  # Triton's warmup under AsyncCompileMode only submits the compilation
+            self.warmed.append((args, kwargs, _async_compile.active_mode.get() is not None))
+
+
+def test_every_config_of_a_new_key_is_compiled_in_async_mode_before_timing():
+    configs = [triton.Config({"BLOCK": b}, num_warps=w) for b, w in ((16, 2), (32, 4), (64, 8))]
+    tuner = compiling_in_parallel(FakeTuner(configs))
+    pruned = tuner.prune_configs({"grid": (4,), "warmup": False, "SIZE": 5})
+    assert pruned == configs[1:]
+    assert len(tuner.warmed) == 2
+    for (args, kwargs, in_async_mode), config in zip(tuner.warmed, configs[1:]):
+        assert args == ("x", 10) and in_async_mode
+        assert kwargs["SIZE"] == 5 and "grid" not in kwargs and "warmup" not in kwargs
+        assert kwargs["BLOCK"] == config.kwargs["BLOCK"] and kwargs["num_warps"] == config.num_warps
+    assert _async_compile.active_mode.get() is None  # the mode ends with the compilations
+
+
+@pytest.mark.skipif(not INTERPRET, reason="about the interpreter (TRITON_INTERPRET=1)")
+def test_the_interpreter_tunes_nothing():
+    configs = [triton.Config({"BLOCK": b}) for b in (16, 32)]
+
+    @triton.jit
+    def kernel(x_ptr, BLOCK: triton.language.constexpr):
+        pass
+
+    assert [c.kwargs for c in autotune(configs, key=[])(kernel).configs] == [{"BLOCK": 16}]
+
+
+@pytest.mark.parametrize("variable, message", [
+    ("ALEXSPEC_AUTOTUNE", "ALEXSPEC_AUTOTUNE='fast' is neither 'full' nor 'quick'"),
+    ("ALEXSPEC_CONV", "ALEXSPEC_CONV='fast' is not one of auto, triton, cudnn"),
+])
+def test_a_bad_switch_value_warns_and_falls_back(variable, message):
+    done = subprocess.run([sys.executable, "-c", "import alexspec.kernels"], capture_output=True, text=True,
+                          env={**os.environ, variable: "fast"})
+    assert done.returncode == 0 and message in done.stderr
