@@ -101,7 +101,6 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         warmup: int, ablate: bool = False, log=print) -> dict:
     """Benchmark `spec`; returns the JSON-ready result."""
     import torch
-    import torch.nn.functional as F
 
     from alexspec.builder import build
     from alexspec.kernels import conv_choice

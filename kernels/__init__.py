@@ -9,7 +9,8 @@ Each is autograd-aware and registered as a PyTorch custom op (torch.ops.alexspec
 torch.compile traces through it and torch.export keeps it. nn.Module forms with a
 `backend` switch ("triton" or "torch"): layers.LRN, layers.MaxPool2d, layers.Conv2d,
 layers.Linear; layers.resolve_backend picks one for a set of devices. On a GPU, conv_choice
-runs each conv shape by the Triton kernel or cuDNN, whichever it timed faster. `reference` holds the plain-torch definition of each op (any device).
+runs each conv shape by the Triton kernel or cuDNN, whichever it timed faster. `reference`
+holds the plain-torch definition of each op (any device).
 The kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1 set before triton is
 imported (how the tests run them). Imported as `alexspec.kernels`; knows nothing of specs.
 """
