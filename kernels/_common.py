@@ -86,6 +86,12 @@ def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> 
         raise ValueError(f"{name} has {t.numel():,} elements; the kernels index with 32 bits (< 2**31)")
 
 
+def needs_grad(x: torch.Tensor) -> bool:
+    """Whether a backward can follow an op on x: what only the backward reads (an argmax, an
+    LRN scale) is stored only then, so inference writes none of it."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def check_same(name: str, t: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
     """Raise ValueError when `t` is not on the same device with the same dtype as `like`."""
     if t.device != like.device:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, check_tensor, image_layout, memory_format_of, tl, triton
+from alexspec.kernels._common import autotune, check_tensor, image_layout, memory_format_of, needs_grad, tl, triton
 
 _OP = "alexspec::lrn"
 
@@ -44,7 +44,7 @@ if triton is not None:
     @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])
     @triton.jit
     def _lrn_forward_kernel(x_ptr, y_ptr, scale_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
-                            alpha, beta, k, SIZE: tl.constexpr, FP64: tl.constexpr,
+                            alpha, beta, k, SIZE: tl.constexpr, FP64: tl.constexpr, SAVE: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
         c, hw, base, offs, mask = _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         acc_type = tl.float64 if FP64 else tl.float32
@@ -57,7 +57,8 @@ if triton is not None:
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_type)
         y = x * tl.exp2(-beta * tl.log2(scale))
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-        tl.store(scale_ptr + offs, scale.to(scale_ptr.dtype.element_ty), mask=mask)
+        if SAVE:
+            tl.store(scale_ptr + offs, scale.to(scale_ptr.dtype.element_ty), mask=mask)
 
     @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])
     @triton.jit
@@ -90,19 +91,24 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
 
 
 @torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-                groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, scale) for `alpha` already per term (the paper's convention)."""
+def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+                save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, scale) for `alpha` already per term (the paper's convention); the scale (for a
+    backward) only with `save`, else empty."""
     n, c, h, w = x.shape
-    y, scale = torch.empty_like(x), torch.empty_like(x)
-    _lrn_forward_kernel[_grid(x)](x, y, scale, c, h * w, *_strides(x), c // groups, alpha, beta, k,
-                                  SIZE=size, FP64=x.dtype == torch.float64)
+    y, scale = _empty_outputs(x, save)
+    _lrn_forward_kernel[_grid(x)](x, y, scale if save else y, c, h * w, *_strides(x), c // groups, alpha, beta, k,
+                                  SIZE=size, FP64=x.dtype == torch.float64, SAVE=save)
     return y, scale
 
 
+def _empty_outputs(x: torch.Tensor, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(x), torch.empty_like(x) if save else x.new_empty(0)
+
+
 @lrn_forward.register_fake
-def _(x, size, alpha, beta, k, groups):
-    return torch.empty_like(x), torch.empty_like(x)
+def _(x, size, alpha, beta, k, groups, save):
+    return _empty_outputs(x, save)
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
@@ -123,14 +129,14 @@ def _(dy, x, scale, size, alpha, beta, groups):
 
 
 def _setup_context(ctx, inputs, output):
-    x, size, alpha, beta, k, groups = inputs
+    x, size, alpha, beta, k, groups, save = inputs
     ctx.save_for_backward(x, output[1])
     ctx.args = (size, alpha, beta, groups)
 
 
 def _backward(ctx, grad_y, grad_scale):
     x, scale = ctx.saved_tensors
-    return lrn_backward(grad_y, x, scale, *ctx.args), None, None, None, None, None
+    return lrn_backward(grad_y, x, scale, *ctx.args), None, None, None, None, None, None
 
 
 lrn_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -157,5 +163,6 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     each of this many channel groups (the paper's per-tower LRN on one device).
     """
     check_lrn_arguments(x, size, alpha, beta, k, groups)
-    y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups)
+    y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
+                       needs_grad(x))
     return y

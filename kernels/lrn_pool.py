@@ -6,7 +6,9 @@ full-size gradient that LRN's backward reads back. Fused:
 - forward: each program owns a tile of pooled outputs; for every window tap it computes the
   LRN of that input pixel in registers (`relu=True` first applies ReLU to the input), keeps
   the running max and its tap (int8), and stores the LRN scale of the pixels it visits (the
-  backward needs it; overlapping windows store the same value);
+  backward needs it), each pixel's once: from the window whose first `stride` rows and columns
+  hold it, or from the last window for the rows and columns no later window starts at. None
+  of what only the backward reads is stored when no backward can follow (inference);
 - backward: each program owns a tile of input pixels; the LRN-output gradient of a pixel is
   gathered from the pooled gradients whose argmax is that pixel (no atomics), then LRN's
   one-pass backward runs on it and, with `relu=True`, ReLU's mask (x > 0) is applied.
@@ -20,9 +22,10 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, memory_format_of, tl, triton
+from alexspec.kernels._common import autotune, memory_format_of, needs_grad, tl, triton
 from alexspec.kernels.lrn import channel_in_group, check_lrn_arguments
-from alexspec.kernels.maxpool import _index_dtype, gathered_grad, pool_arguments, pool_output_size, tile
+from alexspec.kernels.maxpool import empty_pool_outputs
+from alexspec.kernels.maxpool import gathered_grad, pool_arguments, tile
 
 _OP = "alexspec::lrn_max_pool2d"
 
@@ -43,7 +46,7 @@ if triton is not None:
                                  sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
-                                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                 SAVE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
         acc_type = tl.float64 if FP64 else tl.float32
@@ -53,6 +56,7 @@ if triton is not None:
         x_image = x_ptr + n * sxn
         for kh in tl.static_range(KH):
             ih = oh * SH - PH + kh
+            row_owned = (kh < SH) | (oh == OH - 1)  # this window stores the scale of row ih
             for kw in tl.static_range(KW):
                 iw = ow * SW - PW + kw
                 pixel_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
@@ -67,15 +71,18 @@ if triton is not None:
                 scale = k + alpha * sum_sq
                 v = _relu_load(x_image + c[:, None] * sxc + pixel, ok, RELU, acc_type)
                 v = v * tl.exp2(-beta * tl.log2(scale))
-                tl.store(scale_ptr + n * sxn + c[:, None] * sxc + pixel, scale.to(scale_ptr.dtype.element_ty),
-                         mask=ok)
+                if SAVE:
+                    owned = row_owned & ((kw < SW) | (ow == OW - 1))
+                    tl.store(scale_ptr + n * sxn + c[:, None] * sxc + pixel, scale.to(scale_ptr.dtype.element_ty),
+                             mask=ok & owned[None, :])
                 take = ok & ((v > best) | (v != v) | (seen == 0))
                 best = tl.where(take, v, best)
                 arg = tl.where(take, kh * KW + kw, arg)
                 seen = seen | ok
         y_offs = n * syn + c[:, None] * syc + (oh * syh + ow * syw)[None, :]
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
-        tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
+        if SAVE:
+            tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
 
     @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
     @triton.jit
@@ -121,34 +128,32 @@ def _grid(n: int, c: int, pixels: int):
     return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
 
 
-def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool):
-    """Uninitialised (y, argmax, scale) in x's memory format (the op and its fake share it)."""
-    n, c, h, w = x.shape
-    oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
-    fmt = memory_format_of(x)
-    y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
-    idx = torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]), memory_format=fmt)
-    return y, idx, torch.empty_like(x)
+def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool, save: bool):
+    """Uninitialised (y, argmax, scale) in x's memory format, argmax and scale empty unless `save`
+    (the op and its fake share it)."""
+    y, idx = empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
+    return y, idx, torch.empty_like(x) if save else x.new_empty(0)
 
 
 @torch.library.custom_op(f"{_OP}_forward", mutates_args=())
 def lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
-                     kernel: list[int], stride: list[int], padding: list[int], ceil_mode: bool,
-                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(pooled LRN output, argmax tap, LRN scale) for `alpha` already per term (the paper's convention)."""
+                     kernel: list[int], stride: list[int], padding: list[int], ceil_mode: bool, relu: bool,
+                     save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled LRN output, argmax tap, LRN scale) for `alpha` already per term (the paper's
+    convention); argmax and scale (for a backward) only with `save`, else empty."""
     n, c, h, w = x.shape
-    y, idx, scale = _empty_outputs(x, kernel, stride, padding, ceil_mode)
+    y, idx, scale = _empty_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
     _lrn_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, scale, y, idx, c, h, w, oh, ow, c // groups, alpha, beta, k, *_strides(x), *_strides(y), SIZE=size,
-        KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu,
-        FP64=x.dtype == torch.float64)
+        x, scale if save else y, y, idx if save else y, c, h, w, oh, ow, c // groups, alpha, beta, k, *_strides(x),
+        *_strides(y), SIZE=size, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0],
+        PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, SAVE=save)
     return y, idx, scale
 
 
 @lrn_pool_forward.register_fake
-def _(x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu):
-    return _empty_outputs(x, kernel, stride, padding, ceil_mode)
+def _(x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu, save):
+    return _empty_outputs(x, kernel, stride, padding, ceil_mode, save)
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
@@ -173,7 +178,7 @@ def _(dy, idx, x, scale, size, alpha, beta, groups, kernel, stride, padding, rel
 
 
 def _setup_context(ctx, inputs, output):
-    x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu = inputs
+    x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu, save = inputs
     _, idx, scale = output
     ctx.save_for_backward(idx, x, scale)
     ctx.args = (size, alpha, beta, groups, kernel, stride, padding, relu)
@@ -181,7 +186,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_idx, grad_scale):
     idx, x, scale = ctx.saved_tensors
-    return (lrn_pool_backward(grad_y, idx, x, scale, *ctx.args),) + (None,) * 10
+    return (lrn_pool_backward(grad_y, idx, x, scale, *ctx.args),) + (None,) * 11
 
 
 lrn_pool_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -198,5 +203,5 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
     check_lrn_arguments(x, size, alpha, beta, k, groups)
     kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
     y, _, _ = lrn_pool_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
-                               list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
+                               list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu), needs_grad(x))
     return y

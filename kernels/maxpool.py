@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from alexspec.kernels._common import as_pair, autotune, check_tensor, image_layout, memory_format_of, tl, triton
+from alexspec.kernels._common import (as_pair, autotune, check_tensor, image_layout, memory_format_of, needs_grad,
+                                      tl, triton)
 
 _OP = "alexspec::max_pool2d"
 
@@ -33,7 +34,7 @@ if triton is not None:
     def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
-                                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                 SAVE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
         value_type = tl.float64 if FP64 else tl.float32  # exact for every input dtype
@@ -55,7 +56,8 @@ if triton is not None:
             best = tl.where((best > 0) | (best != best), best, tl.zeros_like(best))
         y_offs = n * syn + c[:, None] * syc + (oh * syh + ow * syw)[None, :]
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
-        tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
+        if SAVE:
+            tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
 
     @triton.jit
     def gathered_grad(dy_ptr, idx_ptr, y_ptr, y_chan, ih, iw, rows_ok, OH, OW, syh, syw, KH: tl.constexpr,
@@ -134,14 +136,18 @@ def _grid(n: int, c: int, pixels: int):
     return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
 
 
-def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uninitialised y and argmax for pooling x, in x's memory format (the op and its fake share it)."""
+def empty_pool_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool,
+                   save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised y and argmax (empty unless `save`) for pooling x, in x's memory format (the
+    op and its fake share it)."""
     n, c, h, w = x.shape
     oh, ow = (pool_output_size(s, k, st, p, ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, padding))
     fmt = memory_format_of(x)
     y = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype, memory_format=fmt)
-    return y, torch.empty((n, c, oh, ow), device=x.device, dtype=_index_dtype(kernel[0] * kernel[1]),
-                          memory_format=fmt)
+    index_dtype = _index_dtype(kernel[0] * kernel[1])
+    if not save:
+        return y, torch.empty(0, device=x.device, dtype=index_dtype)
+    return y, torch.empty((n, c, oh, ow), device=x.device, dtype=index_dtype, memory_format=fmt)
 
 
 def _empty_input_grad(dy: torch.Tensor, idx: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -152,20 +158,20 @@ def _empty_input_grad(dy: torch.Tensor, idx: torch.Tensor, height: int, width: i
 
 @torch.library.custom_op(f"{_OP}_forward", mutates_args=())
 def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
-                     ceil_mode: bool, relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, argmax offsets in the window)."""
+                     ceil_mode: bool, relu: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, argmax offsets in the window); the argmax only with `save` (for a backward), else empty."""
     n, c, h, w = x.shape
-    y, idx = _empty_outputs(x, kernel, stride, padding, ceil_mode)
+    y, idx = empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
     _max_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, y, idx, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1], SH=stride[0],
-        SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64)
+        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1],
+        SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, SAVE=save)
     return y, idx
 
 
 @max_pool_forward.register_fake
-def _(x, kernel, stride, padding, ceil_mode, relu):
-    return _empty_outputs(x, kernel, stride, padding, ceil_mode)
+def _(x, kernel, stride, padding, ceil_mode, relu, save):
+    return empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
@@ -188,7 +194,7 @@ def _(dy, idx, y, input_height, input_width, kernel, stride, padding):
 
 
 def _setup_context(ctx, inputs, output):
-    x, kernel, stride, padding, ceil_mode, relu = inputs
+    x, kernel, stride, padding, ceil_mode, relu, save = inputs
     y, idx = output
     ctx.save_for_backward(idx, y if relu else None)
     ctx.args = (x.shape[2], x.shape[3], kernel, stride, padding)
@@ -196,7 +202,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_y, grad_idx):
     idx, y = ctx.saved_tensors
-    return max_pool_backward(grad_y, idx, y, *ctx.args), None, None, None, None, None
+    return max_pool_backward(grad_y, idx, y, *ctx.args), None, None, None, None, None, None
 
 
 max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -212,5 +218,6 @@ def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool 
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
     kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
-    y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu))
+    y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu),
+                            needs_grad(x))
     return y

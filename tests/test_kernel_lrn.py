@@ -81,8 +81,8 @@ def test_random_shapes_and_parameters(n, groups, per_group, h, w, size, alpha, b
 
 def test_opcheck():
     x = torch.randn(2, 6, 3, 4, requires_grad=True)
-    torch.library.opcheck(torch.ops.alexspec.lrn_forward.default, (x, 5, 1e-2, 0.75, 2.0, 2))
-    y, scale = torch.ops.alexspec.lrn_forward(x.detach(), 5, 1e-2, 0.75, 2.0, 2)
+    torch.library.opcheck(torch.ops.alexspec.lrn_forward.default, (x, 5, 1e-2, 0.75, 2.0, 2, True))
+    y, scale = torch.ops.alexspec.lrn_forward(x.detach(), 5, 1e-2, 0.75, 2.0, 2, True)
     torch.library.opcheck(torch.ops.alexspec.lrn_backward.default, (torch.randn_like(y), x.detach(), scale,
                                                                      5, 1e-2, 0.75, 2))
 

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kernel_helpers import FORMATS, check_against_reference, torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from alexspec.kernels import reference
+from alexspec.kernels import lrn, max_pool2d, reference
 from alexspec.kernels.lrn_pool import lrn_max_pool2d
 
 
@@ -80,10 +81,79 @@ def test_saves_no_lrn_output_for_backward():
     assert {t.dtype for t in saved} == {torch.int8, torch.float32}
 
 
+def visited(height, width, kernel, stride, padding, ceil_mode):
+    """(H, W) bool: the input pixels some pooling window covers (by brute force over the windows)."""
+    out_h, out_w = (torch.nn.functional.max_pool2d(torch.zeros(1, 1, height, width), kernel, stride, padding,
+                                                   ceil_mode=ceil_mode).shape[2:])
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for oh in range(out_h):
+        for ow in range(out_w):
+            top, left = oh * stride - padding, ow * stride - padding
+            mask[max(top, 0):top + kernel, max(left, 0):left + kernel] = True
+    return mask
+
+
+@settings(max_examples=20, deadline=None)
+@given(height=st.integers(3, 11), width=st.integers(3, 11), kernel=st.integers(1, 4), stride=st.integers(1, 4),
+       padding=st.integers(0, 2), ceil_mode=st.booleans(), layout=st.sampled_from(list(FORMATS)))
+def test_the_scale_of_every_visited_pixel_is_stored(height, width, kernel, stride, padding, ceil_mode, layout):
+    """Each pixel's LRN scale is stored by one window only; none may be missed. Two calls with other
+    inputs, so that a missed pixel cannot hold a right value left over from the first."""
+    padding = min(padding, kernel // 2)
+    if (height + 2 * padding < kernel) or (width + 2 * padding < kernel):
+        return
+    args = (5, 1e-2, 0.75, 1.0, 1, [kernel] * 2, [stride] * 2, [padding] * 2, ceil_mode, True, True)
+    seen = visited(height, width, kernel, stride, padding, ceil_mode)
+    for _ in range(2):
+        x = distinct(2, 6, height, width).contiguous(memory_format=FORMATS[layout])
+        _, _, scale = torch.ops.alexspec.lrn_max_pool2d_forward(x, *args)
+        squares = torch.nn.functional.pad(torch.relu(x) ** 2, (0, 0, 0, 0, 2, 2))
+        expected = 1.0 + 1e-2 * sum(squares[:, d:d + 6] for d in range(5))
+        torch.testing.assert_close(scale[:, :, seen], expected[:, :, seen])
+
+
+class AlexspecOps(TorchDispatchMode):
+    """Records the outputs of every alexspec op run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "alexspec":
+            self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("op", [lambda x: lrn_max_pool2d(x, 5, relu=True), lambda x: lrn(x, 5),
+                                lambda x: max_pool2d(x, 3, 2, relu=True)], ids=["lrn_max_pool2d", "lrn", "max_pool2d"])
+def test_inference_writes_nothing_for_a_backward(op):
+    """Without grad (inference) the ops leave the argmax and the LRN scale out; with it they keep them."""
+    x = torch.randn(2, 6, 9, 9)
+    for grad, kept in ((False, 0), (True, 1)):
+        with torch.set_grad_enabled(grad), AlexspecOps() as ops:
+            y = op(x.clone().requires_grad_(grad))
+        (outputs,) = ops.outputs
+        assert all((saved.numel() > 0) == kept for saved in outputs[1:])
+        torch.testing.assert_close(y, op(x).detach())
+
+
+def test_the_ops_leave_out_what_only_a_backward_reads():
+    x = torch.randn(2, 6, 9, 9)
+    _, idx, scale = torch.ops.alexspec.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 1, [3, 3], [2, 2], [0, 0], False,
+                                                              True, False)
+    _, lrn_scale = torch.ops.alexspec.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 1, False)
+    _, pool_idx = torch.ops.alexspec.max_pool2d_forward(x, [3, 3], [2, 2], [0, 0], False, True, False)
+    assert idx.numel() == scale.numel() == lrn_scale.numel() == pool_idx.numel() == 0
+
+
 def test_opcheck_and_compile():
     x = torch.randn(2, 4, 7, 7, requires_grad=True)
     torch.library.opcheck(torch.ops.alexspec.lrn_max_pool2d_forward.default,
-                          (x, 5, 1e-4, 0.75, 2.0, 1, [3, 3], [2, 2], [0, 0], False, True))
+                          (x, 5, 1e-4, 0.75, 2.0, 1, [3, 3], [2, 2], [0, 0], False, True, True))
+    torch.library.opcheck(torch.ops.alexspec.lrn_max_pool2d_forward.default,
+                          (x.detach(), 5, 1e-4, 0.75, 2.0, 1, [3, 3], [2, 2], [0, 0], False, True, False))
     compiled = torch.compile(lambda t: lrn_max_pool2d(t, 5, relu=True), fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), lrn_max_pool2d(x, 5, relu=True))
 

@@ -62,7 +62,8 @@ def test_all_minus_infinity_windows_pick_a_real_position():
 
 
 def test_saved_argmax_is_compact():
-    y, idx = torch.ops.alexspec.max_pool2d_forward(torch.randn(2, 3, 13, 13), [3, 3], [2, 2], [0, 0], False, False)
+    y, idx = torch.ops.alexspec.max_pool2d_forward(torch.randn(2, 3, 13, 13), [3, 3], [2, 2], [0, 0], False, False,
+                                                   True)
     assert idx.dtype == torch.int8 and idx.shape == y.shape == (2, 3, 6, 6)
     assert int(idx.min()) >= 0 and int(idx.max()) <= 8
 
@@ -88,8 +89,8 @@ def test_random_windows(c, h, w, kh, kw, sh, sw, ceil_mode, relu, nhwc, data):
 
 def test_opcheck():
     x = torch.randn(2, 3, 7, 7, requires_grad=True)
-    torch.library.opcheck(torch.ops.alexspec.max_pool2d_forward.default, (x, [3, 3], [2, 2], [1, 1], True, True))
-    y, idx = torch.ops.alexspec.max_pool2d_forward(x.detach(), [3, 3], [2, 2], [1, 1], True, True)
+    torch.library.opcheck(torch.ops.alexspec.max_pool2d_forward.default, (x, [3, 3], [2, 2], [1, 1], True, True, True))
+    y, idx = torch.ops.alexspec.max_pool2d_forward(x.detach(), [3, 3], [2, 2], [1, 1], True, True, True)
     torch.library.opcheck(torch.ops.alexspec.max_pool2d_backward.default,
                           (torch.randn_like(y), idx, y, 7, 7, [3, 3], [2, 2], [1, 1]))
 
