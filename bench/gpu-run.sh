@@ -7,6 +7,8 @@
 # bench: against eager and torch.compile (default mode), each lever's effect, start-up time.
 # bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
+# Each stage takes a few minutes, bench-max-autotune up to about eight: where one command's time
+# is limited, run a stage per command.
 #
 # On a machine without the project's dependencies installed, wheels in .gpu/wheels (jsonschema
 # and its dependencies) are installed first; the project itself is installed editable without
