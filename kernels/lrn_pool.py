@@ -23,15 +23,14 @@ import torch
 
 from alexspec.kernels import reference
 from alexspec.kernels._common import autotune, memory_format_of, needs_grad, tl, triton
-from alexspec.kernels.lrn import channel_in_group, check_lrn_arguments
-from alexspec.kernels.maxpool import empty_pool_outputs
-from alexspec.kernels.maxpool import gathered_grad, pool_arguments, tile
+from alexspec.kernels.lrn import check_lrn_arguments
+from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
 
 _OP = "alexspec::lrn_max_pool2d"
 
 if triton is not None:
-    _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
-                for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
+    from alexspec.kernels.lrn import channel_in_group
+    from alexspec.kernels.maxpool import POOL_CONFIGS, gathered_grad, tile
 
     @triton.jit
     def _relu_load(ptr, mask, RELU: tl.constexpr, acc_type: tl.constexpr):
@@ -40,7 +39,7 @@ if triton is not None:
             v = tl.maximum(v, 0.0)
         return v
 
-    @autotune(_CONFIGS, key=["C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
+    @autotune(POOL_CONFIGS, key=["C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _lrn_pool_forward_kernel(x_ptr, scale_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, group_c, alpha, beta, k,
                                  sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
@@ -84,7 +83,7 @@ if triton is not None:
         if SAVE:
             tl.store(idx_ptr + y_offs, arg.to(idx_ptr.dtype.element_ty), mask=out_ok)
 
-    @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
+    @autotune(POOL_CONFIGS, key=["C", "H", "W", "sxc", "SIZE", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _lrn_pool_backward_kernel(dy_ptr, idx_ptr, x_ptr, scale_ptr, dx_ptr, C, H, W, OH, OW, group_c, alpha, beta,
                                   sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,

@@ -19,8 +19,8 @@ from alexspec.kernels._common import (as_pair, autotune, check_tensor, image_lay
 _OP = "alexspec::max_pool2d"
 
 if triton is not None:
-    _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)
-                for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
+    POOL_CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_P": bp}, num_warps=w)  # tiles of (channels, pixels)
+                    for bc, bp, w in ((16, 64, 4), (32, 32, 4), (8, 128, 4), (64, 16, 4), (32, 64, 8))]
 
     @triton.jit
     def tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -29,7 +29,7 @@ if triton is not None:
         p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
         return tl.program_id(0).to(tl.int64), c, p, (c < C)[:, None] & (p < P)[None, :]
 
-    @autotune(_CONFIGS, key=["C", "OH", "OW", "sxc", "KH", "KW", "SH", "SW"])
+    @autotune(POOL_CONFIGS, key=["C", "OH", "OW", "sxc", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -83,7 +83,7 @@ if triton is not None:
                 acc += g
         return acc
 
-    @autotune(_CONFIGS, key=["C", "H", "W", "sxc", "KH", "KW", "SH", "SW"])
+    @autotune(POOL_CONFIGS, key=["C", "H", "W", "sxc", "KH", "KW", "SH", "SW"])
     @triton.jit
     def _max_pool_backward_kernel(dy_ptr, idx_ptr, y_ptr, dx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw,
                                   syn, syc, syh, syw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,

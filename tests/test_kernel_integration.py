@@ -119,3 +119,29 @@ def test_backend_choice_is_explained():
     assert resolve_backend("torch", ["cuda:0"]) == ("torch", "torch reference ops")
     with pytest.raises(ValueError, match="backend must be auto, triton or torch"):
         resolve_backend("cudnn", ["cpu"])
+
+
+def test_without_triton_the_torch_backend_still_trains():
+    """A CPU-only torch build has no triton: alexspec still builds and trains on the torch backend,
+    and a Triton op says what to use instead."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["triton"] = sys.modules["triton.language"] = None  # as if triton were not installed
+import torch, alexspec
+from alexspec import kernels
+model = alexspec.compile("specs/digits.yaml", backend="auto", devices=["cpu"])
+assert not kernels.triton_available() and model.backend_reason.startswith("torch reference ops")
+model(torch.randn(2, 1, 8, 8)).sum().backward()
+try:
+    kernels.lrn_max_pool2d(torch.randn(1, 4, 5, 5), 3)
+except ValueError as error:
+    print(error)
+"""
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "triton is not installed; use the torch references" in done.stdout
