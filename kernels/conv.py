@@ -138,8 +138,7 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     describe = lambda: (f"x {list(x.shape)} {layout} {str(x.dtype).replace('torch.', '')}, weight "
                         f"{list(weight.shape)}, stride {list(stride)}, padding {list(padding)}, groups {groups}, "
                         f"relu {relu}")
-    name = conv_choice.choose(key, describe, {n: lambda f=f: f(*args) for n, f in _IMPLEMENTATIONS.items()},
-                              _can_time(x))
+    name = conv_choice.choose(key, describe, _IMPLEMENTATIONS, args, lambda: _can_time(x))
     return _IMPLEMENTATIONS[name](*args)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterator
 
 MODES = ("auto", "triton", "cudnn")
@@ -58,23 +59,25 @@ def forget() -> None:
     _chosen.clear()
 
 
-def choose(key: tuple, describe: Callable[[], str], candidates: dict[str, Callable[[], object]],
-           can_time: bool, timer: Callable[[Callable[[], object]], float] | None = None) -> str:
-    """The implementation to run for the conv identified by `key`.
+def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, Callable[..., object]],
+           args: tuple, can_time: Callable[[], bool],
+           timer: Callable[[Callable[[], object]], float] | None = None) -> str:
+    """The implementation to run for the conv identified by `key` (a forward pays only a lookup
+    once its shape is chosen).
 
-    candidates: name -> a call that runs that implementation once on the real inputs. In mode
-    "auto" the first call for a key with `can_time` times each candidate with `timer` (default:
-    triton.testing.do_bench, in ms) and remembers the fastest; without `can_time` it returns
+    implementations: name -> a function of `args` that runs it. In mode "auto" the first call
+    for a key where `can_time()` times each on `args` with `timer` (default:
+    triton.testing.do_bench, in ms) and remembers the fastest; where it cannot time it returns
     the Triton kernel and remembers nothing.
     """
     if _mode != "auto":
         return _mode
     if key in _chosen:
         return _chosen[key]["implementation"]
-    if not can_time:
+    if not can_time():
         return _FALLBACK
     timer = timer or _do_bench
-    times = {name: timer(run) for name, run in candidates.items()}
+    times = {name: timer(partial(run, *args)) for name, run in implementations.items()}
     best = min(times, key=times.get)
     _chosen[key] = {"shape": describe(), "implementation": best,
                     **{f"{name}_ms": round(ms, 4) for name, ms in times.items()}}

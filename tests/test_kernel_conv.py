@@ -94,8 +94,8 @@ def test_auto_times_each_shape_once_and_runs_the_faster(monkeypatch):
 def test_choose_falls_back_to_triton_where_it_cannot_time(monkeypatch):
     monkeypatch.setattr(conv_choice, "_chosen", {})
     calls = []
-    choose = lambda can_time: conv_choice.choose(("key",), lambda: "shape", {"triton": None, "cudnn": None},
-                                                 can_time, timer=lambda run: calls.append(run) or 1.0)
+    choose = lambda can_time: conv_choice.choose(("key",), lambda: "shape", {"triton": None, "cudnn": None}, (),
+                                                 lambda: can_time, timer=lambda run: calls.append(run) or 1.0)
     with conv_choice.using("auto"):
         assert choose(can_time=False) == "triton" and not calls and not conv_choice.choices()
     for forced in ("triton", "cudnn"):
