@@ -98,8 +98,9 @@ def captured(body, prepare=lambda: None, warmup: int = 3):
 
 
 def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune: bool, steps: int,
-        warmup: int, ablate: bool = False, log=print) -> dict:
-    """Benchmark `spec`; returns the JSON-ready result."""
+        warmup: int, ablate: bool = False, log=print, progress=lambda partial: None) -> dict:
+    """Benchmark `spec`; returns the JSON-ready result. `progress` gets the result so far (with
+    "complete": False) after each measurement, so an interrupted run keeps what it timed."""
     import torch
 
     from alexspec.builder import build
@@ -191,38 +192,44 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         return result
 
     baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False}
-    profiled = {}
-    results = {"alexspec": measure("alexspec", all_levers, "alexspec", profiled)}
+    name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
+    peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
+    profiled, results, levers = {}, {}, {}
+
+    def summary(complete: bool) -> dict:
+        return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
+                "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune,
+                "steps": steps, "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
+                "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
+                "profile": profiled.get("ops", []), "conv_choices": conv_choice.choices(), **_versions(),
+                "date": datetime.date.today().isoformat(), "complete": complete}
+
+    results["alexspec"] = measure("alexspec", all_levers, "alexspec", profiled)
     results["alexspec"]["spec_to_warm_module_s"] = round(build_seconds + results["alexspec"]["first_step_s"], 2)
+    if peak:
+        results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
     for entry in conv_choice.choices():
         log(f"  conv {entry['shape']}: {entry['implementation']} "
             f"(triton {entry['triton_ms']:.3f} ms, cudnn {entry['cudnn_ms']:.3f} ms)")
+    progress(summary(False))
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)
-    for kind in compare:
-        speedups = _speedups(results["alexspec"], results[kind])
-        results[kind].update({f"alexspec_{key}": value for key, value in speedups.items()})
+        results[kind].update({f"alexspec_{key}": value for key, value in
+                              _speedups(results["alexspec"], results[kind]).items()})
         log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
             f"inference x{results[kind]['alexspec_infer_speedup']}")
-    levers = {}
-    if ablate:
-        for name, on in all_levers.items():
-            if not on:
-                levers[name] = {"on": False, "why": _why_off(name, cuda, precision)}
-                continue
-            off = measure("alexspec", {**all_levers, name: False}, f"alexspec without {name}")
-            levers[name] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
-            log(f"  {name}: training x{levers[name]['train_speedup']}, inference x{levers[name]['infer_speedup']}")
-    name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
-    peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
-    if peak:
-        results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
-    return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
-            "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune, "steps": steps,
-            "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
-            "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
-            "profile": profiled["ops"], "conv_choices": conv_choice.choices(), **_versions(),
-            "date": datetime.date.today().isoformat()}
+        progress(summary(False))
+    for lever, on in all_levers.items():
+        if not ablate:
+            break
+        if not on:
+            levers[lever] = {"on": False, "why": _why_off(lever, cuda, precision)}
+            continue
+        off = measure("alexspec", {**all_levers, lever: False}, f"alexspec without {lever}")
+        levers[lever] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
+        log(f"  {lever}: training x{levers[lever]['train_speedup']}, inference x{levers[lever]['infer_speedup']}")
+        progress(summary(False))
+    return summary(True)
 
 
 def _autocast(device: str, precision: str):

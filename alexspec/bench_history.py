@@ -44,7 +44,8 @@ def _label(run: dict, kind: str) -> str:
 def headline(run: dict) -> str:
     """A run as a markdown table: img/s, ratio of alexspec to each baseline, first step."""
     lines = [f"{run.get('device', '?')}, {run.get('date')}, {run.get('precision')} batch {run.get('batch')}, "
-             f"torch {run.get('torch')}, triton {run.get('triton')} ({run['file']})", "",
+             f"torch {run.get('torch')}, triton {run.get('triton')} ({run['file']}"
+             f"{'; interrupted: only what it timed' if run.get('complete') is False else ''})", "",
              "| | training img/s | inference img/s | alexspec is (train / infer) | first step |",
              "|---|---:|---:|---|---:|"]
     for kind in KINDS:

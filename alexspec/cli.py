@@ -333,15 +333,24 @@ def cmd_bench(args) -> int:
                 print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
                       f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s; importing torch and "
                       f"alexspec {figures['import_s']:.1f} s before that)")
+        out = _bench_out(args.out, torch.cuda.is_available())
         result.update(bench.run(spec, batch, args.precision, compare, args.max_autotune, steps, args.warmup,
-                                args.ablate))
-    if args.out or result.get("cuda"):
-        import datetime
-
-        out = Path(args.out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
+                                args.ablate, progress=lambda partial: out and bench.write({**result, **partial}, out)))
+    else:
+        out = _bench_out(args.out, False)
+    if out:
         bench.write(result, out)
         print(f"wrote {out}")
     return 0
+
+
+def _bench_out(out: str | None, cuda: bool) -> Path | None:
+    """Where `alexspec bench` writes its JSON: --out, else bench/results/bench-<date>.json on CUDA."""
+    import datetime
+
+    if out or cuda:
+        return Path(out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
+    return None
 
 
 def cmd_diff(args) -> int:

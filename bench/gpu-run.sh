@@ -2,9 +2,13 @@
 # Measure on a GPU what CPU cannot tell: the GPU-only tests, the kernel benchmark and the
 # end-to-end `alexspec bench --ablate`. Results (JSON) and logs go to $OUT (default bench/results).
 #
-#   bash bench/gpu-run.sh [tests] [kernels] [bench] [bench-max-autotune] [bench-quick]
-#                                                                     (no argument: the first three)
-# bench: against eager and torch.compile (default mode), each lever's effect, start-up time.
+#   bash bench/gpu-run.sh [STAGE[:SECONDS]]...    stages: tests kernels bench startup bench-max-autotune
+#                                                          bench-quick (no argument: the first four)
+# tests: the GPU-only tests (quick autotuning), in parallel where pytest-xdist is installed, with their own Triton cache
+# (the benchmark's first step still starts cold).
+# bench: against eager and torch.compile (default mode), each lever's effect; the JSON is rewritten
+# after each measurement, so a stage stopped at its SECONDS keeps what it timed.
+# startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache.
 # bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 # Each stage takes a few minutes, bench-max-autotune up to about eight: where one command's time
@@ -17,10 +21,12 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
 export PYTHONUNBUFFERED=1
-stages=${*:-tests kernels bench}
+stages=${*:-tests kernels bench startup}
 for stage in $stages; do
-    case $stage in tests|kernels|bench|bench-max-autotune|bench-quick) ;;
-        *) echo "unknown stage $stage (tests, kernels, bench, bench-max-autotune, bench-quick)" >&2; exit 2 ;; esac
+    case ${stage%%:*} in tests|kernels|bench|startup|bench-max-autotune|bench-quick) ;;
+        *) echo "unknown stage ${stage%%:*} (tests, kernels, bench, startup, bench-max-autotune, bench-quick)" >&2
+           exit 2 ;; esac
+    case $stage in *:*) [[ ${stage#*:} =~ ^[0-9]+$ ]] || { echo "$stage: SECONDS must be a number" >&2; exit 2; } ;; esac
 done
 mkdir -p "$OUT"
 if ! python3 -c "import jsonschema" 2>/dev/null && [ -d .gpu/wheels ]; then
@@ -42,18 +48,27 @@ if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; th
     exit 2
 fi
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+day=$(date +%F)
 status=0
 for stage in $stages; do
+    limit=0  # timeout's "no limit"
+    case $stage in *:*) limit=${stage#*:}; stage=${stage%%:*} ;; esac
+    echo "== $stage (limit ${limit}s) $(date +%T)"
+    run() { timeout --signal=INT --kill-after=20 "$limit" "$@"; }
     case $stage in
-        tests) python3 -m pytest -q -m gpu tests 2>&1 | tee "$OUT/gpu-tests.log" || status=1 ;;
-        kernels) python3 bench/kernels.py --out "$OUT/kernels-$(date +%F).json" 2>&1 | tee "$OUT/kernels.log" \
-            || status=1 ;;
-        bench) python3 -m alexspec bench alexnet --ablate --cold-start --out "$OUT/bench-$(date +%F).json" 2>&1 \
+        tests) ALEXSPEC_AUTOTUNE=quick TRITON_CACHE_DIR=/tmp/triton-cache-tests run python3 -m pytest -q -m gpu $xdist -rfE tests 2>&1 \
+            | tee "$OUT/gpu-tests.log" || status=1 ;;
+        kernels) run python3 bench/kernels.py --batch 256 --out "$OUT/kernels-$day.json" 2>&1 \
+            | tee "$OUT/kernels.log" || status=1 ;;
+        bench) run python3 -m alexspec bench alexnet --ablate --out "$OUT/bench-$day.json" 2>&1 \
             | tee "$OUT/bench.log" || status=1 ;;
-        bench-max-autotune) python3 -m alexspec bench alexnet --compare compile --max-autotune \
-            --out "$OUT/bench-$(date +%F)-max-autotune.json" 2>&1 | tee "$OUT/bench-max-autotune.log" || status=1 ;;
-        bench-quick) ALEXSPEC_AUTOTUNE=quick python3 -m alexspec bench alexnet --compare "" \
-            --out "$OUT/bench-$(date +%F)-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;
+        startup) run python3 -m alexspec bench alexnet --cold-start --compare "" --out "$OUT/bench-$day-startup.json" \
+            2>&1 | tee "$OUT/startup.log" || status=1 ;;
+        bench-max-autotune) run python3 -m alexspec bench alexnet --compare compile --max-autotune \
+            --out "$OUT/bench-$day-max-autotune.json" 2>&1 | tee "$OUT/bench-max-autotune.log" || status=1 ;;
+        bench-quick) ALEXSPEC_AUTOTUNE=quick run python3 -m alexspec bench alexnet --compare "" \
+            --out "$OUT/bench-$day-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;
     esac
 done
 exit $status

@@ -36,7 +36,7 @@ CONV_SHAPES = {  # name: (input C, H, out, kernel, stride, padding, groups)
     "conv4": (384, 13, 384, 3, 1, 1, 2), "conv5": (384, 13, 256, 3, 1, 1, 2),
 }
 SMOKE = {"lrn": {"norm": (8, 9, 9)}, "pool": {"pool": (8, 9, 9)}, "conv": {"conv": (3, 19, 8, 5, 2, 0, 1)}}
-SETTINGS = [(torch.float32, torch.contiguous_format, "nchw"), (torch.bfloat16, torch.channels_last, "nhwc")]
+SETTINGS = [(torch.bfloat16, torch.channels_last, "nhwc"), (torch.float32, torch.contiguous_format, "nchw")]
 
 
 def timer(device: str):
@@ -80,14 +80,15 @@ def bench_op(name, kind, ours, theirs, inputs, work, measure, unit):
     return rows
 
 
-def run(batches, device, smoke):
+def run(batches, device, smoke, results: list):
+    """Append a row to `results` for each op, layer, setting and pass, printing each as it comes."""
     measure = timer(device)
-    results = []
+    results = _Printing(results)
     lrn_shapes = SMOKE["lrn"] if smoke else LRN_SHAPES
     pool_shapes = SMOKE["pool"] if smoke else POOL_SHAPES
     conv_shapes = SMOKE["conv"] if smoke else CONV_SHAPES
     for batch in batches:
-        for dtype, fmt, layout in (SETTINGS[:1] if smoke else SETTINGS):  # CPU torch has no bf16 LRN
+        for dtype, fmt, layout in (SETTINGS[1:] if smoke else SETTINGS):  # CPU torch has no bf16 LRN
             size = torch.tensor([], dtype=dtype).element_size()
             tag = {"batch": batch, "dtype": str(dtype).replace("torch.", ""), "layout": layout}
 
@@ -129,7 +130,21 @@ def run(batches, device, smoke):
                     name, "conv+bias+relu", lambda t, w, b: conv2d_bias_relu(t, w, b, s, p, g),
                     lambda t, w, b: F.relu(F.conv2d(t, w, b, s, p, 1, g)), [x, weight, bias],
                     lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s")]
-    return results
+
+
+class _Printing:
+    """A list's `+=` that prints each new row."""
+
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __iadd__(self, new: list):
+        for row in new:
+            self.rows.append(row)
+            rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
+            print(f"{row['op']:16} {row['layer']:10} b{row['batch']:<4} {row['dtype']:9} {row['layout']} "
+                  f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch", flush=True)
+        return self
 
 
 def environment(device: str) -> dict:
@@ -153,17 +168,18 @@ def main(argv=None) -> int:
         return 2
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    results = run([1] if args.smoke else args.batch, device, args.smoke)
-    report = {**environment(device), "smoke": args.smoke, "results": results}
-    for row in results:
-        rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
-        print(f"{row['op']:15} {row['layer']:6} b{row['batch']:<4} {row['dtype']:9} {row['layout']} {row['pass']:8}"
-              f" {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch")
+    results, complete = [], False
+    try:
+        run([1] if args.smoke else args.batch, device, args.smoke, results)
+        complete = True
+    except KeyboardInterrupt:  # stopped (say, at a time limit): keep the rows timed so far
+        print(f"interrupted after {len(results)} rows", file=sys.stderr)
+    report = {**environment(device), "smoke": args.smoke, "complete": complete, "results": results}
     out = Path(args.out or f"bench/results/kernels-{report['device'].replace(' ', '_')}-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":

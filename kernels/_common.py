@@ -59,9 +59,14 @@ def compiling_in_parallel(tuner):
         configs = prune(kwargs)
         args = list(tuner.nargs.values())  # the launch's positional arguments, in order
         meta = {name: value for name, value in kwargs.items() if name not in ("grid", "warmup")}
-        with ThreadPoolExecutor(COMPILE_THREADS) as pool, triton.AsyncCompileMode(pool, ignore_errors=True):
-            for config in configs:
-                tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
+        try:
+            with ThreadPoolExecutor(COMPILE_THREADS) as pool, triton.AsyncCompileMode(pool, ignore_errors=True):
+                for config in configs:
+                    tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
+        except Exception as exc:  # a speed-up only: the autotuner compiles what is missing one by one
+            warnings.warn(f"compiling {tuner.fn.__name__}'s configs in parallel failed ({exc}); "
+                          "the autotuner compiles them one by one", stacklevel=2)
+            tuner.prune_configs = prune
         return configs
 
     tuner.prune_configs = prune_and_compile

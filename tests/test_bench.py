@@ -128,6 +128,8 @@ def test_gpu_run_script_refuses_unknown_stages_and_a_machine_without_cuda(tmp_pa
     script = str(ROOT / "bench" / "gpu-run.sh")
     unknown = subprocess.run(["bash", script, "tests", "speed"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown stage speed" in unknown.stderr
+    bad_limit = subprocess.run(["bash", script, "tests:soon"], env=env, capture_output=True, text=True)
+    assert bad_limit.returncode == 2 and "SECONDS must be a number" in bad_limit.stderr
     no_gpu = subprocess.run(["bash", script, "bench"], env=env, capture_output=True, text=True, timeout=300)
     assert no_gpu.returncode == 2 and "needs a CUDA GPU" in no_gpu.stderr
 
@@ -173,3 +175,23 @@ def test_bench_with_every_lever_on_a_gpu(tmp_path):
     choices = data["conv_choices"]  # digits has two convs; training and inference share their shapes
     assert len({entry["shape"] for entry in choices}) >= 2
     assert all(entry["implementation"] in ("triton", "cudnn") and entry["triton_ms"] > 0 for entry in choices)
+
+
+def test_an_interrupted_run_keeps_what_it_timed(tmp_path):
+    from alexspec import bench
+    from alexspec.cli import resolve_spec
+
+    partials = []
+    final = bench.run(resolve_spec("lenet5"), 4, "fp32", ["eager"], False, 1, 0, ablate=True, log=lambda line: None,
+                      progress=lambda partial: partials.append(json.loads(json.dumps(partial))))
+    assert [sorted(p["results"]) for p in partials[:2]] == [["alexspec"], ["alexspec", "eager"]]
+    lever_counts = [len(p["levers"]) for p in partials[2:]]  # one more measured lever each time
+    assert lever_counts and lever_counts == sorted(set(lever_counts)) and "fusion" in partials[2]["levers"]
+    assert all(p["complete"] is False for p in partials) and final["complete"] is True
+    assert final["results"]["eager"]["alexspec_train_speedup"] > 0 and "fusion" in final["levers"]
+
+    from alexspec import bench_history
+
+    partials[0]["file"] = "bench-x.json"
+    assert "interrupted: only what it timed" in bench_history.headline(partials[0])
+    assert "interrupted" not in bench_history.headline({**final, "file": "bench-y.json"})

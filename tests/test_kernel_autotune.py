@@ -46,6 +46,19 @@ def test_every_config_of_a_new_key_is_compiled_in_async_mode_before_timing():
     assert _async_compile.active_mode.get() is None  # the mode ends with the compilations
 
 
+def test_a_failing_parallel_compile_warns_and_leaves_compiling_to_the_autotuner():
+    class Broken(FakeTuner):
+        __name__ = "broken_kernel"
+
+        def warmup(self, *args, grid, **kwargs):
+            raise TypeError("warmup() got an unexpected keyword argument")
+
+    tuner = compiling_in_parallel(Broken([triton.Config({"BLOCK": 16}), triton.Config({"BLOCK": 32})]))
+    with pytest.warns(UserWarning, match="compiling broken_kernel's configs in parallel failed"):
+        assert len(tuner.prune_configs({"grid": (1,)})) == 1  # the pruning still stands
+    assert tuner.prune_configs.__func__ is Broken.prune_configs  # the plain one from now on
+
+
 @pytest.mark.skipif(not INTERPRET, reason="about the interpreter (TRITON_INTERPRET=1)")
 def test_the_interpreter_tunes_nothing():
     configs = [triton.Config({"BLOCK": b}) for b in (16, 32)]

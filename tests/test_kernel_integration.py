@@ -93,7 +93,8 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert {"device", "torch", "triton", "date"} <= set(report)
+    assert {"device", "torch", "triton", "date"} <= set(report) and report["complete"] is True
+    assert len(result.stdout.splitlines()) == len(report["results"]) + 1  # a line per row, then "wrote"
     ops = {(row["op"], row["pass"]) for row in report["results"]}
     assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool")
                    for mode in ("fwd", "fwd+bwd")}
