@@ -68,8 +68,10 @@ def _timed(fn, steps: int, synchronize) -> float:
 
 
 # The speed levers `--ablate` turns off one at a time (all are on in the headline alexspec figure).
+OPT_IN = ("lrn_pool_fusion",)  # levers off by default, timed turned on by the ablation
 LEVERS = {
-    "fusion": "LRN + max pool as one kernel, conv ReLUs moved into the next layer (alexspec.fusion)",
+    "fusion": "conv ReLUs moved into the max pool after them (alexspec.fusion)",
+    "lrn_pool_fusion": "LRN + max pool as one kernel (opt-in: the ablation times it turned on)",
     "channels_last": "NHWC activations (bf16 only)",
     "fused_optimizer": "SGD updating every parameter in one fused kernel",
     "cuda_graphs": "the whole training step and the forward pass replayed as CUDA graphs (CUDA only)",
@@ -115,6 +117,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     else:
         log("no CUDA device: benchmarking the torch backend on CPU (the Triton kernels need a GPU)")
     all_levers = {name: name not in ("cuda_graphs", "triton_conv") or cuda for name in LEVERS}
+    all_levers["lrn_pool_fusion"] = False
     if conv_choice.mode() == "cudnn":
         all_levers["triton_conv"] = False
     if precision != "bf16":
@@ -131,7 +134,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     def make(kind: str, levers: dict):
         if kind == "alexspec":
             module = build(spec, backend="triton" if cuda else "torch", devices=[device],
-                           fuse=levers["fusion"]).module
+                           fuse=levers["fusion"], fuse_lrn_pool=levers["lrn_pool_fusion"]).module
         else:
             module = build(spec, backend="torch", devices=[device], fuse=False).module
         module.load_state_dict(reference.module.state_dict())
@@ -219,14 +222,16 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
             f"inference x{results[kind]['alexspec_infer_speedup']}")
         progress(summary(False))
-    for lever, on in all_levers.items():
-        if not ablate:
-            break
-        if not on:
+    for lever, on in all_levers.items() if ablate else ():
+        if on:
+            off = measure("alexspec", {**all_levers, lever: False}, f"alexspec without {lever}")
+            levers[lever] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
+        elif lever in OPT_IN:  # off by default: time what turning it on does
+            with_it = measure("alexspec", {**all_levers, lever: True}, f"alexspec with {lever}")
+            levers[lever] = {"on": False, "with": with_it, **_speedups(with_it, results["alexspec"])}
+        else:
             levers[lever] = {"on": False, "why": _why_off(lever, cuda, precision)}
             continue
-        off = measure("alexspec", {**all_levers, lever: False}, f"alexspec without {lever}")
-        levers[lever] = {"on": True, "without": off, **_speedups(results["alexspec"], off)}
         log(f"  {lever}: training x{levers[lever]['train_speedup']}, inference x{levers[lever]['infer_speedup']}")
         progress(summary(False))
     return summary(True)

@@ -44,14 +44,15 @@ def module_class(generated: Generated, filename: str):
 
 
 def build(spec: str | Path | dict | Document, backend: str = "auto",
-          devices: Optional[Sequence[str]] = None, fuse: bool = True) -> Build:
+          devices: Optional[Sequence[str]] = None, fuse: bool = True, fuse_lrn_pool: bool = False) -> Build:
     """Analyse `spec` and instantiate its module on `devices` (default: the spec's placement).
-    `fuse=False` runs every layer on its own (see alexspec.fusion).
+    `fuse=False` runs every layer on its own, `fuse_lrn_pool=True` each LRN + max pool as one
+    kernel (see alexspec.fusion).
 
     Raises SpecError for a bad spec and ValueError for an impossible backend or device list.
     """
     info = analyse(spec_source(spec))
-    generated = generate(info, fuse=fuse)
+    generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool)
     cls = module_class(generated, f"<alexspec {info.network.name}>")
     module = cls(backend=backend, devices=tuple(devices) if devices else tuple(info.network.placement))
     return Build(module, info, generated, _backend_of(module), module.backend_reason)

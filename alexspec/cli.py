@@ -178,7 +178,7 @@ def cmd_compile(args) -> int:
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{len(devices)} devices for {info.network.towers} "
                                  "tower(s)", "give one device, or one per tower")])
-    generated = generate(info, devices, args.backend, fuse=not args.no_fuse)
+    generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -195,9 +195,11 @@ def cmd_compile(args) -> int:
     fusions = generated.fusion.describe()
     if fusions:
         print("fused: " + "; ".join(fusions) + " (--no-fuse: every layer on its own)")
+    elif args.no_fuse:
+        print("fused: nothing (--no-fuse)")
     else:
-        print("fused: nothing" + (" (--no-fuse)" if args.no_fuse else ": no LRN directly before a max pool, "
-                                  "no conv ReLU that the next layer could apply"))
+        print("fused: nothing: no conv ReLU that the next layer could apply"
+              + ("" if args.fuse_lrn_pool else " (--fuse-lrn-pool also runs each LRN + max pool as one kernel)"))
     print(f"wrote {', '.join(str(out / f) for f in [*written, *(p.name for p in pictures)])}")
     if not pictures:
         print("(install Graphviz for an SVG/PNG picture of the network: apt-get install graphviz)")
@@ -516,8 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")
     p.add_argument("--no-fuse", action="store_true",
-                   help="run every layer on its own (default: LRN + max pool as one kernel, a conv's ReLU "
-                        "moved into the pool or LRN after it; see alexspec.fusion)")
+                   help="run every layer on its own (default: a conv's ReLU moved into the max pool after it; "
+                        "see alexspec.fusion)")
+    p.add_argument("--fuse-lrn-pool", action="store_true",
+                   help="also run each LRN + max pool as one kernel (off by default: slower on an H100 than "
+                        "the two kernels apart; see alexspec.fusion)")
 
     def train_options(p, with_data_default: str = "digits") -> None:
         p.add_argument("--data", default=with_data_default, metavar="SOURCE",

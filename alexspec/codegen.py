@@ -230,10 +230,11 @@ class _Writer:
 
 
 def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto",
-             fuse: bool = True) -> Generated:
+             fuse: bool = True, fuse_lrn_pool: bool = False) -> Generated:
     """The module source for an inferred network; `devices` and `backend` become its defaults
-    (devices: the spec's placement unless given). `fuse`: apply `alexspec.fusion`'s plan."""
-    fusion = plan(info, fuse)
+    (devices: the spec's placement unless given). `fuse`: apply `alexspec.fusion`'s plan,
+    `fuse_lrn_pool`: with its opt-in LRN + max-pool kernels."""
+    fusion = plan(info, fuse, fuse_lrn_pool)
     writer = _Writer(info, devices, backend, fusion)
     source = writer.source()
     return Generated(source, class_name(info.network.name), writer.attrs, writer.line_map, fusion)

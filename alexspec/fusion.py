@@ -1,11 +1,14 @@
 """Which neighbouring layers the generated module runs together (codegen's speed levers).
 
-- LRN directly followed by max pooling runs as one kernel (`lrn_max_pool`): the LRN output
-  never reaches memory, forward or backward.
 - A conv's fused ReLU moves into the layer after it when that layer can apply it for free:
   a max pool (max_pool(relu(x)) = relu(max_pool(x)), its mask folded into the pool's gather)
   or a fused LRN + pool (ReLU on load, mask in its backward). The conv then skips the
   elementwise ReLU-mask pass over its output in backward.
+- Opt-in (`lrn_pool=True`): LRN directly followed by max pooling runs as one kernel
+  (`lrn_max_pool`), the LRN output never reaching memory. Off by default: on an H100 the fused
+  kernel is slower than the LRN and pool kernels run one after the other (bf16 NHWC, batch 256:
+  1.03 ms against 0.23 + 0.16 ms forward; AlexNet trains at 20,900 img/s with it, 25,200
+  without; bench/results/kernels-2026-11-26.json and bench-2026-11-26.json).
 
 The layers keep their attributes and parameters, so a fused and an unfused build share
 checkpoints; `fuse=False` gives a module whose every layer runs on its own.
@@ -31,13 +34,14 @@ class FusionPlan:
                 + [f"{conv}: ReLU applied by {by}" for conv, by in self.relu_moved.items()])
 
 
-def plan(info: NetworkInfo, enabled: bool = True) -> FusionPlan:
-    """The fusions for a sequential network (none when not `enabled`)."""
+def plan(info: NetworkInfo, enabled: bool = True, lrn_pool: bool = False) -> FusionPlan:
+    """The fusions for a sequential network (none when not `enabled`; LRN + pool kernels only
+    with `lrn_pool`)."""
     if not enabled:
         return FusionPlan()
     layers = [li.layer for li in info.layers]
     lrn_pool = {a.name: b.name for a, b in zip(layers, layers[1:])
-                if isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
+                if lrn_pool and isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
     relu_moved = {}
     for a, b in zip(layers, layers[1:]):
         if isinstance(a, ir.Conv) and a.relu and (isinstance(b, ir.MaxPool) or b.name in lrn_pool):

@@ -54,6 +54,10 @@ def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
     assert data["levers_on"] == ["fusion", "channels_last", "fused_optimizer"]  # bf16 default; no CUDA graphs on CPU
     for name in ("cuda_graphs", "triton_conv"):
         assert data["levers"][name] == {"on": False, "why": "needs CUDA"}
+    opt_in = data["levers"]["lrn_pool_fusion"]  # off by default, timed turned on
+    assert opt_in["on"] is False and "alexspec with lrn_pool_fusion" in result.stdout
+    assert opt_in["train_speedup"] == pytest.approx(
+        opt_in["with"]["train_img_s"] / data["results"]["alexspec"]["train_img_s"], rel=1e-2)
     assert data["conv_choices"] == []  # the torch backend on CPU: no Triton convs to choose between
     for name in data["levers_on"]:
         lever = data["levers"][name]

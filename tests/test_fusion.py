@@ -14,11 +14,17 @@ from conftest import SPECS, TINY_TOWERS, run_cli  # noqa: E402
 from strategies import valid_specs  # noqa: E402
 
 
-def test_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
+def test_alexnet_moves_the_relu_before_its_last_pool():
     fusion = plan(analyse(SPECS / "alexnet.yaml"))
+    assert fusion.lrn_pool == {} and fusion.relu_moved == {"conv5": "pool5"}  # conv1, conv2 feed an LRN
+
+
+def test_opted_in_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
+    fusion = plan(analyse(SPECS / "alexnet.yaml"), lrn_pool=True)
     assert fusion.lrn_pool == {"norm1": "pool1", "norm2": "pool2"}
     assert fusion.relu_moved == {"conv1": "norm1", "conv2": "norm2", "conv5": "pool5"}
-    assert plan(analyse(SPECS / "alexnet.yaml"), enabled=False).lrn_pool == {}
+    assert plan(analyse(SPECS / "alexnet.yaml"), enabled=False, lrn_pool=True) == plan(analyse(SPECS / "lenet5.yaml"),
+                                                                                       enabled=False)
 
 
 def test_lenet_has_no_lrn_and_moves_its_pooled_relus():
@@ -27,7 +33,8 @@ def test_lenet_has_no_lrn_and_moves_its_pooled_relus():
 
 
 def test_generated_source_shows_the_fusions():
-    source = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"]).generated.source
+    source = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"],
+                            fuse_lrn_pool=True).generated.source
     assert "x = layers.lrn_max_pool(self.norm1, self.pool1, x, relu=True)" in source
     assert "relu=False" in next(line for line in source.splitlines() if "self.conv1 =" in line)
     assert "relu=True" in next(line for line in source.splitlines() if "self.pool5 =" in line)
@@ -45,6 +52,14 @@ def test_compile_no_fuse_writes_an_unfused_module(tmp_path):
     assert f"{pool}, relu=True, backend=backend)" in fused and f"{pool}, backend=backend)" in unfused
 
 
+def test_compile_fuse_lrn_pool_opts_in(tmp_path):
+    said = run_cli("compile", "alexnet-1gpu", "-o", str(tmp_path / "a"), "--fuse-lrn-pool").stdout
+    assert "fused: norm1 + pool1: one LRN + max-pool kernel; norm2 + pool2" in said
+    said = run_cli("compile", "alexnet-1gpu", "-o", str(tmp_path / "b")).stdout
+    assert "fused: conv5: ReLU applied by pool5 (" in said and "lrn_max_pool" not in (tmp_path / "b").joinpath(
+        "alexnet_1gpu.py").read_text()
+
+
 def assert_same_function(fused, unfused, x):
     """Same weights, same outputs and same gradients."""
     unfused.load_state_dict(fused.state_dict())
@@ -59,7 +74,7 @@ def assert_same_function(fused, unfused, x):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_fused_digits_equals_unfused_torch(backend):
     torch.manual_seed(0)
-    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"])
+    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"], fuse_lrn_pool=True)
     unfused = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert_same_function(fused, unfused, torch.randn(3, 1, 8, 8) * 4)
 
@@ -68,7 +83,7 @@ def test_fused_digits_equals_unfused_torch(backend):
 def test_fused_towers_equal_unfused(devices):
     torch.manual_seed(0)
     doc = load_text(TINY_TOWERS, "tiny.yaml")
-    fused = alexspec.compile(doc, backend="triton", devices=devices)
+    fused = alexspec.compile(doc, backend="triton", devices=devices, fuse_lrn_pool=True)
     unfused = alexspec.compile(doc, backend="torch", devices=devices, fuse=False)
     assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
 
@@ -79,7 +94,7 @@ def test_random_specs_fused_equal_unfused(case):
     spec, _ = case
     torch.manual_seed(0)
     for fused_backend, batch in (("torch", 3), ("triton", 1)):  # the interpreter is slow: one image
-        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"])
+        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"], fuse_lrn_pool=True)
         unfused = alexspec.compile(spec, backend="torch", devices=["cpu"], fuse=False)
         x = torch.randn(batch, *fused.input_shape) * 3
         assert_same_function(fused, unfused, x)
@@ -87,7 +102,7 @@ def test_random_specs_fused_equal_unfused(case):
 
 def test_fused_paper_alexnet_equals_unfused():
     torch.manual_seed(0)
-    fused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"])
+    fused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse_lrn_pool=True)
     unfused = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert_same_function(fused, unfused, torch.randn(1, 3, 227, 227))
 
