@@ -211,6 +211,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     results["alexspec"]["spec_to_warm_module_s"] = round(build_seconds + results["alexspec"]["first_step_s"], 2)
     if peak:
         results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
+    print_profile(profiled["ops"], log)
     for entry in conv_choice.choices():
         log(f"  conv {entry['shape']}: {entry['implementation']} "
             f"(triton {entry['triton_ms']:.3f} ms, cudnn {entry['cudnn_ms']:.3f} ms)")
@@ -328,7 +329,10 @@ def _speedups(ours: dict, other: dict) -> dict:
 
 
 def _profile(step, device: str, top: int = 12) -> list[dict]:
-    """The most expensive ops (torch profiler, self time) of two calls of a training step."""
+    """The most expensive ops of two calls of a training step (torch profiler): on CUDA each op
+    with the device time of the kernels it launched itself, as a share of all kernel time; on
+    CPU each op's own CPU time."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     import torch
 
@@ -339,11 +343,21 @@ def _profile(step, device: str, top: int = 12) -> list[dict]:
             step()
         if device == "cuda":
             torch.cuda.synchronize()
+    events = prof.key_averages()
     key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
-    total = sum(getattr(e, key, 0) for e in events) or 1
+    total = sum(getattr(e, key, 0) for e in events if e.device_type == (
+        DeviceType.CUDA if device == "cuda" else DeviceType.CPU)) or 1
+    ops = sorted((e for e in events if e.device_type == DeviceType.CPU and getattr(e, key, 0) > 0),
+                 key=lambda e: getattr(e, key), reverse=True)
     return [{"op": e.key, "ms_per_step": round(getattr(e, key) / 2 / 1e3, 3),
-             "percent": round(100 * getattr(e, key) / total, 1)} for e in events[:top]]
+             "percent": round(100 * getattr(e, key) / total, 1)} for e in ops[:top]]
+
+
+def print_profile(rows: list[dict], log=print, top: int = 8) -> None:
+    """The per-op breakdown of a step, one line per op."""
+    log("where the alexspec training step spends its time (torch profiler, per step):")
+    for row in rows[:top]:
+        log(f"  {row['percent']:5.1f} %  {row['ms_per_step']:7.3f} ms  {row['op'][:90]}")
 
 
 def _versions() -> dict:

@@ -17,6 +17,8 @@ def load(folder: Path) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as exc:
             skipped.append(f"{path}: not readable JSON ({exc})")
             continue
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            continue  # bench/kernels.py's per-kernel report, kept beside the runs
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or "date" not in data:
             skipped.append(f"{path}: not an `alexspec bench` result (no results/date)")
             continue
@@ -30,11 +32,18 @@ def _ratio(run: dict, kind: str, what: str) -> str:
     return f"x{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
+def _sort(run: dict) -> tuple:
+    """What a run measured: its baselines (and their mode), start-up or not, its autotuning."""
+    return tuple(sorted(run["results"])), bool(run.get("max_autotune")), "startup" in run, run.get("autotune")
+
+
 def latest(runs: list[dict]) -> list[dict]:
-    """The runs of the newest date on the newest run's device (say, one against torch.compile's
-    default mode and one against max-autotune)."""
+    """The newest run of each sort (say, one against torch.compile's default mode, one against
+    max-autotune, one timing start-up) of the newest date, on the newest run's device."""
     newest = runs[-1]
-    return [run for run in runs if run["date"] == newest["date"] and run.get("device") == newest.get("device")]
+    today = [run for run in runs if run["date"] == newest["date"] and run.get("device") == newest.get("device")]
+    last = {_sort(run): run for run in today}  # runs are oldest first: the last of a sort wins
+    return [run for run in today if last[_sort(run)] is run]
 
 
 def _label(run: dict, kind: str) -> str:
@@ -55,6 +64,10 @@ def headline(run: dict) -> str:
         ratio = "" if kind == "alexspec" else f"{_ratio(run, kind, 'train')} / {_ratio(run, kind, 'infer')}"
         lines.append(f"| {_label(run, kind)} | {result['train_img_s']:,.0f} | {result['infer_img_s']:,.0f} | "
                      f"{ratio} | {result['first_step_s']:.1f} s |")
+    startup = run.get("startup", {})
+    if {"cold_cache", "warm_cache"} <= set(startup):
+        lines.append(f"\nspec to warm module in a fresh process: {startup['cold_cache']['spec_to_warm_module_s']:.1f} s "
+                     f"with an empty Triton cache, {startup['warm_cache']['spec_to_warm_module_s']:.1f} s with a warm one")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,10 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
     assert {"device", "torch", "triton", "date", "batch", "precision", "results", "profile"} <= set(data)
     assert set(data["results"]) == {"alexspec", "eager"}
     assert data["results"]["alexspec"]["train_img_s"] > 0 and data["results"]["eager"]["alexspec_train_speedup"] > 0
-    assert data["profile"] and all(row["ms_per_step"] >= 0 for row in data["profile"])
+    assert data["profile"] and all(row["ms_per_step"] > 0 for row in data["profile"])
+    assert sum(row["percent"] for row in data["profile"]) <= 100.5  # shares of one total, none counted twice
+    top = data["profile"][0]
+    assert "training step spends its time" in result.stdout and f"{top['ms_per_step']:7.3f} ms  {top['op']}" in result.stdout
 
 
 def test_cpu_figures(tmp_path):
@@ -106,13 +109,17 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     ours, eager = data["results"]["alexspec"], data["results"]["eager"]
     max_autotune = {**data, "max_autotune": True, "results": {"alexspec": ours, "compile": {**eager, "train_img_s": 1}}}
     (results / "bench-b.json").write_text(json.dumps(max_autotune))  # same day and device: both are the latest
+    (results / "bench-0.json").write_text(json.dumps({**data, "results": {**data["results"], "alexspec": {
+        **ours, "train_img_s": 7}}}))  # the same sort as bench-a, run before it: not the latest
+    (results / "kernels.json").write_text(json.dumps({"date": data["date"], "results": [{"op": "lrn"}]}))
     summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
     assert summary.returncode == 0, summary.stderr
     latest = summary.stdout.split("all runs:")[0]
     assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in latest
     assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in latest
     assert "| eager |" in latest and "| compile (max-autotune) | 1 |" in latest
-    assert "notes.json: not readable JSON" in summary.stderr
+    assert "| alexspec | 7 |" not in latest and " | 7 | " in summary.stdout.split("all runs:")[1]  # history only
+    assert "notes.json: not readable JSON" in summary.stderr and "kernels.json" not in summary.stderr
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -199,3 +206,11 @@ def test_an_interrupted_run_keeps_what_it_timed(tmp_path):
     partials[0]["file"] = "bench-x.json"
     assert "interrupted: only what it timed" in bench_history.headline(partials[0])
     assert "interrupted" not in bench_history.headline({**final, "file": "bench-y.json"})
+
+
+def test_a_start_up_run_headlines_its_cold_and_warm_times():
+    from alexspec import bench_history
+
+    run = {"date": "2026-01-01", "file": "bench-s.json", "results": {}, "startup": {
+        "cold_cache": {"spec_to_warm_module_s": 21.14}, "warm_cache": {"spec_to_warm_module_s": 6.93}}}
+    assert "fresh process: 21.1 s with an empty Triton cache, 6.9 s with a warm one" in bench_history.headline(run)
