@@ -94,7 +94,7 @@ def plot(runs: list[dict], out: Path) -> Path:
     except ImportError:
         raise ValueError("plotting needs matplotlib: pip install matplotlib") from None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    labels = [f"{run['date']}\n{run.get('device', '?')[:16]}" for run in runs]
+    labels = [f"{Path(run['file']).stem.removeprefix('bench-')}\n{run.get('device', '?')[:16]}" for run in runs]
     for ax, what in zip(axes, ("train", "infer")):
         for kind in KINDS:
             points = [(i, run["results"][kind][f"{what}_img_s"]) for i, run in enumerate(runs)
