@@ -6,7 +6,10 @@ For each op (LRN, overlapping max-pool, conv + bias + ReLU, and ReLU + LRN + max
 into one kernel against the three torch ops it replaces), fp32 NCHW and bf16 channels-last,
 forward and forward+backward: milliseconds, effective GB/s (LRN, pool) or TFLOP/s (conv), and
 the ratio to torch's own op (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU) timed the
-same way, in the same process. Writes JSON with the device, versions and date.
+same way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU time without
+the host's launch overhead: the H100 run of 2026-11-26 saw every forward+backward take about
+0.8 ms more than its forward, whatever the tensor's size). Writes JSON with the device,
+versions and date.
 `--smoke` runs tiny shapes on CPU under TRITON_INTERPRET=1 (checks the script, times nothing
 meaningful).
 """
@@ -54,6 +57,22 @@ def timer(device: str):
     return cpu_time
 
 
+def graphed_timer(device: str):
+    """Median milliseconds of a callable replayed as a CUDA graph: its GPU time without the host's
+    launch overhead (None on CPU, or where it cannot be captured)."""
+    if device != "cuda":
+        return lambda fn: None
+    from triton.testing import do_bench_cudagraph
+
+    def graphed(fn):
+        try:
+            return do_bench_cudagraph(fn, rep=100, return_mode="median")
+        except Exception as exc:  # a diagnostic column: the run goes on without it
+            print(f"(not timed as a CUDA graph: {exc})", file=sys.stderr)
+            return None
+    return graphed
+
+
 def forward_backward(fn, *inputs):
     """A callable running fn forward and backward (gradients of the inputs that require them)."""
     def run():
@@ -65,24 +84,28 @@ def forward_backward(fn, *inputs):
 UNITS = {"GB/s": 1e9, "TFLOP/s": 1e12}
 
 
-def bench_op(name, kind, ours, theirs, inputs, work, measure, unit):
-    """Rows for the forward and forward+backward passes; `work(mode)` is bytes or FLOPs of a pass."""
+def bench_op(name, kind, ours, theirs, inputs, work, measure, unit, graphed):
+    """Rows for the forward and forward+backward passes; `work(mode)` is bytes or FLOPs of a pass.
+    `ms_graphed`: ours replayed as a CUDA graph, so ms well above it means launch-bound."""
     rows = []
     for mode in ("fwd", "fwd+bwd"):
         if mode == "fwd":
             with torch.no_grad():
                 ms, base = measure(lambda: ours(*inputs)), measure(lambda: theirs(*inputs))
+                alone = graphed(lambda: ours(*inputs))
         else:
             ms, base = measure(forward_backward(ours, *inputs)), measure(forward_backward(theirs, *inputs))
+            alone = graphed(forward_backward(ours, *inputs))
         amount = work(mode)
         rows.append({"op": kind, "layer": name, "pass": mode, "ms": round(ms, 4), "torch_ms": round(base, 4),
-                     "speedup_vs_torch": round(base / ms, 3), unit: round(amount / (ms * 1e-3) / UNITS[unit], 2)})
+                     "speedup_vs_torch": round(base / ms, 3), unit: round(amount / (ms * 1e-3) / UNITS[unit], 2),
+                     "ms_graphed": None if alone is None else round(alone, 4)})
     return rows
 
 
 def run(batches, device, smoke, results: list):
     """Append a row to `results` for each op, layer, setting and pass, printing each as it comes."""
-    measure = timer(device)
+    measure, graphed = timer(device), graphed_timer(device)
     results = _Printing(results)
     lrn_shapes = SMOKE["lrn"] if smoke else LRN_SHAPES
     pool_shapes = SMOKE["pool"] if smoke else POOL_SHAPES
@@ -102,7 +125,7 @@ def run(batches, device, smoke, results: list):
                 nbytes = x.numel() * size
                 results += [{**tag, **r} for r in bench_op(
                     name, "lrn", lambda t: lrn(t, 5, 1e-4, 0.75, 2.0), torch_lrn, [x],
-                    lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s")]
+                    lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s", graphed)]
             for name, (c, h, w) in lrn_shapes.items():
                 x = image(c, h, w)
                 torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
@@ -113,13 +136,13 @@ def run(batches, device, smoke, results: list):
                     # forward: read x, write the scale, the output and its argmax; backward: read dy, argmax,
                     # x and scale, write dx
                     lambda mode: (2 * nbytes + out * (size + 1)) * (1 if mode == "fwd" else 2) + nbytes * (mode != "fwd"),
-                    measure, "GB/s")]
+                    measure, "GB/s", graphed)]
             for name, (c, h, w) in pool_shapes.items():
                 x = image(c, h, w)
                 out = x.numel() // 4
                 results += [{**tag, **r} for r in bench_op(
                     name, "maxpool", lambda t: max_pool2d(t, 3, 2), lambda t: F.max_pool2d(t, 3, 2), [x],
-                    lambda mode: (x.numel() + out) * size * (1 if mode == "fwd" else 2), measure, "GB/s")]
+                    lambda mode: (x.numel() + out) * size * (1 if mode == "fwd" else 2), measure, "GB/s", graphed)]
             for name, (c, h, out, k, s, p, g) in conv_shapes.items():
                 x = image(c, h)
                 weight = (torch.randn(out, c // g, k, k, device=device, dtype=dtype) * 0.01).requires_grad_()
@@ -129,7 +152,7 @@ def run(batches, device, smoke, results: list):
                 results += [{**tag, **r} for r in bench_op(
                     name, "conv+bias+relu", lambda t, w, b: conv2d_bias_relu(t, w, b, s, p, g),
                     lambda t, w, b: F.relu(F.conv2d(t, w, b, s, p, 1, g)), [x, weight, bias],
-                    lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s")]
+                    lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s", graphed)]
 
 
 class _Printing:
@@ -143,7 +166,9 @@ class _Printing:
             self.rows.append(row)
             rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
             print(f"{row['op']:16} {row['layer']:10} b{row['batch']:<4} {row['dtype']:9} {row['layout']} "
-                  f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch", flush=True)
+                  f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch"
+                  + (f"  ({row['ms_graphed']:.3f} ms as a CUDA graph)" if row["ms_graphed"] is not None else ""),
+                  flush=True)
         return self
 
 

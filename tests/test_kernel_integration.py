@@ -99,6 +99,7 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
     assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool")
                    for mode in ("fwd", "fwd+bwd")}
     assert all(row["ms"] > 0 and row["torch_ms"] > 0 for row in report["results"])
+    assert all(row["ms_graphed"] is None for row in report["results"])  # CUDA graphs only on a GPU
 
 
 def test_both_backends_compute_the_same_function():
