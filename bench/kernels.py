@@ -7,9 +7,9 @@ into one kernel against the three torch ops it replaces), fp32 NCHW and bf16 cha
 forward and forward+backward: milliseconds, effective GB/s (LRN, pool) or TFLOP/s (conv), and
 the ratio to torch's own op (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU) timed the
 same way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU time without
-the host's launch overhead: the H100 run of 2026-11-26 saw every forward+backward take about
-0.8 ms more than its forward, whatever the tensor's size). Writes JSON with the device,
-versions and date.
+the host's launch overhead: in the H100 run of 2026-11-26 forward+backward took 0.65-1.1 ms
+more than the forward for every op, 0.91 ms for pool5, whose backward moves only a few MB).
+Writes JSON with the device, versions and date.
 `--smoke` runs tiny shapes on CPU under TRITON_INTERPRET=1 (checks the script, times nothing
 meaningful).
 """
