@@ -116,8 +116,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         torch.backends.cudnn.benchmark = True
     else:
         log("no CUDA device: benchmarking the torch backend on CPU (the Triton kernels need a GPU)")
-    all_levers = {name: name not in ("cuda_graphs", "triton_conv") or cuda for name in LEVERS}
-    all_levers["lrn_pool_fusion"] = False
+    all_levers = {name: name not in OPT_IN and (name not in ("cuda_graphs", "triton_conv") or cuda)
+                  for name in LEVERS}
     if conv_choice.mode() == "cudnn":
         all_levers["triton_conv"] = False
     if precision != "bf16":

@@ -336,8 +336,13 @@ def cmd_bench(args) -> int:
                       f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s; importing torch and "
                       f"alexspec {figures['import_s']:.1f} s before that)")
         out = _bench_out(args.out, torch.cuda.is_available())
+
+        def keep(partial: dict) -> None:  # an interrupted run keeps what it timed
+            if out:
+                bench.write({**result, **partial}, out)
+
         result.update(bench.run(spec, batch, args.precision, compare, args.max_autotune, steps, args.warmup,
-                                args.ablate, progress=lambda partial: out and bench.write({**result, **partial}, out)))
+                                args.ablate, progress=keep))
     else:
         out = _bench_out(args.out, False)
     if out:

@@ -8,7 +8,7 @@
   (`lrn_max_pool`), the LRN output never reaching memory. Off by default: on an H100 the fused
   kernel is slower than the LRN and pool kernels run one after the other (bf16 NHWC, batch 256:
   1.03 ms against 0.23 + 0.16 ms forward; AlexNet trains at 20,900 img/s with it, 25,200
-  without; bench/results/kernels-2026-11-26.json and bench-2026-11-26.json).
+  without; bench/results/kernels-2026-11-26.json, bench-2026-11-26-1-lrn-pool-fused.json).
 
 The layers keep their attributes and parameters, so a fused and an unfused build share
 checkpoints; `fuse=False` gives a module whose every layer runs on its own.
@@ -40,10 +40,10 @@ def plan(info: NetworkInfo, enabled: bool = True, lrn_pool: bool = False) -> Fus
     if not enabled:
         return FusionPlan()
     layers = [li.layer for li in info.layers]
-    lrn_pool = {a.name: b.name for a, b in zip(layers, layers[1:])
+    lrn_pools = {a.name: b.name for a, b in zip(layers, layers[1:])
                 if lrn_pool and isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
     relu_moved = {}
     for a, b in zip(layers, layers[1:]):
-        if isinstance(a, ir.Conv) and a.relu and (isinstance(b, ir.MaxPool) or b.name in lrn_pool):
+        if isinstance(a, ir.Conv) and a.relu and (isinstance(b, ir.MaxPool) or b.name in lrn_pools):
             relu_moved[a.name] = b.name
-    return FusionPlan(relu_moved, lrn_pool)
+    return FusionPlan(relu_moved, lrn_pools)
