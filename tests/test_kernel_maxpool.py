@@ -87,6 +87,14 @@ def test_random_windows(c, h, w, kh, kw, sh, sw, ceil_mode, relu, nhwc, data):
                             [x], torch.float64, memory_format=FORMATS["nhwc" if nhwc else "nchw"])
 
 
+def test_a_1x1_image_is_both_layouts_and_pools_like_torch():
+    x = torch.randn(2, 2, 1, 1, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert x.is_contiguous()  # channels-last of a 1x1 image is NCHW too: either output layout is right
+    check_against_reference(lambda t: max_pool2d(t, (1, 2), (1, 1), (0, 1)),
+                            lambda t: reference.max_pool2d(t, (1, 2), (1, 1), (0, 1)),
+                            [x], torch.float64, memory_format=FORMATS["nhwc"])
+
+
 def test_opcheck():
     x = torch.randn(2, 3, 7, 7, requires_grad=True)
     torch.library.opcheck(torch.ops.alexspec.max_pool2d_forward.default, (x, [3, 3], [2, 2], [1, 1], True, True, True))
