@@ -50,12 +50,12 @@ fi
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 day=$(date +%F)
+run() { timeout --signal=INT --kill-after=20 "$limit" "$@"; }  # the stage's command, within its limit
 status=0
 for stage in $stages; do
     limit=0  # timeout's "no limit"
     case $stage in *:*) limit=${stage#*:}; stage=${stage%%:*} ;; esac
     echo "== $stage (limit ${limit}s) $(date +%T)"
-    run() { timeout --signal=INT --kill-after=20 "$limit" "$@"; }
     case $stage in
         tests) ALEXSPEC_AUTOTUNE=quick TRITON_CACHE_DIR=/tmp/triton-cache-tests run python3 -m pytest -q -m gpu $xdist -rfE tests 2>&1 \
             | tee "$OUT/gpu-tests.log" || status=1 ;;

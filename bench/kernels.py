@@ -106,7 +106,11 @@ def bench_op(name, kind, ours, theirs, inputs, work, measure, unit, graphed):
 def run(batches, device, smoke, results: list):
     """Append a row to `results` for each op, layer, setting and pass, printing each as it comes."""
     measure, graphed = timer(device), graphed_timer(device)
-    results = _Printing(results)
+
+    def record(rows: list) -> None:
+        for row in rows:
+            results.append(row)
+            print_row(row)
     lrn_shapes = SMOKE["lrn"] if smoke else LRN_SHAPES
     pool_shapes = SMOKE["pool"] if smoke else POOL_SHAPES
     conv_shapes = SMOKE["conv"] if smoke else CONV_SHAPES
@@ -123,53 +127,43 @@ def run(batches, device, smoke, results: list):
                 x = image(c, h, w)
                 torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)  # = paper alpha 1e-4
                 nbytes = x.numel() * size
-                results += [{**tag, **r} for r in bench_op(
+                record([{**tag, **r} for r in bench_op(
                     name, "lrn", lambda t: lrn(t, 5, 1e-4, 0.75, 2.0), torch_lrn, [x],
-                    lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s", graphed)]
+                    lambda mode: nbytes * (2 if mode == "fwd" else 5), measure, "GB/s", graphed)])
             for name, (c, h, w) in lrn_shapes.items():
                 x = image(c, h, w)
                 torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
                 nbytes, out = x.numel() * size, x.numel() // 4
-                results += [{**tag, **r} for r in bench_op(
+                record([{**tag, **r} for r in bench_op(
                     f"{name}+pool", "relu+lrn+maxpool", lambda t: lrn_max_pool2d(t, 5, 1e-4, 0.75, 2.0, relu=True),
                     lambda t: F.max_pool2d(torch_lrn(F.relu(t)), 3, 2), [x],
                     # forward: read x, write the scale, the output and its argmax; backward: read dy, argmax,
                     # x and scale, write dx
                     lambda mode: (2 * nbytes + out * (size + 1)) * (1 if mode == "fwd" else 2) + nbytes * (mode != "fwd"),
-                    measure, "GB/s", graphed)]
+                    measure, "GB/s", graphed)])
             for name, (c, h, w) in pool_shapes.items():
                 x = image(c, h, w)
                 out = x.numel() // 4
-                results += [{**tag, **r} for r in bench_op(
+                record([{**tag, **r} for r in bench_op(
                     name, "maxpool", lambda t: max_pool2d(t, 3, 2), lambda t: F.max_pool2d(t, 3, 2), [x],
-                    lambda mode: (x.numel() + out) * size * (1 if mode == "fwd" else 2), measure, "GB/s", graphed)]
+                    lambda mode: (x.numel() + out) * size * (1 if mode == "fwd" else 2), measure, "GB/s", graphed)])
             for name, (c, h, out, k, s, p, g) in conv_shapes.items():
                 x = image(c, h)
                 weight = (torch.randn(out, c // g, k, k, device=device, dtype=dtype) * 0.01).requires_grad_()
                 bias = torch.zeros(out, device=device, dtype=dtype, requires_grad=True)
                 oh = (h + 2 * p - k) // s + 1
                 flops = 2 * batch * out * oh * oh * (c // g) * k * k
-                results += [{**tag, **r} for r in bench_op(
+                record([{**tag, **r} for r in bench_op(
                     name, "conv+bias+relu", lambda t, w, b: conv2d_bias_relu(t, w, b, s, p, g),
                     lambda t, w, b: F.relu(F.conv2d(t, w, b, s, p, 1, g)), [x, weight, bias],
-                    lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s", graphed)]
+                    lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s", graphed)])
 
 
-class _Printing:
-    """A list's `+=` that prints each new row."""
-
-    def __init__(self, rows: list):
-        self.rows = rows
-
-    def __iadd__(self, new: list):
-        for row in new:
-            self.rows.append(row)
-            rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
-            print(f"{row['op']:16} {row['layer']:10} b{row['batch']:<4} {row['dtype']:9} {row['layout']} "
-                  f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch"
-                  + (f"  ({row['ms_graphed']:.3f} ms as a CUDA graph)" if row["ms_graphed"] is not None else ""),
-                  flush=True)
-        return self
+def print_row(row: dict) -> None:
+    rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
+    print(f"{row['op']:16} {row['layer']:10} b{row['batch']:<4} {row['dtype']:9} {row['layout']} "
+          f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch"
+          + (f"  ({row['ms_graphed']:.3f} ms as a CUDA graph)" if row["ms_graphed"] is not None else ""), flush=True)
 
 
 def environment(device: str) -> dict:
