@@ -28,15 +28,16 @@ if AUTOTUNE not in ("full", "quick"):
     warnings.warn(f"ALEXSPEC_AUTOTUNE={AUTOTUNE!r} is neither 'full' nor 'quick'; autotuning in full", stacklevel=1)
 
 
-def autotune(configs: list, key: list[str]):
+def autotune(configs: list, key: list[str], prune=None):
     """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache (the next
     process starts warm). A new key's configs are compiled all at once in threads before they
     are timed one by one (compilation dominates a cold autotune), each timed for about 25 ms.
     Only the first config (nothing compiled or timed but it) under the interpreter and with
-    ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step."""
+    ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step. `prune(configs,
+    named_args, **constants)` may drop configs for a launch before any is compiled."""
     quick = INTERPRET or AUTOTUNE == "quick"
     tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
-                            do_bench=_short_bench)
+                            do_bench=_short_bench, prune_configs_by={"early_config_prune": prune} if prune else None)
     return tuner if quick else lambda fn: compiling_in_parallel(tuner(fn))
 
 

@@ -4,8 +4,10 @@ Forward: scale = k + alpha' * sum_{j in window(c)} x_j^2 and y = x * scale^-beta
 the scale. Backward in one pass:
     dx_c = dy_c * scale_c^-beta - 2 alpha' beta x_c * sum_{j : c in window(j)} dy_j x_j scale_j^(-beta-1)
 Window and zero padding as torch.nn.LocalResponseNorm, restricted to the channel's group
-(per-tower LRN). One kernel serves NCHW and channels-last through strides; it accumulates in
-fp32 (fp64 for fp64 inputs).
+(per-tower LRN). Each program loads a (pixels, channels) tile once, with a halo of a few
+channels each side, and sums over the windows with a 0/1 band matrix on the tensor cores: no
+shifted reloads, one power per element. One kernel serves NCHW and channels-last through
+strides; it accumulates in fp32 (fp64 for fp64 inputs).
 """
 from __future__ import annotations
 
@@ -17,17 +19,14 @@ from alexspec.kernels._common import autotune, check_tensor, image_layout, memor
 _OP = "alexspec::lrn"
 
 if triton is not None:
-    _CONFIGS = [triton.Config({"BLOCK_C": bc, "BLOCK_HW": bhw}, num_warps=w)
-                for bc, bhw, w in ((16, 128, 4), (32, 64, 4), (8, 256, 4), (64, 32, 4), (32, 128, 8))]
+    # (pixels, channels) tiles; channel blocks stay inside one group (per-tower LRN)
+    _CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
+                for bp, bc, w in ((32, 32, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8), (128, 32, 4))]
 
-    @triton.jit
-    def _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        """This program's channels, pixels, image offset, element offsets and in-bounds mask."""
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        hw = tl.program_id(2) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        base = tl.program_id(0).to(tl.int64) * stride_n
-        offs = base + c[:, None] * stride_c + hw[None, :] * stride_hw
-        return c, hw, base, offs, (c < C)[:, None] & (hw < HW)[None, :]
+    def _small_tiles_for_fp64(configs, named_args, **constants):
+        """fp64 sums its windows as broadcast products, (pixels, channels, channels) at once: only
+        the smallest tile keeps that in registers."""
+        return configs[:1] if constants.get("FP64") else configs
 
     @triton.jit
     def channel_in_group(c, j, C, group_c):
@@ -36,54 +35,100 @@ if triton is not None:
         return (j >= group_start) & (j < group_start + group_c) & (j < C)
 
     @triton.jit
-    def _neighbour(c, j, hw, base, C, HW, group_c, stride_c, stride_hw):
-        """Offsets of channel j[i] for row i, and where it exists in row i's group (zero elsewhere)."""
-        ok = channel_in_group(c, j, C, group_c)
-        return base + j[:, None] * stride_c + hw[None, :] * stride_hw, ok[:, None] & (hw < HW)[None, :]
+    def _tile(HW, group_c, stride_n, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HALF: tl.constexpr):
+        """This program's image offset and pixels; its block of channels and their halo (HALF
+        channels each side), each as channel numbers, offsets from the block's first channel,
+        and where they exist in the block's group."""
+        blocks = tl.cdiv(group_c, BLOCK_C)
+        group_start = (tl.program_id(1) // blocks) * group_c
+        first = group_start + (tl.program_id(1) % blocks) * BLOCK_C
+        p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+        rel = tl.arange(0, BLOCK_C)
+        i = tl.arange(0, 2 * HALF)
+        halo_rel = tl.where(i < HALF, i - HALF, BLOCK_C + i - HALF)
+        c, halo = first + rel, first + halo_rel
+        group_end = group_start + group_c
+        return (tl.program_id(0).to(tl.int64) * stride_n, p, c, rel, c < group_end,
+                halo, halo_rel, (halo >= group_start) & (halo < group_end))
 
-    @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])
+    @triton.jit
+    def _load(ptr, base, p, c, c_ok, HW, stride_c, stride_hw, other, acc_type: tl.constexpr):
+        """The (pixels, channels) tile at p, c as acc_type (`other` where p or c is out of range),
+        its offsets and mask."""
+        offs = base + p[:, None] * stride_hw + c[None, :] * stride_c
+        mask = (p < HW)[:, None] & c_ok[None, :]
+        return tl.load(ptr + offs, mask=mask, other=other).to(acc_type), offs, mask
+
+    @triton.jit
+    def _window(rows_rel, cols_rel, BEFORE: tl.constexpr, AFTER: tl.constexpr, acc_type: tl.constexpr):
+        """The 0/1 band matrix: row channel j lies in [c - BEFORE, c + AFTER] of column channel c."""
+        d = rows_rel[:, None] - cols_rel[None, :]
+        return ((d >= -BEFORE) & (d <= AFTER)).to(acc_type)
+
+    @triton.jit
+    def _windowed_sum(v, v_halo, band, band_halo, FP64: tl.constexpr, FP32: tl.constexpr):
+        """sum over each channel's window of v (the block and its halo): two small matrix products
+        on the tensor cores, tf32 for 16-bit inputs, 3xtf32 (about fp32's precision) for fp32, and
+        products and sums for fp64 (no fp64 tl.dot on every GPU)."""
+        if FP64:
+            return (tl.sum(v[:, :, None] * band[None, :, :], axis=1)
+                    + tl.sum(v_halo[:, :, None] * band_halo[None, :, :], axis=1))
+        elif FP32:
+            return (tl.dot(v, band, input_precision="tf32x3")
+                    + tl.dot(v_halo, band_halo, input_precision="tf32x3"))
+        else:
+            return tl.dot(v, band, input_precision="tf32") + tl.dot(v_halo, band_halo, input_precision="tf32")
+
+    @autotune(_CONFIGS, key=["C", "HW", "group_c", "stride_c", "SIZE"], prune=_small_tiles_for_fp64)
     @triton.jit
     def _lrn_forward_kernel(x_ptr, y_ptr, scale_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
-                            alpha, beta, k, SIZE: tl.constexpr, FP64: tl.constexpr, SAVE: tl.constexpr,
-                            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        c, hw, base, offs, mask = _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
+                            alpha, beta, k, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
+                            FP32: tl.constexpr, SAVE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
-        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_type)
-        for d in tl.static_range(SIZE):  # the window of c
-            offs_j, m = _neighbour(c, c - SIZE // 2 + d, hw, base, C, HW, group_c, stride_c, stride_hw)
-            v = tl.load(x_ptr + offs_j, mask=m, other=0.0).to(acc_type)
-            acc += v * v
-        scale = k + alpha * acc
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_type)
+        x, offs, mask = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        x_halo, _, _ = _load(x_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        # the window of c is [c - SIZE // 2, c + (SIZE - 1) // 2]
+        squares = _windowed_sum(x * x, x_halo * x_halo, _window(rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type),
+                                _window(halo_rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type), FP64, FP32)
+        scale = k + alpha * squares
         y = x * tl.exp2(-beta * tl.log2(scale))
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
         if SAVE:
             tl.store(scale_ptr + offs, scale.to(scale_ptr.dtype.element_ty), mask=mask)
 
-    @autotune(_CONFIGS, key=["C", "HW", "stride_c", "SIZE"])
+    @autotune(_CONFIGS, key=["C", "HW", "group_c", "stride_c", "SIZE"], prune=_small_tiles_for_fp64)
     @triton.jit
     def _lrn_backward_kernel(dy_ptr, x_ptr, scale_ptr, dx_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
-                             alpha, beta, SIZE: tl.constexpr, FP64: tl.constexpr,
-                             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-        c, hw, base, offs, mask = _tile(C, HW, stride_n, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
+                             alpha, beta, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
+                             FP32: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
-        acc = tl.zeros((BLOCK_C, BLOCK_HW), dtype=acc_type)
-        for d in tl.static_range(SIZE):  # every j whose window holds c
-            offs_j, m = _neighbour(c, c - (SIZE - 1) // 2 + d, hw, base, C, HW, group_c, stride_c, stride_hw)
-            dy_j = tl.load(dy_ptr + offs_j, mask=m, other=0.0).to(acc_type)
-            x_j = tl.load(x_ptr + offs_j, mask=m, other=0.0).to(acc_type)
-            s_j = tl.load(scale_ptr + offs_j, mask=m, other=1.0).to(acc_type)
-            acc += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(s_j))
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(acc_type)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(acc_type)
-        s = tl.load(scale_ptr + offs, mask=mask, other=1.0).to(acc_type)
-        dx = dy * tl.exp2(-beta * tl.log2(s)) - 2.0 * alpha * beta * x * acc
+        dy, offs, mask = _load(dy_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        x, _, _ = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        s, _, _ = _load(scale_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 1.0, acc_type)
+        dy_h, _, _ = _load(dy_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        x_h, _, _ = _load(x_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        s_h, _, _ = _load(scale_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 1.0, acc_type)
+        s_pow = tl.exp2(-beta * tl.log2(s))  # scale^-beta
+        # every j whose window holds c: j in [c - (SIZE - 1) // 2, c + SIZE // 2]
+        terms = _windowed_sum(dy * x * s_pow / s, dy_h * x_h * tl.exp2((-beta - 1.0) * tl.log2(s_h)),
+                              _window(rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type),
+                              _window(halo_rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type), FP64, FP32)
+        dx = dy * s_pow - 2.0 * alpha * beta * x * terms
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _grid(x: torch.Tensor):
+def _grid(x: torch.Tensor, groups: int):
     n, c, h, w = x.shape
-    return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(h * w, meta["BLOCK_HW"]))
+    return lambda meta: (n, groups * triton.cdiv(c // groups, meta["BLOCK_C"]), triton.cdiv(h * w, meta["BLOCK_P"]))
+
+
+def _window_constants(x: torch.Tensor, size: int) -> dict:
+    """The kernels' compile-time constants: the halo each side (>= size // 2, and 2 * HALF >= 16,
+    the smallest matrix product) and the accumulation precision."""
+    return dict(SIZE=size, HALF=max(8, triton.next_power_of_2(size // 2)), FP64=x.dtype == torch.float64,
+                FP32=x.dtype == torch.float32)
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -97,8 +142,8 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
     backward) only with `save`, else empty."""
     n, c, h, w = x.shape
     y, scale = _empty_outputs(x, save)
-    _lrn_forward_kernel[_grid(x)](x, y, scale if save else y, c, h * w, *_strides(x), c // groups, alpha, beta, k,
-                                  SIZE=size, FP64=x.dtype == torch.float64, SAVE=save)
+    _lrn_forward_kernel[_grid(x, groups)](x, y, scale if save else y, c, h * w, *_strides(x), c // groups, alpha, beta,
+                                          k, SAVE=save, **_window_constants(x, size))
     return y, scale
 
 
@@ -118,8 +163,8 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: i
     n, c, h, w = x.shape
     dy = dy.contiguous(memory_format=memory_format_of(x))
     dx = torch.empty_like(x)
-    _lrn_backward_kernel[_grid(x)](dy, x, scale, dx, c, h * w, *_strides(x), c // groups, alpha, beta,
-                                   SIZE=size, FP64=x.dtype == torch.float64)
+    _lrn_backward_kernel[_grid(x, groups)](dy, x, scale, dx, c, h * w, *_strides(x), c // groups, alpha, beta,
+                                           **_window_constants(x, size))
     return dx
 
 

@@ -1,6 +1,8 @@
 """One helper to hold a kernel to its torch reference, forward and every gradient, per dtype."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -56,3 +58,17 @@ def check_against_reference(kernel, reference, inputs, dtype=torch.float32, tole
         torch.testing.assert_close(g.double(), g_ref, rtol=rtol, atol=atol * scale,
                                    msg=lambda m: f"gradient of input {index}: {m}")
     return y
+
+
+@contextlib.contextmanager
+def only_config(config, *tuners):
+    """Run `tuners` (triton Autotuners) with just `config`, none of their cached choices: the
+    interpreter otherwise runs only the first config, and a GPU may choose any of them."""
+    saved = [(tuner.configs, tuner.cache) for tuner in tuners]
+    for tuner in tuners:
+        tuner.configs, tuner.cache = [config], {}
+    try:
+        yield
+    finally:
+        for tuner, (configs, cache) in zip(tuners, saved):
+            tuner.configs, tuner.cache = configs, cache

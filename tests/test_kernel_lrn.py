@@ -1,12 +1,16 @@
 """The Triton LRN held to the paper's formula and the torch reference, forward and backward."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kernel_helpers import FORMATS, check_against_reference, torch
+from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
 from alexspec.kernels import LRN, lrn, reference
+
+lrn_module = importlib.import_module("alexspec.kernels.lrn")  # the package exports the function lrn
 
 
 def paper_lrn_by_hand(x, n=5, k=2.0, alpha=1e-4, beta=0.75):
@@ -61,6 +65,26 @@ def test_forward_and_backward_match_the_reference(shape, size, groups, conventio
         lambda t: lrn(t, size, 1e-2, 0.75, 2.0, convention, groups),
         lambda t: reference.lrn(t, size, 1e-2, 0.75, 2.0, convention, groups),
         [x], dtype, memory_format=FORMATS[layout])
+
+
+@pytest.mark.parametrize("config", lrn_module._CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
+@pytest.mark.parametrize("layout", FORMATS)
+def test_every_tile_shape_gives_the_same_answer(config, layout):
+    # groups of 40 channels: several channel blocks and halos across block edges for the narrow
+    # tiles, one block with its halo outside the group for the wide ones; a window of 7
+    x = torch.randn(2, 80, 5, 3) * 3
+    with only_config(config, lrn_module._lrn_forward_kernel, lrn_module._lrn_backward_kernel):
+        check_against_reference(lambda t: lrn(t, 7, 1e-2, 0.75, 2.0, "paper", 2),
+                                lambda t: reference.lrn(t, 7, 1e-2, 0.75, 2.0, "paper", 2),
+                                [x], torch.float32, memory_format=FORMATS[layout])
+
+
+def test_fp64_autotunes_over_the_smallest_tile_only():
+    configs = lrn_module._CONFIGS
+    kept = lrn_module._small_tiles_for_fp64(configs, {}, SIZE=5, FP64=True)
+    size = lambda c: c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"] ** 2  # noqa: E731  (the broadcast product)
+    assert kept == [min(configs, key=size)]
+    assert lrn_module._small_tiles_for_fp64(configs, {}, SIZE=5, FP64=False) == configs
 
 
 def test_gradcheck_float64():
