@@ -110,9 +110,10 @@ class _Writer:
         if isinstance(layer, ir.LRN):
             args = (f"{layer.size}, alpha={layer.alpha!r}, beta={layer.beta!r}, k={layer.k!r}, "
                     f"convention={_q(layer.convention)}")
+            relu = ", relu=True" if layer.name in self.relu_into and layer.name not in self.fusion.lrn_pool else ""
             if towered:
-                return f"t.lrn({args}, groups={layer.groups}, reads={_q(self.reads(li))})"
-            return f"layers.LRN({args}, groups={li.groups}, backend=backend)"
+                return f"t.lrn({args}, groups={layer.groups}, reads={_q(self.reads(li))}{relu})"
+            return f"layers.LRN({args}, groups={li.groups}, backend=backend{relu})"
         plain = self.plain_layer(li, relu=li.layer.name in self.relu_into)
         if towered and not isinstance(layer, ir.Softmax):
             return f"t.each(lambda: {plain})"

@@ -1,9 +1,9 @@
 """Which neighbouring layers the generated module runs together (codegen's speed levers).
 
 - A conv's fused ReLU moves into the layer after it when that layer can apply it for free:
-  a max pool (max_pool(relu(x)) = relu(max_pool(x)), its mask folded into the pool's gather)
-  or a fused LRN + pool (ReLU on load, mask in its backward). The conv then skips the
-  elementwise ReLU-mask pass over its output in backward.
+  a max pool (max_pool(relu(x)) = relu(max_pool(x)), its mask folded into the pool's gather),
+  an LRN or a fused LRN + pool (ReLU on load, mask in its backward). The conv then skips the
+  elementwise ReLU-mask pass over its output in backward, and keeps no copy of its output for it.
 - Opt-in (`lrn_pool=True`): LRN directly followed by max pooling runs as one kernel
   (`lrn_max_pool`), the LRN output never reaching memory. Off by default: on an H100 the fused
   kernel is slower than the LRN and pool kernels run one after the other (bf16 NHWC, batch 256:
@@ -44,6 +44,6 @@ def plan(info: NetworkInfo, enabled: bool = True, lrn_pool: bool = False) -> Fus
                 if lrn_pool and isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
     relu_moved = {}
     for a, b in zip(layers, layers[1:]):
-        if isinstance(a, ir.Conv) and a.relu and (isinstance(b, ir.MaxPool) or b.name in lrn_pools):
+        if isinstance(a, ir.Conv) and a.relu and isinstance(b, (ir.MaxPool, ir.LRN)):
             relu_moved[a.name] = b.name
     return FusionPlan(relu_moved, lrn_pools)

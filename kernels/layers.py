@@ -100,22 +100,26 @@ class Conv2d(nn.Module):
 
 
 class LRN(nn.Module):
-    """Local response normalisation across channels (see `alexspec.kernels.lrn`)."""
+    """Local response normalisation across channels; `relu=True` normalises relu(x) (see
+    `alexspec.kernels.lrn`)."""
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 convention: str = "paper", groups: int = 1, backend: str = "triton"):
+                 convention: str = "paper", groups: int = 1, backend: str = "triton", relu: bool = False):
         super().__init__()
         reference.lrn_alpha(alpha, size, convention)  # checks the convention now, not at the first call
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.convention, self.groups, self.backend = convention, groups, _check_backend(backend)
+        self.convention, self.groups, self.backend, self.relu = convention, groups, _check_backend(backend), relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        op = lrn if self.backend == "triton" else reference.lrn
-        return op(x, self.size, self.alpha, self.beta, self.k, self.convention, self.groups)
+        args = (self.size, self.alpha, self.beta, self.k, self.convention, self.groups)
+        if self.backend == "triton":
+            return lrn(x, *args, relu=self.relu)
+        return reference.lrn(torch.relu(x) if self.relu else x, *args)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-                f"convention={self.convention!r}, groups={self.groups}, backend={self.backend!r}")
+                f"convention={self.convention!r}, groups={self.groups}, backend={self.backend!r}"
+                + (", relu=True" if self.relu else ""))
 
 
 class MaxPool2d(nn.Module):

@@ -7,7 +7,8 @@ Window and zero padding as torch.nn.LocalResponseNorm, restricted to the channel
 (per-tower LRN). Each program loads a (pixels, channels) tile once, with a halo of a few
 channels each side, and sums over the windows with a 0/1 band matrix on the tensor cores: no
 shifted reloads, one power per element. One kernel serves NCHW and channels-last through
-strides; it accumulates in fp32 (fp64 for fp64 inputs).
+strides; it accumulates in fp32 (fp64 for fp64 inputs). A NaN or infinite input makes its
+whole tile NaN (the band multiplies it by zero), not only the windows that hold it.
 """
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ if triton is not None:
         return tl.load(ptr + offs, mask=mask, other=other).to(acc_type), offs, mask
 
     @triton.jit
+    def _relu(x):
+        """max(x, 0), NaN kept (as torch.relu)."""
+        return tl.where((x > 0) | (x != x), x, 0.0)
+
+    @triton.jit
     def _window(rows_rel, cols_rel, BEFORE: tl.constexpr, AFTER: tl.constexpr, acc_type: tl.constexpr):
         """The 0/1 band matrix: row channel j lies in [c - BEFORE, c + AFTER] of column channel c."""
         d = rows_rel[:, None] - cols_rel[None, :]
@@ -83,11 +89,14 @@ if triton is not None:
     @triton.jit
     def _lrn_forward_kernel(x_ptr, y_ptr, scale_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                             alpha, beta, k, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
-                            FP32: tl.constexpr, SAVE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                            FP32: tl.constexpr, RELU: tl.constexpr, SAVE: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr):
         base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
         x, offs, mask = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         x_halo, _, _ = _load(x_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        if RELU:
+            x, x_halo = _relu(x), _relu(x_halo)
         # the window of c is [c - SIZE // 2, c + (SIZE - 1) // 2]
         squares = _windowed_sum(x * x, x_halo * x_halo, _window(rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type),
                                 _window(halo_rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type), FP64, FP32)
@@ -101,21 +110,26 @@ if triton is not None:
     @triton.jit
     def _lrn_backward_kernel(dy_ptr, x_ptr, scale_ptr, dx_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                              alpha, beta, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
-                             FP32: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                             FP32: tl.constexpr, RELU: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
         dy, offs, mask = _load(dy_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
-        x, _, _ = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        x_in, _, _ = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
+        x = _relu(x_in) if RELU else x_in
         s, _, _ = _load(scale_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 1.0, acc_type)
         dy_h, _, _ = _load(dy_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         x_h, _, _ = _load(x_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         s_h, _, _ = _load(scale_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 1.0, acc_type)
+        if RELU:
+            x_h = _relu(x_h)
         s_pow = tl.exp2(-beta * tl.log2(s))  # scale^-beta
         # every j whose window holds c: j in [c - (SIZE - 1) // 2, c + SIZE // 2]
         terms = _windowed_sum(dy * x * s_pow / s, dy_h * x_h * tl.exp2((-beta - 1.0) * tl.log2(s_h)),
                               _window(rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type),
                               _window(halo_rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type), FP64, FP32)
         dx = dy * s_pow - 2.0 * alpha * beta * x * terms
+        if RELU:  # ReLU's backward: only where its input was positive
+            dx = tl.where(x_in > 0, dx, 0.0)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -124,11 +138,11 @@ def _grid(x: torch.Tensor, groups: int):
     return lambda meta: (n, groups * triton.cdiv(c // groups, meta["BLOCK_C"]), triton.cdiv(h * w, meta["BLOCK_P"]))
 
 
-def _window_constants(x: torch.Tensor, size: int) -> dict:
+def _constants(x: torch.Tensor, size: int, relu: bool) -> dict:
     """The kernels' compile-time constants: the halo each side (>= size // 2, and 2 * HALF >= 16,
-    the smallest matrix product) and the accumulation precision."""
+    the smallest matrix product), the accumulation precision, ReLU on load."""
     return dict(SIZE=size, HALF=max(8, triton.next_power_of_2(size // 2)), FP64=x.dtype == torch.float64,
-                FP32=x.dtype == torch.float32)
+                FP32=x.dtype == torch.float32, RELU=relu)
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -136,14 +150,14 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
 
 
 @torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool,
                 save: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, scale) for `alpha` already per term (the paper's convention); the scale (for a
-    backward) only with `save`, else empty."""
+    """(y, scale) of LRN(relu(x) if relu else x) for `alpha` already per term (the paper's
+    convention); the scale (for a backward) only with `save`, else empty."""
     n, c, h, w = x.shape
     y, scale = _empty_outputs(x, save)
     _lrn_forward_kernel[_grid(x, groups)](x, y, scale if save else y, c, h * w, *_strides(x), c // groups, alpha, beta,
-                                          k, SAVE=save, **_window_constants(x, size))
+                                          k, SAVE=save, **_constants(x, size, relu))
     return y, scale
 
 
@@ -152,36 +166,37 @@ def _empty_outputs(x: torch.Tensor, save: bool) -> tuple[torch.Tensor, torch.Ten
 
 
 @lrn_forward.register_fake
-def _(x, size, alpha, beta, k, groups, save):
+def _(x, size, alpha, beta, k, groups, relu, save):
     return _empty_outputs(x, save)
 
 
 @torch.library.custom_op(f"{_OP}_backward", mutates_args=())
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int, alpha: float,
-                 beta: float, groups: int) -> torch.Tensor:
-    """dx of LRN from dy and the forward's saved x and scale (all in x's memory format)."""
+                 beta: float, groups: int, relu: bool) -> torch.Tensor:
+    """dx of LRN (of ReLU, with `relu`) from dy and the forward's saved x and scale (all in x's
+    memory format)."""
     n, c, h, w = x.shape
     dy = dy.contiguous(memory_format=memory_format_of(x))
     dx = torch.empty_like(x)
     _lrn_backward_kernel[_grid(x, groups)](dy, x, scale, dx, c, h * w, *_strides(x), c // groups, alpha, beta,
-                                           **_window_constants(x, size))
+                                           **_constants(x, size, relu))
     return dx
 
 
 @lrn_backward.register_fake
-def _(dy, x, scale, size, alpha, beta, groups):
+def _(dy, x, scale, size, alpha, beta, groups, relu):
     return torch.empty_like(x)
 
 
 def _setup_context(ctx, inputs, output):
-    x, size, alpha, beta, k, groups, save = inputs
+    x, size, alpha, beta, k, groups, relu, save = inputs
     ctx.save_for_backward(x, output[1])
-    ctx.args = (size, alpha, beta, groups)
+    ctx.args = (size, alpha, beta, groups, relu)
 
 
 def _backward(ctx, grad_y, grad_scale):
     x, scale = ctx.saved_tensors
-    return lrn_backward(grad_y, x, scale, *ctx.args), None, None, None, None, None, None
+    return lrn_backward(grad_y, x, scale, *ctx.args), None, None, None, None, None, None, None
 
 
 lrn_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -200,14 +215,15 @@ def check_lrn_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k
 
 
 def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-        convention: str = "paper", groups: int = 1) -> torch.Tensor:
+        convention: str = "paper", groups: int = 1, relu: bool = False) -> torch.Tensor:
     """LRN across channels (autograd-aware), computed by the Triton kernels.
 
     x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks). `convention`:
     "paper" (k + alpha*sum) or "caffe"/"torch" (k + alpha/size*sum). `groups`: normalise within
-    each of this many channel groups (the paper's per-tower LRN on one device).
+    each of this many channel groups (the paper's per-tower LRN on one device). `relu=True`
+    normalises relu(x): ReLU on load, its mask folded into the backward.
     """
     check_lrn_arguments(x, size, alpha, beta, k, groups)
     y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
-                       needs_grad(x))
+                       bool(relu), needs_grad(x))
     return y

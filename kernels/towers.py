@@ -112,11 +112,11 @@ class Towers(nn.Module):
         return self._build(lambda parts: Linear(in_features, out_features // parts, bias, relu, dropout), reads)
 
     def lrn(self, size: int, alpha: float, beta: float, k: float, convention: str, groups: int = 1,
-            reads: str = "local") -> nn.Module:
-        """LRN within each tower's channels (and `groups` within a tower)."""
+            reads: str = "local", relu: bool = False) -> nn.Module:
+        """LRN within each tower's channels (and `groups` within a tower), of relu(x) with `relu`."""
         def make(parts: int) -> nn.Module:
             grouping = groups * (self.towers // parts if reads == "local" else 1)
-            return LRN(size, alpha, beta, k, convention, grouping, self.backend)
+            return LRN(size, alpha, beta, k, convention, grouping, self.backend, relu)
         return self._build(make, reads)
 
     def each(self, make: Callable[[], nn.Module]) -> nn.Module:

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import alexspec  # noqa: E402
 from alexspec.fusion import plan  # noqa: E402
@@ -14,9 +14,9 @@ from conftest import SPECS, TINY_TOWERS, run_cli  # noqa: E402
 from strategies import valid_specs  # noqa: E402
 
 
-def test_alexnet_moves_the_relu_before_its_last_pool():
+def test_alexnet_moves_the_relus_into_its_lrns_and_last_pool():
     fusion = plan(analyse(SPECS / "alexnet.yaml"))
-    assert fusion.lrn_pool == {} and fusion.relu_moved == {"conv5": "pool5"}  # conv1, conv2 feed an LRN
+    assert fusion.lrn_pool == {} and fusion.relu_moved == {"conv1": "norm1", "conv2": "norm2", "conv5": "pool5"}
 
 
 def test_opted_in_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
@@ -39,6 +39,10 @@ def test_generated_source_shows_the_fusions():
     assert "relu=False" in next(line for line in source.splitlines() if "self.conv1 =" in line)
     assert "relu=True" in next(line for line in source.splitlines() if "self.pool5 =" in line)
     assert "x = self.pool1(x)" not in source
+    assert "relu=True" not in next(line for line in source.splitlines() if "self.norm1 =" in line)  # the fused kernel's
+    default = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"]).generated.source
+    assert "relu=True" in next(line for line in default.splitlines() if "self.norm1 =" in line)
+    assert "relu=False" in next(line for line in default.splitlines() if "self.conv2 =" in line)
     unfused = alexspec.build(SPECS / "alexnet-1gpu.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert "lrn_max_pool" not in unfused.generated.source and "x = self.pool1(x)" in unfused.generated.source
 
@@ -56,7 +60,8 @@ def test_compile_fuse_lrn_pool_opts_in(tmp_path):
     said = run_cli("compile", "alexnet-1gpu", "-o", str(tmp_path / "a"), "--fuse-lrn-pool").stdout
     assert "fused: norm1 + pool1: one LRN + max-pool kernel; norm2 + pool2" in said
     said = run_cli("compile", "alexnet-1gpu", "-o", str(tmp_path / "b")).stdout
-    assert "fused: conv5: ReLU applied by pool5 (" in said and "lrn_max_pool" not in (tmp_path / "b").joinpath(
+    assert "fused: conv1: ReLU applied by norm1; conv2: ReLU applied by norm2; conv5: ReLU applied by pool5 (" in said
+    assert "lrn_max_pool" not in (tmp_path / "b").joinpath(
         "alexnet_1gpu.py").read_text()
 
 
@@ -71,30 +76,32 @@ def assert_same_function(fused, unfused, x):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("lrn_pool", [False, True])
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_fused_digits_equals_unfused_torch(backend):
+def test_fused_digits_equals_unfused_torch(backend, lrn_pool):
     torch.manual_seed(0)
-    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"], fuse_lrn_pool=True)
+    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"], fuse_lrn_pool=lrn_pool)
     unfused = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert_same_function(fused, unfused, torch.randn(3, 1, 8, 8) * 4)
 
 
+@pytest.mark.parametrize("lrn_pool", [False, True])
 @pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu"]])
-def test_fused_towers_equal_unfused(devices):
+def test_fused_towers_equal_unfused(devices, lrn_pool):
     torch.manual_seed(0)
     doc = load_text(TINY_TOWERS, "tiny.yaml")
-    fused = alexspec.compile(doc, backend="triton", devices=devices, fuse_lrn_pool=True)
+    fused = alexspec.compile(doc, backend="triton", devices=devices, fuse_lrn_pool=lrn_pool)
     unfused = alexspec.compile(doc, backend="torch", devices=devices, fuse=False)
     assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_specs())
-def test_random_specs_fused_equal_unfused(case):
+@given(valid_specs(), st.booleans())
+def test_random_specs_fused_equal_unfused(case, lrn_pool):
     spec, _ = case
     torch.manual_seed(0)
     for fused_backend, batch in (("torch", 3), ("triton", 1)):  # the interpreter is slow: one image
-        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"], fuse_lrn_pool=True)
+        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"], fuse_lrn_pool=lrn_pool)
         unfused = alexspec.compile(spec, backend="torch", devices=["cpu"], fuse=False)
         x = torch.randn(batch, *fused.input_shape) * 3
         assert_same_function(fused, unfused, x)

@@ -87,6 +87,25 @@ def test_fp64_autotunes_over_the_smallest_tile_only():
     assert lrn_module._small_tiles_for_fp64(configs, {}, SIZE=5, FP64=False) == configs
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", FORMATS)
+def test_relu_on_load_is_lrn_of_relu(layout, dtype):
+    # a conv's ReLU moved into the LRN: forward of relu(x), backward through ReLU's mask
+    x = torch.randn(2, 40, 4, 5) * 3
+    check_against_reference(lambda t: lrn(t, 5, 1e-2, 0.75, 2.0, "paper", 2, relu=True),
+                            lambda t: reference.lrn(torch.relu(t), 5, 1e-2, 0.75, 2.0, "paper", 2),
+                            [x], dtype, memory_format=FORMATS[layout])
+
+
+def test_relu_on_load_passes_no_gradient_below_zero_and_keeps_nan():
+    x = torch.tensor([-1.0, 0.5, 2.0, -3.0]).reshape(1, 4, 1, 1).requires_grad_(True)
+    y = lrn(x, 3, 0.1, 0.75, 1.0, relu=True)
+    assert y[0, 0].item() == 0 and y[0, 3].item() == 0 and y[0, 2].item() > 0
+    y[0, 2].sum().backward()
+    assert x.grad[0, 0].item() == 0 and x.grad[0, 3].item() == 0 and x.grad[0, 1].item() != 0
+    assert lrn(torch.tensor([float("nan")]).reshape(1, 1, 1, 1), 3, relu=True).isnan().all()  # as torch.relu
+
+
 def test_gradcheck_float64():
     x = torch.randn(1, 6, 3, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: lrn(t, 3, 0.3, 0.75, 1.0, groups=2), (x,))
@@ -105,17 +124,22 @@ def test_random_shapes_and_parameters(n, groups, per_group, h, w, size, alpha, b
 
 def test_opcheck():
     x = torch.randn(2, 6, 3, 4, requires_grad=True)
-    torch.library.opcheck(torch.ops.alexspec.lrn_forward.default, (x, 5, 1e-2, 0.75, 2.0, 2, True))
-    y, scale = torch.ops.alexspec.lrn_forward(x.detach(), 5, 1e-2, 0.75, 2.0, 2, True)
-    torch.library.opcheck(torch.ops.alexspec.lrn_backward.default, (torch.randn_like(y), x.detach(), scale,
-                                                                     5, 1e-2, 0.75, 2))
+    for relu in (False, True):
+        torch.library.opcheck(torch.ops.alexspec.lrn_forward.default, (x, 5, 1e-2, 0.75, 2.0, 2, relu, True))
+        y, scale = torch.ops.alexspec.lrn_forward(x.detach(), 5, 1e-2, 0.75, 2.0, 2, relu, True)
+        torch.library.opcheck(torch.ops.alexspec.lrn_backward.default, (torch.randn_like(y), x.detach(), scale,
+                                                                         5, 1e-2, 0.75, 2, relu))
 
 
 def test_module_form():
     module = LRN(5, alpha=1e-4, beta=0.75, k=2.0, convention="paper", groups=2)
     x = torch.randn(1, 8, 3, 3)
     torch.testing.assert_close(module(x), reference.lrn(x, 5, 1e-4, 0.75, 2.0, "paper", 2))
-    assert "convention='paper'" in repr(module)
+    assert "convention='paper'" in repr(module) and "relu" not in repr(module)
+    for backend in ("triton", "torch"):
+        with_relu = LRN(5, alpha=1e-4, beta=0.75, k=2.0, convention="paper", groups=2, backend=backend, relu=True)
+        torch.testing.assert_close(with_relu(x), reference.lrn(torch.relu(x), 5, 1e-4, 0.75, 2.0, "paper", 2))
+        assert "relu=True" in repr(with_relu)
 
 
 @pytest.mark.parametrize("call, message", [
