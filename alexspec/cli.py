@@ -243,6 +243,7 @@ def _train_config(args):
     return TrainConfig(data=args.data, epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
                        out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
+                       cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
                        seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
                        keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None),
                        workers=getattr(args, "workers", 4))
@@ -523,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")
     p.add_argument("--no-fuse", action="store_true",
-                   help="run every layer on its own (default: a conv's ReLU moved into the max pool after it; "
+                   help="run every layer on its own (default: a conv's ReLU moved into the max pool or LRN after it; "
                         "see alexspec.fusion)")
     p.add_argument("--fuse-lrn-pool", action="store_true",
                    help="also run each LRN + max pool as one kernel (off by default: slower on an H100 than "
@@ -555,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=_positive_int, default=3, help="numbered checkpoints kept (default 3; best.pt too)")
     p.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many steps")
     p.add_argument("--workers", type=int, default=4, help="threads reading shard batches ahead (default 4)")
+    p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                   help="replay the training step as one CUDA graph (no per-kernel launch cost); auto: on one "
+                        "CUDA device in one process (default: auto)")
 
     p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
     p.add_argument("spec", metavar="SPEC", help=spec_help)

@@ -143,7 +143,7 @@ def test_the_ops_leave_out_what_only_a_backward_reads():
     x = torch.randn(2, 6, 9, 9)
     _, idx, scale = torch.ops.alexspec.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 1, [3, 3], [2, 2], [0, 0], False,
                                                               True, False)
-    _, lrn_scale = torch.ops.alexspec.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 1, False)
+    _, lrn_scale = torch.ops.alexspec.lrn_forward(x, 5, 1e-4, 0.75, 2.0, 1, False, False)
     _, pool_idx = torch.ops.alexspec.max_pool2d_forward(x, [3, 3], [2, 2], [0, 0], False, True, False)
     assert idx.numel() == scale.numel() == lrn_scale.numel() == pool_idx.numel() == 0
 

@@ -241,3 +241,42 @@ def test_resume_on_another_placement_keeps_the_weights(tmp_path):
     assert all(torch.equal(saved[k], after[k]) for k in saved)
     third = run_cli("train", str(spec), "--device", "cpu", "--max-steps", "5", "--resume", str(tmp_path / "run"))
     assert third.returncode == 0 and checkpoint.load(checkpoint.latest(tmp_path / "run"))["step"] == 5
+
+
+def test_cuda_graphs_on_where_they_cannot_be_is_a_clear_error(tmp_path):
+    result = run_cli("train", "digits", "--device", "cpu", "--cuda-graphs", "on", "--max-steps", "1",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "--cuda-graphs on cannot be kept: the model is not on a CUDA device" in result.stderr
+    assert not list((tmp_path / "run").glob("checkpoints/*.pt"))
+
+
+def test_rates_kept_on_the_device_follow_the_schedule_and_are_saved_as_numbers():
+    from alexspec.spec.loader import load_file
+    from alexspec.train.graphed import lr_on_device
+    from alexspec.train.loop import TrainConfig, Trainer
+    from alexspec.train.recipe import set_lr
+
+    trainer = Trainer(load_file(ROOT / "specs" / "digits.yaml"), TrainConfig(devices=["cpu"]), log=lambda *a: None)
+    lr_on_device(trainer.optimizer, torch.device("cpu"))
+    rates = [group["lr"] for group in trainer.optimizer.param_groups]
+    set_lr(trainer.optimizer, 0.25)
+    assert all(isinstance(r, torch.Tensor) and r.item() == 0.25 for r in rates)  # filled in place
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == rates
+    saved = trainer.state(0, 0, 0, 1.0, {})["optimizer"]["param_groups"]
+    assert all(type(group["lr"]) is float and group["lr"] == 0.25 for group in saved)
+    assert all(isinstance(g["lr"], torch.Tensor) for g in trainer.optimizer.param_groups)  # the live ones stay
+
+
+@pytest.mark.gpu
+def test_a_graphed_training_step_trains_as_the_eager_one(tmp_path):
+    # one epoch of 15 steps: 3 ordinary, the recorded one, replays under a cosine schedule, a short last batch
+    runs, said = {}, {}
+    for mode in ("on", "off"):
+        result = run_cli("train", "digits", "--device", "cuda", "--epochs", "1", "--batch", "100",
+                         "--cuda-graphs", mode, "--out", str(tmp_path / mode))
+        assert result.returncode == 0, result.stderr
+        runs[mode], said[mode] = final_weights(tmp_path / mode), result.stdout
+    assert "runs as one CUDA graph" in said["on"] and "CUDA graph" not in said["off"]
+    for key in runs["off"]:
+        torch.testing.assert_close(runs["on"][key], runs["off"][key], rtol=1e-3, atol=1e-4, msg=key)

@@ -29,7 +29,7 @@ from alexspec import ir
 from alexspec.builder import Build, build, load_state
 from alexspec.fsutil import write_atomic
 from alexspec.spec import Document
-from alexspec.train import augment, checkpoint
+from alexspec.train import augment, checkpoint, graphed
 from alexspec.train.data import Dataset, open_data, read_ahead
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 
@@ -53,6 +53,7 @@ class TrainConfig:
     backend: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
+    cuda_graphs: str = "auto"        # auto: the step as one CUDA graph where it can be (see alexspec.train.graphed)
     seed: Optional[int] = None
     log_every: int = 20
     checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: end of each epoch only)
@@ -151,6 +152,7 @@ class Trainer:
         if self.dist.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.module)
         self.optimizer = make_optimizer(self.module, built.generated.attributes, self.training)
+        self.graphed = self._graphed_step(config.cuda_graphs)
         self.schedule = Schedule(self.training, self.epochs)
         self.network_hash = checkpoint.network_hash(self.info)
         self.ends_with_softmax = isinstance(self.net.layers[-1], ir.Softmax)
@@ -193,8 +195,8 @@ class Trainer:
         return F.cross_entropy(out, labels, label_smoothing=self.training.label_smoothing)
 
     def autocast(self):
-        enabled = self.config.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        enabled = self.config.precision == "bf16"  # no cast cache: CUDA graphs cannot record one
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
     def evaluate(self, data: Dataset, crops: int = 1, batch: int = 256) -> dict:
         """Loss and top-1/top-5 error on the validation split (softmax averaged over `crops`)."""
@@ -225,7 +227,11 @@ class Trainer:
     # --- the run ------------------------------------------------------------------------
 
     def state(self, epoch: int, step_in_epoch: int, step: int, best: float, metrics: dict) -> dict:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+        optimizer = self.optimizer.state_dict()
+        for group in optimizer["param_groups"]:  # a graphed step keeps its rates on the GPU: save numbers
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"] = group["lr"].item()
+        return {"model": self.module.state_dict(), "optimizer": optimizer,
                 "schedule": self.schedule.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
                 "step": step, "best_top1_error": best, "metrics": metrics, "network_hash": self.network_hash,
                 "seed": self.seed, "batch": self.batch, "spec_name": self.net.name}
@@ -313,13 +319,34 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 31 + self.dist.rank)
         torch.manual_seed(self.seed * 1_000_033 + step * 37 + self.dist.rank)  # dropout masks
         x = self.prepare(images, generator, train=True)
+        labels = labels.to(self.device)
+        if self.graphed is not None and self.graphed.takes(x, labels):
+            return self.graphed(x, labels).item()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._forward_backward_update(x, labels).item()
+
+    def _forward_backward_update(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch, its gradients and the optimizer's step (gradients zeroed before)."""
         with self.autocast():
             out = self.model(x)
         loss = self.loss(out, labels.to(out.device))
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return loss.detach()
+
+    def _graphed_step(self, mode: str) -> Optional[graphed.GraphedStep]:
+        """The step as a CUDA graph when `mode` (auto|on|off) and this run allow it."""
+        if mode not in graphed.MODES:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(graphed.MODES)}, got {mode!r}")
+        reason = graphed.unavailable_reason({p.device for p in self.module.parameters()}, self.dist.world)
+        if mode == "on" and reason:
+            raise ValueError(f"--cuda-graphs on cannot be kept: {reason}; use --cuda-graphs auto or off")
+        if mode == "off" or reason:
+            if mode == "auto" and self.device.type == "cuda":
+                self.log(f"the training step runs eagerly: {reason}")
+            return None
+        self.log("the training step runs as one CUDA graph after 3 ordinary steps (--cuda-graphs off: eagerly)")
+        return graphed.GraphedStep(self._forward_backward_update, self.optimizer)
 
     def _save(self, run_dir: Path, state: dict, step: int, best: bool = False) -> None:
         if not all(torch.isfinite(p).all() for p in self.module.parameters()):

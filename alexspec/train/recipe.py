@@ -89,5 +89,10 @@ class Schedule:
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """`lr` times each group's multiplier; a rate kept in a tensor (a graphed step's) is filled in place."""
     for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        value = lr * group.get("lr_mult", 1.0)
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value
