@@ -213,8 +213,9 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
     print_profile(profiled["ops"], log)
     for entry in conv_choice.choices():
-        log(f"  conv {entry['shape']}: {entry['implementation']} "
-            f"(triton {entry['triton_ms']:.3f} ms, cudnn {entry['cudnn_ms']:.3f} ms)")
+        timed = ", ".join(f"{name} {entry[f'{name}_ms']:.3f} ms" if entry[f"{name}_ms"] is not None
+                          else f"{name} failed" for name in ("triton", "cudnn"))
+        log(f"  conv {entry['shape']}: {entry['implementation']} ({timed})")
     progress(summary(False))
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)

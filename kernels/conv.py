@@ -7,9 +7,12 @@ The epilogue adds the bias, applies ReLU and stores in the input's memory format
 On a GPU each conv shape runs by the Triton kernel or by cuDNN (aten's convolution, then an
 in-place ReLU), whichever was faster when first timed (`conv_choice`; ALEXSPEC_CONV forces one).
 
-Backward: the ReLU mask (y > 0) is applied to dy, then grad input / weight / bias come from
-aten.convolution_backward (cuDNN on a GPU). A Triton backward is not written yet; the
-choice is recorded in BACKWARD_IMPLEMENTATION.
+Backward: the ReLU mask (y > 0) is applied to dy, then, again by whichever was faster when
+first timed, either aten.convolution_backward (cuDNN on a GPU) or Triton: the input gradient
+of a stride-1 conv is the forward kernel run on dy with the weight flipped and transposed
+(cuDNN for other strides), the weight gradient a second implicit GEMM (dy^T times the input
+patches, its long sum over N*OH*OW pixels cut into slices whose partial sums are added
+afterwards), the bias gradient a sum of dy.
 """
 from __future__ import annotations
 
@@ -22,7 +25,6 @@ from alexspec.kernels._common import (INTERPRET, as_pair, autotune, check_same, 
                                       memory_format_of, tl, triton)
 
 _OP = "alexspec::conv2d_bias_relu"
-BACKWARD_IMPLEMENTATION = "aten.convolution_backward (cuDNN on CUDA) after the ReLU mask"
 
 if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -70,6 +72,52 @@ if triton is not None:
         y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
         tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & oc_ok[None, :])
 
+    _WEIGHT_GRAD_CONFIGS = [triton.Config({"BLOCK_OC": bo, "BLOCK_K": bk, "BLOCK_M": bm}, num_warps=w, num_stages=s)
+                            for bo, bk, bm, w, s in ((32, 32, 32, 4, 2), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3),
+                                                     (128, 64, 64, 4, 3), (64, 64, 64, 4, 4))]
+
+    @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"])
+    @triton.jit
+    def _conv_weight_grad_kernel(x_ptr, dy_ptr, part_ptr, M, OCG, K, ICG, H, W, OH, OW,
+                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT,
+                                 KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                                 PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
+                                 UPCAST: tl.constexpr, BLOCK_OC: tl.constexpr, BLOCK_K: tl.constexpr,
+                                 BLOCK_M: tl.constexpr):
+        """One (out channels, taps) tile of group g's weight gradient, summed over one slice of
+        the output pixels: sum_m dy[m, oc] * patch[m, (kh, kw, ic)], stored as that slice's part."""
+        k_tiles = tl.cdiv(K, BLOCK_K)
+        oc = (tl.program_id(0) // k_tiles) * BLOCK_OC + tl.arange(0, BLOCK_OC)
+        k = (tl.program_id(0) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+        g, part = tl.program_id(1) // SPLIT, tl.program_id(1) % SPLIT
+        oc_ok, k_ok = oc < OCG, k < K
+        ic, tap = k % ICG, k // ICG
+        kh, kw = tap // KW, tap % KW
+        x_channel = (g * ICG + ic).to(tl.int64) * sxc
+        dy_channel = (g * OCG + oc).to(tl.int64) * syc
+        acc = tl.zeros((BLOCK_OC, BLOCK_K), dtype=tl.float64 if FP64 else tl.float32)
+        m_end = tl.minimum((part + 1) * M_PER_SPLIT, M)
+        for m0 in range(part * M_PER_SPLIT, m_end, BLOCK_M):
+            m = m0 + tl.arange(0, BLOCK_M)
+            m_ok = m < m_end
+            image, pixel = m // (OH * OW), m % (OH * OW)
+            oh, ow = pixel // OW, pixel % OW
+            dy_t = tl.load(dy_ptr + dy_channel[:, None] + (image.to(tl.int64) * syn + oh * syh + ow * syw)[None, :],
+                           mask=oc_ok[:, None] & m_ok[None, :], other=0.0)
+            ih = oh[:, None] * SH - PH + kh[None, :]
+            iw = ow[:, None] * SW - PW + kw[None, :]
+            a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_ptr + (image.to(tl.int64) * sxn)[:, None] + x_channel[None, :] + ih * sxh + iw * sxw,
+                        mask=a_ok, other=0.0)
+            if UPCAST:
+                dy_t, a = dy_t.to(tl.float32), a.to(tl.float32)
+            if FP64:
+                acc += tl.dot(dy_t, a, out_dtype=tl.float64)
+            else:
+                acc += tl.dot(dy_t, a, input_precision=PRECISION)
+        parts = part_ptr + (tl.program_id(1) * OCG + oc).to(tl.int64)[:, None] * K + k[None, :]
+        tl.store(parts, acc, mask=oc_ok[:, None] & k_ok[None, :])
+
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """floor((size + 2*padding - kernel) / stride) + 1, as PyTorch."""
@@ -111,6 +159,60 @@ def _triton_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Ten
     return y
 
 
+def _slices(pixels: int) -> int:
+    """Into how many slices the weight gradient's sum over `pixels` (N*OH*OW) is cut: enough
+    programs to fill a GPU, each slice at least 2,048 pixels, at most 64 slices."""
+    return max(1, min(64, pixels // 2048))
+
+
+def _triton_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride, padding, groups) -> torch.Tensor:
+    """dL/dweight by the weight-gradient kernel: fp32 (fp64) partial sums per slice, added here."""
+    n, _, h, w = x.shape
+    oc, icg, kh, kw = weight_shape
+    oh, ow = dy.shape[2:]
+    ocg, k, pixels = oc // groups, icg * kh * kw, n * oh * ow
+    split = _slices(pixels)
+    parts = torch.empty((groups * split, ocg, k), device=x.device,
+                        dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    grid = lambda meta: (triton.cdiv(ocg, meta["BLOCK_OC"]) * triton.cdiv(k, meta["BLOCK_K"]), groups * split)
+    _conv_weight_grad_kernel[grid](
+        x, dy, parts, pixels, ocg, k, icg, h, w, oh, ow, *x.stride(), *dy.stride(), triton.cdiv(pixels, split), split,
+        KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64,
+        PRECISION=_precision(x), UPCAST=INTERPRET and x.dtype == torch.bfloat16)
+    dw = parts.view(groups, split, ocg, kh, kw, icg).sum(1)  # K ran over (kh, kw, ic)
+    return dw.permute(0, 1, 4, 2, 3).to(x.dtype).contiguous().view(oc, icg, kh, kw)
+
+
+def _triton_input_grad(dy: torch.Tensor, weight: torch.Tensor, padding, groups) -> torch.Tensor:
+    """dL/dx of a stride-1 conv: the conv of dy with each group's weight transposed (in <-> out
+    channels) and flipped, padded by kernel - 1 - padding; no bias, no ReLU."""
+    oc, icg, kh, kw = weight.shape
+    flipped = weight.reshape(groups, oc // groups, icg, kh, kw).transpose(1, 2).flip(3, 4) \
+        .reshape(groups * icg, oc // groups, kh, kw)
+    return _triton_forward(dy, flipped, None, (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]), groups, False)
+
+
+def _triton_backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
+    """(dx, dw, db) by the Triton kernels (dx by cuDNN for a stride other than 1); None where not asked for."""
+    kh, kw = weight.shape[2:]
+    dx = None
+    if output_mask[0]:
+        if list(stride) == [1, 1] and padding[0] < kh and padding[1] < kw:
+            dx = _triton_input_grad(dy, weight, padding, groups)
+        else:
+            dx = _cudnn_backward(dy, x, weight, False, stride, padding, groups, [True, False, False])[0]
+    dw = _triton_weight_grad(dy, x, weight.shape, stride, padding, groups) if output_mask[1] else None
+    db = dy.sum(dim=(0, 2, 3)) if output_mask[2] and has_bias else None
+    return dx, dw, db
+
+
+def _cudnn_backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
+    """(dx, dw, db) by aten.convolution_backward (cuDNN on CUDA); None where not asked for."""
+    return torch.ops.aten.convolution_backward(
+        dy, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, [1, 1], False, [0, 0], groups,
+        [output_mask[0], output_mask[1], output_mask[2] and has_bias])
+
+
 def _cudnn_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tensor:
     """aten's convolution (cuDNN on CUDA; autocast does not recast it), ReLU in place, in x's memory format."""
     y = torch.ops.aten.convolution(x, weight, bias, stride, padding, [1, 1], False, [0, 0], groups)
@@ -120,6 +222,7 @@ def _cudnn_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tens
 
 
 _IMPLEMENTATIONS = {"triton": _triton_forward, "cudnn": _cudnn_forward}
+_BACKWARDS = {"triton": _triton_backward, "cudnn": _cudnn_backward}
 
 
 def _can_time(x: torch.Tensor) -> bool:
@@ -132,14 +235,20 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
                  padding: list[int], groups: int, relu: bool) -> torch.Tensor:
     """relu(conv2d(x, weight) + bias), in x's memory format, by the implementation conv_choice picks."""
     args = (x, weight, bias, stride, padding, groups, relu)
-    layout = "nhwc" if memory_format_of(x) == torch.channels_last else "nchw"
-    key = (x.device, x.dtype, layout, tuple(x.shape), tuple(weight.shape), bias is not None, tuple(stride),
-           tuple(padding), groups, relu, _precision(x))
-    describe = lambda: (f"x {list(x.shape)} {layout} {str(x.dtype).replace('torch.', '')}, weight "
-                        f"{list(weight.shape)}, stride {list(stride)}, padding {list(padding)}, groups {groups}, "
-                        f"relu {relu}")
+    key, describe = _shape_key(x, weight, stride, padding, groups, bias is not None, f"relu {relu}")
     name = conv_choice.choose(key, describe, _IMPLEMENTATIONS, args, lambda: _can_time(x))
     return _IMPLEMENTATIONS[name](*args)
+
+
+def _shape_key(x, weight, stride, padding, groups, has_bias, what: str):
+    """(key, describe) of a conv for conv_choice: what tells a forward (its ReLU) from a backward."""
+    layout = "nhwc" if memory_format_of(x) == torch.channels_last else "nchw"
+    key = (x.device, x.dtype, layout, tuple(x.shape), tuple(weight.shape), has_bias, tuple(stride),
+           tuple(padding), groups, what, _precision(x))
+    describe = lambda: (f"x {list(x.shape)} {layout} {str(x.dtype).replace('torch.', '')}, weight "
+                        f"{list(weight.shape)}, stride {list(stride)}, padding {list(padding)}, groups {groups}, "
+                        f"{what}")
+    return key, describe
 
 
 @conv_forward.register_fake
@@ -155,10 +264,12 @@ def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Op
     asked for by output_mask are empty."""
     if relu:
         dy = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
-    dx, dw, db = torch.ops.aten.convolution_backward(
-        dy, x, weight, [weight.shape[0]] if has_bias else None, stride, padding, [1, 1], False, [0, 0], groups,
-        [output_mask[0], output_mask[1], output_mask[2] and has_bias])
-    return tuple(t if t is not None else dy.new_empty(0) for t in (dx, dw, db))
+    dy = dy.contiguous(memory_format=memory_format_of(x))
+    args = (dy, x, weight, has_bias, stride, padding, groups, output_mask)
+    asked = "backward of " + "".join(name for name, on in zip(("dx ", "dw ", "db"), output_mask) if on).strip()
+    key, describe = _shape_key(x, weight, stride, padding, groups, has_bias, asked)
+    name = conv_choice.choose(key, describe, _BACKWARDS, args, lambda: _can_time(x))
+    return tuple(t if t is not None else dy.new_empty(0) for t in _BACKWARDS[name](*args))
 
 
 @conv_backward.register_fake

@@ -1,11 +1,11 @@
-"""Which implementation runs a conv forward of a given shape: the Triton kernel or cuDNN.
+"""Which implementation runs a conv forward, or a conv backward, of a given shape: Triton or cuDNN.
 
 Neither wins everywhere: cuDNN is hard to beat on large dense convs, the Triton implicit GEMM
 saves a pass over the output with its bias + ReLU epilogue. In mode "auto" (the default) the
-first forward of each shape on a GPU times both and keeps the faster for the rest of the
-process; "triton" and "cudnn" force one. ALEXSPEC_CONV sets the mode at start, set_mode()
-and using() change it, choices() lists what was chosen and the times it was chosen by.
-Both compute the same function; the backward is the same either way.
+first forward (and the first backward) of each shape on a GPU times both and keeps the faster
+for the rest of the process; "triton" and "cudnn" force one, both ways. ALEXSPEC_CONV sets the
+mode at start, set_mode() and using() change it, choices() lists what was chosen and the times
+it was chosen by. Both compute the same function.
 """
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
 
     implementations: name -> a function of `args` that runs it. In mode "auto" the first call
     for a key where `can_time()` times each on `args` with `timer` (default:
-    triton.testing.do_bench, in ms) and remembers the fastest; where it cannot time it returns
-    the Triton kernel and remembers nothing.
+    triton.testing.do_bench, in ms) and remembers the fastest (one that fails is warned about
+    and left out, its time None); where it cannot time it returns the Triton kernel and
+    remembers nothing.
     """
     if _mode != "auto":
         return _mode
@@ -77,10 +78,19 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     if not can_time():
         return _FALLBACK
     timer = timer or _do_bench
-    times = {name: timer(partial(run, *args)) for name, run in implementations.items()}
+    times, errors = {}, []
+    for name, run in implementations.items():
+        try:
+            times[name] = timer(partial(run, *args))
+        except Exception as exc:  # say, a kernel this GPU cannot compile: the others still serve
+            errors.append(exc)
+            warnings.warn(f"conv {describe()}: the {name} implementation failed ({exc}); the others are "
+                          "timed without it", stacklevel=2)
+    if not times:
+        raise errors[0]
     best = min(times, key=times.get)
     _chosen[key] = {"shape": describe(), "implementation": best,
-                    **{f"{name}_ms": round(ms, 4) for name, ms in times.items()}}
+                    **{f"{name}_ms": round(times[name], 4) if name in times else None for name in implementations}}
     return best
 
 

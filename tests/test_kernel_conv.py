@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel_helpers import FORMATS, check_against_reference, torch
+from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
 from alexspec.kernels import Conv2d, conv2d_bias_relu, conv_choice, reference
 from alexspec.kernels import conv as conv_module
@@ -44,6 +44,40 @@ def test_forward_and_gradients_match_torch(case, relu, layout, dtype, implementa
             lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
             lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
             [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+
+
+@pytest.mark.parametrize("slices", [1, 3, 7])
+@pytest.mark.parametrize("case", ["conv1 11x11/4", "conv2 5x5 pad 2 groups 2", "non-square"])
+def test_the_weight_gradient_summed_in_slices_is_the_whole_sum(case, slices, monkeypatch):
+    # on a GPU the sum over N*OH*OW pixels is cut into slices (uneven here) whose parts are added after
+    monkeypatch.setattr(conv_module, "_slices", lambda pixels: slices)
+    x, weight, bias, stride, padding, groups = make(case)
+    with conv_choice.using("triton"):
+        check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                [x, weight, bias], torch.float64)
+
+
+@pytest.mark.parametrize("config", conv_module._WEIGHT_GRAD_CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
+def test_every_weight_gradient_tile_gives_the_same_answer(config):
+    x, weight, bias, stride, padding, groups = make("conv5 3x3 pad 1 groups 2, odd")
+    with conv_choice.using("triton"), only_config(config, conv_module._conv_weight_grad_kernel):
+        check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                [x, weight, bias], torch.float32, tolerance=(1e-4, 1e-4),
+                                memory_format=torch.channels_last)
+
+
+def test_the_backward_is_chosen_per_shape_like_the_forward(monkeypatch):
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice, "_do_bench", lambda run: run() is None or 1.0)
+    monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
+    x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
+    x.requires_grad_()
+    with conv_choice.using("auto"):
+        conv2d_bias_relu(x, weight.requires_grad_(), bias, stride, padding, groups).sum().backward()
+    shapes = [entry["shape"] for entry in conv_choice.choices()]
+    assert len(shapes) == 2 and shapes[0].endswith("relu True") and shapes[1].endswith("backward of dx dw")
 
 
 def test_cudnn_path_keeps_the_dtype_under_autocast():
@@ -101,6 +135,22 @@ def test_choose_falls_back_to_triton_where_it_cannot_time(monkeypatch):
     for forced in ("triton", "cudnn"):
         with conv_choice.using(forced):
             assert choose(can_time=True) == forced and not calls
+
+
+def test_an_implementation_that_fails_is_left_out_with_a_warning(monkeypatch):
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+
+    def broken():
+        raise RuntimeError("PTX too new for this driver")
+
+    implementations = {"triton": broken, "cudnn": lambda: "ran"}
+    with conv_choice.using("auto"), pytest.warns(UserWarning, match="the triton implementation failed"):
+        assert conv_choice.choose(("k",), lambda: "x [1]", implementations, (), lambda: True,
+                                  timer=lambda run: run() and 1.0) == "cudnn"
+    assert conv_choice.choices() == [{"shape": "x [1]", "implementation": "cudnn", "triton_ms": None,
+                                      "cudnn_ms": 1.0}]
+    with conv_choice.using("auto"), pytest.raises(RuntimeError, match="PTX"), pytest.warns(UserWarning):
+        conv_choice.choose(("other",), lambda: "x [2]", {"triton": broken}, (), lambda: True, timer=lambda r: r())
 
 
 def test_an_unknown_mode_is_refused():
