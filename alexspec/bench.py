@@ -75,7 +75,8 @@ LEVERS = {
     "channels_last": "NHWC activations (bf16 only)",
     "fused_optimizer": "SGD updating every parameter in one fused kernel",
     "cuda_graphs": "the whole training step and the forward pass replayed as CUDA graphs (CUDA only)",
-    "triton_conv": "each conv shape by the Triton kernel or cuDNN, whichever was faster when timed (off: cuDNN)",
+    "triton_conv": "each conv shape, forward and backward, by Triton or cuDNN, whichever was faster when timed "
+                   "(off: cuDNN)",
 }
 
 

@@ -236,8 +236,16 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
     """relu(conv2d(x, weight) + bias), in x's memory format, by the implementation conv_choice picks."""
     args = (x, weight, bias, stride, padding, groups, relu)
     key, describe = _shape_key(x, weight, stride, padding, groups, bias is not None, f"relu {relu}")
-    name = conv_choice.choose(key, describe, _IMPLEMENTATIONS, args, lambda: _can_time(x))
-    return _IMPLEMENTATIONS[name](*args)
+    return _IMPLEMENTATIONS[_choose(key, describe, _IMPLEMENTATIONS, args, x)](*args)
+
+
+def _choose(key, describe, implementations: dict, args: tuple, x: torch.Tensor) -> str:
+    """conv_choice.choose for a conv on x; on a GPU the choice is kept for its model and versions."""
+    machine = None
+    if x.is_cuda:
+        machine = lambda: (f"{torch.cuda.get_device_name(x.device)}, torch {torch.__version__}, "  # noqa: E731
+                           f"triton {triton.__version__}")
+    return conv_choice.choose(key, describe, implementations, args, lambda: _can_time(x), machine=machine)
 
 
 def _shape_key(x, weight, stride, padding, groups, has_bias, what: str):
@@ -268,8 +276,8 @@ def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Op
     args = (dy, x, weight, has_bias, stride, padding, groups, output_mask)
     asked = "backward of " + "".join(name for name, on in zip(("dx ", "dw ", "db"), output_mask) if on).strip()
     key, describe = _shape_key(x, weight, stride, padding, groups, has_bias, asked)
-    name = conv_choice.choose(key, describe, _BACKWARDS, args, lambda: _can_time(x))
-    return tuple(t if t is not None else dy.new_empty(0) for t in _BACKWARDS[name](*args))
+    grads = _BACKWARDS[_choose(key, describe, _BACKWARDS, args, x)](*args)
+    return tuple(t if t is not None else dy.new_empty(0) for t in grads)
 
 
 @conv_backward.register_fake

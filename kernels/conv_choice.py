@@ -2,18 +2,24 @@
 
 Neither wins everywhere: cuDNN is hard to beat on large dense convs, the Triton implicit GEMM
 saves a pass over the output with its bias + ReLU epilogue. In mode "auto" (the default) the
-first forward (and the first backward) of each shape on a GPU times both and keeps the faster
-for the rest of the process; "triton" and "cudnn" force one, both ways. ALEXSPEC_CONV sets the
-mode at start, set_mode() and using() change it, choices() lists what was chosen and the times
-it was chosen by. Both compute the same function.
+first forward (and the first backward) of each shape on a GPU times both and keeps the faster;
+the choice is also kept beside Triton's own autotuning results (alexspec-conv-choices.json in
+TRITON_CACHE_DIR, default ~/.triton/cache), per GPU model and torch/triton versions, so later
+processes start without timing. "triton" and "cudnn" force one, both ways. ALEXSPEC_CONV sets
+the mode at start, set_mode() and using() change it, choices() lists what was chosen and the
+times it was chosen by. Both compute the same function.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 import warnings
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
+
+from alexspec.fsutil import write_atomic
 
 MODES = ("auto", "triton", "cudnn")
 _FALLBACK = "triton"  # where nothing can be timed: on CPU (the interpreter), or while a CUDA graph records
@@ -23,6 +29,7 @@ if _mode not in MODES:
     warnings.warn(f"ALEXSPEC_CONV={_mode!r} is not one of {', '.join(MODES)}; using 'auto'", stacklevel=1)
     _mode = "auto"
 _chosen: dict[tuple, dict] = {}
+_stored: Optional[dict[str, dict]] = None  # the file's choices, read at the first need
 
 
 def mode() -> str:
@@ -55,13 +62,45 @@ def choices() -> list[dict]:
 
 
 def forget() -> None:
-    """Drop every choice made so far (the next forward of each shape times again)."""
+    """Drop every choice this process made or read (the file keeps them: see store_path)."""
+    global _stored
     _chosen.clear()
+    _stored = None
+
+
+def store_path() -> Path:
+    """The file choices are kept in, beside Triton's autotuning cache."""
+    cache = os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache"
+    return Path(cache) / "alexspec-conv-choices.json"
+
+
+def _stored_choices() -> dict[str, dict]:
+    global _stored
+    if _stored is None:
+        try:
+            _stored = json.loads(store_path().read_text())
+        except (OSError, ValueError):  # none yet, or unreadable: time again
+            _stored = {}
+        if not isinstance(_stored, dict):
+            _stored = {}
+    return _stored
+
+
+def _store(name: str, entry: dict) -> None:
+    stored = _stored_choices()
+    stored[name] = entry
+    path = store_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    except OSError as exc:  # a read-only cache: choices last for this process only
+        warnings.warn(f"could not keep conv choices in {path} ({exc})", stacklevel=3)
 
 
 def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, Callable[..., object]],
            args: tuple, can_time: Callable[[], bool],
-           timer: Callable[[Callable[[], object]], float] | None = None) -> str:
+           timer: Callable[[Callable[[], object]], float] | None = None,
+           machine: Callable[[], str] | None = None) -> str:
     """The implementation to run for the conv identified by `key` (a forward pays only a lookup
     once its shape is chosen).
 
@@ -69,12 +108,18 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     for a key where `can_time()` times each on `args` with `timer` (default:
     triton.testing.do_bench, in ms) and remembers the fastest (one that fails is warned about
     and left out, its time None); where it cannot time it returns the Triton kernel and
-    remembers nothing.
+    remembers nothing. With `machine` (the GPU and versions, as text) the choice is also read
+    from and written to the file at store_path().
     """
     if _mode != "auto":
         return _mode
     if key in _chosen:
         return _chosen[key]["implementation"]
+    stored_as = f"{machine()} | {describe()}" if machine is not None else None
+    stored = _stored_choices().get(stored_as) if stored_as else None
+    if isinstance(stored, dict) and stored.get("implementation") in implementations:
+        _chosen[key] = dict(stored)
+        return stored["implementation"]
     if not can_time():
         return _FALLBACK
     timer = timer or _do_bench
@@ -91,6 +136,8 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     best = min(times, key=times.get)
     _chosen[key] = {"shape": describe(), "implementation": best,
                     **{f"{name}_ms": round(times[name], 4) if name in times else None for name in implementations}}
+    if stored_as:
+        _store(stored_as, _chosen[key])
     return best
 
 

@@ -1,6 +1,8 @@
 """The Triton conv + bias + ReLU held to torch's conv2d, forward and every gradient, on AlexNet's shapes."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kernel_helpers import FORMATS, check_against_reference, only_config, torch
@@ -266,3 +268,29 @@ def test_without_relu_the_output_is_not_kept_for_backward():
         assert len(saved) == expected
         assert not any(t.shape == y.shape for t in saved) or relu
         y.sum().backward()
+
+
+def test_a_choice_is_kept_for_the_next_process_on_the_same_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice, "_stored", None)
+    implementations = {"triton": lambda: None, "cudnn": lambda: None}
+    times = iter([2.0, 1.0])
+
+    def choose(machine, timer=lambda run: next(times)):
+        return conv_choice.choose(("k",), lambda: "x [1] nhwc", implementations, (), lambda: True, timer=timer,
+                                  machine=lambda: machine)
+
+    with conv_choice.using("auto"):
+        assert choose("H100, torch 2.11") == "cudnn"
+        kept = json.loads(conv_choice.store_path().read_text())
+        assert kept == {"H100, torch 2.11 | x [1] nhwc": {"shape": "x [1] nhwc", "implementation": "cudnn",
+                                                          "triton_ms": 2.0, "cudnn_ms": 1.0}}
+        conv_choice.forget()  # as a new process: the file answers, nothing is timed
+        assert choose("H100, torch 2.11", timer=lambda run: pytest.fail("timed again")) == "cudnn"
+        conv_choice.forget()  # another GPU or versions: timed
+        assert choose("A100, torch 2.11", timer=lambda run: 5.0) == "triton"
+        assert len(json.loads(conv_choice.store_path().read_text())) == 2
+        conv_choice.store_path().write_text("{not json")
+        conv_choice.forget()  # an unreadable file is timed over
+        assert choose("H100, torch 2.11", timer=lambda run: 3.0) == "triton"
