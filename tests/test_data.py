@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
 from alexspec.train import augment  # noqa: E402
-from alexspec.train.data import DataError, image_folder, read_shards, write_shards  # noqa: E402
+from alexspec.train.data import DataError, digits, image_folder, read_shards, write_shards  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 
@@ -160,3 +160,26 @@ def test_read_ahead_returns_every_batch_in_order_and_stops_cleanly(tmp_path):
     reader.close()  # leaving early (a signal, --max-steps) shuts the threads down
     import threading
     assert not [t for t in threading.enumerate() if t.name.startswith("alexspec-data")]
+
+
+def test_on_device_ahead_passes_batches_through_off_cuda():
+    from alexspec.train.data import on_device_ahead
+
+    batches = [(torch.full((2, 1, 3, 3), i, dtype=torch.uint8), torch.tensor([i, i])) for i in range(3)]
+    assert list(on_device_ahead(iter(batches), torch.device("cpu"))) == batches
+
+
+@pytest.mark.gpu
+def test_batches_read_into_pinned_memory_reach_the_gpu_in_order(tmp_path):
+    from alexspec.train.data import on_device_ahead, read_ahead
+
+    write_shards(image_folder(make_folder(tmp_path / "imgs", per_class=10), size=8), tmp_path / "shards")
+    for split in (read_shards(tmp_path / "shards").train, digits(0).train):  # memory-mapped, in memory
+        batches = [torch.randperm(len(split), generator=torch.Generator().manual_seed(i))[:7] for i in range(5)]
+        read = read_ahead(split, batches, workers=3, pin=True)
+        got = list(on_device_ahead(read, torch.device("cuda")))
+        assert len(got) == len(batches)
+        for (images, labels), indices in zip(got, batches):
+            expected_images, expected_labels = split.batch(indices)
+            assert images.is_cuda and labels.is_cuda
+            assert torch.equal(images.cpu(), expected_images) and torch.equal(labels.cpu(), expected_labels)

@@ -31,27 +31,38 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images and labels at `indices`, in that order."""
+    def batch(self, indices: torch.Tensor, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels at `indices`, in that order (images in page-locked memory with `pin`)."""
+        images = self.empty_batch(len(indices), pin)
+        self.read_into(images, indices, torch.arange(len(indices)))
+        return images, self.labels[indices]
+
+    def empty_batch(self, size: int, pin: bool = False) -> torch.Tensor:
+        """An uninitialised uint8 batch of `size` images; page-locked with `pin` (CUDA copies from it can
+        overlap computation)."""
+        return torch.empty((size, *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+
+    def read_into(self, out: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor) -> None:
+        """out[positions] = the images at indices[positions]."""
         if isinstance(self.images, torch.Tensor):
-            return self.images[indices], self.labels[indices]
-        index = indices.numpy()
+            out[positions] = self.images[indices[positions]]
+            return
+        index, where = indices[positions].numpy(), positions.numpy()
         ascending = np.argsort(index)  # a memmap reads fastest front to back
-        images = np.empty((len(index), *self.images.shape[1:]), dtype=np.uint8)
-        images[ascending] = self.images[index[ascending]]
-        return torch.from_numpy(images), self.labels[indices]
+        out.numpy()[where[ascending]] = self.images[index[ascending]]
 
 
-def read_ahead(split: Split, batches, workers: int = 4, ahead: int = 2):
-    """(images, labels) for each index tensor in `batches`, in order.
+def read_ahead(split: Split, batches, workers: int = 4, ahead: int = 2, pin: bool = False):
+    """(images, labels) for each index tensor in `batches`, in order; images in page-locked
+    memory with `pin`.
 
-    For memory-mapped shards, threads copy each batch in `workers` chunks (numpy releases the
-    GIL while copying) while up to `ahead` batches are read before they are needed; in-memory
-    splits are simply indexed.
+    For memory-mapped shards, threads copy each batch in `workers` chunks straight into its
+    buffer (numpy releases the GIL while copying) while up to `ahead` batches are read before
+    they are needed; in-memory splits are simply indexed.
     """
     if isinstance(split.images, torch.Tensor) or workers < 1:
         for indices in batches:
-            yield split.batch(indices)
+            yield split.batch(indices, pin)
         return
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -65,13 +76,48 @@ def read_ahead(split: Split, batches, workers: int = 4, ahead: int = 2):
                 indices = next(batches, None)
                 if indices is None:
                     break
-                pending.append([pool.submit(split.batch, chunk) for chunk in torch.chunk(indices, workers)])
+                images = split.empty_batch(len(indices), pin)
+                reads = [pool.submit(split.read_into, images, indices, chunk)
+                         for chunk in torch.chunk(torch.arange(len(indices)), workers)]
+                pending.append((images, split.labels[indices], reads))
             if not pending:
                 return
-            parts = [future.result() for future in pending.popleft()]
-            yield torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            images, labels, reads = pending.popleft()
+            for read in reads:
+                read.result()
+            yield images, labels
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def on_device_ahead(batches, device: torch.device):
+    """Each (images, labels) of `batches` on `device`, the next batch's copy started before this
+    one is handed out: on CUDA, on a copy stream from page-locked memory (read_ahead's `pin`),
+    so the transfer runs while this batch trains. Elsewhere the batches pass unchanged."""
+    if device.type != "cuda":
+        yield from batches
+        return
+    copies = torch.cuda.Stream(device)
+    previous = None
+    for images, labels in batches:
+        with torch.cuda.stream(copies):
+            moved = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record(copies)
+        if previous is not None:
+            yield _arrived(*previous)
+        previous = moved, copied
+    if previous is not None:
+        yield _arrived(*previous)
+
+
+def _arrived(moved: tuple[torch.Tensor, ...], copied: torch.cuda.Event) -> tuple[torch.Tensor, ...]:
+    """`moved` for use on the current stream, once its copy is done (and kept until that stream is)."""
+    stream = torch.cuda.current_stream()
+    stream.wait_event(copied)
+    for tensor in moved:
+        tensor.record_stream(stream)
+    return moved
 
 
 @dataclass

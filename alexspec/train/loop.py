@@ -30,7 +30,7 @@ from alexspec.builder import Build, build, load_state
 from alexspec.fsutil import write_atomic
 from alexspec.spec import Document
 from alexspec.train import augment, checkpoint, graphed
-from alexspec.train.data import Dataset, open_data, read_ahead
+from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 
 EXIT_DIVERGED = 3
@@ -270,7 +270,9 @@ class Trainer:
                 epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
                 shares = [order[i * self.batch:(i + 1) * self.batch][self.dist.rank::self.dist.world]
                           for i in range(first_step, steps_per_epoch)]  # this process's share of each batch
-                with contextlib.closing(read_ahead(data.train, shares, config.workers)) as batches:
+                cuda = self.device.type == "cuda"
+                with contextlib.closing(read_ahead(data.train, shares, config.workers, pin=cuda)) as read, \
+                        contextlib.closing(on_device_ahead(read, self.device)) as batches:
                     for index, (images, labels) in zip(range(first_step, steps_per_epoch), batches):
                         if config.max_steps is not None and step >= config.max_steps:
                             self._save(run_dir, self.state(epoch, index, step, best, last), step)
