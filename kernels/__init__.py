@@ -6,7 +6,8 @@
     lrn_max_pool2d(x, size, ..., kernel=3, stride=2, ..., relu=False)  LRN then max pooling, one kernel
 
 Each is autograd-aware and registered as a PyTorch custom op (torch.ops.alexspec.*), so
-torch.compile traces through it and torch.export keeps it. nn.Module forms with a
+torch.compile traces through it and torch.export keeps it; eager calls run the same code as
+a plain autograd.Function, which costs about half the host time. nn.Module forms with a
 `backend` switch ("triton" or "torch"): layers.LRN, layers.MaxPool2d, layers.Conv2d,
 layers.Linear; layers.resolve_backend picks one for a set of devices. On a GPU, conv_choice
 runs each conv shape by the Triton kernel or cuDNN, whichever it timed faster. `reference`

@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 
 from alexspec.kernels import conv_choice
-from alexspec.kernels._common import (INTERPRET, as_pair, autotune, check_same, check_tensor, image_layout,
-                                      memory_format_of, tl, triton)
+from alexspec.kernels._common import (INTERPRET, as_pair, autotune, call, check_same, check_tensor, eager_function,
+                                      image_layout, memory_format_of, tl, triton)
 
 _OP = "alexspec::conv2d_bias_relu"
 
@@ -230,13 +230,15 @@ def _can_time(x: torch.Tensor) -> bool:
     return x.is_cuda and not torch.cuda.is_current_stream_capturing()
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+def _conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
                  padding: list[int], groups: int, relu: bool) -> torch.Tensor:
     """relu(conv2d(x, weight) + bias), in x's memory format, by the implementation conv_choice picks."""
     args = (x, weight, bias, stride, padding, groups, relu)
     key, describe = _shape_key(x, weight, stride, padding, groups, bias is not None, f"relu {relu}")
     return _IMPLEMENTATIONS[_choose(key, describe, _IMPLEMENTATIONS, args, x)](*args)
+
+
+conv_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_conv_forward)
 
 
 def _choose(key, describe, implementations: dict, args: tuple, x: torch.Tensor) -> str:
@@ -264,8 +266,7 @@ def _(x, weight, bias, stride, padding, groups, relu):
     return _empty_output(x, weight, stride, padding)
 
 
-@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
-def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Optional[torch.Tensor],
+def _conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Optional[torch.Tensor],
                   has_bias: bool, stride: list[int], padding: list[int], groups: int, relu: bool,
                   output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias) through the ReLU mask (y: the output, given when relu); entries not
@@ -280,6 +281,9 @@ def conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: Op
     return tuple(t if t is not None else dy.new_empty(0) for t in grads)
 
 
+conv_backward = torch.library.custom_op(f"{_OP}_backward", mutates_args=())(_conv_backward)
+
+
 @conv_backward.register_fake
 def _(dy, x, weight, y, has_bias, stride, padding, groups, relu, output_mask):
     return (torch.empty_like(x) if output_mask[0] else dy.new_empty(0),
@@ -291,18 +295,20 @@ def _setup_context(ctx, inputs, output):
     x, weight, bias, stride, padding, groups, relu = inputs
     ctx.save_for_backward(x, weight, output if relu else None)  # the output only for the ReLU mask
     ctx.args = (bias is not None, stride, padding, groups, relu)
+    ctx.backward_op = conv_backward
 
 
 def _backward(ctx, grad_y):
     x, weight, y = ctx.saved_tensors
     has_bias = ctx.args[0]
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-    dx, dw, db = conv_backward(grad_y, x, weight, y, *ctx.args, mask)
+    dx, dw, db = ctx.backward_op(grad_y, x, weight, y, *ctx.args, mask)
     return (dx if mask[0] else None, dw if mask[1] else None, db if mask[2] else None,
             None, None, None, None)
 
 
 conv_forward.register_autograd(_backward, setup_context=_setup_context)
+_eager_conv = eager_function(_conv_forward, _conv_backward, _setup_context, _backward)
 
 
 def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1,
@@ -336,4 +342,4 @@ def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {(kh, kw)} "
                          f"with padding {padding} (output {sizes})")
     weight = weight.contiguous()
-    return conv_forward(x, weight, bias, list(stride), list(padding), groups, bool(relu))
+    return call(conv_forward, _eager_conv, x, weight, bias, list(stride), list(padding), groups, bool(relu))

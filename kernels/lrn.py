@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, check_tensor, image_layout, memory_format_of, needs_grad, tl, triton
+from alexspec.kernels._common import (autotune, call, check_tensor, eager_function, image_layout, memory_format_of,
+                                      needs_grad, tl, triton)
 
 _OP = "alexspec::lrn"
 
@@ -149,8 +150,7 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(3)  # hw = h*W + w has the stride of w in both layouts
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool,
+def _lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool,
                 save: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, scale) of LRN(relu(x) if relu else x) for `alpha` already per term (the paper's
     convention); the scale (for a backward) only with `save`, else empty."""
@@ -159,6 +159,9 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
     _lrn_forward_kernel[_grid(x, groups)](x, y, scale if save else y, c, h * w, *_strides(x), c // groups, alpha, beta,
                                           k, SAVE=save, **_constants(x, size, relu))
     return y, scale
+
+
+lrn_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_lrn_forward)
 
 
 def _empty_outputs(x: torch.Tensor, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,8 +173,7 @@ def _(x, size, alpha, beta, k, groups, relu, save):
     return _empty_outputs(x, save)
 
 
-@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
-def lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int, alpha: float,
+def _lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int, alpha: float,
                  beta: float, groups: int, relu: bool) -> torch.Tensor:
     """dx of LRN (of ReLU, with `relu`) from dy and the forward's saved x and scale (all in x's
     memory format)."""
@@ -183,6 +185,9 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: i
     return dx
 
 
+lrn_backward = torch.library.custom_op(f"{_OP}_backward", mutates_args=())(_lrn_backward)
+
+
 @lrn_backward.register_fake
 def _(dy, x, scale, size, alpha, beta, groups, relu):
     return torch.empty_like(x)
@@ -192,14 +197,16 @@ def _setup_context(ctx, inputs, output):
     x, size, alpha, beta, k, groups, relu, save = inputs
     ctx.save_for_backward(x, output[1])
     ctx.args = (size, alpha, beta, groups, relu)
+    ctx.backward_op = lrn_backward
 
 
 def _backward(ctx, grad_y, grad_scale):
     x, scale = ctx.saved_tensors
-    return lrn_backward(grad_y, x, scale, *ctx.args), None, None, None, None, None, None, None
+    return ctx.backward_op(grad_y, x, scale, *ctx.args), None, None, None, None, None, None, None
 
 
 lrn_forward.register_autograd(_backward, setup_context=_setup_context)
+_eager_lrn = eager_function(_lrn_forward, _lrn_backward, _setup_context, _backward)
 
 
 def check_lrn_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
@@ -224,6 +231,6 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     normalises relu(x): ReLU on load, its mask folded into the backward.
     """
     check_lrn_arguments(x, size, alpha, beta, k, groups)
-    y, _ = lrn_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
-                       bool(relu), needs_grad(x))
+    y, _ = call(lrn_forward, _eager_lrn, x, size, reference.lrn_alpha(alpha, size, convention), float(beta),
+                float(k), groups, bool(relu), needs_grad(x))
     return y

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, memory_format_of, needs_grad, tl, triton
+from alexspec.kernels._common import autotune, call, eager_function, memory_format_of, needs_grad, tl, triton
 from alexspec.kernels.lrn import check_lrn_arguments
 from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
 
@@ -134,8 +134,7 @@ def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool, sa
     return y, idx, torch.empty_like(x) if save else x.new_empty(0)
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+def _lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
                      kernel: list[int], stride: list[int], padding: list[int], ceil_mode: bool, relu: bool,
                      save: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled LRN output, argmax tap, LRN scale) for `alpha` already per term (the paper's
@@ -150,13 +149,15 @@ def lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: f
     return y, idx, scale
 
 
+lrn_pool_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_lrn_pool_forward)
+
+
 @lrn_pool_forward.register_fake
 def _(x, size, alpha, beta, k, groups, kernel, stride, padding, ceil_mode, relu, save):
     return _empty_outputs(x, kernel, stride, padding, ceil_mode, save)
 
 
-@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
-def lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int,
+def _lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, size: int,
                       alpha: float, beta: float, groups: int, kernel: list[int], stride: list[int],
                       padding: list[int], relu: bool) -> torch.Tensor:
     """dx from the pooled gradient and the forward's saved argmax, x and scale."""
@@ -171,6 +172,9 @@ def lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, scal
     return dx
 
 
+lrn_pool_backward = torch.library.custom_op(f"{_OP}_backward", mutates_args=())(_lrn_pool_backward)
+
+
 @lrn_pool_backward.register_fake
 def _(dy, idx, x, scale, size, alpha, beta, groups, kernel, stride, padding, relu):
     return torch.empty_like(x)
@@ -181,14 +185,16 @@ def _setup_context(ctx, inputs, output):
     _, idx, scale = output
     ctx.save_for_backward(idx, x, scale)
     ctx.args = (size, alpha, beta, groups, kernel, stride, padding, relu)
+    ctx.backward_op = lrn_pool_backward
 
 
 def _backward(ctx, grad_y, grad_idx, grad_scale):
     idx, x, scale = ctx.saved_tensors
-    return (lrn_pool_backward(grad_y, idx, x, scale, *ctx.args),) + (None,) * 11
+    return (ctx.backward_op(grad_y, idx, x, scale, *ctx.args),) + (None,) * 11
 
 
 lrn_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+_eager_lrn_pool = eager_function(_lrn_pool_forward, _lrn_pool_backward, _setup_context, _backward)
 
 
 def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
@@ -201,6 +207,7 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
     """
     check_lrn_arguments(x, size, alpha, beta, k, groups)
     kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
-    y, _, _ = lrn_pool_forward(x, size, reference.lrn_alpha(alpha, size, convention), float(beta), float(k), groups,
-                               list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu), needs_grad(x))
+    y, _, _ = call(lrn_pool_forward, _eager_lrn_pool, x, size, reference.lrn_alpha(alpha, size, convention),
+                   float(beta), float(k), groups, list(kernel), list(stride), list(padding), bool(ceil_mode),
+                   bool(relu), needs_grad(x))
     return y

@@ -13,8 +13,8 @@ from typing import Optional
 
 import torch
 
-from alexspec.kernels._common import (as_pair, autotune, check_tensor, image_layout, memory_format_of, needs_grad,
-                                      tl, triton)
+from alexspec.kernels._common import (as_pair, autotune, call, check_tensor, eager_function, image_layout,
+                                      memory_format_of, needs_grad, tl, triton)
 
 _OP = "alexspec::max_pool2d"
 
@@ -156,8 +156,7 @@ def _empty_input_grad(dy: torch.Tensor, idx: torch.Tensor, height: int, width: i
     return torch.empty((n, c, height, width), device=dy.device, dtype=dy.dtype, memory_format=memory_format_of(idx))
 
 
-@torch.library.custom_op(f"{_OP}_forward", mutates_args=())
-def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+def _max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
                      ceil_mode: bool, relu: bool, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, argmax offsets in the window); the argmax only with `save` (for a backward), else empty."""
     n, c, h, w = x.shape
@@ -169,13 +168,15 @@ def max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], padd
     return y, idx
 
 
+max_pool_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_max_pool_forward)
+
+
 @max_pool_forward.register_fake
 def _(x, kernel, stride, padding, ceil_mode, relu, save):
     return empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
 
 
-@torch.library.custom_op(f"{_OP}_backward", mutates_args=())
-def max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Tensor], input_height: int,
+def _max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Tensor], input_height: int,
                       input_width: int, kernel: list[int], stride: list[int], padding: list[int]) -> torch.Tensor:
     """dx from dy and the saved argmax; with `y` (relu=True), only where y > 0."""
     n, c, oh, ow = idx.shape
@@ -188,6 +189,9 @@ def max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Ten
     return dx
 
 
+max_pool_backward = torch.library.custom_op(f"{_OP}_backward", mutates_args=())(_max_pool_backward)
+
+
 @max_pool_backward.register_fake
 def _(dy, idx, y, input_height, input_width, kernel, stride, padding):
     return _empty_input_grad(dy, idx, input_height, input_width)
@@ -198,14 +202,16 @@ def _setup_context(ctx, inputs, output):
     y, idx = output
     ctx.save_for_backward(idx, y if relu else None)
     ctx.args = (x.shape[2], x.shape[3], kernel, stride, padding)
+    ctx.backward_op = max_pool_backward
 
 
 def _backward(ctx, grad_y, grad_idx):
     idx, y = ctx.saved_tensors
-    return max_pool_backward(grad_y, idx, y, *ctx.args), None, None, None, None, None, None
+    return ctx.backward_op(grad_y, idx, y, *ctx.args), None, None, None, None, None, None
 
 
 max_pool_forward.register_autograd(_backward, setup_context=_setup_context)
+_eager_max_pool = eager_function(_max_pool_forward, _max_pool_backward, _setup_context, _backward)
 
 
 def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool = False,
@@ -218,6 +224,6 @@ def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool 
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
     kernel, stride, padding = pool_arguments(x, kernel, stride, padding, ceil_mode)
-    y, _ = max_pool_forward(x, list(kernel), list(stride), list(padding), bool(ceil_mode), bool(relu),
-                            needs_grad(x))
+    y, _ = call(max_pool_forward, _eager_max_pool, x, list(kernel), list(stride), list(padding), bool(ceil_mode),
+                bool(relu), needs_grad(x))
     return y

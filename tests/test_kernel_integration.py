@@ -1,9 +1,12 @@
 """The kernels as custom ops inside a model: torch.compile without graph breaks, torch.export, CUDA graphs."""
 from __future__ import annotations
 
+import unittest.mock
+
 import pytest
 
 from kernel_helpers import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexspec.kernels import LRN, Conv2d, MaxPool2d, reference
 
@@ -43,6 +46,41 @@ def test_model_matches_reference_forward_and_backward():
     expected_grads = torch.autograd.grad(expected.sum(), list(model.parameters()))
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+class AlexspecOps(TorchDispatchMode):
+    """Records the alexspec ops the dispatcher runs under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "alexspec":
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_eager_calls_skip_the_dispatcher_and_compute_what_the_custom_ops_do():
+    # eager: plain autograd.Functions around the same implementations (less host time per layer);
+    # the registered custom ops stay what torch.compile and torch.export see (the tests above and below)
+    torch.manual_seed(0)
+    model = TinyAlexNet()
+    x = torch.randn(2, 3, 23, 23)
+    with AlexspecOps() as seen:
+        out = model(x)
+        out.sum().backward()
+    assert seen.ops == []
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with AlexspecOps() as seen:  # the same model through the custom ops, as torch.compile traces it
+        with unittest.mock.patch("torch.compiler.is_compiling", return_value=True):
+            dispatched = model(x)
+            dispatched.sum().backward()
+    assert "alexspec.lrn_forward.default" in seen.ops and "alexspec.conv2d_bias_relu_backward.default" in seen.ops
+    torch.testing.assert_close(dispatched, out)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g)
 
 
 def test_torch_compile_traces_without_graph_breaks():
