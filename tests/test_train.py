@@ -273,8 +273,8 @@ def test_a_graphed_training_step_trains_as_the_eager_one(tmp_path):
     # one epoch of 15 steps: 3 ordinary, the recorded one, replays under a cosine schedule, a short last batch
     runs, said = {}, {}
     for mode in ("on", "off"):
-        result = run_cli("train", "digits", "--device", "cuda", "--epochs", "1", "--batch", "100",
-                         "--cuda-graphs", mode, "--out", str(tmp_path / mode))
+        result = run_cli("train", "digits", "--device", "cuda", "--backend", "torch", "--epochs", "1", "--batch",
+                         "100", "--cuda-graphs", mode, "--out", str(tmp_path / mode))  # torch: no timed choices
         assert result.returncode == 0, result.stderr
         runs[mode], said[mode] = final_weights(tmp_path / mode), result.stdout
     assert "runs as one CUDA graph" in said["on"] and "CUDA graph" not in said["off"]

@@ -68,7 +68,7 @@ class GraphedStep:
         lr_on_device(self.optimizer, x.device)
         self.optimizer.zero_grad(set_to_none=True)  # gradients come from the graph's own memory
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the data threads go on meanwhile
             self.loss = self.step(self.x, self.labels)
         self.graph = graph
         graph.replay()  # recording ran nothing: this is the step
