@@ -31,12 +31,6 @@ if triton is not None:
         return configs[:1] if constants.get("FP64") else configs
 
     @triton.jit
-    def channel_in_group(c, j, C, group_c):
-        """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
-        group_start = (c // group_c) * group_c
-        return (j >= group_start) & (j < group_start + group_c) & (j < C)
-
-    @triton.jit
     def _tile(HW, group_c, stride_n, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HALF: tl.constexpr):
         """This program's image offset and pixels; its block of channels and their halo (HALF
         channels each side), each as channel numbers, offsets from the block's first channel,

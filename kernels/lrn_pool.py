@@ -29,8 +29,13 @@ from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
 _OP = "alexspec::lrn_max_pool2d"
 
 if triton is not None:
-    from alexspec.kernels.lrn import channel_in_group
     from alexspec.kernels.maxpool import POOL_CONFIGS, gathered_grad, tile
+
+    @triton.jit
+    def channel_in_group(c, j, C, group_c):
+        """Where channel j[i] exists in row i's group (LRN windows stop at group edges)."""
+        group_start = (c // group_c) * group_c
+        return (j >= group_start) & (j < group_start + group_c) & (j < C)
 
     @triton.jit
     def _relu_load(ptr, mask, RELU: tl.constexpr, acc_type: tl.constexpr):
