@@ -34,7 +34,10 @@ class Split:
     def batch(self, indices: torch.Tensor, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels at `indices`, in that order (images in page-locked memory with `pin`)."""
         images = self.empty_batch(len(indices), pin)
-        self.read_into(images, indices, torch.arange(len(indices)))
+        if isinstance(self.images, torch.Tensor):
+            torch.index_select(self.images, 0, indices, out=images)
+        else:
+            self.read_into(images, indices, torch.arange(len(indices)))
         return images, self.labels[indices]
 
     def empty_batch(self, size: int, pin: bool = False) -> torch.Tensor:
@@ -43,10 +46,7 @@ class Split:
         return torch.empty((size, *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
 
     def read_into(self, out: torch.Tensor, indices: torch.Tensor, positions: torch.Tensor) -> None:
-        """out[positions] = the images at indices[positions]."""
-        if isinstance(self.images, torch.Tensor):
-            out[positions] = self.images[indices[positions]]
-            return
+        """out[positions] = the images at indices[positions], read from the memmap in file order."""
         index, where = indices[positions].numpy(), positions.numpy()
         ascending = np.argsort(index)  # a memmap reads fastest front to back
         out.numpy()[where[ascending]] = self.images[index[ascending]]
