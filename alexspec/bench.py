@@ -172,6 +172,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         module.train()
+        if kind == "alexspec" and cuda:
+            _compile_ahead(module, x, precision)
         train_step()
         synchronize()
         first = time.perf_counter() - start
@@ -268,6 +270,15 @@ def _training_step(runnable, parameters, x, labels, precision: str, fused: bool)
     return zero_grad, body
 
 
+def _compile_ahead(module, x, precision: str) -> None:
+    """Every Triton kernel of the training step compiled at once before it (alexspec.kernels.ahead)."""
+    import torch
+
+    from alexspec.kernels import ahead
+
+    ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None)
+
+
 def first_step(spec: str, batch: int, precision: str) -> dict:
     """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
     CUDA) and to run its first training step (every kernel compiled and autotuned), as the
@@ -285,6 +296,8 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     x = x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
     labels = torch.randint(0, built.info.output_shape[0], (batch,), device=device)
     ready = time.perf_counter()
+    if cuda:
+        _compile_ahead(module, x, precision)
     zero_grad, body = _training_step(module, module.parameters(), x, labels, precision, fused=True)
     zero_grad()
     body()
@@ -295,20 +308,26 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2)}
 
 
-def startup(spec: str, batch: int, precision: str) -> dict:
+def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:
     """Spec to warm module in fresh processes (`first_step`, plus the whole process's wall time):
     once with an empty Triton cache, where every kernel is compiled and autotuned, and once more
-    with the cache that left, as any later run finds it."""
+    with the cache that left, as any later run finds it; with `layer_by_layer` (on a GPU) also
+    with another empty cache and ALEXSPEC_COMPILE_AHEAD=0, each kernel compiled at its first
+    launch (what compiling ahead saves)."""
     import tempfile
 
     code = ("import json, sys; from alexspec.bench import first_step; "
             "print(json.dumps(first_step(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as cache:
-        for name in ("cold_cache", "warm_cache"):
+    with tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as cache, \
+            tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as another:
+        starts = [("cold_cache", cache, {}), ("warm_cache", cache, {})]
+        if layer_by_layer:
+            starts.append(("cold_cache_layer_by_layer", another, {"ALEXSPEC_COMPILE_AHEAD": "0"}))
+        for name, cache_dir, switches in starts:
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", code, str(spec), str(batch), precision], capture_output=True,
-                                  text=True, env={**os.environ, "TRITON_CACHE_DIR": cache})
+                                  text=True, env={**os.environ, "TRITON_CACHE_DIR": cache_dir, **switches})
             if done.returncode != 0:
                 raise RuntimeError(f"the {name.replace('_', ' ')} start-up run failed:\n{done.stderr[-3000:]}")
             runs[name] = {"process_s": round(time.perf_counter() - start, 2),

@@ -68,6 +68,9 @@ def headline(run: dict) -> str:
     if {"cold_cache", "warm_cache"} <= set(startup):
         lines.append(f"\nspec to warm module in a fresh process: {startup['cold_cache']['spec_to_warm_module_s']:.1f} s "
                      f"with an empty Triton cache, {startup['warm_cache']['spec_to_warm_module_s']:.1f} s with a warm one")
+        if "cold_cache_layer_by_layer" in startup:
+            lines[-1] += (f" ({startup['cold_cache_layer_by_layer']['spec_to_warm_module_s']:.1f} s empty compiling "
+                          "layer by layer, ALEXSPEC_COMPILE_AHEAD=0)")
     return "\n".join(lines) + "\n"
 
 

@@ -330,8 +330,10 @@ def cmd_bench(args) -> int:
                 raise ValueError(f"--compare takes eager and/or compile, got {kind!r}")
         spec = resolve_spec(args.spec or "alexnet")
         if args.cold_start:
-            print("spec to warm module in fresh processes (an empty Triton cache, then the one it left)...")
-            result["startup"] = bench.startup(spec, batch, args.precision)
+            cuda = torch.cuda.is_available()
+            print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
+                  + (", then an empty one compiling layer by layer)..." if cuda else ")..."))
+            result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
             for name, figures in result["startup"].items():
                 print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
                       f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s; importing torch and "
@@ -591,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
                    "(fusion, channels_last, fused_optimizer, cuda_graphs, triton_conv) and record each one's effect")
     p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "
-                   "training step) in fresh processes: with an empty Triton cache, and with the cache that left")
+                   "training step) in fresh processes: with an empty Triton cache, and with the cache that left; on a GPU "
+                   "also with an empty cache and ALEXSPEC_COMPILE_AHEAD=0 (each kernel compiled at its first launch)")
 
     p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
     p.add_argument("a", metavar="A", help=spec_help)

@@ -7,8 +7,10 @@
 # tests: the GPU-only tests (quick autotuning), in parallel where pytest-xdist is installed, with their own Triton cache
 # (the benchmark's first step still starts cold).
 # bench: against eager and torch.compile (default mode), each lever's effect; the JSON is rewritten
-# after each measurement, so a stage stopped at its SECONDS keeps what it timed.
-# startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache.
+# after each measurement, so a stage stopped at its SECONDS keeps what it timed. Then which autotune
+# config won for each kernel shape (autotune-DATE.json, bench/autotune_choices.py).
+# startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache, then an
+# empty one compiling layer by layer (ALEXSPEC_COMPILE_AHEAD=0).
 # bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 # Each stage takes a few minutes, bench-max-autotune up to about eight: where one command's time
@@ -61,8 +63,9 @@ for stage in $stages; do
             | tee "$OUT/gpu-tests.log" || status=1 ;;
         kernels) run python3 bench/kernels.py --batch 256 --out "$OUT/kernels-$day.json" 2>&1 \
             | tee "$OUT/kernels.log" || status=1 ;;
-        bench) run python3 -m alexspec bench alexnet --ablate --out "$OUT/bench-$day.json" 2>&1 \
-            | tee "$OUT/bench.log" || status=1 ;;
+        bench) TRITON_CACHE_DIR=/tmp/triton-cache-bench run python3 -m alexspec bench alexnet --ablate \
+            --out "$OUT/bench-$day.json" 2>&1 | tee "$OUT/bench.log" || status=1
+            python3 bench/autotune_choices.py /tmp/triton-cache-bench --out "$OUT/autotune-$day.json" || status=1 ;;
         startup) run python3 -m alexspec bench alexnet --cold-start --compare "" --out "$OUT/bench-$day-startup.json" \
             2>&1 | tee "$OUT/startup.log" || status=1 ;;
         bench-max-autotune) run python3 -m alexspec bench alexnet --compare compile --max-autotune \

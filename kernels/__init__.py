@@ -11,7 +11,8 @@ a plain autograd.Function, which costs about half the host time. nn.Module forms
 `backend` switch ("triton" or "torch"): layers.LRN, layers.MaxPool2d, layers.Conv2d,
 layers.Linear; layers.resolve_backend picks one for a set of devices. On a GPU, conv_choice
 runs each conv shape by the Triton kernel or cuDNN, whichever it timed faster. `reference`
-holds the plain-torch definition of each op (any device).
+holds the plain-torch definition of each op (any device). `ahead` compiles every kernel a
+step will launch, all at once, before the step (what the trainer and the benchmark do).
 The kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1 set before triton is
 imported (how the tests run them). Imported as `alexspec.kernels`; knows nothing of specs.
 """

@@ -20,7 +20,16 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 def triton_available() -> bool:
     """True when the Triton kernels can run here: triton installed, and CUDA or the interpreter."""
-    return triton is not None and (INTERPRET or torch.cuda.is_available())
+    return triton is not None and (cpu_tensors_taken() or torch.cuda.is_available())
+
+
+def cpu_tensors_taken() -> bool:
+    """Whether the kernels take CPU tensors: under the interpreter, or while ahead.stand_in_gpu()
+    compiles for a GPU that is not there (nothing launches then)."""
+    return INTERPRET or bool(_stand_in)
+
+
+_stand_in: list = []  # the stand-in driver of ahead.stand_in_gpu(), while it lasts
 
 
 AUTOTUNE = os.environ.get("ALEXSPEC_AUTOTUNE", "full")
@@ -31,23 +40,25 @@ if AUTOTUNE not in ("full", "quick"):
 def autotune(configs: list, key: list[str], prune=None):
     """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache (the next
     process starts warm). A new key's configs are compiled all at once in threads before they
-    are timed one by one (compilation dominates a cold autotune), each timed for about 25 ms.
+    are timed one by one, each for about 10 ms (about 130 configs in an AlexNet step).
     Only the first config (nothing compiled or timed but it) under the interpreter and with
     ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step. `prune(configs,
-    named_args, **constants)` may drop configs for a launch before any is compiled."""
+    named_args, **constants)` may drop configs for a launch before any is compiled. Within
+    ahead.compile_ahead() a launch compiles its configs and runs nothing."""
     quick = INTERPRET or AUTOTUNE == "quick"
     tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
                             do_bench=_short_bench, prune_configs_by={"early_config_prune": prune} if prune else None)
-    return tuner if quick else lambda fn: compiling_in_parallel(tuner(fn))
+    return lambda fn: _compiled_ahead_when_asked(tuner(fn) if quick else compiling_in_parallel(tuner(fn)))
 
 
 def _short_bench(fn, quantiles):
     from triton.testing import do_bench
 
-    return do_bench(fn, warmup=5, rep=25, quantiles=quantiles)
+    return do_bench(fn, warmup=2, rep=10, quantiles=quantiles)
 
 
-COMPILE_THREADS = min(8, os.cpu_count() or 1)
+COMPILE_THREADS = min(32, os.cpu_count() or 1)
+_ahead: list = []  # the AsyncCompileMode of ahead.compile_ahead(), while it lasts
 
 
 def compiling_in_parallel(tuner):
@@ -58,12 +69,9 @@ def compiling_in_parallel(tuner):
 
     def prune_and_compile(kwargs: dict) -> list:
         configs = prune(kwargs)
-        args = list(tuner.nargs.values())  # the launch's positional arguments, in order
-        meta = {name: value for name, value in kwargs.items() if name not in ("grid", "warmup")}
         try:
             with ThreadPoolExecutor(COMPILE_THREADS) as pool, triton.AsyncCompileMode(pool, ignore_errors=True):
-                for config in configs:
-                    tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
+                _submit_compilations(tuner, configs, kwargs)
         except Exception as exc:  # a speed-up only: the autotuner compiles what is missing one by one
             warnings.warn(f"compiling {tuner.fn.__name__}'s configs in parallel failed ({exc}); "
                           "the autotuner compiles them one by one", stacklevel=2)
@@ -71,6 +79,33 @@ def compiling_in_parallel(tuner):
         return configs
 
     tuner.prune_configs = prune_and_compile
+    tuner.plain_prune_configs = prune
+    return tuner
+
+
+def _submit_compilations(tuner, configs: list, kwargs: dict) -> None:
+    """Start compiling `tuner`'s kernel with each of `configs` for the launch being made (its
+    positional arguments in tuner.nargs, the rest in kwargs), in the active AsyncCompileMode."""
+    args = list(tuner.nargs.values())
+    meta = {name: value for name, value in kwargs.items() if name not in ("grid", "warmup")}
+    for config in configs:
+        tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
+
+
+def _compiled_ahead_when_asked(tuner):
+    """`tuner` made to only start compiling every config of a launch, and run nothing, while
+    ahead.compile_ahead() lasts."""
+    launch = tuner.run
+
+    def run(*args, **kwargs):
+        if not _ahead:
+            return launch(*args, **kwargs)
+        tuner.nargs = dict(zip(tuner.arg_names, args))
+        prune = getattr(tuner, "plain_prune_configs", tuner.prune_configs)
+        _submit_compilations(tuner, prune(kwargs), kwargs)
+        return None
+
+    tuner.run = run
     return tuner
 
 
@@ -85,7 +120,7 @@ def check_tensor(name: str, t, ndim: int | None = None, dtypes=FLOAT_DTYPES) -> 
         raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of {names}")
     if triton is None:
         raise ValueError("triton is not installed; use the torch references in alexspec.kernels.reference")
-    if t.device.type != "cuda" and not INTERPRET:
+    if t.device.type != "cuda" and not cpu_tensors_taken():
         raise ValueError(f"{name} is on {t.device}; the Triton kernels run on CUDA tensors (or on CPU "
                          "with TRITON_INTERPRET=1); alexspec.kernels.reference has torch versions for any device")
     if t.numel() >= 2 ** 31:

@@ -145,4 +145,4 @@ def _do_bench(run: Callable[[], object]) -> float:
     """Median ms of `run` on the GPU (after its first call, where Triton compiles and autotunes)."""
     from triton.testing import do_bench
 
-    return do_bench(run, warmup=10, rep=40, return_mode="median")
+    return do_bench(run, warmup=5, rep=20, return_mode="median")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import INTERPRET, as_pair, triton_available
+from alexspec.kernels._common import as_pair, cpu_tensors_taken, triton_available
 from alexspec.kernels.conv import conv2d_bias_relu
 from alexspec.kernels.lrn import lrn
 from alexspec.kernels.lrn_pool import lrn_max_pool2d
@@ -37,7 +37,7 @@ def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",
         if not triton_available():
             raise ValueError("backend 'triton' needs triton and a CUDA GPU (or TRITON_INTERPRET=1 on CPU); "
                              "use backend 'torch'")
-        if not on_cuda and not INTERPRET:
+        if not on_cuda and not cpu_tensors_taken():
             raise ValueError(f"backend 'triton' runs on CUDA devices, not {', '.join(devices)}; use backend "
                              "'torch', or set TRITON_INTERPRET=1 to interpret the kernels on CPU (slow)")
         return "triton", "triton kernels" + (" (interpreted on CPU)" if not on_cuda else "")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytest.importorskip("torch")
 
@@ -24,6 +26,7 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
     out = tmp_path / "bench.json"
     result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", "--cold-start", *QUICK)
     assert "no CUDA device: benchmarking the torch backend on CPU" in result.stdout
+    assert set(data["startup"]) == {"cold_cache", "warm_cache"}  # no layer-by-layer start without a GPU
     for name in ("cold_cache", "warm_cache"):  # each from a process of its own, timed from outside too
         start = data["startup"][name]
         assert start["spec_to_warm_module_s"] == pytest.approx(start["build_s"] + start["first_step_s"], abs=0.02)
@@ -130,10 +133,6 @@ def test_history_of_a_missing_folder_is_bad_input(tmp_path):
 
 def test_gpu_run_script_refuses_unknown_stages_and_a_machine_without_cuda(tmp_path):
     import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
 
     env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     script = str(ROOT / "bench" / "gpu-run.sh")
@@ -214,3 +213,27 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
     run = {"date": "2026-01-01", "file": "bench-s.json", "results": {}, "startup": {
         "cold_cache": {"spec_to_warm_module_s": 21.14}, "warm_cache": {"spec_to_warm_module_s": 6.93}}}
     assert "fresh process: 21.1 s with an empty Triton cache, 6.9 s with a warm one" in bench_history.headline(run)
+    run["startup"]["cold_cache_layer_by_layer"] = {"spec_to_warm_module_s": 24.04}
+    assert "6.9 s with a warm one (24.0 s empty compiling layer by layer, ALEXSPEC_COMPILE_AHEAD=0)" in \
+        bench_history.headline(run)
+
+
+def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_path):
+    # as triton's Autotuner.check_disk_cache writes them: the key, then (config.__dict__, timings) pairs
+    entry = tmp_path / "ab12" / "_lrn_forward_kernel.autotune.json"
+    entry.parent.mkdir()
+    slow = {"kwargs": {"BLOCK_P": 32, "BLOCK_C": 32}, "num_warps": 4, "num_stages": 3}
+    fast = {"kwargs": {"BLOCK_P": 64, "BLOCK_C": 64}, "num_warps": 4, "num_stages": 3}
+    entry.write_text(json.dumps({"key": [96, 3025, 96, 1, 5, "torch.bfloat16"],
+                                 "configs_timings": [[slow, [0.51, 0.5, 0.52]], [fast, [0.32, 0.31, 0.33]]]}))
+    (tmp_path / "alexspec-conv-choices.json").write_text(json.dumps({"H100 | conv1": {"implementation": "triton"}}))
+    out = tmp_path / "autotune.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "autotune_choices.py"), str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    assert found["autotune"] == [{"kernel": "_lrn_forward_kernel", "key": [96, 3025, 96, 1, 5, "torch.bfloat16"],
+                                  "best": fast, "timings_ms": [{"config": slow, "ms": 0.51},
+                                                               {"config": fast, "ms": 0.32}]}]
+    assert found["conv_choices"] == {"H100 | conv1": {"implementation": "triton"}}
+    assert "1 autotuned launches and 1 conv choices" in done.stdout

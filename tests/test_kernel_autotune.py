@@ -73,8 +73,9 @@ def test_the_interpreter_tunes_nothing():
 @pytest.mark.parametrize("variable, message", [
     ("ALEXSPEC_AUTOTUNE", "ALEXSPEC_AUTOTUNE='fast' is neither 'full' nor 'quick'"),
     ("ALEXSPEC_CONV", "ALEXSPEC_CONV='fast' is not one of auto, triton, cudnn"),
+    ("ALEXSPEC_COMPILE_AHEAD", "ALEXSPEC_COMPILE_AHEAD='fast' is neither 0 nor 1; compiling ahead"),
 ])
 def test_a_bad_switch_value_warns_and_falls_back(variable, message):
-    done = subprocess.run([sys.executable, "-c", "import alexspec.kernels"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", "import alexspec.kernels.ahead"], capture_output=True, text=True,
                           env={**os.environ, variable: "fast"})
     assert done.returncode == 0 and message in done.stderr

@@ -280,3 +280,11 @@ def test_a_graphed_training_step_trains_as_the_eager_one(tmp_path):
     assert "runs as one CUDA graph" in said["on"] and "CUDA graph" not in said["off"]
     for key in runs["off"]:
         torch.testing.assert_close(runs["on"][key], runs["off"][key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.gpu
+def test_training_with_the_triton_kernels_compiles_them_ahead(tmp_path):
+    result = run_cli("train", "digits", "--device", "cuda", "--backend", "triton", "--max-steps", "4", "--batch", "64",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "compiled the Triton kernels (every autotune config) in" in result.stdout

@@ -153,6 +153,7 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(self.module)
         self.optimizer = make_optimizer(self.module, built.generated.attributes, self.training)
         self.graphed = self._graphed_step(config.cuda_graphs)
+        self.kernels_compiled = False
         self.schedule = Schedule(self.training, self.epochs)
         self.network_hash = checkpoint.network_hash(self.info)
         self.ends_with_softmax = isinstance(self.net.layers[-1], ir.Softmax)
@@ -322,6 +323,8 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_033 + step * 37 + self.dist.rank)  # dropout masks
         x = self.prepare(images, generator, train=True)
         labels = labels.to(self.device)
+        if not self.kernels_compiled:
+            self._compile_kernels_ahead(x)
         if self.graphed is not None and self.graphed.takes(x, labels):
             return self.graphed(x, labels).item()
         self.optimizer.zero_grad(set_to_none=True)
@@ -335,6 +338,20 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _compile_kernels_ahead(self, x: torch.Tensor) -> None:
+        """Compile every Triton kernel of a training and a validation step at once, before the
+        first step (on a GPU, with the triton backend): see alexspec.kernels.ahead."""
+        self.kernels_compiled = True
+        if self.build.backend != "triton" or self.device.type != "cuda":
+            return
+        from alexspec.kernels import ahead
+
+        start = time.perf_counter()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else None
+        if ahead.compile_module_ahead(self.module, x, dtype, inference=True):
+            self.log(f"compiled the Triton kernels (every autotune config) in {time.perf_counter() - start:.1f} s; "
+                     "the first steps time them")
 
     def _graphed_step(self, mode: str) -> Optional[graphed.GraphedStep]:
         """The step as a CUDA graph when `mode` (auto|on|off) and this run allow it."""

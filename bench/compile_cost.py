@@ -1,0 +1,108 @@
+"""What a cold start spends compiling, measured on a CPU with no GPU at all.
+
+    python bench/compile_cost.py [SPEC] [--batch 16] [--precision bf16|fp32] [--arch 90]
+                                 [--layer-by-layer] [--threads N]
+
+Compiles every Triton kernel binary one training step of SPEC launches (triton backend,
+as `alexspec bench --cold-start` runs it: bf16 channels-last for bf16, every conv by the
+Triton kernels), each autotune config of each, for a CUDA GPU of compute capability --arch
+(90: H100/H200), with the installed triton's ptxas, on CPU tensors (alexspec.kernels.ahead:
+stand_in_gpu and compile_module_ahead, which launch nothing). Twice, in fresh processes: with an
+empty Triton cache, then with the cache that run left, which is what a later start finds.
+Prints the seconds and the number of binaries. --layer-by-layer compiles as a start without
+compiling ahead does: each launch's configs together, one launch after the other.
+
+A GPU's cold start adds to this the timing of each config and of Triton against cuDNN, and
+CUDA's own start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEC = Path(__file__).resolve().parent.parent / "specs" / "alexnet.yaml"
+
+
+def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | None, layer_by_layer: bool) -> dict:
+    """In this process: seconds to compile what one training step launches."""
+    import torch
+
+    from alexspec.builder import build
+    from alexspec.kernels import _common, ahead
+
+    if threads:
+        _common.COMPILE_THREADS = threads
+    with ahead.stand_in_gpu(arch):
+        built = build(spec, backend="triton", devices=["cpu"])
+        module, x = built.module, torch.randn(batch, *built.info.network.input)
+        if precision == "bf16":
+            module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        if layer_by_layer:
+            _one_launch_at_a_time(ahead)
+        seconds = []
+        for _ in range(2):  # the second finds every binary compiled: the CPU time of the step itself
+            start = time.perf_counter()
+            ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None, threads)
+            seconds.append(time.perf_counter() - start)
+    return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2)}
+
+
+def _one_launch_at_a_time(ahead) -> None:
+    """Make compile_module_ahead compile as a start without it does: each launch's configs
+    together (a compile_ahead of its own), one launch after the other."""
+    compile_ahead = ahead.compile_ahead
+    for tuner in _tuners():
+        tuner.run = (lambda submit: lambda *args, **kwargs: compile_ahead(lambda: submit(*args, **kwargs)))(tuner.run)
+    ahead.compile_ahead = lambda step, threads=None: step() or True  # no pool around the whole step
+
+
+def _tuners() -> list:
+    """The autotuned kernels of alexspec.kernels."""
+    from triton.runtime.autotuner import Autotuner
+
+    from alexspec.kernels import conv, lrn, lrn_pool, maxpool  # noqa: F401
+    modules = [sys.modules[f"alexspec.kernels.{name}"] for name in ("conv", "lrn", "lrn_pool", "maxpool")]
+    return [value for module in modules for value in vars(module).values() if isinstance(value, Autotuner)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", nargs="?", default=str(SPEC))
+    parser.add_argument("--batch", type=int, default=16,
+                        help="batch size (default 16: any multiple of 16 compiles the same binaries)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for (default 90)")
+    parser.add_argument("--threads", type=int, help="compile threads (default: one a core, at most 32)")
+    parser.add_argument("--layer-by-layer", action="store_true", help="compile one launch's configs at a time")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single start, in this process
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one_start(args.spec, args.batch, args.precision, args.arch, args.threads,
+                                   args.layer_by_layer)))
+        return 0
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    how = "layer by layer" if args.layer_by_layer else "ahead, all at once"
+    with tempfile.TemporaryDirectory(prefix="alexspec-compile-cost-") as cache:
+        for name in ("empty cache", "warm cache"):
+            command = [sys.executable, __file__, *sys.argv[1:], "--one"] if argv is None else \
+                [sys.executable, __file__, *argv, "--one"]
+            done = subprocess.run(command, capture_output=True, text=True, env={**env, "TRITON_CACHE_DIR": cache})
+            if done.returncode != 0:
+                print(done.stderr[-4000:], file=sys.stderr)
+                return 1
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            binaries = len(list(Path(cache).rglob("*.cubin")))
+            print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch} "
+                  f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
+                  f"{result['step_s']:.1f} s left out)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Compile every Triton kernel a step launches before the step runs, all at once.
+
+Left to itself, a cold start compiles layer by layer: the first launch of each kernel shape
+compiles that kernel's autotune configs (5 or 6, in parallel), times them, runs the best, and
+only then does the next layer's launch start its own compilations, so a machine's cores sit
+mostly idle. compile_module_ahead() runs one forward and backward of a module first with no
+kernel launched: each launch only starts compiling its configs, all of the step's go to one
+pool of threads, and it returns once they are all compiled. The real first step then finds
+every config compiled and only times them.
+
+ALEXSPEC_COMPILE_AHEAD=0 turns it off (the kernels then compile layer by layer, at their
+first launch). stand_in_gpu() lets a machine with no GPU compile for one (the kernels take CPU tensors and
+launch nothing), which is how a CPU checks what a GPU's cold start compiles
+(bench/compile_cost.py, and the tests).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator
+
+import torch
+
+from alexspec.kernels import _common, conv_choice
+from alexspec.kernels._common import COMPILE_THREADS, INTERPRET, triton
+
+ENABLED = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") != "0"
+if os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") not in ("0", "1"):
+    warnings.warn(f"ALEXSPEC_COMPILE_AHEAD={os.environ['ALEXSPEC_COMPILE_AHEAD']!r} is neither 0 nor 1; compiling "
+                  "ahead", stacklevel=1)
+
+
+def can_compile_ahead() -> bool:
+    """Whether compiling ahead means anything here: compiled Triton kernels (not the
+    interpreter), and ALEXSPEC_COMPILE_AHEAD not 0."""
+    return triton is not None and not INTERPRET and ENABLED
+
+
+def compile_ahead(step: Callable[[], object], threads: int | None = None) -> bool:
+    """Run `step` with every alexspec kernel launch replaced by starting the compilation of each
+    of its autotune configs, in one pool of `threads` threads (default: one a core, at most 32),
+    then wait for them all. The kernels' outputs stay uninitialised: `step` must only shape a
+    computation (say a forward and backward) whose values are thrown away. A conv's Triton
+    kernels are compiled also where cuDNN may win, since "auto" times both. Returns False,
+    without calling `step`, where there is nothing to compile (the interpreter, no triton), and
+    False with a warning where `step` fails: the kernels then compile at their first launch."""
+    if not can_compile_ahead():
+        return False
+    forced = conv_choice.using("triton") if conv_choice.mode() == "auto" else nullcontext()
+    try:
+        with ThreadPoolExecutor(threads or COMPILE_THREADS) as pool, \
+                triton.AsyncCompileMode(pool, ignore_errors=True) as mode, forced:
+            _common._ahead.append(mode)
+            try:
+                step()
+            finally:
+                _common._ahead.remove(mode)
+    except Exception as exc:  # a speed-up only
+        warnings.warn(f"compiling the kernels ahead failed ({type(exc).__name__}: {exc}); they compile at "
+                      "their first launch instead", stacklevel=2)
+        return False
+    return True
+
+
+def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocast_dtype: torch.dtype | None = None,
+                         inference: bool = False, threads: int | None = None) -> bool:
+    """compile_ahead() of one forward and backward of `module` on `example` (a batch as training
+    will pass it: its shape, dtype, device and memory format), under autocast to
+    `autocast_dtype` when given; with `inference`, also of a forward without gradients in eval
+    mode (what validation runs). Leaves the module as it was: its buffers, its parameters'
+    gradients, its training flag and the random number generators."""
+    if not can_compile_ahead():
+        return False
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+    grads = {p: p.grad for p in module.parameters()}
+    training = module.training
+    autocast = lambda: torch.autocast(example.device.type, dtype=autocast_dtype or torch.float32,  # noqa: E731
+                                      enabled=autocast_dtype is not None, cache_enabled=False)
+
+    def forward_and_backward():
+        with autocast():
+            out = module(example)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if out.requires_grad:
+            out.float().sum().backward()
+        if inference:
+            module.eval()
+            with torch.no_grad(), autocast():
+                module(example)
+
+    try:
+        with torch.random.fork_rng(devices=[example.device] if example.is_cuda else []):
+            return compile_ahead(forward_and_backward, threads)
+    finally:
+        module.train(training)
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(buffers[name])
+        for p, grad in grads.items():
+            p.grad = grad
+
+
+@contextmanager
+def stand_in_gpu(arch: int = 90) -> Iterator[None]:
+    """Within: Triton compiles for a CUDA GPU of compute capability `arch` (90: H100, H200) that
+    is not there, and the kernels take CPU tensors. Use with compile_ahead(), which launches
+    nothing; a launch outside it fails. Needs compiled Triton (not TRITON_INTERPRET=1)."""
+    if triton is None or INTERPRET:
+        raise RuntimeError("stand_in_gpu() needs triton, and TRITON_INTERPRET unset")
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    class StandInDriver:
+        def get_current_target(self):
+            return GPUTarget("cuda", arch, 32)
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device=None):
+            return 0
+
+        def get_active_torch_device(self):
+            return torch.device("cpu")
+
+    previous = getattr(driver, "_active", None)  # None: the default, made at its first use (not here)
+    driver.set_active(StandInDriver())
+    _common._stand_in.append(arch)
+    try:
+        yield
+    finally:
+        _common._stand_in.remove(arch)
+        driver.set_active(previous)

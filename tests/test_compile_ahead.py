@@ -1,0 +1,180 @@
+"""Compiling every kernel of a step ahead, all at once (alexspec.kernels.ahead), checked on CPU by
+compiling for an H100 (sm_90) that is not there: what binaries a step needs, that they are
+all compiled before the step's first launch, that the module is left as it was."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, TINY_TOWERS
+from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
+
+from alexspec.kernels import ahead
+from alexspec.kernels._common import INTERPRET
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One empty Triton cache for this file's fresh processes."""
+    return tmp_path_factory.mktemp("triton-cache-sm90")
+
+
+def compiled_for_sm90(script: str, cache, autotune: str = "quick", **switches: str) -> dict:
+    """Run `script` in a fresh process with compiled Triton (no interpreter) and stand_in_gpu(90)
+    around it; it prints one JSON line, returned here. Helpers in scope: binaries(), a
+    {kernel name: [compiled kernels]} of what the kernels' JIT caches hold now."""
+    prelude = (
+        "import json, torch\n"
+        "from alexspec.kernels import ahead, conv, lrn, maxpool\n"
+        "import importlib\n"
+        "kernels = [conv._conv_forward_kernel, conv._conv_weight_grad_kernel,\n"
+        "           importlib.import_module('alexspec.kernels.lrn')._lrn_forward_kernel,\n"
+        "           importlib.import_module('alexspec.kernels.lrn')._lrn_backward_kernel,\n"
+        "           maxpool._max_pool_forward_kernel, maxpool._max_pool_backward_kernel]\n"
+        "def binaries():\n"
+        "    found = {}\n"
+        "    for tuner in kernels:\n"
+        "        caches = [cache[0] for cache in tuner.fn.device_caches.values()]\n"
+        "        found[tuner.fn.__name__] = [k.result() if hasattr(k, 'result') else k\n"
+        "                                    for cache in caches for k in cache.values()]\n"
+        "    return found\n"
+        "with ahead.stand_in_gpu(90):\n"
+    )
+    body = "".join(f"    {line}\n" for line in script.strip().splitlines())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", prelude + body], capture_output=True, text=True, cwd=ROOT,
+                          env={**env, "ALEXSPEC_AUTOTUNE": autotune, "ALEXSPEC_CONV": "auto",
+                               "TRITON_CACHE_DIR": str(cache), **switches}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_conv_its_relu_free_twin_and_a_bias_free_one_share_one_binary_per_config(cache):
+    found = compiled_for_sm90("""
+x = torch.randn(2, 16, 9, 9)
+w, b = torch.randn(32, 16, 3, 3), torch.randn(32)
+assert ahead.compile_ahead(lambda: [conv.conv2d_bias_relu(x, w, b, padding=1, relu=True),
+                                    conv.conv2d_bias_relu(x, w, b, padding=1, relu=False),
+                                    conv.conv2d_bias_relu(x, w, None, padding=1, relu=False)])
+compiled = binaries()["_conv_forward_kernel"]
+print(json.dumps({"count": len(compiled), "ptx_targets": [k.asm["ptx"].count(".target sm_90") for k in compiled]}))
+""", cache, autotune="full")
+    assert found["count"] == len(__import__("alexspec.kernels.conv", fromlist=["_CONFIGS"])._CONFIGS)
+    assert found["ptx_targets"] == [1] * found["count"]  # compiled for the H100, not run anywhere
+
+
+def test_a_module_step_is_compiled_ahead_and_the_module_left_as_it_was(tmp_path, cache):
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TINY_TOWERS)
+    found = compiled_for_sm90(f"""
+from alexspec.builder import build
+module = build({str(spec)!r}, backend="triton", devices=["cpu"]).module
+before = {{name: p.detach().clone() for name, p in module.state_dict().items()}}
+x = torch.randn(16, 1, 8, 8)
+rng = torch.get_rng_state()
+assert ahead.compile_module_ahead(module, x, inference=True)
+first = {{name: len(found) for name, found in binaries().items()}}
+assert ahead.compile_module_ahead(module, x, inference=True)
+again = {{name: len(found) for name, found in binaries().items()}}
+same = all(torch.equal(before[name], p) for name, p in module.state_dict().items())
+grads = [p.grad for p in module.parameters()]
+print(json.dumps({{"first": first, "again": again, "same": same, "no_grads": all(g is None for g in grads),
+                   "training": module.training, "rng_kept": torch.equal(rng, torch.get_rng_state())}}))
+""", cache)
+    # forward and backward of conv (forward kernel: forward and input gradient), LRN and max pool
+    assert all(count >= 1 for count in found["first"].values()), found["first"]
+    assert found["again"] == found["first"]  # all compiled the first time: nothing new to compile
+    assert found["same"] and found["no_grads"] and found["training"] and found["rng_kept"]
+
+
+def test_every_config_of_alexnets_training_step_compiles_for_an_h100(cache):
+    # what a cold start on an H100 compiles (bf16, channels-last, every conv by Triton): a config
+    # ptxas rejects, or a kernel the interpreter runs but the compiler does not take, fails here
+    found = compiled_for_sm90("""
+from alexspec.builder import build
+from alexspec.kernels import conv_choice
+module = build("specs/alexnet.yaml", backend="triton", devices=["cpu"]).module.to(memory_format=torch.channels_last)
+x = torch.randn(16, 3, 227, 227).contiguous(memory_format=torch.channels_last)
+assert ahead.compile_module_ahead(module, x, torch.bfloat16)
+print(json.dumps({name: len(found) for name, found in binaries().items()}))
+""", cache, autotune="full")
+    from alexspec.kernels import conv, maxpool
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    # binaries per kernel: configs x the shapes that compile differently. conv forward: 11x11 stride 4,
+    # 5x5 (conv2 and its input gradient), 3x3 (conv3-5 and their input gradients); weight gradient:
+    # 11x11, 5x5, 3x3; LRN: one shape; max pool: 55 -> 27 and 27 -> 13 -> 6 differ in alignment
+    assert found == {"_conv_forward_kernel": 3 * len(conv._CONFIGS),
+                     "_conv_weight_grad_kernel": 3 * len(conv._WEIGHT_GRAD_CONFIGS),
+                     "_lrn_forward_kernel": len(lrn_module._CONFIGS), "_lrn_backward_kernel": len(lrn_module._CONFIGS),
+                     "_max_pool_forward_kernel": 2 * len(maxpool.POOL_CONFIGS),
+                     "_max_pool_backward_kernel": 2 * len(maxpool.POOL_CONFIGS)}
+
+
+def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
+    found = compiled_for_sm90("""
+ran = []
+print(json.dumps({"done": ahead.compile_ahead(lambda: ran.append(1)), "ran": ran}))
+""", cache, ALEXSPEC_COMPILE_AHEAD="0")
+    assert found == {"done": False, "ran": []}
+
+
+@pytest.mark.skipif(not INTERPRET, reason="about the interpreter (TRITON_INTERPRET=1)")
+def test_under_the_interpreter_nothing_is_compiled_ahead_and_the_step_not_run():
+    ran = []
+    assert not ahead.compile_ahead(lambda: ran.append(1))
+    assert ran == []
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET unset"):
+        with ahead.stand_in_gpu():
+            pass
+
+
+def test_a_failing_step_warns_and_leaves_compiling_to_the_first_launch(cache):
+    found = compiled_for_sm90("""
+import warnings
+def failing():
+    raise ValueError("no such layer")
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    done = ahead.compile_ahead(failing)
+print(json.dumps({"done": done, "said": [str(w.message) for w in said]}))
+""", cache)
+    assert found["done"] is False
+    assert found["said"] == ["compiling the kernels ahead failed (ValueError: no such layer); they compile at "
+                             "their first launch instead"]
+
+
+def _binary_counts() -> dict:
+    from alexspec.kernels import conv, maxpool
+    import importlib
+
+    lrn_module = importlib.import_module("alexspec.kernels.lrn")
+    tuners = [conv._conv_forward_kernel, conv._conv_weight_grad_kernel, lrn_module._lrn_forward_kernel,
+              lrn_module._lrn_backward_kernel, maxpool._max_pool_forward_kernel, maxpool._max_pool_backward_kernel]
+    return {t.fn.__name__: sum(len(cache[0]) for cache in t.fn.device_caches.values()) for t in tuners}
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_first_step_finds_every_kernel_compiled_and_computes_as_torch(tmp_path):
+    from alexspec.builder import build
+
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TINY_TOWERS)
+    torch.manual_seed(0)
+    ours = build(str(spec), backend="triton", devices=["cuda"]).module
+    reference = build(str(spec), backend="torch", devices=["cuda"]).module
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(32, 1, 8, 8, device="cuda")
+    assert ahead.compile_module_ahead(ours, x)
+    compiled = _binary_counts()
+    assert all(count >= 1 for count in compiled.values()), compiled
+    for module in (ours, reference):
+        torch.manual_seed(1)
+        module(x).square().sum().backward()
+    assert _binary_counts() == compiled  # the real step compiled nothing more
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)  # nothing left of the dry run
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)
