@@ -246,7 +246,7 @@ def _train_config(args):
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
                        seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
                        keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None),
-                       workers=getattr(args, "workers", 4))
+                       workers=getattr(args, "workers", 4), log_every=getattr(args, "log_every", 20))
 
 
 def cmd_train(args) -> int:
@@ -556,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
                    help="also checkpoint every STEPS steps (default: at the end of each epoch)")
     p.add_argument("--keep", type=_positive_int, default=3, help="numbered checkpoints kept (default 3; best.pt too)")
+    p.add_argument("--log-every", type=_positive_int, default=20, metavar="STEPS",
+                   help="write a step's loss to metrics.jsonl every STEPS steps (default 20); the losses are "
+                        "read from the GPU once per window, so 1 makes every step wait for the GPU")
     p.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many steps")
     p.add_argument("--workers", type=int, default=4, help="threads reading shard batches ahead (default 4)")
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -288,3 +289,37 @@ def test_training_with_the_triton_kernels_compiles_them_ahead(tmp_path):
                      "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "compiled the Triton kernels (every autotune config) in" in result.stdout
+
+
+def test_losses_are_read_from_the_device_once_per_log_window(tmp_path, monkeypatch):
+    from alexspec.cli import main
+    from alexspec.train import losses
+
+    reads, read = [], losses.PendingLosses.read
+
+    def recorded(self):
+        found = read(self)
+        if found:
+            reads.append([step for step, _, _ in found])
+        return found
+
+    monkeypatch.setattr(losses.PendingLosses, "read", recorded)
+    assert main(["train", "digits", "--device", "cpu", "--epochs", "1", "--batch", "128", "--log-every", "5",
+                 "--out", str(tmp_path / "run")]) == 0
+    # 1,437 training digits in batches of 128: 12 steps, read at steps 5 and 10 and at the epoch's end
+    assert reads == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]
+    logged = [m for m in metrics(tmp_path / "run") if m["kind"] == "step"]
+    assert [m["step"] for m in logged] == [5, 10] and all(math.isfinite(m["loss"]) for m in logged)
+
+
+def test_a_kept_loss_is_a_copy_which_a_replayed_graph_cannot_overwrite():
+    from alexspec.train.losses import PendingLosses
+
+    pending, output = PendingLosses(), torch.tensor(1.5)
+    pending.add(1, 0.1, output)
+    output.fill_(float("nan"))  # what the next replay of a recorded step does to its output
+    pending.add(2, 0.1, output)
+    (first, second) = pending.read()
+    assert first == (1, 0.1, 1.5) and second[:2] == (2, 0.1) and math.isnan(second[2])
+    pending.add(3, 0.05, torch.tensor(2.0))
+    assert pending.read() == [(3, 0.05, 2.0)] and pending.read() == [] and len(pending) == 0

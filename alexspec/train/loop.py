@@ -31,6 +31,7 @@ from alexspec.fsutil import write_atomic
 from alexspec.spec import Document
 from alexspec.train import augment, checkpoint, graphed
 from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
+from alexspec.train.losses import PendingLosses
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 
 EXIT_DIVERGED = 3
@@ -265,41 +266,54 @@ class Trainer:
             _truncate_metrics(metrics_file, step)
         steps_per_epoch = math.ceil(len(data.train) / self.batch)
         self.module.train()
+        pending, loss = PendingLosses(), None
         with _StopFlag() as stop, _Progress(self, steps_per_epoch) as progress:
             while epoch < self.epochs:
                 order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
                 epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
                 shares = [order[i * self.batch:(i + 1) * self.batch][self.dist.rank::self.dist.world]
                           for i in range(first_step, steps_per_epoch)]  # this process's share of each batch
+
+                def settle() -> None:
+                    """Read the losses kept on the device; stop at a non-finite one; log them."""
+                    nonlocal loss_sum, loss
+                    rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
+                    for at, lr_then, loss in pending.read():
+                        if not math.isfinite(loss):
+                            raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, step {at}; the last "
+                                                f"good checkpoint is in {checkpoint.folder(run_dir)}. Lower the "
+                                                f"learning rate (now {lr_then:g}) or check the data")
+                        loss_sum += loss
+                        if self.dist.main and at % config.log_every == 0:
+                            _append(metrics_file, {"kind": "step", "epoch": epoch + 1, "step": at, "loss": loss,
+                                                   "lr": lr_then, "images_per_s": round(rate, 1)})
+
                 cuda = self.device.type == "cuda"
                 with contextlib.closing(read_ahead(data.train, shares, config.workers, pin=cuda)) as read, \
                         contextlib.closing(on_device_ahead(read, self.device)) as batches:
                     for index, (images, labels) in zip(range(first_step, steps_per_epoch), batches):
                         if config.max_steps is not None and step >= config.max_steps:
+                            settle()
                             self._save(run_dir, self.state(epoch, index, step, best, last), step)
                             return RunResult(run_dir, step, epoch, last)
                         lr = self.schedule.lr(epoch, index / steps_per_epoch)
                         set_lr(self.optimizer, lr)
-                        loss = self.step(images, labels, step)
-                        if not math.isfinite(loss):
-                            raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; the last "
-                                                f"good checkpoint is in {checkpoint.folder(run_dir)}. Lower the learning "
-                                                f"rate (now {lr:g}) or check the data")
+                        pending.add(step + 1, lr, self.step(images, labels, step))
                         step += 1
                         seen += min(self.batch, len(data.train) - index * self.batch)
-                        loss_sum += loss
-                        rate = seen / max(time.perf_counter() - epoch_start, 1e-9)
-                        progress.update(epoch, index + 1, loss, lr, rate)
-                        if self.dist.main and step % config.log_every == 0:
-                            _append(metrics_file, {"kind": "step", "epoch": epoch + 1, "step": step, "loss": loss,
-                                                   "lr": lr, "images_per_s": round(rate, 1)})
-                        if self.dist.any(stop.signal is not None):
+                        stopping = self.dist.any(stop.signal is not None)
+                        saving = stopping or (config.checkpoint_every and step % config.checkpoint_every == 0)
+                        if saving or step % config.log_every == 0 or index + 1 == steps_per_epoch:
+                            settle()  # the one host sync of these steps
+                        progress.update(epoch, index + 1, loss, lr, seen / max(time.perf_counter() - epoch_start, 1e-9))
+                        if stopping:
                             self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
                             self.log(f"stopped by signal at epoch {epoch + 1}, step {step}; checkpoint saved in "
                                      f"{checkpoint.folder(run_dir)}")
                             return RunResult(run_dir, step, epoch, last, stopped_by_signal=True)
-                        if config.checkpoint_every and step % config.checkpoint_every == 0:
+                        if saving:
                             self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                settle()
                 first_step = 0
                 last = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
                         "train_loss": loss_sum / max(steps_per_epoch, 1),
@@ -317,8 +331,8 @@ class Trainer:
                 self._save(run_dir, self.state(epoch, 0, step, best, last), step, best=improved)
         return RunResult(run_dir, step, epoch, last)
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> float:
-        """One optimizer step on this process's share of a global batch."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        """One optimizer step on this process's share of a global batch; its loss, on the device."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 31 + self.dist.rank)
         torch.manual_seed(self.seed * 1_000_033 + step * 37 + self.dist.rank)  # dropout masks
         x = self.prepare(images, generator, train=True)
@@ -326,9 +340,9 @@ class Trainer:
         if not self.kernels_compiled:
             self._compile_kernels_ahead(x)
         if self.graphed is not None and self.graphed.takes(x, labels):
-            return self.graphed(x, labels).item()
+            return self.graphed(x, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        return self._forward_backward_update(x, labels).item()
+        return self._forward_backward_update(x, labels)
 
     def _forward_backward_update(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of a batch, its gradients and the optimizer's step (gradients zeroed before)."""
@@ -388,7 +402,8 @@ class _Progress:
     def __enter__(self):
         return self
 
-    def update(self, epoch: int, index: int, loss: float, lr: float, rate: float) -> None:
+    def update(self, epoch: int, index: int, loss: Optional[float], lr: float, rate: float) -> None:
+        """After a step; `loss` is the last one read from the device (None before the first)."""
         if not self.bar_wanted:
             return
         if self.bar is None:
@@ -398,7 +413,7 @@ class _Progress:
                             file=sys.stderr, dynamic_ncols=True)
             self.bar.update(index - 1)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+        self.bar.set_postfix(loss="..." if loss is None else f"{loss:.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
 
     def epoch_done(self, metrics: dict) -> None:
         if self.bar is not None:
