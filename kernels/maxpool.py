@@ -29,11 +29,13 @@ if triton is not None:
         p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
         return tl.program_id(0).to(tl.int64), c, p, (c < C)[:, None] & (p < P)[None, :]
 
+    # relu is a run-time flag (as the conv's): a pool with a ReLU moved into it (AlexNet's pool5)
+    # and one without (pool1, pool2) share their compiled kernels
     @autotune(POOL_CONFIGS, key=["C", "OH", "OW", "sxc", "KH", "KW", "SH", "SW"])
-    @triton.jit
-    def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    @triton.jit(do_not_specialize=["relu"])
+    def _max_pool_forward_kernel(x_ptr, y_ptr, idx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw, syn, syc, syh, syw, relu,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-                                 PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
+                                 PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr,
                                  SAVE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
@@ -52,7 +54,7 @@ if triton is not None:
                 best = tl.where(take, v, best)
                 arg = tl.where(take, kh * KW + kw, arg)
                 seen = seen | ok
-        if RELU:
+        if relu:
             best = tl.where((best > 0) | (best != best), best, tl.zeros_like(best))
         y_offs = n * syn + c[:, None] * syc + (oh * syh + ow * syw)[None, :]
         tl.store(y_ptr + y_offs, best.to(y_ptr.dtype.element_ty), mask=out_ok)
@@ -62,9 +64,9 @@ if triton is not None:
     @triton.jit
     def gathered_grad(dy_ptr, idx_ptr, y_ptr, y_chan, ih, iw, rows_ok, OH, OW, syh, syw, KH: tl.constexpr,
                       KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                      RELU: tl.constexpr, acc_type: tl.constexpr):
+                      relu, acc_type: tl.constexpr):
         """The gradient reaching input pixels (ih, iw) of the channels at offsets y_chan: the sum over
-        the pooling windows that cover a pixel and chose it (with RELU, only where the output > 0)."""
+        the pooling windows that cover a pixel and chose it (with relu, only where the output > 0)."""
         last_oh, last_ow = (ih + PH) // SH, (iw + PW) // SW  # the last windows that start at or before ih, iw
         acc = tl.zeros(rows_ok.shape, acc_type)
         for i in tl.static_range((KH + SH - 1) // SH):
@@ -78,22 +80,22 @@ if triton is not None:
                 winner = tl.load(idx_ptr + offs, mask=valid, other=-1).to(tl.int32)
                 hit = valid & (winner == (kh * KW + kw)[None, :])
                 g = tl.load(dy_ptr + offs, mask=hit, other=0.0).to(acc_type)
-                if RELU:
+                if relu:
                     g = tl.where(tl.load(y_ptr + offs, mask=hit, other=0.0) > 0, g, 0.0)
                 acc += g
         return acc
 
     @autotune(POOL_CONFIGS, key=["C", "H", "W", "sxc", "KH", "KW", "SH", "SW"])
-    @triton.jit
+    @triton.jit(do_not_specialize=["relu"])
     def _max_pool_backward_kernel(dy_ptr, idx_ptr, y_ptr, dx_ptr, C, H, W, OH, OW, sxn, sxc, sxh, sxw,
-                                  syn, syc, syh, syw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
-                                  SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr,
+                                  syn, syc, syh, syw, relu, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
+                                  SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                                   FP64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         n, c, q, in_ok = tile(C, H * W, BLOCK_C, BLOCK_P)
         ih, iw = q // W, q % W
         acc_type = tl.float64 if FP64 else tl.float32
         acc = gathered_grad(dy_ptr, idx_ptr, y_ptr, n * syn + c[:, None] * syc, ih, iw, in_ok, OH, OW, syh, syw,
-                            KH, KW, SH, SW, PH, PW, RELU, acc_type)
+                            KH, KW, SH, SW, PH, PW, relu, acc_type)
         dx_offs = n * sxn + c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
         tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=in_ok)
 
@@ -163,8 +165,8 @@ def _max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], pad
     y, idx = empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
     _max_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), KH=kernel[0], KW=kernel[1],
-        SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, SAVE=save)
+        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), relu, KH=kernel[0], KW=kernel[1],
+        SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64, SAVE=save)
     return y, idx
 
 
@@ -184,7 +186,7 @@ def _max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Te
     dx = _empty_input_grad(dy, idx, input_height, input_width)
     _max_pool_backward_kernel[_grid(n, c, input_height * input_width)](
         dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *_strides(dx), *_strides(idx),
-        KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=y is not None,
+        y is not None, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
         FP64=dy.dtype == torch.float64)
     return dx
 
