@@ -125,6 +125,11 @@ class _Distributed:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def close(self) -> None:
+        """Leave the process group (left to interpreter shutdown, gloo's threads can abort the process)."""
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
 
 class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
@@ -481,4 +486,7 @@ def start(doc: Document, config: TrainConfig, log=print) -> RunResult:
         log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {config.data}: "
             f"{trainer.epochs} epochs, batch {trainer.batch}, {trainer.build.backend_reason}, device "
             f"{trainer.device}; run folder {run_dir}")
-    return trainer.run(run_dir, resume_from)
+    try:
+        return trainer.run(run_dir, resume_from)
+    finally:
+        trainer.dist.close()
