@@ -49,7 +49,7 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
         seconds = []
         for _ in range(2):  # the second finds every binary compiled: the CPU time of the step itself
             start = time.perf_counter()
-            ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None, threads)
+            ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None, threads=threads)
             seconds.append(time.perf_counter() - start)
     return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2)}
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 
 from alexspec.kernels import _common, conv_choice
-from alexspec.kernels._common import COMPILE_THREADS, INTERPRET, triton
+from alexspec.kernels._common import INTERPRET, triton
 
 ENABLED = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") != "0"
 if os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") not in ("0", "1"):
@@ -50,7 +50,7 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
         return False
     forced = conv_choice.using("triton") if conv_choice.mode() == "auto" else nullcontext()
     try:
-        with ThreadPoolExecutor(threads or COMPILE_THREADS) as pool, \
+        with ThreadPoolExecutor(threads or _common.COMPILE_THREADS) as pool, \
                 triton.AsyncCompileMode(pool, ignore_errors=True) as mode, forced:
             _common._ahead.append(mode)
             try:
