@@ -335,9 +335,11 @@ def cmd_bench(args) -> int:
                   + (", then an empty one compiling layer by layer)..." if cuda else ")..."))
             result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
             for name, figures in result["startup"].items():
+                ahead = figures.get("compile_ahead_s")
                 print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
-                      f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s; importing torch and "
-                      f"alexspec {figures['import_s']:.1f} s before that)")
+                      f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s"
+                      + (f" of which compiling ahead {ahead:.1f} s" if ahead is not None else "")
+                      + f"; importing torch and alexspec {figures['import_s']:.1f} s before that)")
         out = _bench_out(args.out, torch.cuda.is_available())
 
         def keep(partial: dict) -> None:  # an interrupted run keeps what it timed

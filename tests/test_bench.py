@@ -31,6 +31,7 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
         start = data["startup"][name]
         assert start["spec_to_warm_module_s"] == pytest.approx(start["build_s"] + start["first_step_s"], abs=0.02)
         assert start["process_s"] >= start["import_s"] + start["spec_to_warm_module_s"] > 0
+        assert start["compile_ahead_s"] is None  # the torch backend on CPU: no kernel to compile
         assert f"{name.replace('_', ' ')}: {start['spec_to_warm_module_s']:.1f} s" in result.stdout
     assert {"device", "torch", "triton", "date", "batch", "precision", "results", "profile"} <= set(data)
     assert set(data["results"]) == {"alexspec", "eager"}
@@ -182,6 +183,7 @@ def test_bench_with_every_lever_on_a_gpu(tmp_path):
     assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs",
                                                   "triton_conv"]
     assert all(data["levers"][name]["train_speedup"] > 0 for name in data["levers_on"])
+    assert 0 < data["results"]["alexspec"]["compile_ahead_s"] < data["results"]["alexspec"]["first_step_s"]
     choices = data["conv_choices"]  # digits has two convs; training and inference share their shapes
     assert len({entry["shape"] for entry in choices}) >= 2
     assert all(entry["implementation"] in ("triton", "cudnn") and entry["triton_ms"] > 0 for entry in choices)
