@@ -9,8 +9,8 @@ pool of threads, and it returns once they are all compiled. The real first step 
 every config compiled and only times them.
 
 ALEXSPEC_COMPILE_AHEAD=0 turns it off (the kernels then compile layer by layer, at their
-first launch). stand_in_gpu() lets a machine with no GPU compile for one (the kernels take CPU tensors and
-launch nothing), which is how a CPU checks what a GPU's cold start compiles
+first launch). stand_in_gpu() lets a machine with no GPU compile for one (the kernels take
+CPU tensors and launch nothing), which is how a CPU checks what a GPU's cold start compiles
 (bench/compile_cost.py, and the tests).
 """
 from __future__ import annotations
@@ -90,8 +90,9 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
             with torch.no_grad(), autocast():
                 module(example)
 
+    gpus = {t.device for t in [example, *module.parameters()] if t.is_cuda}  # every tower's dropout
     try:
-        with torch.random.fork_rng(devices=[example.device] if example.is_cuda else []):
+        with torch.random.fork_rng(devices=sorted(gpus, key=str)):
             return compile_ahead(forward_and_backward, threads)
     finally:
         module.train(training)
