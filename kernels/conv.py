@@ -33,7 +33,8 @@ if triton is not None:
 
     # The epilogue's bias and ReLU are run-time flags, not compile-time ones: a conv, the same conv
     # with its ReLU moved into the next layer and its input gradient (no bias, no ReLU) share one
-    # compiled kernel, which saves a cold start a third of the conv compilations.
+    # compiled kernel, which saves a cold start a third of the conv compilations. They are passed
+    # as ints 0/1: triton 3.6's interpreter takes no bool argument.
     @autotune(_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW"])
     @triton.jit(do_not_specialize=["has_bias", "relu"])
     def _conv_forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, OCG, K, ICG, H, W, OH, OW,
@@ -156,7 +157,7 @@ def _triton_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Ten
     grid = lambda meta: (triton.cdiv(n * oh * ow, meta["BLOCK_M"]), triton.cdiv(ocg, meta["BLOCK_N"]), groups)
     _conv_forward_kernel[grid](
         x, _gemm_weight(weight, groups), bias if bias is not None else weight, y, n * oh * ow, ocg, k, icg, h, w,
-        oh, ow, *x.stride(), *y.stride(), bias is not None, relu, KH=kh, KW=kw, SH=stride[0], SW=stride[1],
+        oh, ow, *x.stride(), *y.stride(), int(bias is not None), int(relu), KH=kh, KW=kw, SH=stride[0], SW=stride[1],
         PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64, PRECISION=_precision(x),
         UPCAST=INTERPRET and x.dtype == torch.bfloat16)
     return y

@@ -165,7 +165,7 @@ def _max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], pad
     y, idx = empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
     _max_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), relu, KH=kernel[0], KW=kernel[1],
+        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), int(relu), KH=kernel[0], KW=kernel[1],
         SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64, SAVE=save)
     return y, idx
 
@@ -186,7 +186,7 @@ def _max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Te
     dx = _empty_input_grad(dy, idx, input_height, input_width)
     _max_pool_backward_kernel[_grid(n, c, input_height * input_width)](
         dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *_strides(dx), *_strides(idx),
-        y is not None, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+        int(y is not None), KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
         FP64=dy.dtype == torch.float64)
     return dx
 
