@@ -31,6 +31,28 @@ if triton is not None:
                 for bm, bn, bk, w, s in ((64, 32, 32, 4, 2), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3),
                                          (64, 64, 64, 4, 3), (128, 32, 64, 4, 4), (64, 128, 32, 4, 4))]
 
+    @triton.jit
+    def _tap_offset(k, ICG, KW: tl.constexpr, sxc, sxh, sxw):
+        """Where tap k (ordered kh, kw, ic) of a window lies from the window's first input pixel."""
+        ic, tap = k % ICG, k // ICG
+        return ic * sxc + (tap // KW) * sxh + (tap % KW) * sxw
+
+    @triton.jit
+    def _in_window(m_ok, k, K, ICG, top, left, H, W, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr):
+        """(pixels, taps) mask of the input values to read: those in the image. Without padding a
+        window never leaves the image, so only the pixel and tap counts bound it (no 2-D bounds
+        arithmetic in the inner loop)."""
+        ok = m_ok[:, None] & (k < K)[None, :]
+        if PH > 0:
+            kh = (k // ICG) // KW
+            ih = top[:, None] + kh[None, :]
+            ok &= (ih >= 0) & (ih < H)
+        if PW > 0:
+            kw = (k // ICG) % KW
+            iw = left[:, None] + kw[None, :]
+            ok &= (iw >= 0) & (iw < W)
+        return ok
+
     # The epilogue's bias and ReLU are run-time flags, not compile-time ones: a conv, the same conv
     # with its ReLU moved into the next layer and its input gradient (no bias, no ReLU) share one
     # compiled kernel, which saves a cold start a third of the conv compilations. They are passed
@@ -48,19 +70,15 @@ if triton is not None:
         oc = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok, oc_ok = m < M, oc < OCG
         image, pixel = m // (OH * OW), m % (OH * OW)
-        oh, ow = pixel // OW, pixel % OW
-        x_base = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc
+        top, left = (pixel // OW) * SH - PH, (pixel % OW) * SW - PW  # each window's first input pixel
+        windows = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc + top * sxh + left * sxw
         w_base = w_ptr + g.to(tl.int64) * K * OCG
         acc_type = tl.float64 if FP64 else tl.float32
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_type)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
-            ic, tap = k % ICG, k // ICG
-            kh, kw = tap // KW, tap % KW
-            ih = oh[:, None] * SH - PH + kh[None, :]
-            iw = ow[:, None] * SW - PW + kw[None, :]
-            a_ok = m_ok[:, None] & (k < K)[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_base[:, None] + ic[None, :] * sxc + ih * sxh + iw * sxw, mask=a_ok, other=0.0)
+            a_ok = _in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW)
+            a = tl.load(windows[:, None] + _tap_offset(k, ICG, KW, sxc, sxh, sxw)[None, :], mask=a_ok, other=0.0)
             b = tl.load(w_base + k[:, None] * OCG + oc[None, :], mask=(k < K)[:, None] & oc_ok[None, :], other=0.0)
             if UPCAST:  # the interpreter's bf16 tl.dot is wrong (triton 3.8); bf16 -> fp32 is exact
                 a, b = a.to(tl.float32), b.to(tl.float32)
@@ -73,7 +91,7 @@ if triton is not None:
             acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc_type)[None, :]
         if relu:
             acc = tl.maximum(acc, 0.0)
-        y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
+        y_offs = (image.to(tl.int64) * syn + (pixel // OW) * syh + (pixel % OW) * syw)[:, None] + channel[None, :] * syc
         tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & oc_ok[None, :])
 
     _WEIGHT_GRAD_CONFIGS = [triton.Config({"BLOCK_OC": bo, "BLOCK_K": bk, "BLOCK_M": bm}, num_warps=w, num_stages=s)
@@ -95,9 +113,7 @@ if triton is not None:
         k = (tl.program_id(0) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
         g, part = tl.program_id(1) // SPLIT, tl.program_id(1) % SPLIT
         oc_ok, k_ok = oc < OCG, k < K
-        ic, tap = k % ICG, k // ICG
-        kh, kw = tap // KW, tap % KW
-        x_channel = (g * ICG + ic).to(tl.int64) * sxc
+        taps = (g * ICG).to(tl.int64) * sxc + _tap_offset(k, ICG, KW, sxc, sxh, sxw)
         dy_channel = (g * OCG + oc).to(tl.int64) * syc
         acc = tl.zeros((BLOCK_OC, BLOCK_K), dtype=tl.float64 if FP64 else tl.float32)
         m_end = tl.minimum((part + 1) * M_PER_SPLIT, M)
@@ -108,11 +124,10 @@ if triton is not None:
             oh, ow = pixel // OW, pixel % OW
             dy_t = tl.load(dy_ptr + dy_channel[:, None] + (image.to(tl.int64) * syn + oh * syh + ow * syw)[None, :],
                            mask=oc_ok[:, None] & m_ok[None, :], other=0.0)
-            ih = oh[:, None] * SH - PH + kh[None, :]
-            iw = ow[:, None] * SW - PW + kw[None, :]
-            a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a = tl.load(x_ptr + (image.to(tl.int64) * sxn)[:, None] + x_channel[None, :] + ih * sxh + iw * sxw,
-                        mask=a_ok, other=0.0)
+            top, left = oh * SH - PH, ow * SW - PW
+            windows = x_ptr + image.to(tl.int64) * sxn + top * sxh + left * sxw
+            a = tl.load(windows[:, None] + taps[None, :], mask=_in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW),
+                        other=0.0)
             if UPCAST:
                 dy_t, a = dy_t.to(tl.float32), a.to(tl.float32)
             if FP64:

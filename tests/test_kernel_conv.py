@@ -20,6 +20,7 @@ CASES = {  # name: (input shape, out channels, kernel, stride, padding, groups)
     "conv4 3x3 pad 1 groups 2": ((1, 18, 5, 5), 18, 3, 1, 1, 2),
     "conv5 3x3 pad 1 groups 2, odd": ((2, 14, 5, 6), 10, 3, 1, 1, 2),
     "non-square": ((1, 5, 8, 9), 7, (3, 2), (1, 2), (1, 0), 1),
+    "non-square, padded across only": ((1, 4, 7, 8), 6, (2, 3), (2, 1), (0, 1), 1),
     "1x1": ((1, 6, 4, 4), 33, 1, 1, 0, 3),
 }
 
