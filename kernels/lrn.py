@@ -24,6 +24,11 @@ if triton is not None:
     # (pixels, channels) tiles; channel blocks stay inside one group (per-tower LRN)
     _CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
                 for bp, bc, w in ((32, 32, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8), (128, 32, 4))]
+    # The backward holds three inputs and their halos: its wide-channel tiles use every register
+    # a thread has and spill (bench/kernel_resources.py), so it tries narrower ones. 16 channels
+    # also tile the paper's 48-channel groups of norm1 with no block left part empty.
+    _BACKWARD_CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
+                         for bp, bc, w in ((32, 32, 4), (64, 32, 4), (64, 64, 4), (128, 32, 4), (128, 16, 4))]
 
     def _small_tiles_for_fp64(configs, named_args, **constants):
         """fp64 sums its windows as broadcast products, (pixels, channels, channels) at once: only
@@ -101,7 +106,7 @@ if triton is not None:
         if SAVE:
             tl.store(scale_ptr + offs, scale.to(scale_ptr.dtype.element_ty), mask=mask)
 
-    @autotune(_CONFIGS, key=["C", "HW", "group_c", "stride_c", "SIZE"], prune=_small_tiles_for_fp64)
+    @autotune(_BACKWARD_CONFIGS, key=["C", "HW", "group_c", "stride_c", "SIZE"], prune=_small_tiles_for_fp64)
     @triton.jit
     def _lrn_backward_kernel(dy_ptr, x_ptr, scale_ptr, dx_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                              alpha, beta, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
@@ -109,22 +114,21 @@ if triton is not None:
         base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
         dy, offs, mask = _load(dy_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
-        x_in, _, _ = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
-        x = _relu(x_in) if RELU else x_in
+        x, _, _ = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         s, _, _ = _load(scale_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 1.0, acc_type)
         dy_h, _, _ = _load(dy_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         x_h, _, _ = _load(x_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 0.0, acc_type)
         s_h, _, _ = _load(scale_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 1.0, acc_type)
         if RELU:
-            x_h = _relu(x_h)
-        s_pow = tl.exp2(-beta * tl.log2(s))  # scale^-beta
+            x, x_h = _relu(x), _relu(x_h)
+        a = dy * tl.exp2(-beta * tl.log2(s))  # dy * scale^-beta (dy is not needed after this)
         # every j whose window holds c: j in [c - (SIZE - 1) // 2, c + SIZE // 2]
-        terms = _windowed_sum(dy * x * s_pow / s, dy_h * x_h * tl.exp2((-beta - 1.0) * tl.log2(s_h)),
+        terms = _windowed_sum(a * x / s, dy_h * x_h * tl.exp2((-beta - 1.0) * tl.log2(s_h)),
                               _window(rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type),
                               _window(halo_rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type), FP64, FP32)
-        dx = dy * s_pow - 2.0 * alpha * beta * x * terms
-        if RELU:  # ReLU's backward: only where its input was positive
-            dx = tl.where(x_in > 0, dx, 0.0)
+        dx = a - 2.0 * alpha * beta * x * terms
+        if RELU:  # ReLU's backward: only where its input was positive (where relu(x) is)
+            dx = tl.where(x > 0, dx, 0.0)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 

@@ -67,7 +67,13 @@ def test_forward_and_backward_match_the_reference(shape, size, groups, conventio
         [x], dtype, memory_format=FORMATS[layout])
 
 
-@pytest.mark.parametrize("config", lrn_module._CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
+def tile_shapes():
+    """Each config of the forward or the backward once."""
+    shapes = {f"{c.kwargs}-warps{c.num_warps}": c for c in lrn_module._CONFIGS + lrn_module._BACKWARD_CONFIGS}
+    return [pytest.param(config, id=name) for name, config in shapes.items()]
+
+
+@pytest.mark.parametrize("config", tile_shapes())
 @pytest.mark.parametrize("layout", FORMATS)
 def test_every_tile_shape_gives_the_same_answer(config, layout):
     # groups of 40 channels: several channel blocks and halos across block edges for the narrow
@@ -79,8 +85,8 @@ def test_every_tile_shape_gives_the_same_answer(config, layout):
                                 [x], torch.float32, memory_format=FORMATS[layout])
 
 
-def test_fp64_autotunes_over_the_smallest_tile_only():
-    configs = lrn_module._CONFIGS
+@pytest.mark.parametrize("configs", [lrn_module._CONFIGS, lrn_module._BACKWARD_CONFIGS], ids=["forward", "backward"])
+def test_fp64_autotunes_over_the_smallest_tile_only(configs):
     kept = lrn_module._small_tiles_for_fp64(configs, {}, SIZE=5, FP64=True)
     size = lambda c: c.kwargs["BLOCK_P"] * c.kwargs["BLOCK_C"] ** 2  # noqa: E731  (the broadcast product)
     assert kept == [min(configs, key=size)]
