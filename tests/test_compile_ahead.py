@@ -91,17 +91,24 @@ print(json.dumps({{"first": first, "again": again, "same": same, "no_grads": all
     assert found["same"] and found["no_grads"] and found["training"] and found["rng_kept"]
 
 
-def test_every_config_of_alexnets_training_step_compiles_for_an_h100(cache):
+def test_every_config_of_alexnets_training_step_compiles_for_an_h100_and_none_spills(cache):
     # what a cold start on an H100 compiles (bf16, channels-last, every conv by Triton): a config
-    # ptxas rejects, or a kernel the interpreter runs but the compiler does not take, fails here
-    found = compiled_for_sm90("""
+    # ptxas rejects, or a kernel the interpreter runs but the compiler does not take, fails here;
+    # so does a binary that spills registers to local memory (a config not worth timing)
+    report = compiled_for_sm90("""
 from alexspec.builder import build
 from alexspec.kernels import conv_choice
+from alexspec.kernels.resources import resources
 module = build("specs/alexnet.yaml", backend="triton", devices=["cpu"]).module.to(memory_format=torch.channels_last)
 x = torch.randn(16, 3, 227, 227).contiguous(memory_format=torch.channels_last)
 assert ahead.compile_module_ahead(module, x, torch.bfloat16)
-print(json.dumps({name: len(found) for name, found in binaries().items()}))
+found = binaries()
+spilling = [f"{k.name} ({k.metadata.num_warps} warps): {resources(k)}" for ks in found.values() for k in ks
+            if resources(k).spilled_bytes]
+print(json.dumps({"counts": {name: len(ks) for name, ks in found.items()}, "spilling": spilling}))
 """, cache, autotune="full")
+    found = report["counts"]
+    assert report["spilling"] == []
     from alexspec.kernels import conv, maxpool
     lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
     # binaries per kernel: configs x the shapes that compile differently. conv forward: 11x11 stride 4,
@@ -109,10 +116,28 @@ print(json.dumps({name: len(found) for name, found in binaries().items()}))
     # 11x11, 5x5, 3x3; LRN and max pool: one shape each (pool5's ReLU is a run-time flag)
     assert found == {"_conv_forward_kernel": 3 * len(conv._CONFIGS),
                      "_conv_weight_grad_kernel": 3 * len(conv._WEIGHT_GRAD_CONFIGS),
-                     "_lrn_forward_kernel": len(lrn_module._CONFIGS), "_lrn_backward_kernel": len(lrn_module._CONFIGS),
+                     "_lrn_forward_kernel": len(lrn_module._CONFIGS),
+                     "_lrn_backward_kernel": len(lrn_module._BACKWARD_CONFIGS),
                      "_max_pool_forward_kernel": len(maxpool.POOL_CONFIGS),
                      "_max_pool_backward_kernel": len(maxpool.POOL_CONFIGS)}
 
+
+
+def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
+    # after the test above, the binaries are in the cache: this only reads them
+    out = tmp_path / "resources.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "bench/kernel_resources.py", "--kernel", "_lrn_backward", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env={**env, "TRITON_CACHE_DIR": str(cache)},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    assert sorted((r["config"]["BLOCK_P"], r["config"]["BLOCK_C"], r["config"]["num_warps"]) for r in rows) == \
+        sorted((c.kwargs["BLOCK_P"], c.kwargs["BLOCK_C"], c.num_warps) for c in lrn_module._BACKWARD_CONFIGS)
+    assert all(r["shape"]["SIZE"] == 5 and r["shape"]["RELU"] is True for r in rows)  # norm1/norm2: relu on load
+    assert all(0 < r["registers"] <= 255 and 0 < r["resident_warps"] <= 64 for r in rows)
+    assert f"{len(rows)} binaries for sm_90, 0 spilling registers" in done.stdout
 
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
     found = compiled_for_sm90("""
