@@ -6,8 +6,8 @@
 Compiles every autotune config of every Triton kernel one training step of SPEC launches, for
 a CUDA GPU of compute capability --arch, with no GPU (as bench/compile_cost.py does), then
 reads each binary with the cuobjdump that ships with triton: registers a thread, bytes a thread
-spills to local memory, shared memory a block, and the warps an SM can keep resident with them
-(at most 64). A memory-bound kernel (LRN, pooling) needs many resident warps to keep enough
+spills to local memory, shared memory a block, machine instructions (a loop's body counted
+once), and the warps an SM can keep resident with them (at most 64). A memory-bound kernel (LRN, pooling) needs many resident warps to keep enough
 loads in flight; a config that spills, or fits one block on an SM, is rarely the fastest.
 `--out` writes the table as JSON.
 """
@@ -50,6 +50,7 @@ def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict
             shape = {k: v for k, v in constants.items() if k not in config}
             rows.append({"kernel": kernel.name, "shape": shape, "config": config, "registers": used.registers,
                          "spilled_bytes": used.spilled_bytes, "shared_kb": round(used.shared_bytes / 1024, 1),
+                         "instructions": used.instructions,
                          "resident_warps": used.resident_warps})
     return sorted(rows, key=lambda r: (r["kernel"], str(r["shape"]), str(r["config"])))
 
@@ -61,11 +62,11 @@ def print_table(rows: list[dict]) -> None:
             shape_of = row["kernel"], row["shape"]
             shape = " ".join(f"{k}={v}" for k, v in row["shape"].items())
             print(f"\n{row['kernel']}  {shape}")
-            print(f"  {'config':<44} {'regs':>5} {'spill B':>8} {'smem KB':>8} {'warps/SM':>9}")
+            print(f"  {'config':<44} {'regs':>5} {'spill B':>8} {'smem KB':>8} {'instrs':>7} {'warps/SM':>9}")
         config = " ".join(f"{k.removeprefix(BLOCK_PREFIX)}={v}" for k, v in row["config"].items())
         flag = "  <- spills" if row["spilled_bytes"] else ""
         print(f"  {config:<44} {row['registers']:>5} {row['spilled_bytes']:>8} {row['shared_kb']:>8} "
-              f"{row['resident_warps']:>9}{flag}")
+              f"{row['instructions']:>7} {row['resident_warps']:>9}{flag}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """What a compiled kernel binary asks of a GPU's streaming multiprocessor (SM), read without a GPU.
 
-Registers a thread, bytes spilled to local memory, shared memory a block (read from the binary
-by the cuobjdump that ships with triton), and the resident warps an SM can hold with them.
+Registers a thread, bytes spilled to local memory, shared memory a block, the machine (SASS)
+instructions in the binary (read by the cuobjdump that ships with triton), and the resident
+warps an SM can hold with them. A kernel with no loop (LRN, pooling) runs each of its
+instructions once a thread, so their count is its work.
 For a memory-bound kernel (LRN, pooling) few resident warps means little memory in flight: a
 config that spills or fits few warps on an SM is rarely worth timing. Only NVIDIA binaries.
 """
@@ -30,6 +32,7 @@ class Resources:
     spilled_bytes: int  # per thread, in local memory (cuobjdump's STACK)
     shared_bytes: int  # per block, as launched (Triton's dynamic shared memory)
     warps: int  # per block
+    instructions: int = 0  # in the binary (SASS)
 
     @property
     def resident_warps(self) -> int:
@@ -57,10 +60,12 @@ def resources(kernel) -> Resources:
         binary.write(kernel.asm["cubin"])
         binary.flush()
         report = subprocess.run([tool, "-res-usage", binary.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", binary.name], capture_output=True, text=True, check=True).stdout
     found = re.search(r"REG:(\d+) STACK:(\d+)", report)
     if found is None:
         raise RuntimeError(f"cuobjdump printed no register count for {kernel.name}: {report[-500:]}")
-    return Resources(int(found[1]), int(found[2]), kernel.metadata.shared, kernel.metadata.num_warps)
+    instructions = len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass, flags=re.MULTILINE))  # one address each
+    return Resources(int(found[1]), int(found[2]), kernel.metadata.shared, kernel.metadata.num_warps, instructions)
 
 
 def compiled_binaries(jit_function) -> list[tuple[dict, object]]:
