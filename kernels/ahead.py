@@ -26,10 +26,10 @@ import torch
 from alexspec.kernels import _common, conv_choice
 from alexspec.kernels._common import INTERPRET, triton
 
-ENABLED = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") != "0"
-if os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1") not in ("0", "1"):
-    warnings.warn(f"ALEXSPEC_COMPILE_AHEAD={os.environ['ALEXSPEC_COMPILE_AHEAD']!r} is neither 0 nor 1; compiling "
-                  "ahead", stacklevel=1)
+_SWITCH = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1")
+ENABLED = _SWITCH != "0"
+if _SWITCH not in ("0", "1"):
+    warnings.warn(f"ALEXSPEC_COMPILE_AHEAD={_SWITCH!r} is neither 0 nor 1; compiling ahead", stacklevel=1)
 
 
 def can_compile_ahead() -> bool:
