@@ -182,6 +182,17 @@ def test_alexnet_shapes_on_gpu(shape, groups, layout, dtype):
                             [x], dtype, memory_format=FORMATS[layout])
 
 
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("relu", [False, True])
+def test_fast_log2_keeps_fp32_accuracy_where_the_scale_spans_decades(relu):
+    # alpha 1e-2, k 1 and |x| up to ~20: scales from 1 to over 100, so scale**-beta and
+    # scale**(-beta-1) (the GPU's approximate log2 on a GPU) are exercised far from 1
+    x = torch.randn(8, 96, 27, 27, device="cuda") * 6
+    check_against_reference(lambda t: lrn(t, 5, 1e-2, 0.75, 1.0, "paper", 2, relu=relu),
+                            lambda t: reference.lrn(torch.relu(t) if relu else t, 5, 1e-2, 0.75, 1.0, "paper", 2),
+                            [x], torch.float32, memory_format=torch.channels_last)
+
 def test_reference_backward_passes_gradcheck():
     x = torch.randn(2, 7, 3, 2, dtype=torch.float64, requires_grad=True)
     for size, groups in ((5, 1), (4, 1), (3, 7), (2, 1)):
