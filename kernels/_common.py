@@ -38,9 +38,10 @@ if AUTOTUNE not in ("full", "quick"):
 
 
 def autotune(configs: list, key: list[str], prune=None):
-    """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache (the next
-    process starts warm). A new key's configs are compiled all at once in threads before they
-    are timed one by one, each for about 10 ms (about 130 configs in an AlexNet step).
+    """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache: a later
+    process compiles (loads) only the config chosen for each key and times nothing. A new
+    key's configs are compiled all at once in threads before they are timed one by one, each
+    for about 10 ms (about 130 configs in an AlexNet step).
     Only the first config (nothing compiled or timed but it) under the interpreter and with
     ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step. `prune(configs,
     named_args, **constants)` may drop configs for a launch before any is compiled. Within
@@ -69,6 +70,9 @@ def compiling_in_parallel(tuner):
 
     def prune_and_compile(kwargs: dict) -> list:
         configs = prune(kwargs)
+        known = _cached_choice(tuner, configs, kwargs)
+        if known is not None:  # timed by an earlier process: compile only the fastest, time nothing
+            return [known]
         try:
             with ThreadPoolExecutor(COMPILE_THREADS) as pool, triton.AsyncCompileMode(pool, ignore_errors=True):
                 _submit_compilations(tuner, configs, kwargs)
@@ -92,6 +96,30 @@ def _submit_compilations(tuner, configs: list, kwargs: dict) -> None:
         tuner.fn.warmup(*args, grid=(1,), **meta, **config.all_kwargs())
 
 
+class _NotCached(Exception):
+    pass
+
+
+def _not_cached():
+    raise _NotCached
+
+
+def _cached_choice(tuner, configs: list, kwargs: dict):
+    """The config Triton's disk cache holds as the fastest of `configs` for this launch (timed by
+    an earlier process: a warm start), or None where it holds none. It is also made the
+    tuner's choice for the launch, so only it is compiled and nothing is timed. The tuning key
+    is formed as triton's Autotuner.run forms it (the key arguments, then each tensor's dtype)."""
+    if len(configs) < 2 or not tuner.cache_results:
+        return None
+    args = {name: value for name, value in {**tuner.nargs, **kwargs}.items() if name in tuner.arg_names}
+    key = tuple([args[name] for name in tuner.keys if name in args]
+                + [str(value.dtype) for value in args.values() if hasattr(value, "dtype")])
+    try:
+        tuner.check_disk_cache(key, configs, _not_cached)  # reads the timings, or calls _not_cached
+    except _NotCached:
+        return None
+    return tuner.cache.get(key)
+
 def _compiled_ahead_when_asked(tuner):
     """`tuner` made to only start compiling every config of a launch, and run nothing, while
     ahead.compile_ahead() lasts."""
@@ -102,7 +130,9 @@ def _compiled_ahead_when_asked(tuner):
             return launch(*args, **kwargs)
         tuner.nargs = dict(zip(tuner.arg_names, args))
         prune = getattr(tuner, "plain_prune_configs", tuner.prune_configs)
-        _submit_compilations(tuner, prune(kwargs), kwargs)
+        configs = prune(kwargs)
+        known = _cached_choice(tuner, configs, kwargs)
+        _submit_compilations(tuner, configs if known is None else [known], kwargs)
         return None
 
     tuner.run = run

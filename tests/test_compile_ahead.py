@@ -140,6 +140,45 @@ def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
     assert all(0 < r["registers"] <= 255 and 0 < r["resident_warps"] <= 64 and r["instructions"] > 100 for r in rows)
     assert f"{len(rows)} binaries for sm_90, 0 spilling registers" in done.stdout
 
+
+def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
+    # process 1 autotunes the LRN forward for real, but with made-up timings (the third config
+    # fastest): Triton writes them to its disk cache; then the launch fails, as every launch on
+    # the stand-in GPU does. Process 2 compiles ahead: one binary for that kernel, all for the
+    # backward (never timed)
+    step = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"
+            "lrn_module = importlib.import_module('alexspec.kernels.lrn')\n")
+    timed = compiled_for_sm90(step + """
+tuner = lrn_module._lrn_forward_kernel
+tuner._bench = lambda *args, config, **meta: [1.0 if config is tuner.configs[2] else 2.0] * 3
+try:
+    lrn_module.lrn(x.detach(), 5)
+except Exception:
+    pass  # nothing launches on the stand-in GPU
+print(json.dumps({"timed": len(tuner.configs_timings)}))
+""", tmp_path, autotune="full")
+    found = compiled_for_sm90(step + """
+from alexspec.kernels.resources import compiled_binaries
+assert ahead.compile_ahead(lambda: lrn_module.lrn(x, 5).sum().backward())
+blocks = lambda c: [c["BLOCK_P"], c["BLOCK_C"], c["num_warps"]]
+print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module._lrn_forward_kernel.fn)],
+                  "backward": len(binaries()["_lrn_backward_kernel"])}))
+""", tmp_path, autotune="full")
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    fastest = lrn_module._CONFIGS[2]
+    assert timed["timed"] == len(lrn_module._CONFIGS)
+    assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
+    assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
+    # and without compiling ahead, the first launch compiles only that one too
+    first_launch = compiled_for_sm90(step + """
+try:
+    lrn_module.lrn(x.detach(), 5)
+except Exception:
+    pass  # the launch itself fails on the stand-in GPU, after compiling
+print(json.dumps({"forward": len(binaries()["_lrn_forward_kernel"])}))
+""", tmp_path, autotune="full")
+    assert first_launch["forward"] == 1
+
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
     found = compiled_for_sm90("""
 ran = []
