@@ -22,8 +22,8 @@ _OP = "alexspec::lrn"
 
 if triton is not None:
     # (pixels, channels) tiles; channel blocks stay inside one group (per-tower LRN)
-    _CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)
-                for bp, bc, w in ((32, 32, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8), (128, 32, 4))]
+    _CONFIGS = [triton.Config({"BLOCK_P": bp, "BLOCK_C": bc}, num_warps=w)  # 32x128 in 4 warps spills (triton 3.6)
+                for bp, bc, w in ((32, 32, 4), (64, 64, 4), (32, 128, 8), (64, 128, 8), (128, 32, 4))]
     # The backward holds three inputs and their halos: its wide-channel tiles use every register
     # a thread has and spill (bench/kernel_resources.py), so it tries narrower ones. 16 channels
     # also tile the paper's 48-channel groups of norm1 with no block left part empty.

@@ -169,15 +169,6 @@ print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module
     assert timed["timed"] == len(lrn_module._CONFIGS)
     assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
     assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
-    # and without compiling ahead, the first launch compiles only that one too
-    first_launch = compiled_for_sm90(step + """
-try:
-    lrn_module.lrn(x.detach(), 5)
-except Exception:
-    pass  # the launch itself fails on the stand-in GPU, after compiling
-print(json.dumps({"forward": len(binaries()["_lrn_forward_kernel"])}))
-""", tmp_path, autotune="full")
-    assert first_launch["forward"] == 1
 
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
     found = compiled_for_sm90("""
