@@ -120,6 +120,7 @@ def _cached_choice(tuner, configs: list, kwargs: dict):
         return None
     return tuner.cache.get(key)
 
+
 def _compiled_ahead_when_asked(tuner):
     """`tuner` made to only start compiling every config of a launch, and run nothing, while
     ahead.compile_ahead() lasts."""

@@ -101,8 +101,7 @@ if triton is not None:
     def _lrn_forward_kernel(x_ptr, y_ptr, scale_ptr, C, HW, stride_n, stride_c, stride_hw, group_c,
                             alpha, beta, k, SIZE: tl.constexpr, HALF: tl.constexpr, FP64: tl.constexpr,
                             FP32: tl.constexpr, RELU: tl.constexpr, FAST: tl.constexpr, SAVE: tl.constexpr,
-                            BLOCK_P: tl.constexpr,
-                            BLOCK_C: tl.constexpr):
+                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         base, p, c, rel, c_ok, halo, halo_rel, halo_ok = _tile(HW, group_c, stride_n, BLOCK_P, BLOCK_C, HALF)
         acc_type = tl.float64 if FP64 else tl.float32
         x, offs, mask = _load(x_ptr, base, p, c, c_ok, HW, stride_c, stride_hw, 0.0, acc_type)
