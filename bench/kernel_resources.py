@@ -1,4 +1,4 @@
-"""Registers, spills and shared memory of every kernel binary a training step compiles, on a CPU.
+"""Registers, spills, shared memory and instructions of every kernel binary a step compiles, on a CPU.
 
     python bench/kernel_resources.py [SPEC] [--batch 16] [--precision bf16|fp32] [--arch 90]
                                      [--kernel NAME] [--out FILE]
@@ -7,9 +7,9 @@ Compiles every autotune config of every Triton kernel one training step of SPEC 
 a CUDA GPU of compute capability --arch, with no GPU (as bench/compile_cost.py does), then
 reads each binary with the cuobjdump that ships with triton: registers a thread, bytes a thread
 spills to local memory, shared memory a block, machine instructions (a loop's body counted
-once), and the warps an SM can keep resident with them (at most 64). A memory-bound kernel (LRN, pooling) needs many resident warps to keep enough
-loads in flight; a config that spills, or fits one block on an SM, is rarely the fastest.
-`--out` writes the table as JSON.
+once), and the warps an SM can keep resident with them (at most 64). A memory-bound kernel
+(LRN, pooling) needs many resident warps to keep enough loads in flight; a config that spills,
+or fits one block on an SM, is rarely the fastest. `--out` writes the table as JSON.
 """
 from __future__ import annotations
 
@@ -50,8 +50,7 @@ def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict
             shape = {k: v for k, v in constants.items() if k not in config}
             rows.append({"kernel": kernel.name, "shape": shape, "config": config, "registers": used.registers,
                          "spilled_bytes": used.spilled_bytes, "shared_kb": round(used.shared_bytes / 1024, 1),
-                         "instructions": used.instructions,
-                         "resident_warps": used.resident_warps})
+                         "instructions": used.instructions, "resident_warps": used.resident_warps})
     return sorted(rows, key=lambda r: (r["kernel"], str(r["shape"]), str(r["config"])))
 
 

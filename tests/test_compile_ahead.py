@@ -122,7 +122,6 @@ print(json.dumps({"counts": {name: len(ks) for name, ks in found.items()}, "spil
                      "_max_pool_backward_kernel": len(maxpool.POOL_CONFIGS)}
 
 
-
 def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
     # after the test above, the binaries are in the cache: this only reads them
     out = tmp_path / "resources.json"
@@ -169,6 +168,7 @@ print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module
     assert timed["timed"] == len(lrn_module._CONFIGS)
     assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
     assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
+
 
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
     found = compiled_for_sm90("""

@@ -182,7 +182,6 @@ def test_alexnet_shapes_on_gpu(shape, groups, layout, dtype):
                             [x], dtype, memory_format=FORMATS[layout])
 
 
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("relu", [False, True])
 def test_fast_log2_keeps_fp32_accuracy_where_the_scale_spans_decades(relu):
