@@ -18,12 +18,14 @@ from alexspec.kernels._common import INTERPRET, autotune, compiling_in_parallel
 
 
 class FakeTuner:
-    """What compiling_in_parallel uses of a triton Autotuner: prune_configs, nargs, fn.warmup."""
+    """What compiling_in_parallel uses of a triton Autotuner: prune_configs, nargs, fn.warmup, and
+    cache_results (off: no timings kept from an earlier process to look up)."""
 
     def __init__(self, configs):
         self.configs, self.warmed, self.lock = configs, [], threading.Lock()
         self.nargs = {"x_ptr": "x", "n": 10}
         self.fn = self
+        self.cache_results = False
 
     def prune_configs(self, kwargs):
         return self.configs[1:]  # a pruning the wrapper must keep
