@@ -63,7 +63,7 @@ if triton is not None:
     from triton.language.extra import libdevice
 
     @triton.jit
-    def _power(x, exponent, FAST: tl.constexpr):
+    def power(x, exponent, FAST: tl.constexpr):
         """x ** exponent for x > 0, as exp2(exponent * log2(x)). FAST (fp32 on a GPU) takes the
         GPU's one-instruction log2 (about 2**-22 off) for tl.log2's accurate sequence of about 15,
         which made a third of the LRN kernels' instructions; the interpreter has only tl.log2."""
@@ -112,7 +112,7 @@ if triton is not None:
         squares = _windowed_sum(x * x, x_halo * x_halo, _window(rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type),
                                 _window(halo_rel, rel, SIZE // 2, (SIZE - 1) // 2, acc_type), FP64, FP32)
         scale = k + alpha * squares
-        y = x * _power(scale, -beta, FAST)
+        y = x * power(scale, -beta, FAST)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
         if SAVE:
             tl.store(scale_ptr + offs, scale.to(scale_ptr.dtype.element_ty), mask=mask)
@@ -133,9 +133,9 @@ if triton is not None:
         s_h, _, _ = _load(scale_ptr, base, p, halo, halo_ok, HW, stride_c, stride_hw, 1.0, acc_type)
         if RELU:
             x, x_h = _relu(x), _relu(x_h)
-        a = dy * _power(s, -beta, FAST)  # dy * scale^-beta (dy is not needed after this)
+        a = dy * power(s, -beta, FAST)  # dy * scale^-beta (dy is not needed after this)
         # every j whose window holds c: j in [c - (SIZE - 1) // 2, c + SIZE // 2]
-        terms = _windowed_sum(a * x / s, dy_h * x_h * _power(s_h, -beta - 1.0, FAST),
+        terms = _windowed_sum(a * x / s, dy_h * x_h * power(s_h, -beta - 1.0, FAST),
                               _window(rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type),
                               _window(halo_rel, rel, (SIZE - 1) // 2, SIZE // 2, acc_type), FP64, FP32)
         dx = a - 2.0 * alpha * beta * x * terms
@@ -154,7 +154,13 @@ def _constants(x: torch.Tensor, size: int, relu: bool) -> dict:
     the smallest matrix product), the accumulation precision, ReLU on load, the GPU's fast log2
     (fp32 and 16-bit inputs, compiled)."""
     return dict(SIZE=size, HALF=max(8, triton.next_power_of_2(size // 2)), FP64=x.dtype == torch.float64,
-                FP32=x.dtype == torch.float32, RELU=relu, FAST=x.dtype != torch.float64 and not INTERPRET)
+                FP32=x.dtype == torch.float32, RELU=relu, FAST=fast_log2(x))
+
+
+def fast_log2(x: torch.Tensor) -> bool:
+    """Whether kernels on x take the GPU's one-instruction log2 (power's FAST): fp32 and 16-bit
+    inputs, compiled; not fp64 or the interpreter."""
+    return x.dtype != torch.float64 and not INTERPRET
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:

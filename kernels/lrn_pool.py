@@ -23,12 +23,13 @@ import torch
 
 from alexspec.kernels import reference
 from alexspec.kernels._common import autotune, call, eager_function, memory_format_of, needs_grad, tl, triton
-from alexspec.kernels.lrn import check_lrn_arguments
+from alexspec.kernels.lrn import check_lrn_arguments, fast_log2
 from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
 
 _OP = "alexspec::lrn_max_pool2d"
 
 if triton is not None:
+    from alexspec.kernels.lrn import power
     from alexspec.kernels.maxpool import POOL_CONFIGS, gathered_grad, tile
 
     @triton.jit
@@ -50,7 +51,8 @@ if triton is not None:
                                  sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
-                                 SAVE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                 FAST: tl.constexpr, SAVE: tl.constexpr, BLOCK_C: tl.constexpr,
+                                 BLOCK_P: tl.constexpr):
         n, c, p, out_ok = tile(C, OH * OW, BLOCK_C, BLOCK_P)
         oh, ow = p // OW, p % OW
         acc_type = tl.float64 if FP64 else tl.float32
@@ -74,7 +76,7 @@ if triton is not None:
                     sum_sq += v * v
                 scale = k + alpha * sum_sq
                 v = _relu_load(x_image + c[:, None] * sxc + pixel, ok, RELU, acc_type)
-                v = v * tl.exp2(-beta * tl.log2(scale))
+                v = v * power(scale, -beta, FAST)
                 if SAVE:
                     owned = row_owned & ((kw < SW) | (ow == OW - 1))
                     tl.store(scale_ptr + n * sxn + c[:, None] * sxc + pixel, scale.to(scale_ptr.dtype.element_ty),
@@ -94,7 +96,7 @@ if triton is not None:
                                   sxn, sxc, sxh, sxw, syn, syc, syh, syw, SIZE: tl.constexpr,
                                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                   PH: tl.constexpr, PW: tl.constexpr, RELU: tl.constexpr, FP64: tl.constexpr,
-                                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                                  FAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         n, c, q, in_ok = tile(C, H * W, BLOCK_C, BLOCK_P)
         ih, iw = q // W, q % W
         acc_type = tl.float64 if FP64 else tl.float32
@@ -113,12 +115,12 @@ if triton is not None:
             reached = dy_j != 0  # a pixel no window chose has no scale stored: keep it out
             x_j = _relu_load(x_image + j[:, None] * sxc + pixel, m & reached, RELU, acc_type)
             s_j = tl.load(scale_image + j[:, None] * sxc + pixel, mask=m & reached, other=1.0).to(acc_type)
-            window += dy_j * x_j * tl.exp2((-beta - 1.0) * tl.log2(s_j))
+            window += dy_j * x_j * power(s_j, -beta - 1.0, FAST)
         reached = dy_c != 0
         x_raw = tl.load(x_image + c[:, None] * sxc + pixel, mask=in_ok, other=0.0).to(acc_type)
         x = tl.maximum(x_raw, 0.0) if RELU else x_raw
         s = tl.load(scale_image + c[:, None] * sxc + pixel, mask=in_ok & reached, other=1.0).to(acc_type)
-        dx = dy_c * tl.exp2(-beta * tl.log2(s)) - 2.0 * alpha * beta * x * window
+        dx = dy_c * power(s, -beta, FAST) - 2.0 * alpha * beta * x * window
         if RELU:
             dx = tl.where(x_raw > 0, dx, 0.0)
         tl.store(dx_ptr + n * sxn + c[:, None] * sxc + pixel, dx.to(dx_ptr.dtype.element_ty), mask=in_ok)
@@ -150,7 +152,7 @@ def _lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: 
     _lrn_pool_forward_kernel[_grid(n, c, oh * ow)](
         x, scale if save else y, y, idx if save else y, c, h, w, oh, ow, c // groups, alpha, beta, k, *_strides(x),
         *_strides(y), SIZE=size, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0],
-        PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, SAVE=save)
+        PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, FAST=fast_log2(x), SAVE=save)
     return y, idx, scale
 
 
@@ -173,7 +175,7 @@ def _lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, sca
     _lrn_pool_backward_kernel[_grid(n, c, h * w)](
         dy, idx, x, scale, dx, c, h, w, oh, ow, c // groups, alpha, beta, *_strides(x), *_strides(idx), SIZE=size,
         KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu,
-        FP64=x.dtype == torch.float64)
+        FP64=x.dtype == torch.float64, FAST=fast_log2(x))
     return dx
 
 
