@@ -33,17 +33,13 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
     """In this process: seconds to compile what one training step launches."""
     import torch
 
-    from alexspec.builder import build
     from alexspec.kernels import _common, ahead
 
     if threads:
         _common.COMPILE_THREADS = threads
     _fully_connected_in_fp32()
     with ahead.stand_in_gpu(arch):
-        built = build(spec, backend="triton", devices=["cpu"])
-        module, x = built.module, torch.randn(batch, *built.info.network.input)
-        if precision == "bf16":
-            module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        module, x = step_inputs(spec, batch, precision)
         if layer_by_layer:
             _one_launch_at_a_time(ahead)
         seconds = []
@@ -52,6 +48,20 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
             ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None, threads=threads)
             seconds.append(time.perf_counter() - start)
     return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2)}
+
+
+def step_inputs(spec: str, batch: int, precision: str):
+    """(module, batch) of SPEC's triton-backend module on CPU, as `alexspec bench` steps it: bf16
+    runs channels-last. Call within ahead.stand_in_gpu()."""
+    import torch
+
+    from alexspec.builder import build
+
+    built = build(spec, backend="triton", devices=["cpu"])
+    module, x = built.module, torch.randn(batch, *built.info.network.input)
+    if precision == "bf16":
+        module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return module, x
 
 
 def _fully_connected_in_fp32() -> None:

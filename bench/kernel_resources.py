@@ -30,16 +30,12 @@ def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict
     shape), its config, and its resources."""
     import torch
 
-    from alexspec.builder import build
     from alexspec.kernels import ahead
     from alexspec.kernels.resources import compiled_binaries, resources
 
     compile_cost._fully_connected_in_fp32()
     with ahead.stand_in_gpu(arch):
-        built = build(spec, backend="triton", devices=["cpu"])
-        module, x = built.module, torch.randn(batch, *built.info.network.input)
-        if precision == "bf16":
-            module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        module, x = compile_cost.step_inputs(spec, batch, precision)
         if not ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None):
             raise RuntimeError("compiling the step failed (see the warning above)")
     rows = []

@@ -70,7 +70,8 @@ if triton is not None:
         oc = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok, oc_ok = m < M, oc < OCG
         image, pixel = m // (OH * OW), m % (OH * OW)
-        top, left = (pixel // OW) * SH - PH, (pixel % OW) * SW - PW  # each window's first input pixel
+        oh, ow = pixel // OW, pixel % OW
+        top, left = oh * SH - PH, ow * SW - PW  # each window's first input pixel
         windows = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc + top * sxh + left * sxw
         w_base = w_ptr + g.to(tl.int64) * K * OCG
         acc_type = tl.float64 if FP64 else tl.float32
@@ -91,7 +92,7 @@ if triton is not None:
             acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc_type)[None, :]
         if relu:
             acc = tl.maximum(acc, 0.0)
-        y_offs = (image.to(tl.int64) * syn + (pixel // OW) * syh + (pixel % OW) * syw)[:, None] + channel[None, :] * syc
+        y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
         tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & oc_ok[None, :])
 
     _WEIGHT_GRAD_CONFIGS = [triton.Config({"BLOCK_OC": bo, "BLOCK_K": bk, "BLOCK_M": bm}, num_warps=w, num_stages=s)

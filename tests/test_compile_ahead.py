@@ -103,8 +103,8 @@ module = build("specs/alexnet.yaml", backend="triton", devices=["cpu"]).module.t
 x = torch.randn(16, 3, 227, 227).contiguous(memory_format=torch.channels_last)
 assert ahead.compile_module_ahead(module, x, torch.bfloat16)
 found = binaries()
-spilling = [f"{k.name} ({k.metadata.num_warps} warps): {resources(k)}" for ks in found.values() for k in ks
-            if resources(k).spilled_bytes]
+used = [(k.name, resources(k)) for ks in found.values() for k in ks]
+spilling = [f"{name}: {r}" for name, r in used if r.spilled_bytes]
 print(json.dumps({"counts": {name: len(ks) for name, ks in found.items()}, "spilling": spilling}))
 """, cache, autotune="full")
     found = report["counts"]
