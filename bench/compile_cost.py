@@ -64,6 +64,17 @@ def step_inputs(spec: str, batch: int, precision: str):
     return module, x
 
 
+def check_spec(parser: argparse.ArgumentParser, spec: str) -> None:
+    """Exit 2 with the spec's problems, one a line (file:line:col), where it is not a valid spec."""
+    from alexspec import analyse
+    from alexspec.errors import SpecError
+
+    try:
+        analyse(spec)
+    except SpecError as error:
+        parser.exit(2, f"{error}\n")
+
+
 def _fully_connected_in_fp32() -> None:
     """Run the fully connected layers' matmuls in fp32 here: they launch no Triton kernel, and
     a CPU's bf16 matmuls take seconds (which would blur the compile time)."""
@@ -106,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-by-layer", action="store_true", help="compile one launch's configs at a time")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single start, in this process
     args = parser.parse_args(argv)
+    check_spec(parser, args.spec)
     if args.one:
         print(json.dumps(one_start(args.spec, args.batch, args.precision, args.arch, args.threads,
                                    args.layer_by_layer)))

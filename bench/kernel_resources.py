@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: this compiles the kernels (on CPU, for a GPU that is not there)")
+    compile_cost.check_spec(parser, args.spec)
     rows = compiled_step(args.spec, args.batch, args.precision, args.arch)
     rows = [r for r in rows if args.kernel is None or args.kernel in r["kernel"]]
     print_table(rows)

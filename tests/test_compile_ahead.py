@@ -140,6 +140,16 @@ def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
     assert f"{len(rows)} binaries for sm_90, 0 spilling registers" in done.stdout
 
 
+
+@pytest.mark.parametrize("script", ["bench/kernel_resources.py", "bench/compile_cost.py"])
+def test_the_cpu_compile_scripts_name_a_bad_spec_and_exit_2(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, script, str(tmp_path / "missing.yaml")], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"{tmp_path / 'missing.yaml'}:1:1: no such file; check the path; example specs " \
+                                  "live in specs/"
+
 def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
     # process 1 autotunes the LRN forward for real, but with made-up timings (the third config
     # fastest): Triton writes them to its disk cache; then the launch fails, as every launch on
