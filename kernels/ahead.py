@@ -6,7 +6,9 @@ only then does the next layer's launch start its own compilations, so a machine'
 mostly idle. compile_module_ahead() runs one forward and backward of a module first with no
 kernel launched: each launch only starts compiling its configs, all of the step's go to one
 pool of threads, and it returns once they are all compiled. The real first step then finds
-every config compiled and only times them.
+every config compiled and only times them. Each compilation also prepares its kernel's launcher
+(triton 3.6 and earlier build one in C, with gcc, per kernel signature, at the kernel's first
+launch: serially, about 0.2 s each), so the first step finds those built too.
 
 ALEXSPEC_COMPILE_AHEAD=0 turns it off (the kernels then compile layer by layer, at their
 first launch). stand_in_gpu() lets a machine with no GPU compile for one (the kernels take
@@ -50,7 +52,7 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
         return False
     forced = conv_choice.using("triton") if conv_choice.mode() == "auto" else nullcontext()
     try:
-        with ThreadPoolExecutor(threads or _common.COMPILE_THREADS) as pool, \
+        with _CompilingAndLinking(threads or _common.COMPILE_THREADS) as pool, \
                 triton.AsyncCompileMode(pool, ignore_errors=True) as mode, forced:
             _common._ahead.append(mode)
             try:
@@ -62,6 +64,33 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
                       "their first launch instead", stacklevel=2)
         return False
     return True
+
+
+class _CompilingAndLinking(ThreadPoolExecutor):
+    """A pool whose compilations also prepare the compiled kernel's launcher."""
+
+    def submit(self, compile_one, /, *args, **kwargs):
+        def compile_and_link():
+            kernel = compile_one(*args, **kwargs)
+            prepare_launcher(kernel)
+            return kernel
+
+        return super().submit(compile_and_link)
+
+
+def prepare_launcher(kernel) -> None:
+    """Build the launcher of a compiled kernel now, into Triton's cache, where its first launch
+    finds it (on triton 3.6 and earlier a C extension compiled by gcc; later versions only
+    make a Python object). Nothing where the active driver makes none (stand_in_gpu()), and
+    nothing but a warning where it fails: the launch then builds it."""
+    make = getattr(triton.runtime.driver.active, "launcher_cls", None)
+    if make is None or kernel is None:
+        return
+    try:
+        make(kernel.src, kernel.metadata)
+    except Exception as exc:  # a speed-up only
+        warnings.warn(f"preparing the launcher of {getattr(kernel, 'name', 'a kernel')} ahead failed ({exc}); "
+                      "its first launch prepares it", stacklevel=2)
 
 
 def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocast_dtype: torch.dtype | None = None,
