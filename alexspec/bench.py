@@ -74,6 +74,8 @@ LEVERS = {
     "lrn_pool_fusion": "LRN + max pool as one kernel (opt-in: the ablation times it turned on)",
     "channels_last": "NHWC activations (bf16 only)",
     "fused_optimizer": "SGD updating every parameter in one fused kernel",
+    "weight_copies": "bf16 only, with fused_optimizer: the conv and fc layers run on bf16 copies of the weights that "
+                     "the SGD step writes (one kernel a weight), instead of autocast casting weights and gradients",
     "cuda_graphs": "the whole training step and the forward pass replayed as CUDA graphs (CUDA only)",
     "triton_conv": "each conv shape, forward and backward, by Triton or cuDNN, whichever was faster when timed "
                    "(off: cuDNN)",
@@ -122,7 +124,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     if conv_choice.mode() == "cudnn":
         all_levers["triton_conv"] = False
     if precision != "bf16":
-        all_levers["channels_last"] = False
+        all_levers["channels_last"] = all_levers["weight_copies"] = False
     torch.manual_seed(0)
     started = time.perf_counter()
     reference = build(spec, backend="triton" if cuda else "torch", devices=[device])
@@ -156,8 +158,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             torch.cuda.empty_cache()
         module, runnable = make(kind, levers)
         x = x_nchw.contiguous(memory_format=torch.channels_last) if levers["channels_last"] else x_nchw
-        zero_grad, train_body = _training_step(runnable, module.parameters(), x, labels, precision,
-                                               levers["fused_optimizer"])
+        zero_grad, train_body, optimizer = _training_step(runnable, module, x, labels, precision,
+                                                          levers["fused_optimizer"], levers["weight_copies"])
         autocast = _autocast(device, precision)
 
         def train_step():
@@ -172,7 +174,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         module.train()
-        compiled_ahead = _compile_ahead(module, x, precision) if kind == "alexspec" and cuda else None
+        compiled_ahead = _compile_ahead(module, x, precision, optimizer) if kind == "alexspec" and cuda else None
         train_step()
         synchronize()
         first = time.perf_counter() - start
@@ -198,7 +200,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
             f"   first step {result['first_step_s']:.2f} s")
         return result
 
-    baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False}
+    baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False,
+                       "weight_copies": False}
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
     peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
     profiled, results, levers = {}, {}, {}
@@ -250,13 +253,21 @@ def _autocast(device: str, precision: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
 
 
-def _training_step(runnable, parameters, x, labels, precision: str, fused: bool):
-    """(zero_grad, body) of the benchmarked training step: forward under autocast, cross-entropy,
-    backward and an SGD step with momentum and weight decay."""
+def _training_step(runnable, module, x, labels, precision: str, fused: bool, copies: bool = False):
+    """(zero_grad, body, optimizer) of the benchmarked training step: forward under autocast,
+    cross-entropy, backward and an SGD step with momentum and weight decay; with `copies` (bf16
+    and `fused`), on bf16 weight copies that the SGD step writes, as the trainer runs bf16 SGD."""
     import torch
     import torch.nn.functional as F
 
-    opt = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=fused)
+    from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
+
+    recipe = dict(lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    if copies and fused and precision == "bf16":
+        runnable = WeightCopies(module)
+        opt = SGDWithCopies(module.parameters(), runnable, **recipe)
+    else:
+        opt = torch.optim.SGD(module.parameters(), fused=fused, **recipe)
     autocast = _autocast(x.device.type, precision)
 
     def zero_grad():
@@ -268,18 +279,19 @@ def _training_step(runnable, parameters, x, labels, precision: str, fused: bool)
         F.cross_entropy(out.float(), labels).backward()
         opt.step()
 
-    return zero_grad, body
+    return zero_grad, body, opt
 
 
-def _compile_ahead(module, x, precision: str) -> float | None:
-    """Every Triton kernel of the training step compiled at once before it (alexspec.kernels.ahead);
-    the seconds it took, None where nothing was compiled ahead."""
+def _compile_ahead(module, x, precision: str, optimizer) -> float | None:
+    """Every Triton kernel of the training step (the optimizer's too) compiled at once before it
+    (alexspec.kernels.ahead); the seconds it took, None where nothing was compiled ahead."""
     import torch
 
     from alexspec.kernels import ahead
 
     start = time.perf_counter()
-    if ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None):
+    if ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None,
+                                  also=getattr(optimizer, "compile_ahead", None)):
         return round(time.perf_counter() - start, 2)
     return None
 
@@ -287,7 +299,7 @@ def _compile_ahead(module, x, precision: str) -> float | None:
 def first_step(spec: str, batch: int, precision: str) -> dict:
     """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
     CUDA) and to run its first training step (every kernel compiled and autotuned), as the
-    headline run does it (channels-last for bf16, fused SGD)."""
+    headline run does it (bf16: channels-last and weight copies; fused SGD)."""
     start = time.perf_counter()
     import torch
 
@@ -301,8 +313,8 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     x = x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
     labels = torch.randint(0, built.info.output_shape[0], (batch,), device=device)
     ready = time.perf_counter()
-    compiled_ahead = _compile_ahead(module, x, precision) if cuda else None
-    zero_grad, body = _training_step(module, module.parameters(), x, labels, precision, fused=True)
+    zero_grad, body, optimizer = _training_step(module, module, x, labels, precision, fused=True, copies=True)
+    compiled_ahead = _compile_ahead(module, x, precision, optimizer) if cuda else None
     zero_grad()
     body()
     if cuda:

@@ -244,6 +244,7 @@ def _train_config(args):
                        out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
+                       weight_copies=getattr(args, "weight_copies", "off"),
                        seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
                        keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None),
                        workers=getattr(args, "workers", 4), log_every=getattr(args, "log_every", 20))
@@ -566,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                    help="replay the training step as one CUDA graph (no per-kernel launch cost); auto: on one "
                         "CUDA device in one process (default: auto)")
+    p.add_argument("--weight-copies", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 training: run the conv and fully connected layers on bf16 copies of the weights "
+                        "that the SGD step writes, instead of casting every weight and gradient each step (the "
+                        "same arithmetic, less memory traffic); auto: with --precision bf16, SGD and one process "
+                        "(default: auto)")
 
     p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
     p.add_argument("spec", metavar="SPEC", help=spec_help)
@@ -596,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tables and a plot")
     p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file (default DIR/history.png)")
     p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
-                   "(fusion, channels_last, fused_optimizer, cuda_graphs, triton_conv) and record each one's effect")
+                   "(fusion, channels_last, fused_optimizer, weight_copies, cuda_graphs, triton_conv) and record each one's effect")
     p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "
                    "training step) in fresh processes: with an empty Triton cache, and with the cache that left; on a GPU "
                    "also with an empty cache and ALEXSPEC_COMPILE_AHEAD=0 (each kernel compiled at its first launch)")

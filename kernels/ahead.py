@@ -94,12 +94,14 @@ def prepare_launcher(kernel) -> None:
 
 
 def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocast_dtype: torch.dtype | None = None,
-                         inference: bool = False, threads: int | None = None) -> bool:
+                         inference: bool = False, threads: int | None = None,
+                         also: Callable[[], object] | None = None) -> bool:
     """compile_ahead() of one forward and backward of `module` on `example` (a batch as training
     will pass it: its shape, dtype, device and memory format), under autocast to
     `autocast_dtype` when given; with `inference`, also of a forward without gradients in eval
-    mode (what validation runs). Leaves the module as it was: its buffers, its parameters'
-    gradients, its training flag and the random number generators."""
+    mode (what validation runs); then of `also` (say, an optimizer's compile_ahead). Leaves the
+    module as it was: its buffers, its parameters' gradients, its training flag and the random
+    number generators."""
     if not can_compile_ahead():
         return False
     buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
@@ -118,6 +120,8 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
             module.eval()
             with torch.no_grad(), autocast():
                 module(example)
+        if also is not None:
+            also()
 
     gpus = {t.device for t in [example, *module.parameters()] if t.is_cuda}  # every tower's dropout
     try:

@@ -84,3 +84,22 @@ def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """conv2d + bias, then ReLU when `relu`."""
     y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
     return F.relu(y) if relu else y
+
+
+@torch.no_grad()
+def sgd_step_(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None,
+              copy: torch.Tensor | None, lr, weight_decay: float, momentum: float, nesterov: bool) -> None:
+    """In place, torch.optim.SGD's step (dampening 0) of `param` from `grad` (any float dtype), and
+    `copy` (when given) set to the new weight in its dtype: what kernels.sgd.sgd_step_ computes."""
+    d = grad.to(param.dtype)
+    if weight_decay:
+        d = d.add(param, alpha=weight_decay)
+    if momentum:
+        momentum_buffer.mul_(momentum).add_(d)
+        d = d.add(momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
+    if isinstance(lr, torch.Tensor):
+        param.sub_(d * lr.to(param.dtype))
+    else:
+        param.add_(d, alpha=-lr)
+    if copy is not None:
+        copy.copy_(param)

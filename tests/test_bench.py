@@ -58,7 +58,8 @@ def test_bad_baseline_name():
 def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
     out = tmp_path / "bench.json"
     result, data = bench_json(out, "lenet5", "--compare", "", *QUICK, "--ablate")
-    assert data["levers_on"] == ["fusion", "channels_last", "fused_optimizer"]  # bf16 default; no CUDA graphs on CPU
+    # bf16 default; no CUDA graphs on CPU
+    assert data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "weight_copies"]
     for name in ("cuda_graphs", "triton_conv"):
         assert data["levers"][name] == {"on": False, "why": "needs CUDA"}
     opt_in = data["levers"]["lrn_pool_fusion"]  # off by default, timed turned on
@@ -180,8 +181,8 @@ def test_bench_with_every_lever_on_a_gpu(tmp_path):
     out = tmp_path / "bench.json"
     _, data = bench_json(out, "digits", "--batch", "64", "--steps", "2", "--warmup", "1", "--compare", "eager",
                          "--ablate")
-    assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "cuda_graphs",
-                                                  "triton_conv"]
+    assert data["cuda"] and data["levers_on"] == ["fusion", "channels_last", "fused_optimizer", "weight_copies",
+                                                  "cuda_graphs", "triton_conv"]
     assert all(data["levers"][name]["train_speedup"] > 0 for name in data["levers_on"])
     assert 0 < data["results"]["alexspec"]["compile_ahead_s"] < data["results"]["alexspec"]["first_step_s"]
     choices = data["conv_choices"]  # digits has two convs; training and inference share their shapes

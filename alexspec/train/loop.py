@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 import contextlib
 import datetime
+import functools
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from alexspec.train import augment, checkpoint, graphed
 from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.losses import PendingLosses
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
+from alexspec.train.weight_copies import WeightCopies
 
 EXIT_DIVERGED = 3
 
@@ -55,6 +57,7 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     cuda_graphs: str = "auto"        # auto: the step as one CUDA graph where it can be (see alexspec.train.graphed)
+    weight_copies: str = "auto"      # auto: bf16 SGD runs on bf16 copies of the weights (alexspec.train.weight_copies)
     seed: Optional[int] = None
     log_every: int = 20
     checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: end of each epoch only)
@@ -157,7 +160,9 @@ class Trainer:
         self.model = self.module
         if self.dist.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(self.module)
-        self.optimizer = make_optimizer(self.module, built.generated.attributes, self.training)
+        self.copies = self._weight_copies(config.weight_copies)
+        self.forward = self.copies if self.copies is not None else self.model
+        self.optimizer = make_optimizer(self.module, built.generated.attributes, self.training, self.copies)
         self.graphed = self._graphed_step(config.cuda_graphs)
         self.kernels_compiled = False
         self.schedule = Schedule(self.training, self.epochs)
@@ -254,6 +259,8 @@ class Trainer:
         if resume_from is not None:
             state = checkpoint.load(resume_from, self.network_hash)
             load_state(self.module, state["model"])
+            if self.copies is not None:
+                self.copies.refresh()
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
             except ValueError:  # saved with another tower placement: its per-tensor momentum does not map
@@ -352,7 +359,7 @@ class Trainer:
     def _forward_backward_update(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of a batch, its gradients and the optimizer's step (gradients zeroed before)."""
         with self.autocast():
-            out = self.model(x)
+            out = self.forward(x)
         loss = self.loss(out, labels.to(out.device))
         loss.backward()
         self.optimizer.step()
@@ -368,9 +375,35 @@ class Trainer:
 
         start = time.perf_counter()
         dtype = torch.bfloat16 if self.config.precision == "bf16" else None
-        if ahead.compile_module_ahead(self.module, x, dtype, inference=True):
+        also = None
+        if self.copies is not None:  # the SGD step's kernels (a graphed step reads its rate from the GPU)
+            also = functools.partial(self.optimizer.compile_ahead, lr_on_device=self.graphed is not None)
+        if ahead.compile_module_ahead(self.module, x, dtype, inference=True, also=also):
             self.log(f"compiled the Triton kernels (every autotune config) in {time.perf_counter() - start:.1f} s; "
                      "the first steps time them")
+
+    def _weight_copies(self, mode: str) -> Optional[WeightCopies]:
+        """bf16 copies of the weights, written by the SGD step, when `mode` (auto|on|off) and this
+        run allow them (bf16, SGD, one process)."""
+        if mode not in ("auto", "on", "off"):
+            raise ValueError(f"weight_copies must be one of auto, on, off, got {mode!r}")
+        reason = None
+        if self.config.precision != "bf16":
+            reason = "they serve bf16 training (--precision bf16)"
+        elif self.training.optimizer != "sgd":
+            reason = f"only the SGD step writes them, and the spec's optimizer is {self.training.optimizer}"
+        elif self.dist.world > 1:
+            reason = "the run is data parallel (DDP reduces the fp32 weights' gradients)"
+        if mode == "on" and reason:
+            raise ValueError(f"--weight-copies on cannot be kept: {reason}; use --weight-copies auto or off")
+        if mode == "off" or reason:
+            return None
+        copies = WeightCopies(self.module)
+        if not len(copies):
+            return None
+        self.log(f"the conv and fully connected layers run on bf16 copies of their {len(copies)} weights and biases, "
+                 "written by the SGD step (--weight-copies off: autocast casts them each step)")
+        return copies
 
     def _graphed_step(self, mode: str) -> Optional[graphed.GraphedStep]:
         """The step as a CUDA graph when `mode` (auto|on|off) and this run allow it."""

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
 from alexspec import ir
+from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
 
 
 def parameter_groups(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training) -> list[dict]:
@@ -22,10 +24,19 @@ def parameter_groups(module: torch.nn.Module, attributes: dict[str, str], traini
     return [{"params": rest, "lr_mult": 1.0, "name": "default"}] + groups
 
 
-def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training) -> torch.optim.Optimizer:
+def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training,
+              copies: Optional[WeightCopies] = None) -> torch.optim.Optimizer:
+    """The spec's optimizer over `module`'s parameter groups; with `copies` (SGD only), one that
+    also writes the weights' bf16 copies (alexspec.train.weight_copies)."""
     groups = parameter_groups(module, attributes, training)
     for group in groups:
         group["lr"] = training.lr * group["lr_mult"]
+    if copies is not None:
+        if training.optimizer != "sgd":
+            raise ValueError(f"bf16 weight copies are written by the SGD step; the spec's optimizer is "
+                             f"{training.optimizer}")
+        return SGDWithCopies(groups, copies, lr=training.lr, momentum=training.momentum,
+                             nesterov=training.nesterov, weight_decay=training.weight_decay)
     fused = fused_supported(module)
     if training.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov,
