@@ -79,6 +79,20 @@ def test_copies_follow_weights_loaded_by_hand(towers):
         torch.testing.assert_close(copies(x).float(), module(x).float())  # the module's own forward, on copies
 
 
+def test_resuming_from_a_run_on_copies_keeps_this_runs_fused_step(towers):
+    # torch's load_state_dict takes "fused" from the saved groups: an fp32 run resumed from a bf16
+    # run on copies (which saves fused None) would step unfused from then on
+    from alexspec.train.loop import load_optimizer_state
+
+    module, x, labels = towers
+    _, on_copies = steps(module, x, labels, copies=True, count=1)
+    fused = torch.optim.SGD(module.parameters(), fused=True, **SGD)
+    load_optimizer_state(fused, on_copies.state_dict())
+    assert all(group["fused"] is True for group in fused.param_groups)
+    p = next(module.parameters())
+    assert torch.equal(fused.state[p]["momentum_buffer"], on_copies.state[p]["momentum_buffer"])
+
+
 def test_dampening_is_refused(towers):
     module, _, _ = towers
     with pytest.raises(ValueError, match="dampening"):

@@ -262,7 +262,7 @@ class Trainer:
             if self.copies is not None:
                 self.copies.refresh()
             try:
-                self.optimizer.load_state_dict(state["optimizer"])
+                load_optimizer_state(self.optimizer, state["optimizer"])
             except ValueError:  # saved with another tower placement: its per-tensor momentum does not map
                 self.log("note: the checkpoint's optimizer state belongs to another placement of the towers; "
                          "the weights carry over, momentum restarts from zero")
@@ -426,6 +426,16 @@ class Trainer:
         if self.dist.main:
             checkpoint.save(run_dir, state, step, self.config.keep, best)
         self.dist.barrier()
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """optimizer.load_state_dict(saved), keeping how this run's optimizer steps (fused, foreach):
+    torch takes those from the saved groups too, and the run that saved them may have stepped
+    another way (on bf16 weight copies, on another device)."""
+    how = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, kept in zip(optimizer.param_groups, how):
+        group.update(kept)
 
 
 class _Progress:
