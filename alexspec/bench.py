@@ -220,8 +220,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         results["alexspec"]["fraction_of_peak"] = round(results["alexspec"]["train_tflops"] / peak, 4)
     print_profile(profiled["ops"], log)
     for entry in conv_choice.choices():
-        timed = ", ".join(f"{name} {entry[f'{name}_ms']:.3f} ms" if entry[f"{name}_ms"] is not None
-                          else f"{name} failed" for name in ("triton", "cudnn"))
+        timed = ", ".join(f"{key[:-3]} {ms:.3f} ms" if ms is not None else f"{key[:-3]} failed"
+                          for key, ms in entry.items() if key.endswith("_ms"))
         log(f"  conv {entry['shape']}: {entry['implementation']} ({timed})")
     progress(summary(False))
     for kind in compare:

@@ -12,7 +12,8 @@ first timed, either aten.convolution_backward (cuDNN on a GPU) or Triton: the in
 of a stride-1 conv is the forward kernel run on dy with the weight flipped and transposed
 (cuDNN for other strides), the weight gradient a second implicit GEMM (dy^T times the input
 patches, its long sum over N*OH*OW pixels cut into slices whose partial sums are added
-afterwards), the bias gradient a sum of dy.
+afterwards), the bias gradient a sum of dy. Where both gradients are asked for and Triton
+computes dx, the two mixes are timed too (Triton's dx with cuDNN's dw, and the reverse).
 """
 from __future__ import annotations
 
@@ -212,12 +213,17 @@ def _triton_input_grad(dy: torch.Tensor, weight: torch.Tensor, padding, groups) 
     return _triton_forward(dy, flipped, None, (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]), groups, False)
 
 
+def _triton_computes_dx(weight_shape, stride, padding) -> bool:
+    """Whether the Triton kernels compute this conv's input gradient (stride 1, padding under the kernel)."""
+    kh, kw = weight_shape[2:]
+    return list(stride) == [1, 1] and padding[0] < kh and padding[1] < kw
+
+
 def _triton_backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
     """(dx, dw, db) by the Triton kernels (dx by cuDNN for a stride other than 1); None where not asked for."""
-    kh, kw = weight.shape[2:]
     dx = None
     if output_mask[0]:
-        if list(stride) == [1, 1] and padding[0] < kh and padding[1] < kw:
+        if _triton_computes_dx(weight.shape, stride, padding):
             dx = _triton_input_grad(dy, weight, padding, groups)
         else:
             dx = _cudnn_backward(dy, x, weight, False, stride, padding, groups, [True, False, False])[0]
@@ -241,8 +247,28 @@ def _cudnn_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tens
     return y.contiguous(memory_format=memory_format_of(x))
 
 
+def _mixed_backward(dx_by, dw_by):
+    """A backward that takes dx from `dx_by` and dw, db from `dw_by` (two of the backwards above)."""
+    def backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
+        dx = dx_by(dy, x, weight, False, stride, padding, groups, [output_mask[0], False, False])[0]
+        _, dw, db = dw_by(dy, x, weight, has_bias, stride, padding, groups, [False, *output_mask[1:]])
+        return dx, dw, db
+    return backward
+
+
 _IMPLEMENTATIONS = {"triton": _triton_forward, "cudnn": _cudnn_forward}
 _BACKWARDS = {"triton": _triton_backward, "cudnn": _cudnn_backward}
+# named dx+dw: each gradient by whichever computes it faster, where both are asked for
+_MIXED_BACKWARDS = {"triton+cudnn": _mixed_backward(_triton_backward, _cudnn_backward),
+                    "cudnn+triton": _mixed_backward(_cudnn_backward, _triton_backward)}
+
+
+def _backwards(weight_shape, stride, padding, output_mask) -> dict:
+    """The backwards to choose from: all Triton, all cuDNN, and where dx and dw are both asked
+    for and the Triton kernels compute dx, each mix of the two."""
+    if output_mask[0] and output_mask[1] and _triton_computes_dx(weight_shape, stride, padding):
+        return {**_BACKWARDS, **_MIXED_BACKWARDS}
+    return _BACKWARDS
 
 
 def _can_time(x: torch.Tensor) -> bool:
@@ -297,7 +323,8 @@ def _conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: O
     args = (dy, x, weight, has_bias, stride, padding, groups, output_mask)
     asked = "backward of " + "".join(name for name, on in zip(("dx ", "dw ", "db"), output_mask) if on).strip()
     key, describe = _shape_key(x, weight, stride, padding, groups, has_bias, asked)
-    grads = _BACKWARDS[_choose(key, describe, _BACKWARDS, args, x)](*args)
+    backwards = _backwards(weight.shape, stride, padding, output_mask)
+    grads = backwards[_choose(key, describe, backwards, args, x)](*args)
     return tuple(t if t is not None else dy.new_empty(0) for t in grads)
 
 

@@ -83,6 +83,44 @@ def test_the_backward_is_chosen_per_shape_like_the_forward(monkeypatch):
     assert len(shapes) == 2 and shapes[0].endswith("relu True") and shapes[1].endswith("backward of dx dw")
 
 
+@pytest.mark.parametrize("winner", ["triton+cudnn", "cudnn+triton"])
+def test_a_backward_may_take_each_gradient_from_the_faster_implementation(monkeypatch, winner):
+    # timed in order: triton, cudnn, triton+cudnn, cudnn+triton; the winner is said to be fastest
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
+    timed = []
+
+    def timer(run):
+        run()
+        timed.append(len(timed))
+        return 1.0 if ["triton", "cudnn", "triton+cudnn", "cudnn+triton"][len(timed) - 1] == winner else 2.0
+
+    monkeypatch.setattr(conv_choice, "_do_bench", lambda run: timer(run) if len(conv_choice.choices()) else 1.0)
+    x, weight, bias, stride, padding, groups = make("conv2 5x5 pad 2 groups 2")
+    with conv_choice.using("auto"):
+        check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
+                                [x, weight, bias], torch.float32, tolerance=(1e-4, 1e-4))
+    forward, backward = conv_choice.choices()
+    assert backward["implementation"] == winner and backward["shape"].endswith("backward of dx dw db")
+    assert {key for key in backward if key.endswith("_ms")} == \
+        {"triton_ms", "cudnn_ms", "triton+cudnn_ms", "cudnn+triton_ms"}
+
+
+def test_a_strided_conv_or_one_without_dx_times_only_the_two_backwards(monkeypatch):
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice, "_do_bench", lambda run: run() is None or 1.0)
+    monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
+    for case, x_grad in (("conv1 11x11/4", True), ("conv3 3x3 pad 1", False)):
+        x, weight, bias, stride, padding, groups = make(case)
+        with conv_choice.using("auto"):
+            conv2d_bias_relu(x.requires_grad_(x_grad), weight.requires_grad_(), bias, stride, padding,
+                             groups).sum().backward()
+    backwards = [entry for entry in conv_choice.choices() if "backward" in entry["shape"]]
+    assert len(backwards) == 2
+    assert all({key for key in entry if key.endswith("_ms")} == {"triton_ms", "cudnn_ms"} for entry in backwards)
+
+
 def test_cudnn_path_keeps_the_dtype_under_autocast():
     x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
     with conv_choice.using("cudnn"), torch.autocast("cpu", dtype=torch.bfloat16):
