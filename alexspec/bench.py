@@ -298,7 +298,8 @@ def _compile_ahead(module, x, precision: str, optimizer) -> float | None:
 
 def first_step(spec: str, batch: int, precision: str) -> dict:
     """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
-    CUDA) and to run its first training step (every kernel compiled and autotuned), as the
+    CUDA) and to run its first training step (every kernel compiled and autotuned; of which the
+    seconds compiling ahead, timing autotune configs and timing Triton against cuDNN), as the
     headline run does it (bf16: channels-last and weight copies; fused SGD)."""
     start = time.perf_counter()
     import torch
@@ -320,9 +321,12 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     done = time.perf_counter()
+    from alexspec.kernels import _common, conv_choice
+
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
-            "compile_ahead_s": compiled_ahead}
+            "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing_seconds, 2),
+            "conv_choice_timing_s": round(conv_choice.timing_seconds, 2)}
 
 
 def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:

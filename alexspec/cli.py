@@ -336,10 +336,12 @@ def cmd_bench(args) -> int:
                   + (", then an empty one compiling layer by layer)..." if cuda else ")..."))
             result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
             for name, figures in result["startup"].items():
-                ahead = figures.get("compile_ahead_s")
+                parts = [f"{what} {figures[key]:.1f} s" for what, key in
+                         (("compiling ahead", "compile_ahead_s"), ("timing autotune configs", "autotune_timing_s"),
+                          ("timing Triton against cuDNN", "conv_choice_timing_s")) if figures.get(key)]
                 print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
                       f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s"
-                      + (f" of which compiling ahead {ahead:.1f} s" if ahead is not None else "")
+                      + (f" of which {', '.join(parts)}" if parts else "")
                       + f"; importing torch and alexspec {figures['import_s']:.1f} s before that)")
         out = _bench_out(args.out, torch.cuda.is_available())
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,10 +53,18 @@ def autotune(configs: list, key: list[str], prune=None):
     return lambda fn: _compiled_ahead_when_asked(tuner(fn) if quick else compiling_in_parallel(tuner(fn)))
 
 
+timing_seconds = 0.0  # wall time this process spent timing autotune configs (bench.first_step reports it)
+
+
 def _short_bench(fn, quantiles):
+    global timing_seconds
     from triton.testing import do_bench
 
-    return do_bench(fn, warmup=2, rep=10, quantiles=quantiles)
+    start = time.perf_counter()
+    try:
+        return do_bench(fn, warmup=2, rep=10, quantiles=quantiles)
+    finally:
+        timing_seconds += time.perf_counter() - start
 
 
 COMPILE_THREADS = min(32, os.cpu_count() or 1)

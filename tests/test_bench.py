@@ -32,6 +32,7 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
         assert start["spec_to_warm_module_s"] == pytest.approx(start["build_s"] + start["first_step_s"], abs=0.02)
         assert start["process_s"] >= start["import_s"] + start["spec_to_warm_module_s"] > 0
         assert start["compile_ahead_s"] is None  # the torch backend on CPU: no kernel to compile
+        assert start["autotune_timing_s"] == 0 and start["conv_choice_timing_s"] == 0  # nor to time
         assert f"{name.replace('_', ' ')}: {start['spec_to_warm_module_s']:.1f} s" in result.stdout
     assert {"device", "torch", "triton", "date", "batch", "precision", "results", "profile"} <= set(data)
     assert set(data["results"]) == {"alexspec", "eager"}

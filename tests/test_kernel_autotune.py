@@ -81,3 +81,23 @@ def test_a_bad_switch_value_warns_and_falls_back(variable, message):
     done = subprocess.run([sys.executable, "-c", "import alexspec.kernels.ahead"], capture_output=True, text=True,
                           env={**os.environ, variable: "fast"})
     assert done.returncode == 0 and message in done.stderr
+
+
+def test_the_time_spent_timing_configs_and_implementations_is_counted(monkeypatch):
+    # what `alexspec bench --cold-start` reports of a first step besides compiling
+    import time
+
+    import triton.testing
+
+    from alexspec.kernels import _common, conv_choice
+
+    def slow_bench(fn, **options):
+        time.sleep(0.02)
+        return 1.0
+
+    monkeypatch.setattr(triton.testing, "do_bench", slow_bench)
+    monkeypatch.setattr(_common, "timing_seconds", 0.0)
+    monkeypatch.setattr(conv_choice, "timing_seconds", 0.0)
+    assert _common._short_bench(lambda: None, None) == 1.0 and _common._short_bench(lambda: None, None) == 1.0
+    assert conv_choice._do_bench(lambda: None) == 1.0
+    assert 0.04 <= _common.timing_seconds < 1 and 0.02 <= conv_choice.timing_seconds < 1
