@@ -14,6 +14,8 @@ of a stride-1 conv is the forward kernel run on dy with the weight flipped and t
 patches, its long sum over N*OH*OW pixels cut into slices whose partial sums are added
 afterwards), the bias gradient a sum of dy. Where both gradients are asked for and Triton
 computes dx, the two mixes are timed too (Triton's dx with cuDNN's dw, and the reverse).
+Where the input has a channel count cuDNN's channels-last kernels cannot vectorise (AlexNet's
+conv1: 3), cuDNN on the channels zero-padded to 8 is timed too, both ways ("cudnn_c8").
 """
 from __future__ import annotations
 
@@ -247,6 +249,49 @@ def _cudnn_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tens
     return y.contiguous(memory_format=memory_format_of(x))
 
 
+_CHANNEL_MULTIPLE = 8  # cuDNN's fast channels-last kernels read 8 bf16 channels (16 bytes) at a time
+
+
+def _channels_padded(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and weight with their input channels zero-padded to a multiple of 8 (same memory
+    formats): the same conv, one cuDNN runs with its vectorised kernels (AlexNet's conv1 reads 3)."""
+    n, c, h, w = x.shape
+    padded = -(-c // _CHANNEL_MULTIPLE) * _CHANNEL_MULTIPLE
+    xp = torch.empty((n, padded, h, w), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+    xp[:, c:] = 0
+    xp[:, :c] = x
+    wp = torch.empty((weight.shape[0], padded, *weight.shape[2:]), dtype=weight.dtype, device=weight.device,
+                     memory_format=memory_format_of(weight))
+    wp[:, c:] = 0
+    wp[:, :c] = weight
+    return xp, wp
+
+
+def _cudnn_padded_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tensor:
+    """_cudnn_forward on input channels zero-padded to a multiple of 8 (one group only)."""
+    xp, wp = _channels_padded(x, weight)
+    return _cudnn_forward(xp, wp, bias, stride, padding, groups, relu)
+
+
+def _cudnn_padded_backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
+    """_cudnn_backward on input channels zero-padded to a multiple of 8 (one group only): the
+    padding's gradients are dropped."""
+    c = x.shape[1]
+    xp, wp = _channels_padded(x, weight)
+    dx, dw, db = _cudnn_backward(dy, xp, wp, has_bias, stride, padding, groups, output_mask)
+    dx = dx[:, :c].contiguous(memory_format=memory_format_of(x)) if dx is not None else None
+    dw = dw[:, :c].contiguous(memory_format=memory_format_of(weight)) if dw is not None else None
+    return dx, dw, db
+
+
+def _pads_channels(x: torch.Tensor, groups: int) -> bool:
+    """Whether cuDNN is also timed on channels zero-padded to a multiple of 8: one group, a
+    channel count that is not a multiple of 8, channels-last 16-bit input (where cuDNN's fast
+    kernels need it)."""
+    return (groups == 1 and x.shape[1] % _CHANNEL_MULTIPLE != 0 and x.dtype in (torch.bfloat16, torch.float16)
+            and memory_format_of(x) == torch.channels_last)
+
+
 def _mixed_backward(dx_by, dw_by):
     """A backward that takes dx from `dx_by` and dw, db from `dw_by` (two of the backwards above)."""
     def backward(dy, x, weight, has_bias, stride, padding, groups, output_mask):
@@ -263,12 +308,21 @@ _MIXED_BACKWARDS = {"triton+cudnn": _mixed_backward(_triton_backward, _cudnn_bac
                     "cudnn+triton": _mixed_backward(_cudnn_backward, _triton_backward)}
 
 
-def _backwards(weight_shape, stride, padding, output_mask) -> dict:
-    """The backwards to choose from: all Triton, all cuDNN, and where dx and dw are both asked
-    for and the Triton kernels compute dx, each mix of the two."""
+def _forwards(x: torch.Tensor, groups: int) -> dict:
+    """The forwards to choose from: Triton, cuDNN, and cuDNN on padded channels where it may help."""
+    return {**_IMPLEMENTATIONS, "cudnn_c8": _cudnn_padded_forward} if _pads_channels(x, groups) else _IMPLEMENTATIONS
+
+
+def _backwards(x: torch.Tensor, weight_shape, stride, padding, groups, output_mask) -> dict:
+    """The backwards to choose from: all Triton, all cuDNN; where dx and dw are both asked for
+    and the Triton kernels compute dx, each mix of the two; cuDNN on padded channels where it
+    may help."""
+    backwards = dict(_BACKWARDS)
     if output_mask[0] and output_mask[1] and _triton_computes_dx(weight_shape, stride, padding):
-        return {**_BACKWARDS, **_MIXED_BACKWARDS}
-    return _BACKWARDS
+        backwards.update(_MIXED_BACKWARDS)
+    if _pads_channels(x, groups):
+        backwards["cudnn_c8"] = _cudnn_padded_backward
+    return backwards
 
 
 def _can_time(x: torch.Tensor) -> bool:
@@ -281,7 +335,8 @@ def _conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     """relu(conv2d(x, weight) + bias), in x's memory format, by the implementation conv_choice picks."""
     args = (x, weight, bias, stride, padding, groups, relu)
     key, describe = _shape_key(x, weight, stride, padding, groups, bias is not None, f"relu {relu}")
-    return _IMPLEMENTATIONS[_choose(key, describe, _IMPLEMENTATIONS, args, x)](*args)
+    forwards = _forwards(x, groups)
+    return forwards[_choose(key, describe, forwards, args, x)](*args)
 
 
 conv_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_conv_forward)
@@ -323,7 +378,7 @@ def _conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: O
     args = (dy, x, weight, has_bias, stride, padding, groups, output_mask)
     asked = "backward of " + "".join(name for name, on in zip(("dx ", "dw ", "db"), output_mask) if on).strip()
     key, describe = _shape_key(x, weight, stride, padding, groups, has_bias, asked)
-    backwards = _backwards(weight.shape, stride, padding, output_mask)
+    backwards = _backwards(x, weight.shape, stride, padding, groups, output_mask)
     grads = backwards[_choose(key, describe, backwards, args, x)](*args)
     return tuple(t if t is not None else dy.new_empty(0) for t in grads)
 

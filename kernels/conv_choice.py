@@ -1,4 +1,6 @@
-"""Which implementation runs a conv forward, or a conv backward, of a given shape: Triton or cuDNN.
+"""Which implementation runs a conv forward, or a conv backward, of a given shape: Triton or cuDNN
+(and, for some shapes, the variants kernels.conv offers: a backward mixing the two, cuDNN on
+zero-padded channels).
 
 Neither wins everywhere: cuDNN is hard to beat on large dense convs, the Triton implicit GEMM
 saves a pass over the output with its bias + ReLU epilogue. In mode "auto" (the default) the

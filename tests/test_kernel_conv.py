@@ -121,6 +121,53 @@ def test_a_strided_conv_or_one_without_dx_times_only_the_two_backwards(monkeypat
     assert all({key for key in entry if key.endswith("_ms")} == {"triton_ms", "cudnn_ms"} for entry in backwards)
 
 
+def test_cudnn_on_channels_padded_to_eight_is_the_same_conv():
+    x, weight, bias, stride, padding, groups = make("conv1 11x11/4")
+    x = x.contiguous(memory_format=torch.channels_last)
+    stride, padding = [stride, stride], [padding, padding]  # as the op passes them
+    y = conv_module._cudnn_padded_forward(x, weight, bias, stride, padding, groups, True)
+    torch.testing.assert_close(y, reference.conv2d_bias_relu(x, weight, bias, stride, padding, groups),
+                               rtol=1e-4, atol=1e-4)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(y)
+    dx, dw, db = conv_module._cudnn_padded_backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
+    expected = conv_module._cudnn_backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
+    for got, want in zip((dx, dw, db), expected):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert dx.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("case, dtype, layout, timed", [
+    ("conv1 11x11/4", torch.bfloat16, torch.channels_last, True),        # conv1 as bf16 training runs it
+    ("conv1 11x11/4", torch.float32, torch.channels_last, False),        # cuDNN's fp32 kernels do not need it
+    ("conv1 11x11/4", torch.bfloat16, torch.contiguous_format, False),
+    ("conv2 5x5 pad 2 groups 2", torch.bfloat16, torch.channels_last, False),  # groups: not padded
+])
+def test_padded_channels_are_timed_only_where_cudnn_needs_them(monkeypatch, case, dtype, layout, timed):
+    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
+
+    def timer(run):
+        run()
+        return 1.0 if run.func.__name__.startswith("_cudnn_padded") else 2.0  # cudnn_c8, where offered, wins
+
+    monkeypatch.setattr(conv_choice, "_do_bench", timer)
+    x, weight, bias, stride, padding, groups = make(case)
+    x = x.to(dtype).contiguous(memory_format=layout)
+    weight, bias = weight.to(dtype).requires_grad_(), bias.to(dtype)
+    with conv_choice.using("auto"):
+        y = conv2d_bias_relu(x, weight, bias, stride, padding, groups)
+        y.float().sum().backward()
+    forward, backward = conv_choice.choices()
+    names = {"triton", "cudnn", "cudnn_c8"} if timed else {"triton", "cudnn"}
+    for entry in (forward, backward):
+        assert {key[:-3] for key in entry if key.endswith("_ms")} == names
+        assert entry["implementation"] == ("cudnn_c8" if timed else "triton")
+    torch.testing.assert_close(y.float(), reference.conv2d_bias_relu(x.float(), weight.float(), bias.float(), stride,
+                                                                     padding, groups), rtol=2e-2, atol=2e-2)
+
+
 def test_cudnn_path_keeps_the_dtype_under_autocast():
     x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
     with conv_choice.using("cudnn"), torch.autocast("cpu", dtype=torch.bfloat16):
