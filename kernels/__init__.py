@@ -13,6 +13,8 @@ layers.Linear; layers.resolve_backend picks one for a set of devices. On a GPU, 
 runs each conv shape by the Triton kernel or cuDNN, whichever it timed faster. `reference`
 holds the plain-torch definition of each op (any device). `ahead` compiles every kernel a
 step will launch, all at once, before the step (what the trainer and the benchmark do).
+`sgd.sgd_step_` is torch's SGD step of one weight in one pass that also writes the weight's
+bf16 copy (alexspec.train.weight_copies).
 The kernels run on CUDA tensors, or on CPU with TRITON_INTERPRET=1 set before triton is
 imported (how the tests run them). Imported as `alexspec.kernels`; knows nothing of specs.
 """
