@@ -35,8 +35,17 @@ if triton is not None:
                                          (64, 64, 64, 4, 3), (128, 32, 64, 4, 4), (64, 128, 32, 4, 4))]
 
     @triton.jit
+    def _quotient(n, inverse):
+        """n // d for 0 <= n < 2**22 from inverse = 1 / d (fp32): a multiply, where an integer
+        division by a run-time d costs about twenty instructions (exact: the error of the two
+        roundings stays under the 0.5 / d by which (n + 0.5) / d misses an integer)."""
+        return ((n.to(tl.float32) + 0.5) * inverse).to(tl.int32)
+
+    @triton.jit
     def _tap_offset(k, ICG, KW: tl.constexpr, sxc, sxh, sxw):
-        """Where tap k (ordered kh, kw, ic) of a window lies from the window's first input pixel."""
+        """Where tap k (ordered kh, kw, ic) of a window lies from the window's first input pixel.
+        An integer division, not _quotient: the compiler sees through it that a channels-last
+        window's channels are contiguous (ICG a multiple of 16) and loads them as vectors."""
         ic, tap = k % ICG, k // ICG
         return ic * sxc + (tap // KW) * sxh + (tap % KW) * sxw
 
@@ -104,7 +113,7 @@ if triton is not None:
 
     @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"])
     @triton.jit
-    def _conv_weight_grad_kernel(x_ptr, dy_ptr, part_ptr, M, OCG, K, ICG, H, W, OH, OW,
+    def _conv_weight_grad_kernel(x_ptr, dy_ptr, part_ptr, M, OCG, K, ICG, H, W, OH, OW, inv_ohw, inv_ow,
                                  sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
@@ -117,21 +126,27 @@ if triton is not None:
         k = (tl.program_id(0) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
         g, part = tl.program_id(1) // SPLIT, tl.program_id(1) % SPLIT
         oc_ok, k_ok = oc < OCG, k < K
-        taps = (g * ICG).to(tl.int64) * sxc + _tap_offset(k, ICG, KW, sxc, sxh, sxw)
-        dy_channel = (g * OCG + oc).to(tl.int64) * syc
+        # offsets in int32 (x has under 2**31 elements, and dy: _check_weight_grad_takes)
+        taps = (g * ICG) * sxc + _tap_offset(k, ICG, KW, sxc, sxh, sxw)
+        dy_channel = (g * OCG + oc) * syc
         acc = tl.zeros((BLOCK_OC, BLOCK_K), dtype=tl.float64 if FP64 else tl.float32)
         m_end = tl.minimum((part + 1) * M_PER_SPLIT, M)
         for m0 in range(part * M_PER_SPLIT, m_end, BLOCK_M):
             m = m0 + tl.arange(0, BLOCK_M)
             m_ok = m < m_end
-            image, pixel = m // (OH * OW), m % (OH * OW)
-            oh, ow = pixel // OW, pixel % OW
-            dy_t = tl.load(dy_ptr + dy_channel[:, None] + (image.to(tl.int64) * syn + oh * syh + ow * syw)[None, :],
+            # m's image and pixel from m0's (one scalar division) and small quotients (< 2**22)
+            first_image = m0 // (OH * OW)
+            rel = (m0 - first_image * (OH * OW)) + tl.arange(0, BLOCK_M)
+            later = _quotient(rel, inv_ohw)
+            image, pixel = first_image + later, rel - later * (OH * OW)
+            oh = _quotient(pixel, inv_ow)
+            ow = pixel - oh * OW
+            dy_t = tl.load(dy_ptr + (dy_channel[:, None] + (image * syn + oh * syh + ow * syw)[None, :]),
                            mask=oc_ok[:, None] & m_ok[None, :], other=0.0)
             top, left = oh * SH - PH, ow * SW - PW
-            windows = x_ptr + image.to(tl.int64) * sxn + top * sxh + left * sxw
-            a = tl.load(windows[:, None] + taps[None, :], mask=_in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW),
-                        other=0.0)
+            windows = image * sxn + top * sxh + left * sxw
+            a = tl.load(x_ptr + (windows[:, None] + taps[None, :]),
+                        mask=_in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW), other=0.0)
             if UPCAST:
                 dy_t, a = dy_t.to(tl.float32), a.to(tl.float32)
             if FP64:
@@ -167,6 +182,18 @@ def _empty_output(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> tor
     return torch.empty((n, oc, oh, ow), device=x.device, dtype=x.dtype, memory_format=memory_format_of(x))
 
 
+_SMALL = 2 ** 22 - 256  # what _quotient divides exactly, less the widest tile
+
+
+def _check_weight_grad_takes(dy: torch.Tensor) -> None:
+    """ValueError where the weight-gradient kernel cannot take dy: it indexes with 32 bits and
+    splits pixel numbers by multiplying (_quotient)."""
+    n, oc, oh, ow = dy.shape
+    if dy.numel() >= 2 ** 31 or oh * ow >= _SMALL:
+        raise ValueError(f"the Triton weight gradient takes outputs under 2**31 elements and output images under "
+                         f"{_SMALL:,} pixels, not {list(dy.shape)}: run this conv by cuDNN (ALEXSPEC_CONV=cudnn)")
+
+
 def _triton_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Tensor:
     n, c, h, w = x.shape
     oc, icg, kh, kw = weight.shape
@@ -193,13 +220,15 @@ def _triton_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride,
     n, _, h, w = x.shape
     oc, icg, kh, kw = weight_shape
     oh, ow = dy.shape[2:]
+    _check_weight_grad_takes(dy)
     ocg, k, pixels = oc // groups, icg * kh * kw, n * oh * ow
     split = _slices(pixels)
     parts = torch.empty((groups * split, ocg, k), device=x.device,
                         dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     grid = lambda meta: (triton.cdiv(ocg, meta["BLOCK_OC"]) * triton.cdiv(k, meta["BLOCK_K"]), groups * split)
     _conv_weight_grad_kernel[grid](
-        x, dy, parts, pixels, ocg, k, icg, h, w, oh, ow, *x.stride(), *dy.stride(), triton.cdiv(pixels, split), split,
+        x, dy, parts, pixels, ocg, k, icg, h, w, oh, ow, 1.0 / (oh * ow), 1.0 / ow, *x.stride(), *dy.stride(),
+        triton.cdiv(pixels, split), split,
         KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64,
         PRECISION=_precision(x), UPCAST=INTERPRET and x.dtype == torch.bfloat16)
     dw = parts.view(groups, split, ocg, kh, kw, icg).sum(1)  # K ran over (kh, kw, ic)

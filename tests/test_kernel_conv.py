@@ -168,6 +168,45 @@ def test_padded_channels_are_timed_only_where_cudnn_needs_them(monkeypatch, case
                                                                      padding, groups), rtol=2e-2, atol=2e-2)
 
 
+def quotient_as_the_kernel_computes_it(n, d):
+    """_quotient's arithmetic in numpy: fp32 (n + 0.5) times fp32(1 / d), truncated."""
+    import numpy as np
+
+    return ((n.astype(np.float32) + np.float32(0.5)) * np.float32(1.0 / d)).astype(np.int64)
+
+
+def test_the_division_by_multiplying_is_exact_below_its_limit():
+    # the numbers nearest an error: each multiple of d and the one before it, for every divisor
+    # up to 5,000 (output image sizes and widths), all below _SMALL + the widest tile
+    import numpy as np
+
+    limit = conv_module._SMALL + 256
+    for d in range(1, 5001):
+        multiples = np.arange(0, limit, d, dtype=np.int64)
+        n = np.concatenate([multiples, multiples[1:] - 1, np.array([limit - 1])])
+        assert np.array_equal(quotient_as_the_kernel_computes_it(n, d), n // d), d
+    # and the kernel computes it so (the interpreter's fp32 arithmetic)
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def quotients(n_ptr, q_ptr, inverse, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        tl.store(q_ptr + i, conv_module._quotient(tl.load(n_ptr + i), inverse))
+
+    n = torch.tensor(sorted({0, 1} | {3025 * j + e for j in range(1, 8) for e in (-1, 0)}), dtype=torch.int32)
+    q = torch.empty(16, dtype=torch.int32)
+    quotients[(1,)](n, q, 1.0 / 3025, BLOCK=16)
+    assert q.tolist() == (n // 3025).tolist()
+
+
+def test_the_weight_gradient_refuses_what_it_cannot_index(monkeypatch):
+    monkeypatch.setattr(conv_module, "_SMALL", 50)  # a 7x8 output is over it
+    with pytest.raises(ValueError, match="output images under 50 pixels.*ALEXSPEC_CONV=cudnn"):
+        conv_module._check_weight_grad_takes(torch.empty(1, 2, 7, 8))
+    conv_module._check_weight_grad_takes(torch.empty(1, 2, 7, 7))
+
+
 def test_cudnn_path_keeps_the_dtype_under_autocast():
     x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
     with conv_choice.using("cudnn"), torch.autocast("cpu", dtype=torch.bfloat16):
