@@ -1,6 +1,7 @@
 """What every kernel file shares: argument checks, the interpreter switch, autotuning, dtypes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -130,14 +131,24 @@ def _cached_choice(tuner, configs: list, kwargs: dict):
     return tuner.cache.get(key)
 
 
+def on_device_of(tensor):
+    """A context in which `tensor`'s GPU is the current one (Triton launches on the current GPU:
+    a tower's layers on a second GPU launch there); nothing to do for a tensor on the current
+    GPU or not on one."""
+    if getattr(tensor, "is_cuda", False) and tensor.device.index not in (None, torch.cuda.current_device()):
+        return torch.cuda.device(tensor.device)
+    return contextlib.nullcontext()
+
+
 def _compiled_ahead_when_asked(tuner):
-    """`tuner` made to only start compiling every config of a launch, and run nothing, while
-    ahead.compile_ahead() lasts."""
+    """`tuner` made to launch on its first argument's GPU (on_device_of), and to only start
+    compiling every config of a launch, and run nothing, while ahead.compile_ahead() lasts."""
     launch = tuner.run
 
     def run(*args, **kwargs):
         if not _ahead:
-            return launch(*args, **kwargs)
+            with on_device_of(args[0] if args else None):
+                return launch(*args, **kwargs)
         tuner.nargs = dict(zip(tuner.arg_names, args))
         prune = getattr(tuner, "plain_prune_configs", tuner.prune_configs)
         configs = prune(kwargs)

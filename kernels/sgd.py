@@ -56,7 +56,8 @@ def sgd_step_(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: Optional
         reference.sgd_step_(param, grad, momentum_buffer, copy, lr, weight_decay, momentum, nesterov)
         return
     args, constants = _arguments(param, grad, momentum_buffer, copy, lr, weight_decay, momentum, nesterov)
-    _sgd_kernel[(triton.cdiv(param.numel(), _BLOCK),)](*args, **constants, num_warps=_WARPS)
+    with _common.on_device_of(param):  # a tower's weights on a second GPU step there
+        _sgd_kernel[(triton.cdiv(param.numel(), _BLOCK),)](*args, **constants, num_warps=_WARPS)
 
 
 def compile_ahead(param: torch.Tensor, grad_dtype: torch.dtype, copy: Optional[torch.Tensor], lr_in_tensor: bool,

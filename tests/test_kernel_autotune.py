@@ -101,3 +101,35 @@ def test_the_time_spent_timing_configs_and_implementations_is_counted(monkeypatc
     assert _common._short_bench(lambda: None, None) == 1.0 and _common._short_bench(lambda: None, None) == 1.0
     assert conv_choice._do_bench(lambda: None) == 1.0
     assert 0.04 <= _common.timing_seconds < 1 and 0.02 <= conv_choice.timing_seconds < 1
+
+
+def test_a_launch_runs_on_its_tensors_gpu(monkeypatch):
+    # Triton launches on the current GPU: a tower's layer on cuda:1 must make cuda:1 current
+    import torch
+
+    from alexspec.kernels import _common
+
+    entered = []
+
+    class Device:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(str(self.device))
+
+        def __exit__(self, *exc):
+            return False
+
+    class OnGpu:
+        is_cuda = True
+
+        def __init__(self, index):
+            self.device = torch.device("cuda", index)
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    for tensor in (OnGpu(1), OnGpu(0), torch.zeros(1), None):
+        with _common.on_device_of(tensor):
+            pass
+    assert entered == ["cuda:1"]  # only where the tensor's GPU is not the current one
