@@ -19,6 +19,7 @@ conv1: 3), cuDNN on the channels zero-padded to 8 is timed too, both ways ("cudn
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -209,10 +210,20 @@ def _triton_forward(x, weight, bias, stride, padding, groups, relu) -> torch.Ten
     return y
 
 
-def _slices(pixels: int) -> int:
-    """Into how many slices the weight gradient's sum over `pixels` (N*OH*OW) is cut: enough
-    programs to fill a GPU, each slice at least 2,048 pixels, at most 64 slices."""
-    return max(1, min(64, pixels // 2048))
+def _slices(pixels: int, tiles: int, device: torch.device) -> int:
+    """Into how many slices the weight gradient's sum over `pixels` (N*OH*OW) is cut, for `tiles`
+    (out channels x taps) tiles of 64 x 64 over all groups: enough programs for about 8 on each
+    of the GPU's SMs, each slice at least 2,048 pixels, at most 64 slices. Each slice writes an
+    fp32 part of the whole gradient that is added afterwards: more slices than the GPU needs
+    only add traffic (AlexNet's conv2 wrote 79 MB of parts a step with 64)."""
+    wanted = -(-8 * _multiprocessors(device) // tiles)
+    return max(1, min(64, wanted, pixels // 2048))
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    """The SM count of a CUDA device; an H100's (132) elsewhere, where it only shapes the slices."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
 def _triton_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride, padding, groups) -> torch.Tensor:
@@ -222,7 +233,7 @@ def _triton_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride,
     oh, ow = dy.shape[2:]
     _check_weight_grad_takes(dy)
     ocg, k, pixels = oc // groups, icg * kh * kw, n * oh * ow
-    split = _slices(pixels)
+    split = _slices(pixels, triton.cdiv(ocg, 64) * triton.cdiv(k, 64) * groups, x.device)
     parts = torch.empty((groups * split, ocg, k), device=x.device,
                         dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     grid = lambda meta: (triton.cdiv(ocg, meta["BLOCK_OC"]) * triton.cdiv(k, meta["BLOCK_K"]), groups * split)

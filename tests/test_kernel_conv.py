@@ -49,11 +49,24 @@ def test_forward_and_gradients_match_torch(case, relu, layout, dtype, implementa
             [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
 
 
+def test_the_weight_gradient_takes_as_many_slices_as_fill_the_gpu():
+    # AlexNet's convs at batch 256 on an H100 (132 SMs): (pixels, 64x64 tiles over the groups)
+    cpu = torch.device("cpu")  # counted as an H100
+    shapes = {"conv1": (256 * 55 * 55, 2 * 6), "conv2": (256 * 27 * 27, 2 * 19 * 2),
+              "conv3": (256 * 13 * 13, 6 * 36), "conv5": (256 * 13 * 13, 2 * 27 * 2)}
+    found = {name: conv_module._slices(pixels, tiles, cpu) for name, (pixels, tiles) in shapes.items()}
+    assert found == {"conv1": 64, "conv2": 14, "conv3": 5, "conv5": 10}
+    for name, (pixels, tiles) in shapes.items():  # at least 8 programs an SM, no more slices than that needs
+        assert found[name] * tiles >= 8 * 132 > (found[name] - 1) * tiles or found[name] == 64
+    assert conv_module._slices(2048 * 3 - 1, 1, cpu) == 2  # each slice at least 2,048 pixels
+    assert conv_module._slices(100, 1, cpu) == 1
+
+
 @pytest.mark.parametrize("slices", [1, 3, 7])
 @pytest.mark.parametrize("case", ["conv1 11x11/4", "conv2 5x5 pad 2 groups 2", "non-square"])
 def test_the_weight_gradient_summed_in_slices_is_the_whole_sum(case, slices, monkeypatch):
     # on a GPU the sum over N*OH*OW pixels is cut into slices (uneven here) whose parts are added after
-    monkeypatch.setattr(conv_module, "_slices", lambda pixels: slices)
+    monkeypatch.setattr(conv_module, "_slices", lambda pixels, tiles, device: slices)
     x, weight, bias, stride, padding, groups = make(case)
     with conv_choice.using("triton"):
         check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
