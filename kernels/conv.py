@@ -412,8 +412,8 @@ def _conv_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: O
                   output_mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias) through the ReLU mask (y: the output, given when relu); entries not
     asked for by output_mask are empty."""
-    if relu:
-        dy = torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
+    if relu:  # ReLU's own backward: one pass (a where of y > 0 took two)
+        dy = torch.ops.aten.threshold_backward(dy, y, 0)
     dy = dy.contiguous(memory_format=memory_format_of(x))
     args = (dy, x, weight, has_bias, stride, padding, groups, output_mask)
     asked = "backward of " + "".join(name for name, on in zip(("dx ", "dw ", "db"), output_mask) if on).strip()
