@@ -20,6 +20,8 @@ conv1: 3), cuDNN on the channels zero-padded to 8 is timed too, both ways ("cudn
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -383,12 +385,19 @@ conv_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_conv_
 
 
 def _choose(key, describe, implementations: dict, args: tuple, x: torch.Tensor) -> str:
-    """conv_choice.choose for a conv on x; on a GPU the choice is kept for its model and versions."""
+    """conv_choice.choose for a conv on x; on a GPU the choice is kept for its model, the torch
+    and triton versions and this file's code (changed kernels or candidates are timed anew)."""
     machine = None
     if x.is_cuda:
         machine = lambda: (f"{torch.cuda.get_device_name(x.device)}, torch {torch.__version__}, "  # noqa: E731
-                           f"triton {triton.__version__}")
+                           f"triton {triton.__version__}, conv.py {_source_hash()}")
     return conv_choice.choose(key, describe, implementations, args, lambda: _can_time(x), machine=machine)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_hash() -> str:
+    """A short hash of this file: the kernels and the candidates a stored choice was made among."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def _shape_key(x, weight, stride, padding, groups, has_bias, what: str):

@@ -6,8 +6,8 @@ Neither wins everywhere: cuDNN is hard to beat on large dense convs, the Triton 
 saves a pass over the output with its bias + ReLU epilogue. In mode "auto" (the default) the
 first forward (and the first backward) of each shape on a GPU times both and keeps the faster;
 the choice is also kept beside Triton's own autotuning results (alexspec-conv-choices.json in
-TRITON_CACHE_DIR, default ~/.triton/cache), per GPU model and torch/triton versions, so later
-processes start without timing. "triton" and "cudnn" force one, both ways. ALEXSPEC_CONV sets
+TRITON_CACHE_DIR, default ~/.triton/cache), per GPU model, torch/triton versions and kernel code,
+so later processes start without timing. "triton" and "cudnn" force one, both ways. ALEXSPEC_CONV sets
 the mode at start, set_mode() and using() change it, choices() lists what was chosen and the
 times it was chosen by. Both compute the same function.
 """
