@@ -325,8 +325,8 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
 
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
-            "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing_seconds, 2),
-            "conv_choice_timing_s": round(conv_choice.timing_seconds, 2)}
+            "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
+            "conv_choice_timing_s": round(conv_choice.timing.seconds, 2)}
 
 
 def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from alexspec.kernels.stopwatch import Stopwatch
 
 try:
     import triton
@@ -54,18 +55,13 @@ def autotune(configs: list, key: list[str], prune=None):
     return lambda fn: _compiled_ahead_when_asked(tuner(fn) if quick else compiling_in_parallel(tuner(fn)))
 
 
-timing_seconds = 0.0  # wall time this process spent timing autotune configs (bench.first_step reports it)
+timing = Stopwatch()  # this process's time spent timing autotune configs (bench.first_step reports it)
 
 
 def _short_bench(fn, quantiles):
-    global timing_seconds
     from triton.testing import do_bench
 
-    start = time.perf_counter()
-    try:
-        return do_bench(fn, warmup=2, rep=10, quantiles=quantiles)
-    finally:
-        timing_seconds += time.perf_counter() - start
+    return timing.run(do_bench, fn, warmup=2, rep=10, quantiles=quantiles)
 
 
 COMPILE_THREADS = min(32, os.cpu_count() or 1)

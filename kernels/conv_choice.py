@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 import warnings
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from functools import partial
 from typing import Callable, Iterator, Optional
 
 from alexspec.fsutil import write_atomic
+from alexspec.kernels.stopwatch import Stopwatch
 
 MODES = ("auto", "triton", "cudnn")
 _FALLBACK = "triton"  # where nothing can be timed: on CPU (the interpreter), or while a CUDA graph records
@@ -144,16 +144,11 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     return best
 
 
-timing_seconds = 0.0  # wall time this process spent timing implementations (bench.first_step reports it)
+timing = Stopwatch()  # this process's time spent timing implementations (bench.first_step reports it)
 
 
 def _do_bench(run: Callable[[], object]) -> float:
     """Median ms of `run` on the GPU (after its first call, where Triton compiles and autotunes)."""
-    global timing_seconds
     from triton.testing import do_bench
 
-    start = time.perf_counter()
-    try:
-        return do_bench(run, warmup=5, rep=20, return_mode="median")
-    finally:
-        timing_seconds += time.perf_counter() - start
+    return timing.run(do_bench, run, warmup=5, rep=20, return_mode="median")
