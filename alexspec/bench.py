@@ -222,7 +222,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     for entry in conv_choice.choices():
         timed = ", ".join(f"{key[:-3]} {ms:.3f} ms" if ms is not None else f"{key[:-3]} failed"
                           for key, ms in entry.items() if key.endswith("_ms"))
-        log(f"  conv {entry['shape']}: {entry['implementation']} ({timed})")
+        log(f"  conv {entry['shape']}: {entry['implementation']} "
+            f"({'as shipped for this GPU model' if entry.get('pretuned') else timed})")
     progress(summary(False))
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)
@@ -299,8 +300,9 @@ def _compile_ahead(module, x, precision: str, optimizer) -> float | None:
 def first_step(spec: str, batch: int, precision: str) -> dict:
     """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
     CUDA) and to run its first training step (every kernel compiled and autotuned; of which the
-    seconds compiling ahead, timing autotune configs and timing Triton against cuDNN), as the
-    headline run does it (bf16: channels-last and weight copies; fused SGD)."""
+    seconds compiling ahead, timing autotune configs and timing Triton against cuDNN, and how
+    many choices it took from the table shipped for this GPU model), as the headline run does
+    it (bf16: channels-last and weight copies; fused SGD)."""
     start = time.perf_counter()
     import torch
 
@@ -321,12 +323,13 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     done = time.perf_counter()
-    from alexspec.kernels import _common, conv_choice
+    from alexspec.kernels import _common, conv_choice, pretuned
 
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
-            "conv_choice_timing_s": round(conv_choice.timing.seconds, 2)}
+            "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
+            "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"]}
 
 
 def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:
@@ -334,17 +337,25 @@ def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False)
     once with an empty Triton cache, where every kernel is compiled and autotuned, and once more
     with the cache that left, as any later run finds it; with `layer_by_layer` (on a GPU) also
     with another empty cache and ALEXSPEC_COMPILE_AHEAD=0, each kernel compiled at its first
-    launch (what compiling ahead saves)."""
+    launch (what compiling ahead saves), and where alexspec ships choices for this GPU model
+    (kernels.pretuned), once more with an empty cache and ALEXSPEC_PRETUNED=0, every config
+    compiled and timed (what they save)."""
     import tempfile
+
+    from alexspec.kernels import pretuned
 
     code = ("import json, sys; from alexspec.bench import first_step; "
             "print(json.dumps(first_step(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
     runs = {}
     with tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as cache, \
-            tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as another:
+            tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as another, \
+            tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as untuned:
         starts = [("cold_cache", cache, {}), ("warm_cache", cache, {})]
         if layer_by_layer:
             starts.append(("cold_cache_layer_by_layer", another, {"ALEXSPEC_COMPILE_AHEAD": "0"}))
+        device = pretuned.device_name()
+        if pretuned.ENABLED and device and pretuned.table(device):
+            starts.append(("cold_cache_without_shipped_choices", untuned, {"ALEXSPEC_PRETUNED": "0"}))
         for name, cache_dir, switches in starts:
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", code, str(spec), str(batch), precision], capture_output=True,

@@ -71,6 +71,9 @@ def headline(run: dict) -> str:
         if "cold_cache_layer_by_layer" in startup:
             lines[-1] += (f" ({startup['cold_cache_layer_by_layer']['spec_to_warm_module_s']:.1f} s empty compiling "
                           "layer by layer, ALEXSPEC_COMPILE_AHEAD=0)")
+        if "cold_cache_without_shipped_choices" in startup:
+            lines[-1] += (f"; {startup['cold_cache_without_shipped_choices']['spec_to_warm_module_s']:.1f} s empty "
+                          "timing every choice here (ALEXSPEC_PRETUNED=0)")
     return "\n".join(lines) + "\n"
 
 

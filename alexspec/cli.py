@@ -333,12 +333,15 @@ def cmd_bench(args) -> int:
         if args.cold_start:
             cuda = torch.cuda.is_available()
             print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
-                  + (", then an empty one compiling layer by layer)..." if cuda else ")..."))
+                  + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "
+                     "timing every choice)..." if cuda else ")..."))
             result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
             for name, figures in result["startup"].items():
                 parts = [f"{what} {figures[key]:.1f} s" for what, key in
                          (("compiling ahead", "compile_ahead_s"), ("timing autotune configs", "autotune_timing_s"),
                           ("timing Triton against cuDNN", "conv_choice_timing_s")) if figures.get(key)]
+                if figures.get("shipped_choices_taken"):
+                    parts.append(f"{figures['shipped_choices_taken']} choices taken from the table shipped for this GPU")
                 print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
                       f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s"
                       + (f" of which {', '.join(parts)}" if parts else "")

@@ -1,7 +1,7 @@
 """What a cold start spends compiling, measured on a CPU with no GPU at all.
 
     python bench/compile_cost.py [SPEC] [--batch 16] [--precision bf16|fp32] [--arch 90]
-                                 [--layer-by-layer] [--threads N]
+                                 [--layer-by-layer] [--threads N] [--as-gpu MODEL]
 
 Compiles every Triton kernel binary one training step of SPEC launches (triton backend,
 as `alexspec bench --cold-start` runs it: bf16 channels-last for bf16, every conv by the
@@ -10,7 +10,10 @@ Triton kernels), each autotune config of each, for a CUDA GPU of compute capabil
 stand_in_gpu and compile_module_ahead, which launch nothing). Twice, in fresh processes: with an
 empty Triton cache, then with the cache that run left, which is what a later start finds.
 Prints the seconds and the number of binaries. --layer-by-layer compiles as a start without
-compiling ahead does: each launch's configs together, one launch after the other.
+compiling ahead does: each launch's configs together, one launch after the other. --as-gpu
+takes the choices alexspec ships for that GPU model (alexspec.kernels.pretuned), as a start
+there does: only the chosen configs compile, and convs chosen for cuDNN run it (on the CPU
+here, which is slow at large batches; that time is left out of the compile time).
 
 A GPU's cold start adds to this the timing of each config and of Triton against cuDNN, and
 CUDA's own start-up.
@@ -29,7 +32,8 @@ from pathlib import Path
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "alexnet.yaml"
 
 
-def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | None, layer_by_layer: bool) -> dict:
+def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | None, layer_by_layer: bool,
+              as_gpu: str | None = None) -> dict:
     """In this process: seconds to compile what one training step launches."""
     import torch
 
@@ -38,7 +42,7 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
     if threads:
         _common.COMPILE_THREADS = threads
     _fully_connected_in_fp32()
-    with ahead.stand_in_gpu(arch):
+    with ahead.stand_in_gpu(arch, device_name=as_gpu):
         module, x = step_inputs(spec, batch, precision)
         optimizer = _optimizer(module, precision)
         if layer_by_layer:
@@ -127,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for (default 90)")
     parser.add_argument("--threads", type=int, help="compile threads (default: one a core, at most 32)")
     parser.add_argument("--layer-by-layer", action="store_true", help="compile one launch's configs at a time")
+    parser.add_argument("--as-gpu", metavar="MODEL", help="take the choices shipped for this GPU model, say "
+                        "'NVIDIA H100 80GB HBM3' (kernels/pretuned; they are for batch 256 and its neighbours "
+                        "within 4x): only the chosen configs compile (default: none, every config compiles)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single start, in this process
     args = parser.parse_args(argv)
     check_spec(parser, args.spec)
     if args.one:
         print(json.dumps(one_start(args.spec, args.batch, args.precision, args.arch, args.threads,
-                                   args.layer_by_layer)))
+                                   args.layer_by_layer, args.as_gpu)))
         return 0
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     how = "layer by layer" if args.layer_by_layer else "ahead, all at once"
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             result = json.loads(done.stdout.strip().splitlines()[-1])
             binaries = len(list(Path(cache).rglob("*.cubin")))
-            print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch} "
+            shipped = f", the choices shipped for {args.as_gpu}" if args.as_gpu else ""
+            print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch}{shipped} "
                   f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
                   f"{result['step_s']:.1f} s left out)")
     return 0

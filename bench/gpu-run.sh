@@ -8,7 +8,8 @@
 # (the benchmark's first step still starts cold).
 # bench: against eager and torch.compile (default mode), each lever's effect; the JSON is rewritten
 # after each measurement, so a stage stopped at its SECONDS keeps what it timed. Then which autotune
-# config won for each kernel shape (autotune-DATE.json, bench/autotune_choices.py).
+# config won for each kernel shape (autotune-DATE.json, bench/autotune_choices.py). It times every
+# choice on this GPU (ALEXSPEC_PRETUNED=0), so that bench/pretune.py can make its table anew from that file.
 # startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache, then an
 # empty one compiling layer by layer (ALEXSPEC_COMPILE_AHEAD=0).
 # bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
@@ -63,7 +64,7 @@ for stage in $stages; do
             | tee "$OUT/gpu-tests.log" || status=1 ;;
         kernels) run python3 bench/kernels.py --batch 256 --out "$OUT/kernels-$day.json" 2>&1 \
             | tee "$OUT/kernels.log" || status=1 ;;
-        bench) TRITON_CACHE_DIR=/tmp/triton-cache-bench run python3 -m alexspec bench alexnet --ablate \
+        bench) ALEXSPEC_PRETUNED=0 TRITON_CACHE_DIR=/tmp/triton-cache-bench run python3 -m alexspec bench alexnet --ablate \
             --out "$OUT/bench-$day.json" 2>&1 | tee "$OUT/bench.log" || status=1
             python3 bench/autotune_choices.py /tmp/triton-cache-bench --out "$OUT/autotune-$day.json" || status=1 ;;
         startup) run python3 -m alexspec bench alexnet --cold-start --compare "" --out "$OUT/bench-$day-startup.json" \

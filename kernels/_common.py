@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from alexspec.kernels import pretuned
 from alexspec.kernels.stopwatch import Stopwatch
 
 try:
@@ -52,7 +53,15 @@ def autotune(configs: list, key: list[str], prune=None):
     quick = INTERPRET or AUTOTUNE == "quick"
     tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
                             do_bench=_short_bench, prune_configs_by={"early_config_prune": prune} if prune else None)
-    return lambda fn: _compiled_ahead_when_asked(tuner(fn) if quick else compiling_in_parallel(tuner(fn)))
+    return lambda fn: _offering(configs, _compiled_ahead_when_asked(tuner(fn) if quick else
+                                                                   compiling_in_parallel(tuner(fn))))
+
+
+def _offering(configs: list, tuner):
+    """`tuner` with every config its kernel offers as `offered_configs` (`tuner.configs` holds
+    only the first with ALEXSPEC_AUTOTUNE=quick)."""
+    tuner.offered_configs = configs
+    return tuner
 
 
 timing = Stopwatch()  # this process's time spent timing autotune configs (bench.first_step reports it)
@@ -112,7 +121,8 @@ def _not_cached():
 
 def _cached_choice(tuner, configs: list, kwargs: dict):
     """The config Triton's disk cache holds as the fastest of `configs` for this launch (timed by
-    an earlier process: a warm start), or None where it holds none. It is also made the
+    an earlier process: a warm start), else the one this GPU model's shipped table names
+    (kernels.pretuned), or None where neither has one. It is also made the
     tuner's choice for the launch, so only it is compiled and nothing is timed. The tuning key
     is formed as triton's Autotuner.run forms it (the key arguments, then each tensor's dtype)."""
     if len(configs) < 2 or not tuner.cache_results:
@@ -123,7 +133,12 @@ def _cached_choice(tuner, configs: list, kwargs: dict):
     try:
         tuner.check_disk_cache(key, configs, _not_cached)  # reads the timings, or calls _not_cached
     except _NotCached:
-        return None
+        tensor = next((value for value in args.values() if hasattr(value, "dtype")), None)
+        known = pretuned.autotune_config(getattr(tuner, "base_fn", tuner.fn).__name__, tuner.keys, key, configs,
+                                         pretuned.device_name(tensor))
+        if known is not None:
+            tuner.cache[key] = known
+        return known
     return tuner.cache.get(key)
 
 

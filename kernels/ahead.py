@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
 
-from alexspec.kernels import _common, conv_choice
+from alexspec.kernels import _common, conv_choice, pretuned
 from alexspec.kernels._common import INTERPRET, triton
 
 _SWITCH = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1")
@@ -44,16 +44,16 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
     """Run `step` with every alexspec kernel launch replaced by starting the compilation of each
     of its autotune configs, in one pool of `threads` threads (default: one a core, at most 32),
     then wait for them all. The kernels' outputs stay uninitialised: `step` must only shape a
-    computation (say a forward and backward) whose values are thrown away. A conv's Triton
-    kernels are compiled also where cuDNN may win, since "auto" times both. Returns False,
+    computation (say a forward and backward) whose values are thrown away. A conv whose
+    implementation is known (chosen, stored or shipped: conv_choice.planning) runs it; the
+    others' Triton kernels are compiled, since "auto" will time them against cuDNN. Returns False,
     without calling `step`, where there is nothing to compile (the interpreter, no triton), and
     False with a warning where `step` fails: the kernels then compile at their first launch."""
     if not can_compile_ahead():
         return False
-    forced = conv_choice.using("triton") if conv_choice.mode() == "auto" else nullcontext()
     try:
         with _CompilingAndLinking(threads or _common.COMPILE_THREADS) as pool, \
-                triton.AsyncCompileMode(pool, ignore_errors=True) as mode, forced:
+                triton.AsyncCompileMode(pool, ignore_errors=True) as mode, conv_choice.planning():
             _common._ahead.append(mode)
             try:
                 step()
@@ -137,10 +137,12 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
 
 
 @contextmanager
-def stand_in_gpu(arch: int = 90) -> Iterator[None]:
+def stand_in_gpu(arch: int = 90, device_name: str | None = None) -> Iterator[None]:
     """Within: Triton compiles for a CUDA GPU of compute capability `arch` (90: H100, H200) that
     is not there, and the kernels take CPU tensors. Use with compile_ahead(), which launches
-    nothing; a launch outside it fails. Needs compiled Triton (not TRITON_INTERPRET=1)."""
+    nothing; a launch outside it fails. With `device_name` (a GPU model, as
+    torch.cuda.get_device_name says it) the choices shipped for that model serve
+    (kernels.pretuned). Needs compiled Triton (not TRITON_INTERPRET=1)."""
     if triton is None or INTERPRET:
         raise RuntimeError("stand_in_gpu() needs triton, and TRITON_INTERPRET unset")
     from triton.backends.compiler import GPUTarget
@@ -162,8 +164,10 @@ def stand_in_gpu(arch: int = 90) -> Iterator[None]:
     previous = getattr(driver, "_active", None)  # None: the default, made at its first use (not here)
     driver.set_active(StandInDriver())
     _common._stand_in.append(arch)
+    pretuned._stand_in_device.append(device_name)
     try:
         yield
     finally:
+        pretuned._stand_in_device.pop()
         _common._stand_in.remove(arch)
         driver.set_active(previous)

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from alexspec.kernels import conv_choice
+from alexspec.kernels import conv_choice, pretuned
 from alexspec.kernels._common import (INTERPRET, as_pair, autotune, call, check_same, check_tensor, eager_function,
                                       image_layout, memory_format_of, tl, triton)
 
@@ -386,12 +386,15 @@ conv_forward = torch.library.custom_op(f"{_OP}_forward", mutates_args=())(_conv_
 
 def _choose(key, describe, implementations: dict, args: tuple, x: torch.Tensor) -> str:
     """conv_choice.choose for a conv on x; on a GPU the choice is kept for its model, the torch
-    and triton versions and this file's code (changed kernels or candidates are timed anew)."""
+    and triton versions and this file's code (changed kernels or candidates are timed anew), and
+    one shipped for its model (kernels.pretuned) is taken where none was kept."""
     machine = None
     if x.is_cuda:
         machine = lambda: (f"{torch.cuda.get_device_name(x.device)}, torch {torch.__version__}, "  # noqa: E731
                            f"triton {triton.__version__}, conv.py {_source_hash()}")
-    return conv_choice.choose(key, describe, implementations, args, lambda: _can_time(x), machine=machine)
+    shipped = lambda: pretuned.conv_implementation(describe(), implementations, pretuned.device_name(x))  # noqa: E731
+    return conv_choice.choose(key, describe, implementations, args, lambda: _can_time(x), machine=machine,
+                              pretuned=shipped)
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,6 +33,7 @@ if _mode not in MODES:
     _mode = "auto"
 _chosen: dict[tuple, dict] = {}
 _stored: Optional[dict[str, dict]] = None  # the file's choices, read at the first need
+_planning = False  # within planning()
 
 
 def mode() -> str:
@@ -47,6 +48,19 @@ def set_mode(new_mode: str) -> str:
         raise ValueError(f"conv implementation must be one of {', '.join(MODES)}, got {new_mode!r}")
     previous, _mode = _mode, new_mode
     return previous
+
+
+@contextmanager
+def planning() -> Iterator[None]:
+    """A block that only shapes a computation (ahead.compile_ahead's dry run): in mode "auto" each
+    conv takes the implementation already chosen, stored or shipped for its shape, and the
+    Triton kernel where none is (so that it gets compiled), timing nothing."""
+    global _planning
+    previous, _planning = _planning, True
+    try:
+        yield
+    finally:
+        _planning = previous
 
 
 @contextmanager
@@ -103,7 +117,8 @@ def _store(name: str, entry: dict) -> None:
 def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, Callable[..., object]],
            args: tuple, can_time: Callable[[], bool],
            timer: Callable[[Callable[[], object]], float] | None = None,
-           machine: Callable[[], str] | None = None) -> str:
+           machine: Callable[[], str] | None = None,
+           pretuned: Callable[[], Optional[str]] | None = None) -> str:
     """The implementation to run for the conv identified by `key` (a forward pays only a lookup
     once its shape is chosen).
 
@@ -112,7 +127,9 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     triton.testing.do_bench, in ms) and remembers the fastest (one that fails is warned about
     and left out, its time None); where it cannot time it returns the Triton kernel and
     remembers nothing. With `machine` (the GPU and versions, as text) the choice is also read
-    from and written to the file at store_path().
+    from and written to the file at store_path(). Where that file has none, `pretuned()` may
+    name the implementation that won on this GPU model (kernels.pretuned): it is taken untimed.
+    Within planning(), nothing is timed: a choice not known yet is the Triton kernel.
     """
     if _mode != "auto":
         return _mode
@@ -123,7 +140,11 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     if isinstance(stored, dict) and stored.get("implementation") in implementations:
         _chosen[key] = dict(stored)
         return stored["implementation"]
-    if not can_time():
+    shipped = pretuned() if pretuned is not None else None
+    if shipped in implementations:
+        _chosen[key] = {"shape": describe(), "implementation": shipped, "pretuned": True}
+        return shipped
+    if _planning or not can_time():
         return _FALLBACK
     timer = timer or _do_bench
     times, errors = {}, []

@@ -221,6 +221,9 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
     run["startup"]["cold_cache_layer_by_layer"] = {"spec_to_warm_module_s": 24.04}
     assert "6.9 s with a warm one (24.0 s empty compiling layer by layer, ALEXSPEC_COMPILE_AHEAD=0)" in \
         bench_history.headline(run)
+    run["startup"]["cold_cache_without_shipped_choices"] = {"spec_to_warm_module_s": 27.74}
+    assert "ALEXSPEC_COMPILE_AHEAD=0); 27.7 s empty timing every choice here (ALEXSPEC_PRETUNED=0)" in \
+        bench_history.headline(run)
 
 
 def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_path):

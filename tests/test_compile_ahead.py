@@ -23,9 +23,11 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("triton-cache-sm90")
 
 
-def compiled_for_sm90(script: str, cache, autotune: str = "quick", **switches: str) -> dict:
+def compiled_for_sm90(script: str, cache, autotune: str = "quick", device_name: str | None = None,
+                      **switches: str) -> dict:
     """Run `script` in a fresh process with compiled Triton (no interpreter) and stand_in_gpu(90)
-    around it; it prints one JSON line, returned here. Helpers in scope: binaries(), a
+    (standing in for the GPU model `device_name`) around it; it prints one JSON line, returned
+    here. Helpers in scope: binaries(), a
     {kernel name: [compiled kernels]} of what the kernels' JIT caches hold now."""
     prelude = (
         "import json, torch\n"
@@ -42,7 +44,7 @@ def compiled_for_sm90(script: str, cache, autotune: str = "quick", **switches: s
         "        found[tuner.fn.__name__] = [k.result() if hasattr(k, 'result') else k\n"
         "                                    for cache in caches for k in cache.values()]\n"
         "    return found\n"
-        "with ahead.stand_in_gpu(90):\n"
+        f"with ahead.stand_in_gpu(90, device_name={device_name!r}):\n"
     )
     body = "".join(f"    {line}\n" for line in script.strip().splitlines())
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -170,34 +172,73 @@ def test_the_cpu_compile_scripts_name_a_bad_spec_and_exit_2(script, tmp_path):
     assert done.stderr.strip() == f"{tmp_path / 'missing.yaml'}:1:1: no such file; check the path; example specs " \
                                   "live in specs/"
 
-def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
-    # process 1 autotunes the LRN forward for real, but with made-up timings (the third config
-    # fastest): Triton writes them to its disk cache; then the launch fails, as every launch on
-    # the stand-in GPU does. Process 2 compiles ahead: one binary for that kernel, all for the
-    # backward (never timed)
-    step = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"
+LRN_STEP = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"
             "lrn_module = importlib.import_module('alexspec.kernels.lrn')\n")
-    timed = compiled_for_sm90(step + """
+
+
+def time_lrn_forward_made_up(cache, fastest: int) -> dict:
+    """In a fresh process on the stand-in GPU, autotune the LRN forward for real but with made-up
+    timings (config `fastest` fastest): Triton writes them to its disk cache in `cache`; then the
+    launch fails, as every launch on the stand-in GPU does. Returns {"timed": configs timed}."""
+    return compiled_for_sm90(LRN_STEP + f"""
 tuner = lrn_module._lrn_forward_kernel
-tuner._bench = lambda *args, config, **meta: [1.0 if config is tuner.configs[2] else 2.0] * 3
+tuner._bench = lambda *args, config, **meta: [1.0 if config is tuner.configs[{fastest}] else 2.0] * 3
 try:
     lrn_module.lrn(x.detach(), 5)
 except Exception:
     pass  # nothing launches on the stand-in GPU
-print(json.dumps({"timed": len(tuner.configs_timings)}))
-""", tmp_path, autotune="full")
-    found = compiled_for_sm90(step + """
+print(json.dumps({{"timed": len(tuner.configs_timings)}}))
+""", cache, autotune="full")
+
+
+def lrn_binaries_compiled_ahead(cache, device_name: str | None = None, before: str = "") -> dict:
+    """In a fresh process on the stand-in GPU (`device_name`), after the lines `before`: compile an
+    LRN forward and backward ahead; the forward's binaries (BLOCK_P, BLOCK_C, num_warps), the
+    backward's count, and the shipped choices taken."""
+    return compiled_for_sm90(LRN_STEP + before + """
+from alexspec.kernels import pretuned
 from alexspec.kernels.resources import compiled_binaries
 assert ahead.compile_ahead(lambda: lrn_module.lrn(x, 5).sum().backward())
 blocks = lambda c: [c["BLOCK_P"], c["BLOCK_C"], c["num_warps"]]
 print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module._lrn_forward_kernel.fn)],
-                  "backward": len(binaries()["_lrn_backward_kernel"])}))
-""", tmp_path, autotune="full")
+                  "backward": len(binaries()["_lrn_backward_kernel"]), "used": pretuned.used}))
+""", cache, autotune="full", device_name=device_name)
+
+
+def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
+    # process 1 times the LRN forward (the third config fastest). Process 2 compiles ahead: one
+    # binary for that kernel, all for the backward (never timed)
+    timed = time_lrn_forward_made_up(tmp_path, fastest=2)
+    found = lrn_binaries_compiled_ahead(tmp_path)
     lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
     fastest = lrn_module._CONFIGS[2]
     assert timed["timed"] == len(lrn_module._CONFIGS)
     assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
     assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
+    assert found["used"] == {"autotune": 0, "conv": 0}  # a GPU model with no table
+
+
+def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_configs_it_names(tmp_path):
+    # process 1 times the LRN forward (the second config fastest); bench/autotune_choices.py
+    # gathers that and pretuned makes the table of "that GPU" from it. Process 2 starts on that
+    # GPU model with an empty cache: one binary for the forward, every config for the backward
+    # (the table has no entry for it)
+    time_lrn_forward_made_up(tmp_path / "timed", fastest=1)
+    gathered = subprocess.run([sys.executable, "bench/autotune_choices.py", str(tmp_path / "timed"), "--out",
+                               str(tmp_path / "record.json")], capture_output=True, text=True, cwd=ROOT)
+    assert gathered.returncode == 0, gathered.stderr
+    from alexspec.kernels import pretuned
+    table = pretuned.from_autotune_record(json.loads((tmp_path / "record.json").read_text()), "Stand-in GPU")
+    (tmp_path / "pretuned").mkdir()
+    (tmp_path / "pretuned" / "Stand_in_GPU.json").write_text(json.dumps(table))
+    found = lrn_binaries_compiled_ahead(tmp_path / "cold", device_name="Stand-in GPU", before=(
+        "from pathlib import Path\nfrom alexspec.kernels import pretuned\n"
+        f"pretuned.FOLDER = Path({str(tmp_path / 'pretuned')!r})\n"))
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    fastest = lrn_module._CONFIGS[1]
+    assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
+    assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
+    assert found["used"] == {"autotune": 1, "conv": 0}
 
 
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):

@@ -1,0 +1,57 @@
+"""Make the choices shipped for a GPU model (kernels/pretuned/<model>.json) from a GPU run.
+
+    python bench/pretune.py bench/results/autotune-DATE.json [--device "NVIDIA H100 80GB HBM3"]
+
+The input is what bench/autotune_choices.py gathered from the Triton cache of an
+`alexspec bench` run (bench/gpu-run.sh's bench stage writes it): each autotuned kernel shape's
+winning config and each conv shape's Triton-or-cuDNN choice. The output replaces that model's
+table; a cold start on that model then compiles only the winning configs and times nothing
+where the table has the shape (alexspec.kernels.pretuned).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def devices_in(record: dict) -> set[str]:
+    """The GPU models the record's conv choices were timed on."""
+    return {stored_as.split(" | ")[0].split(",")[0] for stored_as in record.get("conv_choices", {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from alexspec.kernels import pretuned
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("record", type=Path, help="an autotune-DATE.json of bench/results")
+    parser.add_argument("--device", help="the GPU model it was timed on (default: the one its conv choices name)")
+    args = parser.parse_args(argv)
+    try:
+        record = json.loads(args.record.read_text())
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"{args.record}: cannot read it as JSON ({exc})\n")
+    if not isinstance(record, dict) or not isinstance(record.get("autotune"), list):
+        parser.exit(2, f"{args.record}: not an autotune record (no \"autotune\" list); make one with "
+                       "bench/autotune_choices.py\n")
+    device = args.device
+    if device is None:
+        found = devices_in(record)
+        if len(found) != 1:
+            parser.exit(2, f"{args.record}: its conv choices name {len(found)} GPU models "
+                           f"({', '.join(sorted(found)) or 'none'}); say which with --device\n")
+        device = found.pop()
+    table = pretuned.from_autotune_record(record, device, made_from=args.record.name)
+    out = pretuned.table_path(device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    launches = sum(len(entries) for entries in table["autotune"].values())
+    print(f"{out}: {launches} autotuned kernel shapes and {len(table['conv'])} conv choices for {device}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

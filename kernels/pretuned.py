@@ -1,0 +1,162 @@
+"""Choices timed on a GPU model and shipped with alexspec, for a cold start on that model.
+
+From an empty Triton cache, a first step compiles every autotune config of every kernel shape,
+times them, and times each conv shape by Triton and by cuDNN (on an H100: 27.7 s for
+AlexNet, most of it compiling configs that lose). kernels/pretuned/<GPU model>.json holds what
+won on that model (bench/pretune.py makes it from a GPU run's autotune-DATE.json): per kernel
+and tuning key, the winning config; per conv shape, the winning implementation. Where this
+machine's GPU has a table, a launch that finds no choice in Triton's cache takes the table's
+(compiling only that config, timing nothing), and so does a conv shape.
+
+Where the table has no entry for a shape, it is timed as before. A shape tuned at another
+batch size serves too: the same kernel with the same key except its batch-scaled arguments
+(BATCH_SCALED: the pixel count M and the slice count SPLIT of the conv kernels), the nearest
+batch within a factor of MAX_BATCH_RATIO; for a conv choice, the same shape at the nearest such
+batch. A config the kernel no longer offers, or an implementation no longer a candidate, is
+ignored. Choices this machine timed (Triton's cache, the conv choice file) come first.
+ALEXSPEC_PRETUNED=0 times everything on this machine instead.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Optional
+
+FOLDER = Path(__file__).resolve().parent / "pretuned"
+BATCH_SCALED = ("M", "SPLIT")  # tuning-key arguments that grow with the batch
+MAX_BATCH_RATIO = 4.0
+
+_SWITCH = os.environ.get("ALEXSPEC_PRETUNED", "1")
+ENABLED = _SWITCH != "0"
+if _SWITCH not in ("0", "1"):
+    warnings.warn(f"ALEXSPEC_PRETUNED={_SWITCH!r} is neither 0 nor 1; using the shipped choices", stacklevel=1)
+
+_stand_in_device: list[str] = []  # a GPU model named by ahead.stand_in_gpu(), while it lasts
+used = {"autotune": 0, "conv": 0}  # how many choices this process took from a table
+
+
+def table_path(device_name: str) -> Path:
+    """Where the table of the GPU model `device_name` (as torch.cuda.get_device_name says it) lives."""
+    return FOLDER / (re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_") + ".json")
+
+
+@functools.lru_cache(maxsize=None)
+def table(device_name: str) -> Optional[dict]:
+    """The shipped table of `device_name`, or None where there is none (or it is unreadable)."""
+    try:
+        found = json.loads(table_path(device_name).read_text())
+    except OSError:
+        return None
+    except ValueError as exc:
+        warnings.warn(f"{table_path(device_name)} is not valid JSON ({exc}); timing every choice", stacklevel=2)
+        return None
+    return found if isinstance(found, dict) and found.get("device") == device_name else None
+
+
+def device_name(tensor=None) -> Optional[str]:
+    """The GPU model the kernels run on: a stand-in's, or `tensor`'s GPU (default: the current one)."""
+    if _stand_in_device:
+        return _stand_in_device[-1]
+    import torch
+
+    if tensor is not None and getattr(tensor, "is_cuda", False):
+        return torch.cuda.get_device_name(tensor.device)
+    if tensor is None and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return None
+
+
+def autotune_config(kernel: str, key_names: list[str], key: tuple, configs: list, device: Optional[str]):
+    """The one of `configs` (triton Configs) that `device`'s table says won for `kernel` at tuning
+    key `key` (the values of the arguments `key_names`, then the tensors' dtypes), or at the
+    nearest batch; None where the table has none of them."""
+    entries = _table_part(device, "autotune").get(kernel, [])
+    scaled = [i for i, name in enumerate(key_names) if name in BATCH_SCALED]
+    best, best_distance = None, math.inf
+    for entry in entries:
+        theirs = entry.get("key")
+        if not isinstance(theirs, list) or len(theirs) != len(key):
+            continue
+        if any(str(a) != str(b) for i, (a, b) in enumerate(zip(theirs, key)) if i not in scaled):
+            continue
+        distance = _batch_distance([theirs[i] for i in scaled], [key[i] for i in scaled])
+        if distance < best_distance:
+            best, best_distance = entry, distance
+    if best is None:
+        return None
+    for config in configs:
+        if _same_config(config, best.get("config", {})):
+            used["autotune"] += 1
+            return config
+    return None
+
+
+def conv_implementation(shape: str, implementations, device: Optional[str]) -> Optional[str]:
+    """The implementation `device`'s table says won for the conv `shape` (conv_choice's
+    description, "x [N, C, H, W] ..."), or for the same conv at the nearest batch; None where it
+    has none, or where that implementation is not among `implementations`."""
+    batch, rest = _split_batch(shape)
+    best, best_distance = None, math.inf
+    for theirs, implementation in _table_part(device, "conv").items():
+        their_batch, their_rest = _split_batch(theirs)
+        if their_rest != rest or batch is None or their_batch is None:
+            continue
+        distance = _batch_distance([their_batch], [batch])
+        if distance < best_distance:
+            best, best_distance = implementation, distance
+    if best in implementations:
+        used["conv"] += 1
+        return best
+    return None
+
+
+def _table_part(device: Optional[str], part: str) -> dict:
+    found = table(device) if ENABLED and device else None
+    value = found.get(part) if found else None
+    return value if isinstance(value, dict) else {}
+
+
+def _batch_distance(theirs: list, ours: list) -> float:
+    """How far apart two batches are (the largest ratio of batch-scaled values, as a log); inf
+    past MAX_BATCH_RATIO."""
+    distance = 0.0
+    for a, b in zip(theirs, ours):
+        if not (isinstance(a, int) and isinstance(b, int) and a > 0 and b > 0):
+            return math.inf if a != b else distance
+        distance = max(distance, abs(math.log(a / b)))
+    return distance if distance <= math.log(MAX_BATCH_RATIO) else math.inf
+
+
+_BATCH = re.compile(r"^x \[(\d+), ")
+
+
+def _split_batch(shape: str) -> tuple[Optional[int], str]:
+    match = _BATCH.match(shape)
+    return (int(match.group(1)), shape[match.end():]) if match else (None, shape)
+
+
+def _same_config(config, described: dict) -> bool:
+    """Whether a triton Config is the one `described` (as Triton's cache writes it) names."""
+    return (described.get("kwargs") == config.kwargs
+            and all(described.get(name) == getattr(config, name, None)
+                    for name in ("num_warps", "num_stages", "num_ctas", "maxnreg") if name in described))
+
+
+def from_autotune_record(record: dict, device: str, made_from: str = "") -> dict:
+    """A table for `device` from what bench/autotune_choices.py gathered after a run on it:
+    each autotuned launch's winner, and each conv choice timed on that device."""
+    autotune: dict[str, list] = {}
+    for tuned in record.get("autotune", []):
+        best = {name: value for name, value in tuned["best"].items() if name not in ("pre_hook", "ir_override")}
+        autotune.setdefault(tuned["kernel"], []).append({"key": tuned["key"], "config": best})
+    conv: dict[str, str] = {}
+    for stored_as, entry in sorted(record.get("conv_choices", {}).items()):
+        machine, _, shape = stored_as.partition(" | ")
+        if machine.split(",")[0] == device and isinstance(entry, dict) and "implementation" in entry:
+            conv[shape] = entry["implementation"]
+    return {"device": device, "made_from": made_from, "autotune": autotune, "conv": conv}
