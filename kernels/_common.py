@@ -235,7 +235,9 @@ def eager_function(forward_impl, backward_impl, setup_context, backward):
     torch.autograd.Function, with the setup_context and backward its custom op registers
     (the backward finds the function to run in ctx.backward_op). Eager calls take this path:
     it skips the dispatcher's custom-op machinery, about half the host time of a forward +
-    backward, which every layer pays in a step that is not replayed as a CUDA graph."""
+    backward, which every layer pays in a step that is not replayed as a CUDA graph. Named
+    after the op (alexspec_conv for _conv_forward): the profiler lists each op's forward under
+    that name and its backward as alexspec_convBackward."""
 
     class Eager(torch.autograd.Function):
         @staticmethod
@@ -254,7 +256,8 @@ def eager_function(forward_impl, backward_impl, setup_context, backward):
                 return (None,) * ctx.input_count
             return backward(ctx, *grads)
 
-    return Eager.apply
+    op = forward_impl.__name__.strip("_").removesuffix("_forward")
+    return type(f"alexspec_{op}", (Eager,), {}).apply  # a subclass: torch names its backward node after it
 
 
 def call(op, eager, *args):

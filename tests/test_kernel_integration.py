@@ -8,6 +8,7 @@ import pytest
 from kernel_helpers import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from alexspec import kernels
 from alexspec.kernels import LRN, Conv2d, MaxPool2d, reference
 
 
@@ -81,6 +82,20 @@ def test_eager_calls_skip_the_dispatcher_and_compute_what_the_custom_ops_do():
     torch.testing.assert_close(dispatched, out)
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g)
+
+
+def test_the_profiler_names_each_eager_op_and_its_backward():
+    x = torch.randn(1, 4, 7, 7, requires_grad=True)
+    weight = torch.randn(8, 4, 3, 3, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiled:
+        y = kernels.conv2d_bias_relu(x, weight, None, padding=1)
+        z = kernels.max_pool2d(kernels.lrn(y, 5), 3, 2)
+        z.sum().backward()
+    names = {event.key for event in profiled.key_averages()}
+    assert {"alexspec_conv", "alexspec_lrn", "alexspec_max_pool"} <= names
+    assert {"alexspec_convBackward", "alexspec_lrnBackward", "alexspec_max_poolBackward"} <= {
+        name.split(": ")[-1] for name in names}
+    assert z.grad_fn.name() == "alexspec_max_poolBackward"
 
 
 def test_torch_compile_traces_without_graph_breaks():
