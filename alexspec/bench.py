@@ -323,13 +323,14 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     done = time.perf_counter()
-    from alexspec.kernels import _common, conv_choice, pretuned
+    from alexspec.kernels import _common, ahead, conv_choice, pretuned
 
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
-            "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"]}
+            "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
+            "compiled_ahead": dict(ahead.last_run)}
 
 
 def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:
@@ -365,6 +366,25 @@ def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False)
             runs[name] = {"process_s": round(time.perf_counter() - start, 2),
                           **json.loads(done.stdout.strip().splitlines()[-1])}
     return runs
+
+
+def describe_start(name: str, figures: dict) -> str:
+    """Lines saying what one start-up run of startup() spent its time on."""
+    parts = [f"{what} {figures[key]:.1f} s" for what, key in
+             (("compiling ahead", "compile_ahead_s"), ("timing autotune configs", "autotune_timing_s"),
+              ("timing Triton against cuDNN", "conv_choice_timing_s")) if figures.get(key)]
+    lines = [f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build {figures['build_s']:.1f} s, "
+             f"first step {figures['first_step_s']:.1f} s" + (f" of which {', '.join(parts)}" if parts else "")
+             + f"; importing torch and alexspec {figures['import_s']:.1f} s before that)"]
+    ahead_run = figures.get("compiled_ahead") or {}
+    if ahead_run.get("binaries"):
+        lines.append(f"    compiling ahead: {ahead_run['binaries']} binaries in {ahead_run['compile_s']:.1f} s summed "
+                     f"over {ahead_run['threads']} threads, {ahead_run['launchers']} launchers in "
+                     f"{ahead_run['launcher_s']:.1f} s; the dry step {ahead_run['step_s']:.1f} s, then "
+                     f"{ahead_run['waiting_s']:.1f} s waiting for the compilations")
+    if figures.get("shipped_choices_taken"):
+        lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for this GPU model")
+    return "\n".join(lines)
 
 
 def _why_off(lever: str, cuda: bool, precision: str) -> str:

@@ -337,15 +337,7 @@ def cmd_bench(args) -> int:
                      "timing every choice)..." if cuda else ")..."))
             result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
             for name, figures in result["startup"].items():
-                parts = [f"{what} {figures[key]:.1f} s" for what, key in
-                         (("compiling ahead", "compile_ahead_s"), ("timing autotune configs", "autotune_timing_s"),
-                          ("timing Triton against cuDNN", "conv_choice_timing_s")) if figures.get(key)]
-                if figures.get("shipped_choices_taken"):
-                    parts.append(f"{figures['shipped_choices_taken']} choices taken from the table shipped for this GPU")
-                print(f"  {name.replace('_', ' ')}: {figures['spec_to_warm_module_s']:.1f} s (build "
-                      f"{figures['build_s']:.1f} s, first step {figures['first_step_s']:.1f} s"
-                      + (f" of which {', '.join(parts)}" if parts else "")
-                      + f"; importing torch and alexspec {figures['import_s']:.1f} s before that)")
+                print(bench.describe_start(name, figures))
         out = _bench_out(args.out, torch.cuda.is_available())
 
         def keep(partial: dict) -> None:  # an interrupted run keeps what it timed

@@ -6,9 +6,10 @@ only then does the next layer's launch start its own compilations, so a machine'
 mostly idle. compile_module_ahead() runs one forward and backward of a module first with no
 kernel launched: each launch only starts compiling its configs, all of the step's go to one
 pool of threads, and it returns once they are all compiled. The real first step then finds
-every config compiled and only times them. Each compilation also prepares its kernel's launcher
-(triton 3.6 and earlier build one in C, with gcc, per kernel signature, at the kernel's first
-launch: serially, about 0.2 s each), so the first step finds those built too.
+every config compiled and only times them. The first compilation of each kernel signature also
+prepares its launcher (triton 3.6 and earlier build one in C, with gcc, per kernel signature,
+at the kernel's first launch: serially, about 0.2 s each), so the first step finds those built
+too. last_run says what the latest compile_ahead() compiled and how long each part took.
 
 ALEXSPEC_COMPILE_AHEAD=0 turns it off (the kernels then compile layer by layer, at their
 first launch). stand_in_gpu() lets a machine with no GPU compile for one (the kernels take
@@ -18,6 +19,8 @@ CPU tensors and launch nothing), which is how a CPU checks what a GPU's cold sta
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -51,31 +54,71 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
     False with a warning where `step` fails: the kernels then compile at their first launch."""
     if not can_compile_ahead():
         return False
+    threads = threads or _common.COMPILE_THREADS
+    start = stepped = time.perf_counter()
     try:
-        with _CompilingAndLinking(threads or _common.COMPILE_THREADS) as pool, \
+        with _CompilingAndLinking(threads) as pool, \
                 triton.AsyncCompileMode(pool, ignore_errors=True) as mode, conv_choice.planning():
             _common._ahead.append(mode)
             try:
                 step()
             finally:
                 _common._ahead.remove(mode)
+                stepped = time.perf_counter()
     except Exception as exc:  # a speed-up only
         warnings.warn(f"compiling the kernels ahead failed ({type(exc).__name__}: {exc}); they compile at "
                       "their first launch instead", stacklevel=2)
         return False
+    last_run.clear()
+    last_run.update({name: round(value, 2) for name, value in pool.tally.items()}, threads=threads,
+                    step_s=round(stepped - start, 2), waiting_s=round(time.perf_counter() - stepped, 2))
     return True
 
 
+# What the latest compile_ahead() did: binaries compiled and the seconds that took (summed over
+# threads), launchers built and their seconds, the threads, the seconds running the step and then
+# waiting for the compilations still going (bench.first_step reports it)
+last_run: dict = {}
+
+
 class _CompilingAndLinking(ThreadPoolExecutor):
-    """A pool whose compilations also prepare the compiled kernel's launcher."""
+    """A pool whose compilations also prepare their kernels' launchers, one per kernel signature
+    (the configs of a kernel share one: only the first of them to compile builds it), and which
+    adds up the seconds each took (tally)."""
+
+    def __init__(self, threads: int):
+        super().__init__(threads)
+        self._lock = threading.Lock()
+        self._signatures: set = set()
+        self.tally = {"binaries": 0, "compile_s": 0.0, "launchers": 0, "launcher_s": 0.0}
 
     def submit(self, compile_one, /, *args, **kwargs):
         def compile_and_link():
+            start = time.perf_counter()
             kernel = compile_one(*args, **kwargs)
-            prepare_launcher(kernel)
+            compiled = time.perf_counter()
+            first = self._first_of_its_signature(kernel)
+            if first:
+                prepare_launcher(kernel)
+            with self._lock:
+                self.tally["binaries"] += 1
+                self.tally["compile_s"] += compiled - start
+                self.tally["launchers"] += first
+                self.tally["launcher_s"] += (time.perf_counter() - compiled) * first
             return kernel
 
         return super().submit(compile_and_link)
+
+    def _first_of_its_signature(self, kernel) -> bool:
+        """Whether no kernel compiled before this one shares its launcher: Triton generates a
+        launcher's C source from the kernel's signature (argument types) alone."""
+        src = getattr(kernel, "src", None)
+        key = (repr(sorted(getattr(src, "signature", {}).items(), key=str)),
+               repr(getattr(getattr(kernel, "metadata", None), "tensordesc_meta", None)))
+        with self._lock:
+            first = key not in self._signatures
+            self._signatures.add(key)
+        return first
 
 
 def prepare_launcher(kernel) -> None:

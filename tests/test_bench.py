@@ -226,6 +226,24 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
         bench_history.headline(run)
 
 
+def test_a_start_up_run_says_where_its_first_step_went():
+    from alexspec.bench import describe_start
+
+    figures = {"spec_to_warm_module_s": 9.04, "build_s": 1.1, "first_step_s": 7.9, "import_s": 4.5,
+               "compile_ahead_s": 3.2, "autotune_timing_s": 0.0, "conv_choice_timing_s": 0.0,
+               "shipped_choices_taken": 40,
+               "compiled_ahead": {"binaries": 17, "compile_s": 12.44, "launchers": 7, "launcher_s": 1.5,
+                                  "threads": 16, "step_s": 1.2, "waiting_s": 2.0}}
+    assert describe_start("cold_cache", figures).splitlines() == [
+        "  cold cache: 9.0 s (build 1.1 s, first step 7.9 s of which compiling ahead 3.2 s; importing torch and "
+        "alexspec 4.5 s before that)",
+        "    compiling ahead: 17 binaries in 12.4 s summed over 16 threads, 7 launchers in 1.5 s; the dry step 1.2 s, "
+        "then 2.0 s waiting for the compilations",
+        "    40 choices taken from the table shipped for this GPU model"]
+    quiet = {key: figures[key] for key in ("spec_to_warm_module_s", "build_s", "first_step_s", "import_s")}
+    assert describe_start("warm_cache", quiet).count("\n") == 0
+
+
 def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_path):
     # as triton's Autotuner.check_disk_cache writes them: the key, then (config.__dict__, timings) pairs
     entry = tmp_path / "ab12" / "_lrn_forward_kernel.autotune.json"
