@@ -10,11 +10,13 @@ of the compiler, validate+infer time of a generated 1,000-layer spec.
 """
 from __future__ import annotations
 
+import cProfile
 import datetime
 import gc
-import os
 import json
+import os
 import platform
+import pstats
 import statistics
 import subprocess
 import sys
@@ -297,12 +299,14 @@ def _compile_ahead(module, x, precision: str, optimizer) -> float | None:
     return None
 
 
-def first_step(spec: str, batch: int, precision: str) -> dict:
+def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> dict:
     """In this process: seconds to import torch and alexspec, to build `spec` (triton backend on
     CUDA) and to run its first training step (every kernel compiled and autotuned; of which the
     seconds compiling ahead, timing autotune configs and timing Triton against cuDNN, and how
     many choices it took from the table shipped for this GPU model), as the headline run does
-    it (bf16: channels-last and weight copies; fused SGD)."""
+    it (bf16: channels-last and weight copies; fused SGD). With `profile`, also the Python
+    functions (and the C functions they call) the first step spent the most time in
+    (cProfile, which slows it a little)."""
     start = time.perf_counter()
     import torch
 
@@ -316,6 +320,9 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     x = x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
     labels = torch.randint(0, built.info.output_shape[0], (batch,), device=device)
     ready = time.perf_counter()
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
     zero_grad, body, optimizer = _training_step(module, module, x, labels, precision, fused=True, copies=True)
     compiled_ahead = _compile_ahead(module, x, precision, optimizer) if cuda else None
     zero_grad()
@@ -323,6 +330,8 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
     done = time.perf_counter()
+    if profiler:
+        profiler.disable()
     from alexspec.kernels import _common, ahead, conv_choice, pretuned
 
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
@@ -330,28 +339,43 @@ def first_step(spec: str, batch: int, precision: str) -> dict:
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
             "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
-            "compiled_ahead": dict(ahead.last_run)}
+            "compiled_ahead": dict(ahead.last_run), **({"profile": _top_functions(profiler)} if profiler else {})}
 
 
-def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False) -> dict:
+def _top_functions(profiler, top: int = 12) -> dict:
+    """The functions a cProfile run spent the most time in: by their own time, and by their
+    time with what they called, as {"own": [{function, s}], "total": [...]}."""
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (calls, primitive, own, total, callers)}
+
+    def rows(column: int) -> list[dict]:
+        ranked = sorted(stats.items(), key=lambda item: item[1][column], reverse=True)[:top]
+        return [{"function": pstats.func_std_string(where), "s": round(figures[column], 3)} for where, figures in ranked]
+
+    return {"own": rows(2), "total": rows(3)}
+
+
+def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False, profiled: bool = False) -> dict:
     """Spec to warm module in fresh processes (`first_step`, plus the whole process's wall time):
     once with an empty Triton cache, where every kernel is compiled and autotuned, and once more
     with the cache that left, as any later run finds it; with `layer_by_layer` (on a GPU) also
     with another empty cache and ALEXSPEC_COMPILE_AHEAD=0, each kernel compiled at its first
     launch (what compiling ahead saves), and where alexspec ships choices for this GPU model
     (kernels.pretuned), once more with an empty cache and ALEXSPEC_PRETUNED=0, every config
-    compiled and timed (what they save)."""
+    compiled and timed (what they save); with `profiled`, once more with the warm cache under
+    cProfile (where a warm start's first step goes)."""
     import tempfile
 
     from alexspec.kernels import pretuned
 
     code = ("import json, sys; from alexspec.bench import first_step; "
-            "print(json.dumps(first_step(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
+            "print(json.dumps(first_step(sys.argv[1], int(sys.argv[2]), sys.argv[3], profile=len(sys.argv) > 4)))")
     runs = {}
     with tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as cache, \
             tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as another, \
             tempfile.TemporaryDirectory(prefix="alexspec-triton-cache-") as untuned:
         starts = [("cold_cache", cache, {}), ("warm_cache", cache, {})]
+        if profiled:
+            starts.append(("warm_cache_profiled", cache, {}))
         if layer_by_layer:
             starts.append(("cold_cache_layer_by_layer", another, {"ALEXSPEC_COMPILE_AHEAD": "0"}))
         device = pretuned.device_name()
@@ -359,7 +383,8 @@ def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False)
             starts.append(("cold_cache_without_shipped_choices", untuned, {"ALEXSPEC_PRETUNED": "0"}))
         for name, cache_dir, switches in starts:
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", code, str(spec), str(batch), precision], capture_output=True,
+            done = subprocess.run([sys.executable, "-c", code, str(spec), str(batch), precision,
+                                   *(["profile"] if name.endswith("profiled") else [])], capture_output=True,
                                   text=True, env={**os.environ, "TRITON_CACHE_DIR": cache_dir, **switches})
             if done.returncode != 0:
                 raise RuntimeError(f"the {name.replace('_', ' ')} start-up run failed:\n{done.stderr[-3000:]}")
@@ -384,6 +409,9 @@ def describe_start(name: str, figures: dict) -> str:
                      f"{ahead_run['waiting_s']:.1f} s waiting for the compilations")
     if figures.get("shipped_choices_taken"):
         lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for this GPU model")
+    if figures.get("profile"):
+        lines.append("    where its first step went (cProfile, own time):")
+        lines += [f"      {row['s']:7.3f} s  {row['function']}" for row in figures["profile"]["own"][:8]]
     return "\n".join(lines)
 
 

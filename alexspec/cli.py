@@ -335,7 +335,7 @@ def cmd_bench(args) -> int:
             print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
                   + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "
                      "timing every choice)..." if cuda else ")..."))
-            result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda)
+            result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
             for name, figures in result["startup"].items():
                 print(bench.describe_start(name, figures))
         out = _bench_out(args.out, torch.cuda.is_available())

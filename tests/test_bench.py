@@ -226,6 +226,21 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
         bench_history.headline(run)
 
 
+def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
+    from alexspec.bench import describe_start, first_step
+    from conftest import SPECS
+
+    figures = first_step(str(SPECS / "lenet5.yaml"), 2, "fp32", profile=True)
+    own, total = figures["profile"]["own"], figures["profile"]["total"]
+    assert len(own) == len(total) == 12
+    assert [row["s"] for row in own] == sorted((row["s"] for row in own), reverse=True)
+    assert total[0]["s"] <= figures["first_step_s"] + 0.05  # nothing outside the step is counted
+    assert any("alexspec/bench.py" in row["function"] for row in total)  # the step's own code, by file and line
+    said = describe_start("warm_cache_profiled", figures)
+    assert "where its first step went (cProfile, own time):" in said and own[0]["function"] in said
+    assert "profile" not in first_step(str(SPECS / "lenet5.yaml"), 2, "fp32")
+
+
 def test_a_start_up_run_says_where_its_first_step_went():
     from alexspec.bench import describe_start
 
