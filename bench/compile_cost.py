@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="compile threads (default: one a core, at most 32)")
     parser.add_argument("--layer-by-layer", action="store_true", help="compile one launch's configs at a time")
     parser.add_argument("--as-gpu", metavar="MODEL", help="take the choices shipped for this GPU model, say "
-                        "'NVIDIA H100 80GB HBM3' (kernels/pretuned; they are for batch 256 and its neighbours "
+                        "'NVIDIA H100 80GB HBM3' (kernels/gpu-choices; they are for batch 256 and its neighbours "
                         "within 4x): only the chosen configs compile (default: none, every config compiles)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single start, in this process
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Make the choices shipped for a GPU model (kernels/pretuned/<model>.json) from a GPU run.
+"""Make the choices shipped for a GPU model (kernels/gpu-choices/<model>.json) from a GPU run.
 
     python bench/pretune.py bench/results/autotune-DATE.json [--device "NVIDIA H100 80GB HBM3"]
 

@@ -2,7 +2,7 @@
 
 From an empty Triton cache, a first step compiles every autotune config of every kernel shape,
 times them, and times each conv shape by Triton and by cuDNN (on an H100: 27.7 s for
-AlexNet, most of it compiling configs that lose). kernels/pretuned/<GPU model>.json holds what
+AlexNet, most of it compiling configs that lose). kernels/gpu-choices/<GPU model>.json holds what
 won on that model (bench/pretune.py makes it from a GPU run's autotune-DATE.json): per kernel
 and tuning key, the winning config; per conv shape, the winning implementation. Where this
 machine's GPU has a table, a launch that finds no choice in Triton's cache takes the table's
@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-FOLDER = Path(__file__).resolve().parent / "pretuned"
+FOLDER = Path(__file__).resolve().parent / "gpu-choices"
 BATCH_SCALED = ("M", "SPLIT")  # tuning-key arguments that grow with the batch
 MAX_BATCH_RATIO = 4.0
 
