@@ -72,6 +72,7 @@ EXAMPLES = {
         On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
         ALEXSPEC_AUTOTUNE=quick skips the kernels' autotuning (a faster first step).
         ALEXSPEC_CONV=triton|cudnn runs every conv one way (default auto: per shape, the faster).
+        ALEXSPEC_PRETUNED=0 times every choice here, where alexspec ships the choices made on this GPU model.
     """,
     "diff": """
         examples:
@@ -602,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(fusion, channels_last, fused_optimizer, weight_copies, cuda_graphs, triton_conv) and record each one's effect")
     p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "
                    "training step) in fresh processes: with an empty Triton cache, and with the cache that left; on a GPU "
-                   "also with an empty cache and ALEXSPEC_COMPILE_AHEAD=0 (each kernel compiled at its first launch)")
+                   "also with an empty cache and ALEXSPEC_COMPILE_AHEAD=0 (each kernel compiled at its first launch), "
+                   "with ALEXSPEC_PRETUNED=0 where alexspec ships choices for the GPU (each one timed), and a warm "
+                   "start under cProfile")
 
     p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
     p.add_argument("a", metavar="A", help=spec_help)
