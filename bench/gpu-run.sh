@@ -10,8 +10,9 @@
 # after each measurement, so a stage stopped at its SECONDS keeps what it timed. Then which autotune
 # config won for each kernel shape (autotune-DATE.json, bench/autotune_choices.py). It times every
 # choice on this GPU (ALEXSPEC_PRETUNED=0), so that bench/pretune.py can make its table anew from that file.
-# startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache, then an
-# empty one compiling layer by layer (ALEXSPEC_COMPILE_AHEAD=0).
+# startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache (and the warm
+# one again under cProfile), then an empty one compiling layer by layer (ALEXSPEC_COMPILE_AHEAD=0), and
+# where alexspec ships choices for this GPU model, an empty one timing every choice (ALEXSPEC_PRETUNED=0).
 # bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 # Each stage takes a few minutes, bench-max-autotune up to about eight: where one command's time

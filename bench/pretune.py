@@ -24,6 +24,7 @@ def devices_in(record: dict) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from alexspec.fsutil import write_atomic
     from alexspec.kernels import pretuned
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     table = pretuned.from_autotune_record(record, device, made_from=args.record.name)
     out = pretuned.table_path(device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    write_atomic(out, json.dumps(table, indent=1, sort_keys=True) + "\n")  # a reader never sees half a table
     launches = sum(len(entries) for entries in table["autotune"].values())
     print(f"{out}: {launches} autotuned kernel shapes and {len(table['conv'])} conv choices for {device}")
     return 0
