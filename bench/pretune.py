@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def devices_in(record: dict) -> set[str]:
     """The GPU models the record's conv choices were timed on."""
-    return {stored_as.split(" | ")[0].split(",")[0] for stored_as in record.get("conv_choices", {})}
+    from alexspec.kernels import pretuned
+
+    return {pretuned.split_stored_choice(stored_as)[0] for stored_as in record.get("conv_choices", {})}
 
 
 def main(argv: list[str] | None = None) -> int:

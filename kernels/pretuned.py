@@ -156,7 +156,14 @@ def from_autotune_record(record: dict, device: str, made_from: str = "") -> dict
         autotune.setdefault(tuned["kernel"], []).append({"key": tuned["key"], "config": best})
     conv: dict[str, str] = {}
     for stored_as, entry in sorted(record.get("conv_choices", {}).items()):
-        machine, _, shape = stored_as.partition(" | ")
-        if machine.split(",")[0] == device and isinstance(entry, dict) and "implementation" in entry:
+        timed_on, shape = split_stored_choice(stored_as)
+        if timed_on == device and isinstance(entry, dict) and "implementation" in entry:
             conv[shape] = entry["implementation"]
     return {"device": device, "made_from": made_from, "autotune": autotune, "conv": conv}
+
+
+def split_stored_choice(stored_as: str) -> tuple[str, str]:
+    """(GPU model, conv shape) of a name conv_choice stores a choice under: "<model>, torch ...,
+    triton ..., conv.py ... | <shape>"."""
+    machine, _, shape = stored_as.partition(" | ")
+    return machine.split(",")[0], shape
