@@ -225,7 +225,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         timed = ", ".join(f"{key[:-3]} {ms:.3f} ms" if ms is not None else f"{key[:-3]} failed"
                           for key, ms in entry.items() if key.endswith("_ms"))
         log(f"  conv {entry['shape']}: {entry['implementation']} "
-            f"({'as shipped for this GPU model' if entry.get('pretuned') else timed})")
+            f"({'taken from the shipped table' if entry.get('pretuned') else timed})")
     progress(summary(False))
     for kind in compare:
         results[kind] = measure(kind, baseline_levers, kind)
@@ -339,6 +339,7 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
             "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
+            "device": pretuned.device_name(), "shipped_table": (pretuned.serving(pretuned.device_name()) or {}).get("device"),
             "compiled_ahead": dict(ahead.last_run), **({"profile": _top_functions(profiler)} if profiler else {})}
 
 
@@ -379,7 +380,7 @@ def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False,
         if layer_by_layer:
             starts.append(("cold_cache_layer_by_layer", another, {"ALEXSPEC_COMPILE_AHEAD": "0"}))
         device = pretuned.device_name()
-        if pretuned.ENABLED and device and pretuned.table(device):
+        if pretuned.ENABLED and pretuned.serving(device):
             starts.append(("cold_cache_without_shipped_choices", untuned, {"ALEXSPEC_PRETUNED": "0"}))
         for name, cache_dir, switches in starts:
             start = time.perf_counter()
@@ -404,11 +405,16 @@ def describe_start(name: str, figures: dict) -> str:
     ahead_run = figures.get("compiled_ahead") or {}
     if ahead_run.get("binaries"):
         lines.append(f"    compiling ahead: {ahead_run['binaries']} binaries in {ahead_run['compile_s']:.1f} s summed "
-                     f"over {ahead_run['threads']} threads, {ahead_run['launchers']} launchers in "
+                     f"over {ahead_run['threads']} threads"
+                     + (f" (the slowest, {ahead_run['slowest']}, {ahead_run['slowest_s']:.1f} s)"
+                        if ahead_run.get("slowest") else "") + f", {ahead_run['launchers']} launchers in "
                      f"{ahead_run['launcher_s']:.1f} s; the dry step {ahead_run['step_s']:.1f} s, then "
                      f"{ahead_run['waiting_s']:.1f} s waiting for the compilations")
     if figures.get("shipped_choices_taken"):
-        lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for this GPU model")
+        made_on = figures.get("shipped_table")
+        lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for "
+                     + (f"{made_on} (a sibling of this GPU: the same compute capability and SMs)"
+                        if made_on and made_on != figures.get("device") else "this GPU model"))
     if figures.get("profile"):
         lines.append("    where its first step went (cProfile, own time):")
         lines += [f"      {row['s']:7.3f} s  {row['function']}" for row in figures["profile"]["own"][:8]]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def gather(cache: Path) -> dict:
-    """{"autotune": [{kernel, key, best, timings_ms}], "conv_choices": {...}} from `cache`."""
+    """{"autotune": [{kernel, key, best, timings_ms}], "conv_choices": {...}, "gpu": {...}} from `cache`."""
     tuned = []
     for path in sorted(cache.rglob("*.autotune.json")):
         record = json.loads(path.read_text())
@@ -27,7 +27,22 @@ def gather(cache: Path) -> dict:
                       "timings_ms": [{"config": config, "ms": ms} for config, ms in timings]})
     choices = cache / "alexspec-conv-choices.json"
     return {"autotune": sorted(tuned, key=lambda t: (t["kernel"], str(t["key"]))),
-            "conv_choices": json.loads(choices.read_text()) if choices.exists() else {}}
+            "conv_choices": json.loads(choices.read_text()) if choices.exists() else {}, **this_gpu()}
+
+
+def this_gpu() -> dict:
+    """{"gpu": {name, compute_capability, multiprocessors}} of this machine's GPU (the run's, as
+    gpu-run.sh gathers on the machine that ran it; bench/pretune.py keeps them, so that the
+    table serves that GPU's siblings too), or {} without one."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return {}
+        found = torch.cuda.get_device_properties(torch.cuda.current_device())
+    except (ImportError, RuntimeError):
+        return {}
+    return {"gpu": {"name": found.name, "compute_capability": f"{found.major}.{found.minor}",
+                    "multiprocessors": found.multi_processor_count}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,8 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
             if len(seconds) == 1:  # layer by layer, each launch's compile_ahead() replaced the last's figures
                 cold = {} if layer_by_layer else dict(ahead.last_run)
     return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2),
-            "summed_s": cold.get("compile_s", 0.0), "threads": cold.get("threads", 0)}
+            "summed_s": cold.get("compile_s", 0.0), "threads": cold.get("threads", 0),
+            "slowest_s": cold.get("slowest_s", 0.0), "slowest": cold.get("slowest", "")}
 
 
 def step_inputs(spec: str, batch: int, precision: str):
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch}{shipped} "
                   f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
                   f"{result['step_s']:.1f} s left out)"
-                  + (f"; {result['summed_s']:.1f} s compiling summed over {result['threads']} threads"
-                     if result["summed_s"] else ""))
+                  + (f"; {result['summed_s']:.1f} s compiling summed over {result['threads']} threads, "
+                     f"the slowest binary ({result['slowest']}) {result['slowest_s']:.1f} s" if result["summed_s"] else ""))
     return 0
 
 

@@ -70,14 +70,15 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
                       "their first launch instead", stacklevel=2)
         return False
     last_run.clear()
-    last_run.update({name: round(value, 2) for name, value in pool.tally.items()}, threads=threads,
+    last_run.update({name: round(value, 2) for name, value in pool.tally.items()}, slowest=pool.slowest, threads=threads,
                     step_s=round(stepped - start, 2), waiting_s=round(time.perf_counter() - stepped, 2))
     return True
 
 
 # What the latest compile_ahead() did: binaries compiled and the seconds that took (summed over
-# threads), launchers built and their seconds, the threads, the seconds running the step and then
-# waiting for the compilations still going (bench.first_step reports it)
+# threads), the slowest binary's seconds and kernel (no number of cores compiles faster than it),
+# launchers built and their seconds, the threads, the seconds running the step and then waiting
+# for the compilations still going (bench.first_step reports it)
 last_run: dict = {}
 
 
@@ -90,7 +91,8 @@ class _CompilingAndLinking(ThreadPoolExecutor):
         super().__init__(threads)
         self._lock = threading.Lock()
         self._signatures: set = set()
-        self.tally = {"binaries": 0, "compile_s": 0.0, "launchers": 0, "launcher_s": 0.0}
+        self.tally = {"binaries": 0, "compile_s": 0.0, "launchers": 0, "launcher_s": 0.0, "slowest_s": 0.0}
+        self.slowest = ""
 
     def submit(self, compile_one, /, *args, **kwargs):
         def compile_and_link():
@@ -105,6 +107,8 @@ class _CompilingAndLinking(ThreadPoolExecutor):
                 self.tally["compile_s"] += compiled - start
                 self.tally["launchers"] += first
                 self.tally["launcher_s"] += (time.perf_counter() - compiled) * first
+                if compiled - start > self.tally["slowest_s"]:
+                    self.tally["slowest_s"], self.slowest = compiled - start, getattr(kernel, "name", "")
             return kernel
 
         return super().submit(compile_and_link)
@@ -180,12 +184,13 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
 
 
 @contextmanager
-def stand_in_gpu(arch: int = 90, device_name: str | None = None) -> Iterator[None]:
+def stand_in_gpu(arch: int = 90, device_name: str | None = None, multiprocessors: int | None = None) -> Iterator[None]:
     """Within: Triton compiles for a CUDA GPU of compute capability `arch` (90: H100, H200) that
     is not there, and the kernels take CPU tensors. Use with compile_ahead(), which launches
     nothing; a launch outside it fails. With `device_name` (a GPU model, as
     torch.cuda.get_device_name says it) the choices shipped for that model serve
-    (kernels.pretuned). Needs compiled Triton (not TRITON_INTERPRET=1)."""
+    (kernels.pretuned), and with its `multiprocessors` too, where it has no table, a sibling's.
+    Needs compiled Triton (not TRITON_INTERPRET=1)."""
     if triton is None or INTERPRET:
         raise RuntimeError("stand_in_gpu() needs triton, and TRITON_INTERPRET unset")
     from triton.backends.compiler import GPUTarget
@@ -204,6 +209,8 @@ def stand_in_gpu(arch: int = 90, device_name: str | None = None) -> Iterator[Non
         def get_active_torch_device(self):
             return torch.device("cpu")
 
+    if device_name and multiprocessors:
+        pretuned.seen(device_name, f"{arch // 10}.{arch % 10}", multiprocessors)
     previous = getattr(driver, "_active", None)  # None: the default, made at its first use (not here)
     driver.set_active(StandInDriver())
     _common._stand_in.append(arch)

@@ -15,6 +15,11 @@ batch within a factor of MAX_BATCH_RATIO; for a conv choice, the same shape at t
 batch. A config the kernel no longer offers, or an implementation no longer a candidate, is
 ignored. Choices this machine timed (Triton's cache, the conv choice file) come first.
 ALEXSPEC_PRETUNED=0 times everything on this machine instead.
+
+A GPU model with no table of its own takes a sibling's: a table made on a model of the same
+compute capability and number of multiprocessors (SMs), whose kernels compile to the same code
+and run on as many SMs (an H200 takes an H100 SXM's: 9.0 and 132 SMs; an H100 PCIe, with 114,
+takes none). Its choices may be a little off where the two differ (memory bandwidth, clocks).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ if _SWITCH not in ("0", "1"):
 
 _stand_in_device: list[str] = []  # a GPU model named by ahead.stand_in_gpu(), while it lasts
 used = {"autotune": 0, "conv": 0}  # how many choices this process took from a table
+_seen: dict[str, tuple[str, int]] = {}  # GPU model -> (compute capability, multiprocessors), as met
 
 
 def table_path(device_name: str) -> Path:
@@ -48,14 +54,52 @@ def table_path(device_name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def table(device_name: str) -> Optional[dict]:
     """The shipped table of `device_name`, or None where there is none (or it is unreadable)."""
+    found = _read(table_path(device_name))
+    return found if found is not None and found.get("device") == device_name else None
+
+
+def serving(device_name: Optional[str]) -> Optional[dict]:
+    """The table that serves `device_name`: its own, else a sibling's (the same compute
+    capability and multiprocessor count, as met by device_name() or named by ahead.stand_in_gpu),
+    else None."""
+    if not device_name:
+        return None
+    own = table(device_name)
+    if own is not None or device_name not in _seen:
+        return own
+    return _sibling(*_seen[device_name])
+
+
+def reload() -> None:
+    """Read the tables anew (after FOLDER or a file in it changed)."""
+    table.cache_clear()
+    _sibling.cache_clear()
+
+
+def seen(device_name: str, compute_capability: str, multiprocessors: int) -> None:
+    """Note what a GPU model is, so that serving() can find its siblings."""
+    _seen[device_name] = (compute_capability, multiprocessors)
+
+
+@functools.lru_cache(maxsize=None)
+def _sibling(compute_capability: str, multiprocessors: int) -> Optional[dict]:
+    for path in sorted(FOLDER.glob("*.json")):
+        found = _read(path)
+        if found is not None and (found.get("compute_capability"), found.get("multiprocessors")) == (
+                compute_capability, multiprocessors):
+            return found
+    return None
+
+
+def _read(path: Path) -> Optional[dict]:
     try:
-        found = json.loads(table_path(device_name).read_text())
+        found = json.loads(path.read_text())
     except OSError:
         return None
     except ValueError as exc:
-        warnings.warn(f"{table_path(device_name)} is not valid JSON ({exc}); timing every choice", stacklevel=2)
+        warnings.warn(f"{path} is not valid JSON ({exc}); timing every choice", stacklevel=3)
         return None
-    return found if isinstance(found, dict) and found.get("device") == device_name else None
+    return found if isinstance(found, dict) else None
 
 
 def device_name(tensor=None) -> Optional[str]:
@@ -65,10 +109,15 @@ def device_name(tensor=None) -> Optional[str]:
     import torch
 
     if tensor is not None and getattr(tensor, "is_cuda", False):
-        return torch.cuda.get_device_name(tensor.device)
-    if tensor is None and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return None
+        device = tensor.device
+    elif tensor is None and torch.cuda.is_available():
+        device = torch.cuda.current_device()
+    else:
+        return None
+    found = torch.cuda.get_device_properties(device)
+    if found.name not in _seen:
+        seen(found.name, f"{found.major}.{found.minor}", found.multi_processor_count)
+    return found.name
 
 
 def autotune_config(kernel: str, key_names: list[str], key: tuple, configs: list, device: Optional[str]):
@@ -116,7 +165,7 @@ def conv_implementation(shape: str, implementations, device: Optional[str]) -> O
 
 
 def _table_part(device: Optional[str], part: str) -> dict:
-    found = table(device) if ENABLED and device else None
+    found = serving(device) if ENABLED else None
     value = found.get(part) if found else None
     return value if isinstance(value, dict) else {}
 
@@ -147,9 +196,11 @@ def _same_config(config, described: dict) -> bool:
                     for name in ("num_warps", "num_stages", "num_ctas", "maxnreg") if name in described))
 
 
-def from_autotune_record(record: dict, device: str, made_from: str = "") -> dict:
+def from_autotune_record(record: dict, device: str, made_from: str = "", compute_capability: Optional[str] = None,
+                         multiprocessors: Optional[int] = None) -> dict:
     """A table for `device` from what bench/autotune_choices.py gathered after a run on it:
-    each autotuned launch's winner, and each conv choice timed on that device."""
+    each autotuned launch's winner, and each conv choice timed on that device; with the device's
+    compute capability and multiprocessor count, it also serves its siblings."""
     autotune: dict[str, list] = {}
     for tuned in record.get("autotune", []):
         best = {name: value for name, value in tuned["best"].items() if name not in ("pre_hook", "ir_override")}
@@ -159,7 +210,9 @@ def from_autotune_record(record: dict, device: str, made_from: str = "") -> dict
         timed_on, shape = split_stored_choice(stored_as)
         if timed_on == device and isinstance(entry, dict) and "implementation" in entry:
             conv[shape] = entry["implementation"]
-    return {"device": device, "made_from": made_from, "autotune": autotune, "conv": conv}
+    siblings = {"compute_capability": compute_capability, "multiprocessors": multiprocessors} \
+        if compute_capability and multiprocessors else {}
+    return {"device": device, **siblings, "made_from": made_from, "autotune": autotune, "conv": conv}
 
 
 def split_stored_choice(stored_as: str) -> tuple[str, str]:

@@ -248,13 +248,19 @@ def test_a_start_up_run_says_where_its_first_step_went():
                "compile_ahead_s": 3.2, "autotune_timing_s": 0.0, "conv_choice_timing_s": 0.0,
                "shipped_choices_taken": 40,
                "compiled_ahead": {"binaries": 17, "compile_s": 12.44, "launchers": 7, "launcher_s": 1.5,
-                                  "threads": 16, "step_s": 1.2, "waiting_s": 2.0}}
+                                  "threads": 16, "step_s": 1.2, "waiting_s": 2.0, "slowest_s": 2.1,
+                                  "slowest": "conv_forward_kernel"}}
     assert describe_start("cold_cache", figures).splitlines() == [
         "  cold cache: 9.0 s (build 1.1 s, first step 7.9 s of which compiling ahead 3.2 s; importing torch and "
         "alexspec 4.5 s before that)",
-        "    compiling ahead: 17 binaries in 12.4 s summed over 16 threads, 7 launchers in 1.5 s; the dry step 1.2 s, "
+        "    compiling ahead: 17 binaries in 12.4 s summed over 16 threads (the slowest, conv_forward_kernel, 2.1 s), "
+        "7 launchers in 1.5 s; the dry step 1.2 s, "
         "then 2.0 s waiting for the compilations",
         "    40 choices taken from the table shipped for this GPU model"]
+    on_a_sibling = {**figures, "device": "NVIDIA H200", "shipped_table": "NVIDIA H100 80GB HBM3"}
+    assert describe_start("cold_cache", on_a_sibling).splitlines()[-1] == (
+        "    40 choices taken from the table shipped for NVIDIA H100 80GB HBM3 (a sibling of this GPU: the same "
+        "compute capability and SMs)")
     quiet = {key: figures[key] for key in ("spec_to_warm_module_s", "build_s", "first_step_s", "import_s")}
     assert describe_start("warm_cache", quiet).count("\n") == 0
 

@@ -24,9 +24,9 @@ def cache(tmp_path_factory):
 
 
 def compiled_for_sm90(script: str, cache, autotune: str = "quick", device_name: str | None = None,
-                      **switches: str) -> dict:
+                      multiprocessors: int | None = None, **switches: str) -> dict:
     """Run `script` in a fresh process with compiled Triton (no interpreter) and stand_in_gpu(90)
-    (standing in for the GPU model `device_name`) around it; it prints one JSON line, returned
+    (standing in for the GPU model `device_name`, of `multiprocessors` SMs) around it; it prints one JSON line, returned
     here. Helpers in scope: binaries(), a
     {kernel name: [compiled kernels]} of what the kernels' JIT caches hold now."""
     prelude = (
@@ -44,7 +44,7 @@ def compiled_for_sm90(script: str, cache, autotune: str = "quick", device_name: 
         "        found[tuner.fn.__name__] = [k.result() if hasattr(k, 'result') else k\n"
         "                                    for cache in caches for k in cache.values()]\n"
         "    return found\n"
-        f"with ahead.stand_in_gpu(90, device_name={device_name!r}):\n"
+        f"with ahead.stand_in_gpu(90, device_name={device_name!r}, multiprocessors={multiprocessors!r}):\n"
     )
     body = "".join(f"    {line}\n" for line in script.strip().splitlines())
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -115,6 +115,7 @@ print(json.dumps({"prepared": prepared, "compiled": len(compiled), "tally": ahea
     tally = found["tally"]
     assert tally["binaries"] == found["compiled"] and tally["launchers"] == 2
     assert tally["compile_s"] > 0 and tally["threads"] >= 1 and tally["step_s"] >= 0 and tally["waiting_s"] >= 0
+    assert tally["slowest"] == "_lrn_forward_kernel" and 0 < tally["slowest_s"] <= tally["compile_s"]
 
 
 def test_every_config_of_alexnets_training_step_compiles_for_an_h100_and_none_spills(cache):
@@ -195,8 +196,9 @@ print(json.dumps({{"timed": len(tuner.configs_timings)}}))
 """, cache, autotune="full")
 
 
-def lrn_binaries_compiled_ahead(cache, device_name: str | None = None, before: str = "") -> dict:
-    """In a fresh process on the stand-in GPU (`device_name`), after the lines `before`: compile an
+def lrn_binaries_compiled_ahead(cache, device_name: str | None = None, before: str = "",
+                                multiprocessors: int | None = None) -> dict:
+    """In a fresh process on the stand-in GPU (`device_name`, `multiprocessors`), after the lines `before`: compile an
     LRN forward and backward ahead; the forward's binaries (BLOCK_P, BLOCK_C, num_warps), the
     backward's count, and the shipped choices taken."""
     return compiled_for_sm90(LRN_STEP + before + """
@@ -206,7 +208,7 @@ assert ahead.compile_ahead(lambda: lrn_module.lrn(x, 5).sum().backward())
 blocks = lambda c: [c["BLOCK_P"], c["BLOCK_C"], c["num_warps"]]
 print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module._lrn_forward_kernel.fn)],
                   "backward": len(binaries()["_lrn_backward_kernel"]), "used": pretuned.used}))
-""", cache, autotune="full", device_name=device_name)
+""", cache, autotune="full", device_name=device_name, multiprocessors=multiprocessors)
 
 
 def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
@@ -222,20 +224,22 @@ def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(
     assert found["used"] == {"autotune": 0, "conv": 0}  # a GPU model with no table
 
 
-def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_configs_it_names(tmp_path):
+@pytest.mark.parametrize("device_name", ["Stand-in GPU", "Sibling GPU"])
+def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_configs_it_names(tmp_path, device_name):
     # process 1 times the LRN forward (the second config fastest); bench/autotune_choices.py
-    # gathers that and pretuned makes the table of "that GPU" from it. Process 2 starts on that
-    # GPU model with an empty cache: one binary for the forward, every config for the backward
-    # (the table has no entry for it)
+    # gathers that and pretuned makes the table of "that GPU" (sm_90, 132 SMs) from it. Process 2
+    # starts on that GPU model, or on a sibling with no table (sm_90, 132 SMs), with an empty
+    # cache: one binary for the forward, every config for the backward (the table has no entry for it)
     time_lrn_forward_made_up(tmp_path / "timed", fastest=1)
     gathered = subprocess.run([sys.executable, "bench/autotune_choices.py", str(tmp_path / "timed"), "--out",
                                str(tmp_path / "record.json")], capture_output=True, text=True, cwd=ROOT)
     assert gathered.returncode == 0, gathered.stderr
     from alexspec.kernels import pretuned
-    table = pretuned.from_autotune_record(json.loads((tmp_path / "record.json").read_text()), "Stand-in GPU")
+    table = pretuned.from_autotune_record(json.loads((tmp_path / "record.json").read_text()), "Stand-in GPU",
+                                          compute_capability="9.0", multiprocessors=132)
     (tmp_path / "pretuned").mkdir()
     (tmp_path / "pretuned" / "Stand_in_GPU.json").write_text(json.dumps(table))
-    found = lrn_binaries_compiled_ahead(tmp_path / "cold", device_name="Stand-in GPU", before=(
+    found = lrn_binaries_compiled_ahead(tmp_path / "cold", device_name=device_name, multiprocessors=132, before=(
         "from pathlib import Path\nfrom alexspec.kernels import pretuned\n"
         f"pretuned.FOLDER = Path({str(tmp_path / 'pretuned')!r})\n"))
     lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")

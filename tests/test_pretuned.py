@@ -36,15 +36,16 @@ def shipped(tmp_path, monkeypatch):
     M 4096 (second), and two conv shapes at batch 256."""
     monkeypatch.setattr(pretuned, "FOLDER", tmp_path)
     monkeypatch.setattr(pretuned, "ENABLED", True)
-    pretuned.table.cache_clear()
-    table = {"device": GPU, "made_from": "test",
+    monkeypatch.setattr(pretuned, "_seen", {})
+    pretuned.reload()
+    table = {"device": GPU, "compute_capability": "9.0", "multiprocessors": 132, "made_from": "test",
              "autotune": {"_k": [{"key": [1024, 96, 363, 8, "torch.bfloat16"], "config": described(CONFIGS[2])},
                                  {"key": [4096, 96, 363, 32, "torch.bfloat16"], "config": described(CONFIGS[1])}]},
              "conv": {"x [256, 96, 27, 27] nhwc bfloat16, weight [256, 48, 5, 5], relu True": "triton",
                       "x [256, 256, 13, 13] nhwc bfloat16, weight [384, 256, 3, 3], backward": "cudnn+triton"}}
     pretuned.table_path(GPU).write_text(json.dumps(table))
     yield table
-    pretuned.table.cache_clear()
+    pretuned.reload()
 
 
 def lookup(key, configs=CONFIGS, device=GPU):
@@ -71,6 +72,41 @@ def test_another_layer_dtype_or_gpu_is_not_served(shipped):
     assert lookup([1024, 96, 363, 8, "torch.bfloat16"], device="Another GPU") is None
     assert lookup([1024, 96, 363, 8, "torch.bfloat16"], device=None) is None  # no GPU
     assert pretuned.autotune_config("_other", KEY_NAMES, (1024, 96, 363, 8, "torch.bfloat16"), CONFIGS, GPU) is None
+
+
+def test_a_model_without_a_table_takes_a_siblings_with_the_same_capability_and_sms(shipped):
+    key = [1024, 96, 363, 8, "torch.bfloat16"]
+    assert lookup(key, device="Sibling GPU") is None  # not yet met: nothing known of it
+    pretuned.seen("Sibling GPU", "9.0", 132)
+    pretuned.seen("Fewer SMs GPU", "9.0", 114)
+    pretuned.seen("Newer GPU", "10.0", 132)
+    assert lookup(key, device="Sibling GPU") is CONFIGS[2]
+    assert pretuned.serving("Sibling GPU")["device"] == GPU
+    assert lookup(key, device="Fewer SMs GPU") is None and lookup(key, device="Newer GPU") is None
+    own = {**shipped, "device": "Sibling GPU", "autotune": {"_k": [{"key": key, "config": described(CONFIGS[0])}]}}
+    pretuned.table_path("Sibling GPU").write_text(json.dumps(own))
+    pretuned.reload()
+    assert lookup(key, device="Sibling GPU") is CONFIGS[0]  # its own table comes first
+
+
+def test_a_table_without_capability_and_sms_serves_only_its_own_model(shipped):
+    pretuned.table_path(GPU).write_text(json.dumps({key: value for key, value in shipped.items()
+                                                    if key not in ("compute_capability", "multiprocessors")}))
+    pretuned.reload()
+    pretuned.seen("Sibling GPU", "9.0", 132)
+    assert lookup([1024, 96, 363, 8, "torch.bfloat16"], device="Sibling GPU") is None
+    assert lookup([1024, 96, 363, 8, "torch.bfloat16"]) is CONFIGS[2]
+
+
+def test_device_name_notes_the_gpus_capability_and_sms(shipped, monkeypatch):
+    # without a GPU here: torch.cuda answering as an H200 would
+    from types import SimpleNamespace
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(
+        name="Sibling GPU", major=9, minor=0, multi_processor_count=132))
+    assert pretuned.device_name() == "Sibling GPU"
+    assert pretuned.serving("Sibling GPU")["device"] == GPU
 
 
 def test_a_config_the_kernel_no_longer_offers_is_ignored(shipped):
@@ -199,13 +235,25 @@ def test_pretune_makes_a_table_from_a_gathered_record(tmp_path, monkeypatch):
     assert table["conv"] == {"x [256, 3] nhwc": "triton"}
     assert pretuned._same_config(CONFIGS[1], table["autotune"]["_k"][0]["config"])
     assert "pre_hook" not in table["autotune"]["_k"][0]["config"]
+    assert "compute_capability" not in table and "serves no sibling model" in done.stdout
+    record["gpu"] = {"name": GPU, "compute_capability": "9.0", "multiprocessors": 132}  # gathered on its machine
+    source.write_text(json.dumps(record))
+    done = subprocess.run([sys.executable, "-c", script, str(source)], capture_output=True, text=True, cwd=ROOT)
+    table = json.loads((folder / "Test_GPU_80GB.json").read_text())
+    assert (table["compute_capability"], table["multiprocessors"]) == ("9.0", 132) and "siblings" in done.stdout
+    done = subprocess.run([sys.executable, "-c", script, str(source), "--multiprocessors", "114"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert json.loads((folder / "Test_GPU_80GB.json").read_text())["multiprocessors"] == 114
 
 
-@pytest.mark.parametrize("content, says", [("{not json", "cannot read it as JSON"),
-                                           ('{"conv_choices": {}}', "not an autotune record"),
-                                           ('{"autotune": [], "conv_choices": {}}', "name 0 GPU models")])
-def test_pretune_refuses_what_it_cannot_use_with_exit_2(tmp_path, content, says):
+@pytest.mark.parametrize("content, options, says", [
+    ("{not json", [], "cannot read it as JSON"),
+    ('{"conv_choices": {}}', [], "not an autotune record"),
+    ('{"autotune": [], "conv_choices": {}}', [], "name 0 GPU models"),
+    ('{"autotune": [], "conv_choices": {}}', ["--device", "G", "--compute-capability", "9"], "not MAJOR.MINOR")])
+def test_pretune_refuses_what_it_cannot_use_with_exit_2(tmp_path, content, options, says):
     source = tmp_path / "record.json"
     source.write_text(content)
-    done = subprocess.run([sys.executable, "bench/pretune.py", str(source)], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "bench/pretune.py", str(source), *options],
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
