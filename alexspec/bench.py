@@ -305,8 +305,8 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
     seconds compiling ahead, timing autotune configs and timing Triton against cuDNN, and how
     many choices it took from the table shipped for this GPU model), as the headline run does
     it (bf16: channels-last and weight copies; fused SGD). With `profile`, also the Python
-    functions (and the C functions they call) the first step spent the most time in
-    (cProfile, which slows it a little)."""
+    functions (and the C functions they call) the first step spent the most time in, backward
+    included (cProfile, which slows it a little)."""
     start = time.perf_counter()
     import torch
 
@@ -323,12 +323,15 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
-    zero_grad, body, optimizer = _training_step(module, module, x, labels, precision, fused=True, copies=True)
-    compiled_ahead = _compile_ahead(module, x, precision, optimizer) if cuda else None
-    zero_grad()
-    body()
-    if cuda:
-        torch.cuda.synchronize()
+    # profiled, the backward runs in this thread (on a GPU autograd runs it in a thread of its own,
+    # which cProfile would not see)
+    with torch.autograd.set_multithreading_enabled(not profile):
+        zero_grad, body, optimizer = _training_step(module, module, x, labels, precision, fused=True, copies=True)
+        compiled_ahead = _compile_ahead(module, x, precision, optimizer) if cuda else None
+        zero_grad()
+        body()
+        if cuda:
+            torch.cuda.synchronize()
     done = time.perf_counter()
     if profiler:
         profiler.disable()
