@@ -1,7 +1,7 @@
 """What a cold start spends compiling, measured on a CPU with no GPU at all.
 
     python bench/compile_cost.py [SPEC] [--batch 16] [--precision bf16|fp32] [--arch 90]
-                                 [--layer-by-layer] [--threads N] [--as-gpu MODEL]
+                                 [--layer-by-layer] [--threads N] [--as-gpu MODEL [--multiprocessors SMS]]
 
 Compiles every Triton kernel binary one training step of SPEC launches (triton backend,
 as `alexspec bench --cold-start` runs it: bf16 channels-last for bf16, every conv by the
@@ -13,7 +13,9 @@ Prints the seconds and the number of binaries. --layer-by-layer compiles as a st
 compiling ahead does: each launch's configs together, one launch after the other. --as-gpu
 takes the choices alexspec ships for that GPU model (alexspec.kernels.pretuned), as a start
 there does: only the chosen configs compile, and convs chosen for cuDNN run it (on the CPU
-here, which is slow at large batches; that time is left out of the compile time).
+here, which is slow at large batches; that time is left out of the compile time). With
+--multiprocessors, a model with no table of its own takes a sibling's, as on that GPU (say
+--as-gpu "NVIDIA H200" --multiprocessors 132 takes the H100's).
 
 A GPU's cold start adds to this the timing of each config and of Triton against cuDNN, and
 CUDA's own start-up.
@@ -33,16 +35,16 @@ SPEC = Path(__file__).resolve().parent.parent / "specs" / "alexnet.yaml"
 
 
 def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | None, layer_by_layer: bool,
-              as_gpu: str | None = None) -> dict:
+              as_gpu: str | None = None, multiprocessors: int | None = None) -> dict:
     """In this process: seconds to compile what one training step launches."""
     import torch
 
-    from alexspec.kernels import _common, ahead
+    from alexspec.kernels import _common, ahead, pretuned
 
     if threads:
         _common.COMPILE_THREADS = threads
     _fully_connected_in_fp32()
-    with ahead.stand_in_gpu(arch, device_name=as_gpu):
+    with ahead.stand_in_gpu(arch, device_name=as_gpu, multiprocessors=multiprocessors):
         module, x = step_inputs(spec, batch, precision)
         optimizer = _optimizer(module, precision)
         if layer_by_layer:
@@ -57,7 +59,8 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
                 cold = {} if layer_by_layer else dict(ahead.last_run)
     return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2),
             "summed_s": cold.get("compile_s", 0.0), "threads": cold.get("threads", 0),
-            "slowest_s": cold.get("slowest_s", 0.0), "slowest": cold.get("slowest", "")}
+            "slowest_s": cold.get("slowest_s", 0.0), "slowest": cold.get("slowest", ""),
+            "shipped_table": (pretuned.serving(as_gpu) or {}).get("device"), "shipped_taken": sum(pretuned.used.values())}
 
 
 def step_inputs(spec: str, batch: int, precision: str):
@@ -138,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-gpu", metavar="MODEL", help="take the choices shipped for this GPU model, say "
                         "'NVIDIA H100 80GB HBM3' (kernels/gpu-choices; they are for batch 256 and its neighbours "
                         "within 4x): only the chosen configs compile (default: none, every config compiles)")
+    parser.add_argument("--multiprocessors", type=int, metavar="SMS", help="with --as-gpu: that GPU's SM count, "
+                        "so that a model with no table of its own takes a sibling's (the same compute capability "
+                        "--arch and SM count)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a single start, in this process
     args = parser.parse_args(argv)
     check_spec(parser, args.spec)
     if args.one:
         print(json.dumps(one_start(args.spec, args.batch, args.precision, args.arch, args.threads,
-                                   args.layer_by_layer, args.as_gpu)))
+                                   args.layer_by_layer, args.as_gpu, args.multiprocessors)))
         return 0
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     how = "layer by layer" if args.layer_by_layer else "ahead, all at once"
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             result = json.loads(done.stdout.strip().splitlines()[-1])
             binaries = len(list(Path(cache).rglob("*.cubin")))
-            shipped = f", the choices shipped for {args.as_gpu}" if args.as_gpu else ""
+            shipped = "" if not args.as_gpu else f", no choices shipped for {args.as_gpu}" if not result[
+                "shipped_table"] else f", {result['shipped_taken']} choices shipped for {result['shipped_table']}"
             print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch}{shipped} "
                   f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
                   f"{result['step_s']:.1f} s left out)"

@@ -249,6 +249,37 @@ def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_conf
     assert found["used"] == {"autotune": 1, "conv": 0}
 
 
+def test_on_an_h200_alexnets_step_at_batch_64_takes_every_choice_from_the_shipped_h100_table(tmp_path):
+    # a cold start where alexspec ships no table of the model's own but a sibling's (the H100's:
+    # sm_90, 132 SMs), tuned at batch 256: every autotuned launch and every conv takes the
+    # table's choice, so each launch compiles one config and the convs run as the table says
+    report = compiled_for_sm90("""
+from alexspec.builder import build
+from alexspec.kernels import conv_choice, pretuned
+from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
+missed = []
+looked_up = pretuned.autotune_config
+def autotune_config(kernel, key_names, key, configs, device):
+    found = looked_up(kernel, key_names, key, configs, device)
+    missed.extend([] if found is not None else [kernel])
+    return found
+pretuned.autotune_config = autotune_config
+torch.nn.functional.linear = lambda x, w, b=None, linear=torch.nn.functional.linear: linear(
+    x.float(), w.float(), None if b is None else b.float()).to(x.dtype)  # a CPU's bf16 matmuls are slow
+module = build("specs/alexnet.yaml", backend="triton", devices=["cpu"]).module.to(memory_format=torch.channels_last)
+x = torch.randn(64, 3, 227, 227).contiguous(memory_format=torch.channels_last)
+optimizer = SGDWithCopies(module.parameters(), WeightCopies(module), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+assert ahead.compile_module_ahead(module, x, torch.bfloat16, also=optimizer.compile_ahead)
+print(json.dumps({"missed": missed, "used": pretuned.used, "binaries": ahead.last_run["binaries"],
+                  "convs": len(conv_choice.choices()), "table": pretuned.serving("NVIDIA H200")["device"]}))
+""", tmp_path, autotune="full", device_name="NVIDIA H200", multiprocessors=132)
+    assert report["table"] == "NVIDIA H100 80GB HBM3"
+    assert report["missed"] == []
+    # conv1-5 forward and backward, each chosen once: all from the table
+    assert report["used"]["conv"] == report["convs"] == 10
+    assert 0 < report["binaries"] <= report["used"]["autotune"]  # one config a launch at most
+
+
 def test_compile_ahead_off_compiles_nothing_and_runs_no_step(cache):
     found = compiled_for_sm90("""
 ran = []
