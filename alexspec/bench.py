@@ -337,12 +337,13 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
         profiler.disable()
     from alexspec.kernels import _common, ahead, conv_choice, pretuned
 
+    gpu = pretuned.device_name()
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
             "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
             "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
-            "device": pretuned.device_name(), "shipped_table": (pretuned.serving(pretuned.device_name()) or {}).get("device"),
+            "device": gpu, "shipped_table": (pretuned.serving(gpu) or {}).get("device"),
             "compiled_ahead": dict(ahead.last_run), **({"profile": _top_functions(profiler)} if profiler else {})}
 
 
