@@ -276,11 +276,14 @@ def _training_step(runnable, module, x, labels, precision: str, fused: bool, cop
     def zero_grad():
         opt.zero_grad(set_to_none=True)
 
-    def body():
+    def body(mark=lambda phase: None):
         with autocast:
             out = runnable(x)
+        mark("forward")
         F.cross_entropy(out.float(), labels).backward()
+        mark("backward")
         opt.step()
+        mark("optimizer step")
 
     return zero_grad, body, opt
 
@@ -304,7 +307,9 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
     CUDA) and to run its first training step (every kernel compiled and autotuned; of which the
     seconds compiling ahead, timing autotune configs and timing Triton against cuDNN, and how
     many choices it took from the table shipped for this GPU model), as the headline run does
-    it (bf16: channels-last and weight copies; fused SGD). With `profile`, also the Python
+    it (bf16: channels-last and weight copies; fused SGD); and the seconds of each phase of the
+    first step (making the optimizer, compiling ahead, forward, backward, optimizer step, each
+    waiting for the GPU's work). With `profile`, also the Python
     functions (and the C functions they call) the first step spent the most time in, backward
     included (cProfile, which slows it a little)."""
     start = time.perf_counter()
@@ -320,6 +325,13 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
     x = x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
     labels = torch.randint(0, built.info.output_shape[0], (batch,), device=device)
     ready = time.perf_counter()
+    phases, clock = {}, [ready]
+
+    def mark(phase: str) -> None:  # the seconds since the last mark, the GPU's work included
+        if cuda:
+            torch.cuda.synchronize()
+        phases[phase], clock[0] = round(time.perf_counter() - clock[0], 2), time.perf_counter()
+
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
@@ -327,19 +339,20 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
     # which cProfile would not see)
     with torch.autograd.set_multithreading_enabled(not profile):
         zero_grad, body, optimizer = _training_step(module, module, x, labels, precision, fused=True, copies=True)
+        mark("making the optimizer")
         compiled_ahead = _compile_ahead(module, x, precision, optimizer) if cuda else None
+        mark("compiling ahead")
         zero_grad()
-        body()
-        if cuda:
-            torch.cuda.synchronize()
-    done = time.perf_counter()
+        body(mark)
+    done = clock[0]
     if profiler:
         profiler.disable()
     from alexspec.kernels import _common, ahead, conv_choice, pretuned
 
     gpu = pretuned.device_name()
     return {"import_s": round(imported - start, 2), "build_s": round(ready - imported, 2),
-            "first_step_s": round(done - ready, 2), "spec_to_warm_module_s": round(done - imported, 2),
+            "first_step_s": round(done - ready, 2), "first_step_phases_s": phases,
+            "spec_to_warm_module_s": round(done - imported, 2),
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
             "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
@@ -414,6 +427,9 @@ def describe_start(name: str, figures: dict) -> str:
                         if ahead_run.get("slowest") else "") + f", {ahead_run['launchers']} launchers in "
                      f"{ahead_run['launcher_s']:.1f} s; the dry step {ahead_run['step_s']:.1f} s, then "
                      f"{ahead_run['waiting_s']:.1f} s waiting for the compilations")
+    if figures.get("first_step_phases_s"):
+        lines.append("    first step: " + ", ".join(f"{phase} {seconds:.2f} s"
+                                                 for phase, seconds in figures["first_step_phases_s"].items()))
     if figures.get("shipped_choices_taken"):
         made_on = figures.get("shipped_table")
         lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for "

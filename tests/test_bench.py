@@ -231,6 +231,9 @@ def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
     from conftest import SPECS
 
     figures = first_step(str(SPECS / "lenet5.yaml"), 2, "fp32", profile=True)
+    phases = figures["first_step_phases_s"]
+    assert list(phases) == ["making the optimizer", "compiling ahead", "forward", "backward", "optimizer step"]
+    assert abs(sum(phases.values()) - figures["first_step_s"]) <= 0.05  # the phases make up the step
     own, total = figures["profile"]["own"], figures["profile"]["total"]
     assert len(own) == len(total) == 12
     assert [row["s"] for row in own] == sorted((row["s"] for row in own), reverse=True)
@@ -249,13 +252,17 @@ def test_a_start_up_run_says_where_its_first_step_went():
                "shipped_choices_taken": 40,
                "compiled_ahead": {"binaries": 17, "compile_s": 12.44, "launchers": 7, "launcher_s": 1.5,
                                   "threads": 16, "step_s": 1.2, "waiting_s": 2.0, "slowest_s": 2.1,
-                                  "slowest": "conv_forward_kernel"}}
+                                  "slowest": "conv_forward_kernel"},
+               "first_step_phases_s": {"making the optimizer": 0.8, "compiling ahead": 3.2, "forward": 2.1,
+                                       "backward": 1.6, "optimizer step": 0.2}}
     assert describe_start("cold_cache", figures).splitlines() == [
         "  cold cache: 9.0 s (build 1.1 s, first step 7.9 s of which compiling ahead 3.2 s; importing torch and "
         "alexspec 4.5 s before that)",
         "    compiling ahead: 17 binaries in 12.4 s summed over 16 threads (the slowest, conv_forward_kernel, 2.1 s), "
         "7 launchers in 1.5 s; the dry step 1.2 s, "
         "then 2.0 s waiting for the compilations",
+        "    first step: making the optimizer 0.80 s, compiling ahead 3.20 s, forward 2.10 s, backward 1.60 s, "
+        "optimizer step 0.20 s",
         "    40 choices taken from the table shipped for this GPU model"]
     on_a_sibling = {**figures, "device": "NVIDIA H200", "shipped_table": "NVIDIA H100 80GB HBM3"}
     assert describe_start("cold_cache", on_a_sibling).splitlines()[-1] == (
