@@ -17,8 +17,8 @@ def load(folder: Path) -> tuple[list[dict], list[str]]:
         except (OSError, ValueError) as exc:
             skipped.append(f"{path}: not readable JSON ({exc})")
             continue
-        if isinstance(data, dict) and isinstance(data.get("results"), list):
-            continue  # bench/kernels.py's per-kernel report, kept beside the runs
+        if isinstance(data, dict) and (isinstance(data.get("results"), list) or isinstance(data.get("autotune"), list)):
+            continue  # bench/kernels.py's per-kernel report or bench/autotune_choices.py's record, kept beside the runs
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or "date" not in data:
             skipped.append(f"{path}: not an `alexspec bench` result (no results/date)")
             continue
@@ -66,8 +66,10 @@ def headline(run: dict) -> str:
                      f"{ratio} | {result['first_step_s']:.1f} s |")
     startup = run.get("startup", {})
     if {"cold_cache", "warm_cache"} <= set(startup):
+        shipped = startup["cold_cache"].get("shipped_table")
         lines.append(f"\nspec to warm module in a fresh process: {startup['cold_cache']['spec_to_warm_module_s']:.1f} s "
-                     f"with an empty Triton cache, {startup['warm_cache']['spec_to_warm_module_s']:.1f} s with a warm one")
+                     f"with an empty Triton cache{f' and the choices shipped for {shipped}' if shipped else ''}, "
+                     f"{startup['warm_cache']['spec_to_warm_module_s']:.1f} s with a warm one")
         if "cold_cache_layer_by_layer" in startup:
             lines[-1] += (f" ({startup['cold_cache_layer_by_layer']['spec_to_warm_module_s']:.1f} s empty compiling "
                           "layer by layer, ALEXSPEC_COMPILE_AHEAD=0)")

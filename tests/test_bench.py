@@ -118,6 +118,7 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     (results / "bench-0.json").write_text(json.dumps({**data, "results": {**data["results"], "alexspec": {
         **ours, "train_img_s": 7}}}))  # the same sort as bench-a, run before it: not the latest
     (results / "kernels.json").write_text(json.dumps({"date": data["date"], "results": [{"op": "lrn"}]}))
+    (results / "autotune.json").write_text(json.dumps({"autotune": [], "conv_choices": {}}))
     summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
     assert summary.returncode == 0, summary.stderr
     latest = summary.stdout.split("all runs:")[0]
@@ -125,7 +126,8 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in latest
     assert "| eager |" in latest and "| compile (max-autotune) | 1 |" in latest
     assert "| alexspec | 7 |" not in latest and " | 7 | " in summary.stdout.split("all runs:")[1]  # history only
-    assert "notes.json: not readable JSON" in summary.stderr and "kernels.json" not in summary.stderr
+    assert "notes.json: not readable JSON" in summary.stderr
+    assert "kernels.json" not in summary.stderr and "autotune.json" not in summary.stderr
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -224,6 +226,9 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
     run["startup"]["cold_cache_without_shipped_choices"] = {"spec_to_warm_module_s": 27.74}
     assert "ALEXSPEC_COMPILE_AHEAD=0); 27.7 s empty timing every choice here (ALEXSPEC_PRETUNED=0)" in \
         bench_history.headline(run)
+    run["startup"]["cold_cache"]["shipped_table"] = "NVIDIA H100 80GB HBM3"
+    assert "fresh process: 21.1 s with an empty Triton cache and the choices shipped for NVIDIA H100 80GB HBM3, " \
+           "6.9 s with a warm one" in bench_history.headline(run)
 
 
 def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
