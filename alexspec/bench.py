@@ -355,8 +355,7 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
             "spec_to_warm_module_s": round(done - imported, 2),
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
-            "shipped_choices_taken": pretuned.used["autotune"] + pretuned.used["conv"],
-            "device": gpu, "shipped_table": (pretuned.serving(gpu) or {}).get("device"),
+            "device": gpu, **pretuned.what_served(gpu),
             "compiled_ahead": dict(ahead.last_run), **({"profile": _top_functions(profiler)} if profiler else {})}
 
 

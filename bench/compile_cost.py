@@ -60,7 +60,7 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
     return {"compile_s": round(seconds[0] - seconds[1], 2), "step_s": round(seconds[1], 2),
             "summed_s": cold.get("compile_s", 0.0), "threads": cold.get("threads", 0),
             "slowest_s": cold.get("slowest_s", 0.0), "slowest": cold.get("slowest", ""),
-            "shipped_table": (pretuned.serving(as_gpu) or {}).get("device"), "shipped_taken": sum(pretuned.used.values())}
+            **pretuned.what_served(as_gpu)}
 
 
 def step_inputs(spec: str, batch: int, precision: str):
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             binaries = len(list(Path(cache).rglob("*.cubin")))
             shipped = "" if not args.as_gpu else f", no choices shipped for {args.as_gpu}" if not result[
-                "shipped_table"] else f", {result['shipped_taken']} choices shipped for {result['shipped_table']}"
+                "shipped_table"] else f", {result['shipped_choices_taken']} choices shipped for {result['shipped_table']}"
             print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch}{shipped} "
                   f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
                   f"{result['step_s']:.1f} s left out)"

@@ -70,6 +70,13 @@ def serving(device_name: Optional[str]) -> Optional[dict]:
     return _sibling(*_seen[device_name])
 
 
+def what_served(device_name: Optional[str]) -> dict:
+    """{"shipped_table": the GPU model whose table serves `device_name` (None where none does),
+    "shipped_choices_taken": how many choices this process took from a table}."""
+    return {"shipped_table": (serving(device_name) or {}).get("device"),
+            "shipped_choices_taken": used["autotune"] + used["conv"]}
+
+
 def reload() -> None:
     """Read the tables anew (after FOLDER or a file in it changed)."""
     table.cache_clear()

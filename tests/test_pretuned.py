@@ -82,6 +82,8 @@ def test_a_model_without_a_table_takes_a_siblings_with_the_same_capability_and_s
     pretuned.seen("Newer GPU", "10.0", 132)
     assert lookup(key, device="Sibling GPU") is CONFIGS[2]
     assert pretuned.serving("Sibling GPU")["device"] == GPU
+    assert pretuned.what_served("Sibling GPU")["shipped_table"] == GPU
+    assert pretuned.what_served("Fewer SMs GPU")["shipped_table"] is None
     assert lookup(key, device="Fewer SMs GPU") is None and lookup(key, device="Newer GPU") is None
     own = {**shipped, "device": "Sibling GPU", "autotune": {"_k": [{"key": key, "config": described(CONFIGS[0])}]}}
     pretuned.table_path("Sibling GPU").write_text(json.dumps(own))
