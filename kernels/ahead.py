@@ -172,7 +172,10 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
 
     gpus = {t.device for t in [example, *module.parameters()] if t.is_cuda}  # every tower's dropout
     try:
-        with torch.random.fork_rng(devices=sorted(gpus, key=str)):
+        # On a GPU autograd runs the backward in a thread of its own, which does not see Triton's
+        # async compile mode (a context variable of this thread): its kernels would compile there,
+        # one by one, as they are reached. Run it in this thread instead.
+        with torch.random.fork_rng(devices=sorted(gpus, key=str)), torch.autograd.set_multithreading_enabled(False):
             return compile_ahead(forward_and_backward, threads)
     finally:
         module.train(training)

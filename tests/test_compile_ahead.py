@@ -93,6 +93,26 @@ print(json.dumps({{"first": first, "again": again, "same": same, "no_grads": all
     assert found["same"] and found["no_grads"] and found["training"] and found["rng_kept"]
 
 
+def test_a_module_steps_backward_runs_where_triton_compiles_asynchronously(tmp_path, cache):
+    # on a GPU autograd runs a backward in a thread of its own, where Triton's async compile mode
+    # (a context variable) is not set: the backward's kernels would compile one by one there
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TINY_TOWERS)
+    found = compiled_for_sm90(f"""
+from triton.runtime import _async_compile
+from alexspec.builder import build
+module = build({str(spec)!r}, backend="triton", devices=["cpu"]).module
+x = torch.randn(16, 1, 8, 8, requires_grad=True)
+seen = []
+x.register_hook(lambda grad: seen.append((_async_compile.active_mode.get() is not None,
+                                          torch.autograd.is_multithreading_enabled())))
+assert ahead.compile_module_ahead(module, x)
+print(json.dumps({{"seen": seen, "after": torch.autograd.is_multithreading_enabled()}}))
+""", cache)
+    assert found["seen"] == [[True, False]]  # compiling asynchronously, in the calling thread
+    assert found["after"]  # autograd's threads back as they were
+
+
 def test_each_kernel_signature_has_its_launcher_prepared_once_before_the_first_launch(cache):
     # triton 3.6 builds a launcher with gcc, from the kernel's signature alone, at a kernel's
     # first launch, one after the other; compiling ahead prepares it in the pool, right after
@@ -344,3 +364,19 @@ def test_on_a_gpu_the_first_step_finds_every_kernel_compiled_and_computes_as_tor
     torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)  # nothing left of the dry run
     for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_backward_of_the_dry_step_compiles_in_the_pool(tmp_path):
+    from triton.runtime import _async_compile
+
+    from alexspec.builder import build
+
+    spec = tmp_path / "towers.yaml"
+    spec.write_text(TINY_TOWERS)
+    module = build(str(spec), backend="triton", devices=["cuda"]).module
+    x = torch.randn(32, 1, 8, 8, device="cuda", requires_grad=True)
+    seen = []
+    x.register_hook(lambda grad: seen.append(_async_compile.active_mode.get() is not None))
+    assert ahead.compile_module_ahead(module, x)
+    assert seen == [True]
