@@ -356,6 +356,7 @@ def first_step(spec: str, batch: int, precision: str, profile: bool = False) -> 
             "compile_ahead_s": compiled_ahead, "autotune_timing_s": round(_common.timing.seconds, 2),
             "conv_choice_timing_s": round(conv_choice.timing.seconds, 2),
             "device": gpu, **pretuned.what_served(gpu),
+            "python_bytecode": {"written": not sys.dont_write_bytecode, "cache_prefix": sys.pycache_prefix},
             "compiled_ahead": dict(ahead.last_run), **({"profile": _top_functions(profiler)} if profiler else {})}
 
 
@@ -434,6 +435,11 @@ def describe_start(name: str, figures: dict) -> str:
         lines.append(f"    {figures['shipped_choices_taken']} choices taken from the table shipped for "
                      + (f"{made_on} (a sibling of this GPU: the same compute capability and SMs)"
                         if made_on and made_on != figures.get("device") else "this GPU model"))
+    bytecode = figures.get("python_bytecode") or {}
+    if bytecode.get("cache_prefix") or bytecode.get("written") is False:
+        lines.append("    Python bytecode: " + ("read from " + bytecode["cache_prefix"] if bytecode.get("cache_prefix")
+                                                 else "read beside the sources")
+                     + ("" if bytecode.get("written") else ", none written (PYTHONDONTWRITEBYTECODE)"))
     if figures.get("profile"):
         lines.append("    where its first step went (cProfile, own time):")
         lines += [f"      {row['s']:7.3f} s  {row['function']}" for row in figures["profile"]["own"][:8]]

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, SPECS, run_cli
 
 pytest.importorskip("torch")
 
@@ -155,7 +156,6 @@ def test_the_alexspec_training_step_makes_no_host_syncs():
     import torch.nn.functional as F
 
     import alexspec
-    from conftest import SPECS
 
     model = alexspec.compile(SPECS / "alexnet-1gpu.yaml", backend="triton", devices=["cuda"])
     model = model.to(memory_format=torch.channels_last)
@@ -233,7 +233,6 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
 
 def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
     from alexspec.bench import describe_start, first_step
-    from conftest import SPECS
 
     figures = first_step(str(SPECS / "lenet5.yaml"), 2, "fp32", profile=True)
     phases = figures["first_step_phases_s"]
@@ -247,6 +246,20 @@ def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
     said = describe_start("warm_cache_profiled", figures)
     assert "where its first step went (cProfile, own time):" in said and own[0]["function"] in said
     assert "profile" not in first_step(str(SPECS / "lenet5.yaml"), 2, "fp32")
+
+
+def test_a_first_step_records_where_python_read_its_bytecode(tmp_path):
+    # a process that writes no bytecode, where the packages have none, compiles their source
+    # again: seconds for torch._dynamo, which the optimizer imports
+    code = ("import json, sys; from alexspec.bench import describe_start, first_step; "
+            "figures = first_step(sys.argv[1], 2, 'fp32'); print(describe_start('cold_cache', figures)); "
+            "print(json.dumps(figures['python_bytecode']))")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code, str(SPECS / "lenet5.yaml")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"written": False, "cache_prefix": str(tmp_path)}
+    assert f"Python bytecode: read from {tmp_path}, none written (PYTHONDONTWRITEBYTECODE)" in done.stdout
 
 
 def test_a_start_up_run_says_where_its_first_step_went():
