@@ -52,6 +52,14 @@ if ! python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; th
     exit 2
 fi
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+# Python's bytecode, cached where it can be written: on an image whose packages were installed
+# read-only without theirs, each fresh process would compile their source again (torch._dynamo's,
+# which torch.optim imports, alone takes seconds: the startup stage's "making the optimizer"),
+# where pip compiles it once at install. Filled here, before anything is timed (even where the
+# image sets PYTHONDONTWRITEBYTECODE, as the GPU image does).
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/alexspec-pycache}
+PYTHONDONTWRITEBYTECODE= python3 -c "import time; t = time.perf_counter(); import torch._dynamo, alexspec.bench, alexspec.train
+print(f'Python bytecode cached in $PYTHONPYCACHEPREFIX ({time.perf_counter() - t:.1f} s)')" || exit 1
 xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 day=$(date +%F)
 run() { timeout --signal=INT --kill-after=20 "$limit" "$@"; }  # the stage's command, within its limit
