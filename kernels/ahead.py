@@ -57,7 +57,10 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
     threads = threads or _common.COMPILE_THREADS
     start = stepped = time.perf_counter()
     try:
-        with _CompilingAndLinking(threads) as pool, \
+        # a backward in `step` runs in this thread: on a GPU autograd runs it in a thread of its own,
+        # which does not see Triton's async compile mode (a context variable), so its kernels would
+        # compile there one by one, as they are reached
+        with _CompilingAndLinking(threads) as pool, torch.autograd.set_multithreading_enabled(False), \
                 triton.AsyncCompileMode(pool, ignore_errors=True) as mode, conv_choice.planning():
             _common._ahead.append(mode)
             try:
@@ -172,10 +175,7 @@ def compile_module_ahead(module: torch.nn.Module, example: torch.Tensor, autocas
 
     gpus = {t.device for t in [example, *module.parameters()] if t.is_cuda}  # every tower's dropout
     try:
-        # On a GPU autograd runs the backward in a thread of its own, which does not see Triton's
-        # async compile mode (a context variable of this thread): its kernels would compile there,
-        # one by one, as they are reached. Run it in this thread instead.
-        with torch.random.fork_rng(devices=sorted(gpus, key=str)), torch.autograd.set_multithreading_enabled(False):
+        with torch.random.fork_rng(devices=sorted(gpus, key=str)):
             return compile_ahead(forward_and_backward, threads)
     finally:
         module.train(training)
