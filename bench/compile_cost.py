@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             result = json.loads(done.stdout.strip().splitlines()[-1])
             binaries = len(list(Path(cache).rglob("*.cubin")))
-            shipped = "" if not args.as_gpu else f", no choices shipped for {args.as_gpu}" if not result[
-                "shipped_table"] else f", {result['shipped_choices_taken']} choices shipped for {result['shipped_table']}"
+            shipped = ""
+            if args.as_gpu and result["shipped_table"]:
+                shipped = f", {result['shipped_choices_taken']} choices shipped for {result['shipped_table']}"
+            elif args.as_gpu:
+                shipped = f", no choices shipped for {args.as_gpu}"
             print(f"{name}: {result['compile_s']:.1f} s compiling {how} for sm_{args.arch}{shipped} "
                   f"({binaries} kernel binaries in the cache, {os.cpu_count()} cores; the step's own CPU time "
                   f"{result['step_s']:.1f} s left out)"
