@@ -47,8 +47,25 @@ def _equal(a, b) -> bool:
 
 
 @lru_cache(maxsize=None)
-def _regex(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
+def pattern_regex(pattern: str) -> re.Pattern:
+    """A JSON Schema `pattern` compiled with its own meaning. Patterns are ECMA-262 regexes, whose
+    `$` (without the m flag) matches only at the very end of the text; Python's `$` also matches
+    before a final newline, so `^[a-z]+$` would pass "conv1\\n". Each `$` outside a character
+    class becomes `\\Z`. Both schema checkers (this one and jsonschema's) search with it."""
+    out, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
 
 
 def _bounds(check):
@@ -78,7 +95,7 @@ _KEYWORDS = {
     "maximum": _bounds(lambda v, r: v <= r),
     "exclusiveMinimum": _bounds(lambda v, r: v > r),
     "exclusiveMaximum": _bounds(lambda v, r: v < r),
-    "pattern": _on(str, lambda value, rule, _: _regex(rule).search(value) is not None),
+    "pattern": _on(str, lambda value, rule, _: pattern_regex(rule).search(value) is not None),
     "maxLength": _on(str, lambda value, rule, _: len(value) <= rule),
     "items": _on(list, lambda value, rule, _: all(conforms(item, rule) for item in value)),
     "minItems": _on(list, lambda value, rule, _: len(value) >= rule),

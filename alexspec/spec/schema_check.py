@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING
 
 from alexspec.errors import Problem, did_you_mean, quote
-from alexspec.spec.conforms import conforms
+from alexspec.spec.conforms import conforms, pattern_regex
 from alexspec.spec.loader import Document
 from alexspec.spec.schema import LAYER_TYPES, VERSION, schema
 
@@ -18,12 +18,17 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=1)
 def _validator_class():
-    from jsonschema import Draft202012Validator, validators  # imported only for a spec with problems
+    from jsonschema import Draft202012Validator, ValidationError, validators  # only for a spec with problems
 
     # JSON Schema counts 3.0 as an integer; a spec that writes 3.0 for a channel count is a mistake.
     strict_int = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _checker, x: isinstance(x, int) and not isinstance(x, bool))
-    return validators.extend(Draft202012Validator, type_checker=strict_int)
+
+    def pattern(validator, rule, instance, _schema):  # ECMA-262's `$`, as the fast check reads it
+        if validator.is_type(instance, "string") and not pattern_regex(rule).search(instance):
+            yield ValidationError(f"{instance!r} does not match {rule!r}")
+
+    return validators.extend(Draft202012Validator, validators={"pattern": pattern}, type_checker=strict_int)
 
 
 @lru_cache(maxsize=None)
