@@ -110,3 +110,79 @@ def test_non_text_keys_keep_the_written_text():
 def test_nan_and_infinity_are_refused():
     assert "not a usable number" in problems("lr: .nan\n")[0]
     assert "not a usable number" in problems("lr: -.inf\n")[0]
+
+
+ODD_SCALARS = {
+    "a: !!bool x\n": "'x' is not a valid !!bool",
+    "a: !!int x\n": "'x' is not a valid !!int",
+    "a: !!float x\n": "'x' is not a valid !!float",
+    "a: !!timestamp x\n": "the YAML tag '!!timestamp' is not supported",
+    "a: !!timestamp 2001-13-45\n": "the YAML tag '!!timestamp' is not supported",
+    "a: !!binary aGVsbG8=\n": "the YAML tag '!!binary' is not supported",
+    "a: " + "9" * 4400 + "\n": "is too large",
+    "a: 0x" + "f" * 4000 + "\n": "is too large",
+    "a: 18446744073709551616\n": "is too large",  # 2**64
+    "a: 1\n---\nb: 2\n": "one YAML document",
+}
+
+
+@pytest.mark.parametrize("text", sorted(ODD_SCALARS))
+def test_tags_and_odd_scalars_are_located_problems(text):
+    (message,) = problems(text)
+    expected_line = 2 if text.startswith("a: 1\n---") else 1  # the second document starts at its ---
+    assert message.startswith(f"t.yaml:{expected_line}:") and ODD_SCALARS[text] in message, message
+
+
+def test_dates_are_text_and_plain_tags_work():
+    doc = load_text("a: 2001-12-14\nb: !!str 12\nc: !!int 0x10\nd: !!float 1\ne: 18446744073709551615\n")
+    assert doc.data == {"a": "2001-12-14", "b": "12", "c": 16, "d": 1.0, "e": 2 ** 64 - 1}
+
+
+def test_validate_checks_every_file_after_a_bad_one(tmp_path):
+    from conftest import run_cli, spec_text
+
+    bad, good = tmp_path / "bad.yaml", tmp_path / "good.yaml"
+    bad.write_text(spec_text("{name: r, type: relu}").replace("name: tiny", "name: !!bool x"))
+    good.write_text(spec_text("{name: r, type: relu}"))
+    result = run_cli("validate", str(bad), str(good))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line, col = locate(bad.read_text(), "!!bool")
+    assert result.stderr.startswith(f"{bad}:{line}:{col}: ")
+    assert f"{good}: ok" in result.stdout
+
+
+def test_an_oversized_file_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as handle:
+        handle.truncate(50_000_000)  # sparse: 50 MB that were never written
+    opened = []
+    monkeypatch.setattr(loader, "open", lambda *args, **kwargs: opened.append(args), raising=False)
+    with pytest.raises(SpecError, match="the file is 50,000,000 bytes; specs are limited to 4,000,000"):
+        loader.load_file(path)
+    assert not opened  # refused by stat() alone
+
+
+def test_a_100000_layer_spec_is_refused_while_it_is_read(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "layers.yaml"
+    path.write_text("alexspec: 1\nname: big\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                    + "".join(f"  - {{name: r{i}, type: relu}}\n" for i in range(100_000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError) as info:
+            loader.load_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (problem,) = info.value.problems
+    assert (problem.loc.line, problem.loc.col) == (5, 3) and "more than 10,000 items" in problem.message
+    assert peak < 50_000_000, f"refusing it took {peak / 1e6:.0f} MB"
+
+
+def test_a_spec_of_too_many_values_is_refused_at_the_value_past_the_limit():
+    text = "a:\n" + "".join(f"  k{i}: [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" for i in range(20_000))
+    (message,) = problems(text)
+    values_per_line = 1 + 1 + 9  # key, list, items
+    line = 2 + (loader.MAX_NODES - 2) // values_per_line
+    assert message.startswith(f"t.yaml:{line}:") and f"more than {loader.MAX_NODES:,} values" in message

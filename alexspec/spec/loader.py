@@ -1,9 +1,12 @@
 """Load YAML spec text into plain Python values, remembering where every value came from.
 
-Only YAML's safe constructs are accepted (mappings, sequences, plain scalars). Aliases
-and merge keys are refused (an alias bomb cannot expand), duplicate keys are an error
-(PyYAML would silently keep the last), and size/depth are bounded. Numbers follow
-YAML 1.2, so `5e-4` is a float, as a person means it (PyYAML's YAML 1.1 reads a string).
+Only YAML's safe constructs are accepted (mappings, sequences, plain scalars: text, numbers,
+true/false, null). Aliases, merge keys and other tags are refused (an alias bomb cannot
+expand), duplicate keys are an error (PyYAML would silently keep the last). Values are built
+straight from the parser's events, so the limits (bytes, values, list items, depth) refuse
+an oversized spec while it is read, before it costs time or memory. Numbers follow YAML 1.2,
+so `5e-4` is a float, as a person means it (PyYAML's YAML 1.1 reads a string), and
+`2001-12-14` is text, not a date.
 """
 from __future__ import annotations
 
@@ -16,21 +19,28 @@ from typing import Any
 import yaml
 
 from alexspec.errors import Loc, Problem, SpecError, quote
+from alexspec.spec.schema import MAX_LAYERS
 
 MAX_BYTES = 4_000_000
-MAX_NODES = 500_000
+MAX_NODES = 150_000  # values and keys: 10,000 layers of 6 keys each, with room; read in well under a second
+MAX_ITEMS = MAX_LAYERS  # no list in a spec has more items than `layers` may
 MAX_DEPTH = 32
+MAX_INT = 2 ** 64  # no spec value comes near; past Python's 4,300 digits an int cannot even be printed
+
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{name}": name for name in ("str", "int", "float", "bool", "null")}
+_KIND_WORDS = {"str": "text", "int": "an integer", "float": "a number", "bool": "true or false", "null": "null"}
 
 Path_ = tuple  # a path into the document: ("layers", 3, "kernel")
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when PyYAML has it
-    """A safe loader with YAML 1.2 floats. Aliases are refused by the builder below (an aliased
-    node is the same object met twice), before anything is expanded."""
+    """A safe loader with YAML 1.2 floats and no timestamps. Only its parser and scalar
+    constructors are used: the builder below makes values from the events itself."""
 
 
-_Loader.yaml_implicit_resolvers = {
-    key: list(resolvers) for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.yaml_implicit_resolvers = {  # YAML 1.2 has no timestamps: 2001-12-14 is text
+    key: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -71,15 +81,20 @@ def load_file(path: str | Path) -> Document:
     """Read and load a spec file. Raises SpecError for a missing, unreadable or bad file."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        size = Path(path).stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError([Problem(Loc(name, 1, 1), "", f"the file is {size:,} bytes; specs are limited to "
+                                     f"{MAX_BYTES:,}", "is it a spec? a spec is a page of YAML")])
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)  # a file that grew since stat() is still cut off
     except FileNotFoundError:
         raise SpecError([Problem(Loc(name, 1, 1), "", "no such file",
                                  "check the path; example specs live in specs/")]) from None
     except OSError as exc:
-        raise SpecError([Problem(Loc(name, 1, 1), "", f"cannot read the file ({exc.strerror})")]) from None
+        raise SpecError([Problem(Loc(name, 1, 1), "", f"cannot read the file ({exc.strerror or exc})")]) from None
     if len(raw) > MAX_BYTES:
-        raise SpecError([Problem(Loc(name, 1, 1), "",
-                                 f"the file is {len(raw):,} bytes; specs are limited to {MAX_BYTES:,}")])
+        raise SpecError([Problem(Loc(name, 1, 1), "", f"the file is over {MAX_BYTES:,} bytes; specs are limited "
+                                 f"to {MAX_BYTES:,}", "is it a spec? a spec is a page of YAML")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -96,17 +111,10 @@ def load_text(text: str, file: str = "<spec>") -> Document:
     loader = None
     try:
         loader = _Loader(text)
-        root = loader.get_single_node()
-        if root is None:
-            raise SpecError([Problem(Loc(file, 1, 1), "", "the file is empty",
-                                     "a spec starts with `alexspec: 1`; see specs/alexnet.yaml")])
         builder = _Builder(file, loader)
-        data = builder.build(root, ())
+        data = builder.document()
         if builder.problems:
             raise SpecError(builder.problems)
-    except _AliasFound:
-        raise SpecError([Problem(_first_alias(text, file), "", "YAML aliases (*name) are not supported in specs",
-                                 "write the value out")]) from None
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -122,17 +130,6 @@ def load_text(text: str, file: str = "<spec>") -> Document:
         if loader is not None:
             loader.dispose()
     return Document(file, data, builder.value_locs, builder.key_locs)
-
-
-class _AliasFound(Exception):
-    """Raised inside the builder; reported with the alias's own location."""
-
-
-def _first_alias(text: str, file: str) -> Loc:
-    for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, yaml.AliasEvent):
-            return _mark_loc(file, event.start_mark)
-    return Loc(file, 1, 1)
 
 
 def dotted(path: Path_) -> str:
@@ -165,7 +162,7 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
 
 
 class _Builder:
-    """Turns a composed YAML node tree into plain values plus location maps."""
+    """Builds plain values and location maps from the parser's events, one value at a time."""
 
     def __init__(self, file: str, loader: _Loader):
         self.file = file
@@ -173,48 +170,116 @@ class _Builder:
         self.value_locs: dict = {}
         self.key_locs: dict = {}
         self.nodes = 0
-        self.seen: set[int] = set()
         self.problems: list[Problem] = []
 
-    def _fail(self, node, message: str, hint: str = ""):
-        raise SpecError([Problem(_mark_loc(self.file, node.start_mark), "", message, hint)])
+    def _fail(self, event, message: str, hint: str = ""):
+        raise SpecError([Problem(_mark_loc(self.file, event.start_mark), "", message, hint)])
 
-    def build(self, node, path: Path_) -> Any:
+    def document(self) -> Any:
+        """The one document of the stream."""
+        loader = self.loader
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            raise SpecError([Problem(Loc(self.file, 1, 1), "", "the file is empty",
+                                     "a spec starts with `alexspec: 1`; see specs/alexnet.yaml")])
+        loader.get_event()  # document start
+        data = self.value(())
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            self._fail(loader.peek_event(), "a spec is one YAML document; this file has more",
+                       "remove the second `---` and what follows it")
+        return data
+
+    def _count(self, event, depth: int) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            self._fail(node, f"the spec has more than {MAX_NODES:,} values; it is too large")
-        if len(path) > MAX_DEPTH:
-            self._fail(node, f"the spec is nested more than {MAX_DEPTH} levels deep")
-        if id(node) in self.seen:  # an alias: the same node again (all nodes are alive, ids are unique)
-            raise _AliasFound()
-        self.seen.add(id(node))
-        self.value_locs[path] = _mark_loc(self.file, node.start_mark)
-        if isinstance(node, yaml.ScalarNode):
-            value = self.loader.construct_object(node, deep=True)
-            if isinstance(value, float) and not math.isfinite(value):
-                self._fail(node, f"{node.value} is not a usable number here", "write a finite number")
-            return value
-        expected_tag = "tag:yaml.org,2002:seq" if isinstance(node, yaml.SequenceNode) else "tag:yaml.org,2002:map"
-        if node.tag != expected_tag:
-            self._fail(node, f"the YAML tag {node.tag} is not supported in specs", "remove the tag")
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._mapping(node, path)
+            self._fail(event, f"the spec has more than {MAX_NODES:,} values; it is too large")
+        if depth > MAX_DEPTH:
+            self._fail(event, f"the spec is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(event, yaml.AliasEvent):
+            self._fail(event, "YAML aliases (*name) are not supported in specs", "write the value out")
 
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
+    def value(self, path: Path_) -> Any:
+        """The value whose events come next, at `path` in the document."""
+        event = self.loader.get_event()
+        self._count(event, len(path))
+        self.value_locs[path] = _mark_loc(self.file, event.start_mark)
+        if isinstance(event, yaml.ScalarEvent):
+            return self._scalar(event)
+        kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+        tag = event.tag if event.tag not in (None, "!") else self.loader.resolve(kind, None, event.implicit)
+        if tag != ("tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"):
+            self._fail(event, f"the YAML tag {quote(tag, 40)} is not supported in specs", "remove the tag")
+        if kind is yaml.SequenceNode:
+            return self._sequence(event, path)
+        return self._mapping(path)
+
+    def _sequence(self, start, path: Path_) -> list:
+        items: list = []
+        while not self.loader.check_event(yaml.SequenceEndEvent):
+            if len(items) == MAX_ITEMS:
+                self._fail(start, f"the list has more than {MAX_ITEMS:,} items; it is too long",
+                           f"specs are limited to {MAX_LAYERS:,} layers")
+            items.append(self.value(path + (len(items),)))
+        self.loader.get_event()
+        return items
+
+    def _skip(self, depth: int) -> None:
+        """Consume the next value's events (a duplicate key's value), counting them."""
+        open_ = 0
+        while True:
+            event = self.loader.get_event()
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                open_ -= 1
+            else:
+                self._count(event, depth + open_)
+                open_ += isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+            if open_ == 0:
+                return
+
+    def _scalar(self, event) -> Any:
+        """A plain value: text, a number, true/false or null. Other YAML tags (!!timestamp, !!binary,
+        python/...), a tagged text that is not of its tag (`!!int x`) and numbers too large to use
+        are located problems."""
+        tag = event.tag if event.tag not in (None, "!") else \
+            self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        if tag == "tag:yaml.org,2002:merge":
+            self._fail(node, "YAML merge keys (<<) are not supported in specs", "write the keys out")
+        kind = _SCALAR_TAGS.get(node.tag)
+        if kind is None:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self._fail(node, f"the YAML tag {quote(tag, 40)} is not supported in specs",
+                       "remove the tag: write a plain value (text, a number, true/false)")
+        if kind == "int" and len(node.value) > 100:  # before int() meets Python's limit on digits
+            self._fail(node, f"the number {quote(node.value, 40)} is too large", "numbers in a spec are below 2**64")
+        try:
+            value = self.loader.yaml_constructors[tag](self.loader, node)
+        except (ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
+            self._fail(node, f"{quote(node.value, 40)} is not a valid !!{kind}",
+                       f"write {_KIND_WORDS[kind]} there, or remove the !!{kind} tag")
+        if isinstance(value, float) and not math.isfinite(value):
+            self._fail(node, f"{quote(node.value, 40)} is not a usable number here", "write a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+            self._fail(node, f"the number {quote(node.value, 40)} is too large", "numbers in a spec are below 2**64")
+        return value
+
+    def _mapping(self, path: Path_) -> dict:
         result: dict = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self._fail(key_node, "YAML merge keys (<<) are not supported in specs")
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._fail(key_node, "a mapping key must be plain text")
-            key = self.loader.construct_object(key_node)
+        while not self.loader.check_event(yaml.MappingEndEvent):
+            key_event = self.loader.get_event()
+            self._count(key_event, len(path) + 1)
+            if not isinstance(key_event, yaml.ScalarEvent):
+                self._fail(key_event, "a mapping key must be plain text")
+            key = self._scalar(key_event)
             if not isinstance(key, str):
-                key = key_node.value  # `1:` or `yes:` as keys: keep the text the person wrote
+                key = key_event.value  # `1:` or `yes:` as keys: keep the text the person wrote
             if key in result:
-                self.problems.append(Problem(_mark_loc(self.file, key_node.start_mark), dotted(path),
+                self.problems.append(Problem(_mark_loc(self.file, key_event.start_mark), dotted(path),
                                              f"duplicate key {quote(key)}", "each key may appear once in a mapping"))
+                self._skip(len(path) + 1)
                 continue
-            self.key_locs[path + (key,)] = _mark_loc(self.file, key_node.start_mark)
-            result[key] = self.build(value_node, path + (key,))
+            self.key_locs[path + (key,)] = _mark_loc(self.file, key_event.start_mark)
+            result[key] = self.value(path + (key,))
+        self.loader.get_event()
         return result
