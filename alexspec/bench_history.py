@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alexspec.errors import BadInput
 KINDS = ("alexspec", "eager", "compile")
 
 
@@ -100,7 +101,7 @@ def plot(runs: list[dict], out: Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("plotting needs matplotlib: pip install matplotlib") from None
+        raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     labels = [f"{Path(run['file']).stem.removeprefix('bench-')}\n{run.get('device', '?')[:16]}" for run in runs]
     for ax, what in zip(axes, ("train", "infer")):

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from alexspec.codegen import Generated, generate
+from alexspec.errors import BadInput
 from alexspec.infer import NetworkInfo
 from alexspec.spec import Document, analyse, load_text
 
@@ -49,7 +50,7 @@ def build(spec: str | Path | dict | Document, backend: str = "auto",
     `fuse=False` runs every layer on its own, `fuse_lrn_pool=True` each LRN + max pool as one
     kernel (see alexspec.fusion).
 
-    Raises SpecError for a bad spec and ValueError for an impossible backend or device list.
+    Raises SpecError for a bad spec and BadInput for an impossible backend or device list.
     """
     info = analyse(spec_source(spec))
     generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool)
@@ -63,7 +64,7 @@ def _backend_of(module) -> str:
 
 
 def load_state(module, state_dict: dict) -> None:
-    """Load `state_dict` into `module`, or raise ValueError naming every layer that does not match.
+    """Load `state_dict` into `module`, or raise BadInput naming every layer that does not match.
 
     Checkpoints hold the one-device layout (see alexspec.kernels.towers), so one saved from a
     tower-parallel build loads into a one-device build and back.
@@ -79,6 +80,6 @@ def load_state(module, state_dict: dict) -> None:
     if problems:
         layers = sorted({key.rsplit(".", 1)[0] for key in missing + unexpected}
                         | {r.split(" ", 1)[0].rsplit(".", 1)[0] for r in resized})
-        raise ValueError(f"the weights do not fit this network (layers {', '.join(layers)}): " + "; ".join(problems)
+        raise BadInput(f"the weights do not fit this network (layers {', '.join(layers)}): " + "; ".join(problems)
                          + ". Was the checkpoint saved from another spec?")
     module.load_state_dict(state_dict)

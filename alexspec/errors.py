@@ -1,4 +1,4 @@
-"""The one error type of the compiler: a spec with problems.
+"""The compiler's error types: a spec with problems (`SpecError`), and other bad input (`BadInput`).
 
 Every stage (load, schema, validate, infer) collects *all* the problems it finds and
 raises a single `SpecError` holding them, so a user fixes a spec in one pass. Each
@@ -12,7 +12,7 @@ import difflib
 from typing import Iterable, Sequence
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # a spec has one per value: keep them small
 class Loc:
     """A place in a spec file; line and col are 1-based."""
 
@@ -37,6 +37,16 @@ class Problem:
         where = f"{self.loc}: {self.path}: " if self.path else f"{self.loc}: "
         text = where + self.message + (f"; {self.hint}" if self.hint else "")
         return text.replace("\r", "\\r").replace("\n", "\\n")  # one problem, one line
+
+
+class BadInput(ValueError):
+    """Input a user can fix that is not a spec: an argument, a checkpoint, a data folder, a device,
+    a model to import. The command line prints the message and exits 2. Every other exception is
+    a bug in alexspec and keeps its traceback."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss); the last good checkpoint is kept. The CLI exits 3."""
 
 
 class SpecError(Exception):

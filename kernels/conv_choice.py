@@ -22,6 +22,7 @@ from functools import partial
 from typing import Callable, Iterator, Optional
 
 from alexspec.fsutil import write_atomic
+from alexspec.errors import BadInput
 from alexspec.kernels.stopwatch import Stopwatch
 
 MODES = ("auto", "triton", "cudnn")
@@ -45,7 +46,7 @@ def set_mode(new_mode: str) -> str:
     """Set the mode (auto, triton or cudnn); returns the previous one. Earlier choices are kept."""
     global _mode
     if new_mode not in MODES:
-        raise ValueError(f"conv implementation must be one of {', '.join(MODES)}, got {new_mode!r}")
+        raise BadInput(f"conv implementation must be one of {', '.join(MODES)}, got {new_mode!r}")
     previous, _mode = _mode, new_mode
     return previous
 

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from alexspec.errors import BadInput
 from alexspec.kernels import layers
 from alexspec.kernels.layers import LRN, Conv2d, Linear
 
@@ -71,7 +72,7 @@ class Towers(nn.Module):
         super().__init__()
         devices = list(devices)
         if len(devices) not in (1, towers):
-            raise ValueError(f"{towers} towers need 1 device or {towers}, got {len(devices)}: {devices}")
+            raise BadInput(f"{towers} towers need 1 device or {towers}, got {len(devices)}: {devices}")
         self.towers, self.devices, self.backend = towers, devices, backend
         self.parallel = towers > 1 and len(devices) == towers
 

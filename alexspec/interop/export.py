@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alexspec.builder import build, load_state
+from alexspec.errors import BadInput
 
 
 def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
@@ -31,5 +32,5 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
         torch.onnx.export(module, (example,), str(out), input_names=["images"], output_names=["logits"],
                           dynamo=False)
     else:
-        raise ValueError(f"--format must be torch-export or onnx, got {fmt!r}")
+        raise BadInput(f"--format must be torch-export or onnx, got {fmt!r}")
     return out

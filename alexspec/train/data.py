@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alexspec.errors import BadInput
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
 MAX_BAD_FRACTION = 0.01  # more unreadable images than this is an error, not a skip
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """Data that cannot be used, with a message saying why and what to do."""
 
 

@@ -4,23 +4,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alexspec.errors import BadInput
 
 def plot_run(run_dir: Path) -> Path:
     """Write RUN_DIR/curves.png; ValueError when the run has no metrics or matplotlib is missing."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
-        raise ValueError(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
+        raise BadInput(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
     if not records:
-        raise ValueError(f"{path} is empty: the run logged nothing yet")
+        raise BadInput(f"{path} is empty: the run logged nothing yet")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValueError("plotting needs matplotlib: pip install matplotlib") from None
+        raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
     fig, (loss_ax, err_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train (step)", alpha=0.6)
     loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation")
