@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -208,3 +209,82 @@ def test_diff_names_exactly_the_changed_layers():
     same = run_cli("diff", "alexnet", "alexnet", "--exit-code")
     assert same.returncode == 0 and "the same network" in same.stdout
     assert run_cli("diff", "alexnet", "lenet5", "--exit-code").returncode == 1
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module: a squeeze conv, then two expand convs whose outputs are concatenated."""
+
+    def __init__(self, cin: int, squeeze: int, expand: int):
+        super().__init__()
+        self.squeeze, self.relu = nn.Conv2d(cin, squeeze, 1), nn.ReLU()
+        self.expand1, self.expand3 = nn.Conv2d(squeeze, expand, 1), nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x):
+        x = self.relu(self.squeeze(x))
+        return torch.cat([self.expand1(x), self.expand3(x)], 1)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.flat, self.fc = nn.Conv2d(3, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(x + self.conv(x)))
+
+
+class Reordered(nn.Module):
+    """Layers registered in another order than the forward runs them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.pool, self.conv = nn.Linear(6 * 4 * 4, 10), nn.MaxPool2d(2), nn.Conv2d(1, 6, 3, padding=1)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv(x)))
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("model, said", [
+    (nn.Sequential(Fire(3, 4, 8), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)), "is used 2 times"),
+    (Residual(), "is used 2 times (conv, add)"),
+])
+def test_models_whose_forward_branches_are_refused(model, said):
+    with pytest.raises(ImportProblem, match=re.escape(said)):
+        spec_from_torch(model, (3, 8, 8), "net")
+
+
+def test_the_forward_order_is_followed_not_the_registration_order():
+    torch.manual_seed(0)
+    model = Reordered().eval()
+    imported = spec_from_torch(model, (1, 8, 8), "net")
+    assert [layer["type"] for layer in imported.spec["layers"]] == ["conv", "maxpool", "flatten", "linear"]
+    build = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(build.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(build.module.eval()(x), model(x))
+
+
+def test_an_import_that_would_compute_something_else_is_refused_naming_the_layer():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 10))
+    model[2].register_forward_hook(lambda _module, _inputs, output: output * 2)  # invisible to the layer list
+    with pytest.raises(ImportProblem, match="computes something else than the model from layer pool1 on"):
+        spec_from_torch(model, (1, 8, 8), "net")
+
+
+def test_import_cli_refuses_a_residual_model_with_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "resnets.py").write_text("import torch\nfrom torch import nn\n\n"
+                                         "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                                         "        self.conv = nn.Conv2d(3, 3, 3, padding=1)\n"
+                                         "        self.flat = nn.Flatten()\n        self.fc = nn.Linear(3 * 8 * 8, 10)\n\n"
+                                         "    def forward(self, x):\n        return self.fc(self.flat(x + self.conv(x)))\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "alexspec", "import", "python:resnets:Net", "--input", "3,8,8",
+                             "-o", str(tmp_path / "net.yaml")], cwd=ROOT, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 2 and "is used 2 times (conv, add)" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "net.yaml").exists()

@@ -1,20 +1,24 @@
 """Specs from torch.nn models built of standard layers (torchvision's AlexNet, VGG, LeNet-style nets).
 
-The model's leaf modules are read in registration order (how torchvision's Sequential nets run);
-a ReLU right after a conv or linear layer is fused into it, a flatten is inserted before the
-first linear layer of an image network. A layer this spec language cannot express is an
-error naming it: the importer never produces a silently different network.
+The model's forward is traced with torch.fx, so the spec follows its real dataflow, not the
+order its layers were registered in. Specs are chains, so a model whose forward branches
+(a residual add, a concat of branches, a layer applied twice) is refused, naming the place.
+A ReLU right after a conv or linear layer is fused into it. A layer this spec language cannot
+express is an error naming it. As a last guard, the source model and the built spec run on
+the same random input, and the import is refused, naming the first layer whose output
+differs, unless they agree: the importer never produces a silently different network.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
-from alexspec.errors import SpecError
+from alexspec.errors import BadInput, SpecError
 from alexspec.builder import spec_source
 from alexspec.spec import analyse
 
 
-class ImportProblem(ValueError):
+class ImportProblem(BadInput):
     """The source model uses something the spec language cannot express."""
 
 
@@ -24,6 +28,7 @@ class Imported:
 
     spec: dict
     weight_sources: dict = field(default_factory=dict)  # spec layer name -> source module name
+    outputs: dict = field(default_factory=dict, repr=False)  # spec layer name -> the fx node giving its output
 
     def convert_state_dict(self, source: dict) -> dict:
         """The source model's state dict with keys renamed for the compiled spec's module."""
@@ -49,44 +54,194 @@ class _Namer:
         return f"{prefix}{self.counts[prefix]}"
 
 
+def trace(model):
+    """The model's forward as a torch.fx graph; ImportProblem where it cannot be traced."""
+    import torch.fx
+
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many kinds for data-dependent Python in forward()
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ImportProblem(f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: {first}); "
+                            "alexspec imports models whose forward is a fixed sequence of layers") from None
+
+
+def _where(node) -> str:
+    return f"{node.name} ({node.op} {getattr(node.target, '__name__', node.target)})"
+
+
+def _functional_layer(node, namer) -> dict | None:
+    """The layer a call_function / call_method node is, where it is one a spec can write."""
+    import torch
+    import torch.nn.functional as F
+
+    target, args = node.target, node.args
+    if target in (torch.flatten, "flatten") and (args[1:] or [node.kwargs.get("start_dim", 0)])[0] == 1 \
+            and node.kwargs.get("end_dim", -1) == -1 and len(args) <= 2:
+        return {"name": "flatten", "type": "flatten"}
+    if target in ("view", "reshape") and len(args) == 3 and args[2] == -1:
+        first = args[1]
+        if getattr(first, "op", None) == "call_method" and first.target == "size" and first.args[1:] == (0,):
+            return {"name": "flatten", "type": "flatten"}
+    if target in (torch.relu, F.relu, "relu") and not node.kwargs.get("inplace", False) or target == "relu_":
+        return {"name": namer("relu"), "type": "relu"}
+    return None
+
+
+_MERGES = {operator.add: "adds two values (a residual connection)", "add": "adds two values (a residual connection)",
+           operator.mul: "multiplies two values", "cat": "concatenates branches", "mul": "multiplies two values"}
+
+
+def _chain(graph):
+    """The nodes of a forward that is a chain (each value used once, by the next node), in order.
+
+    `x.size(0)` feeding a view/reshape is allowed beside the chain. Raises ImportProblem at the
+    first branch, merge or reuse."""
+    import torch
+
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ImportProblem(f"the model's forward takes {len(inputs)} inputs; alexspec imports models of one image input")
+    chain, value = [], inputs[0]
+    for node in nodes:
+        if node.op == "call_method" and node.target == "size":
+            continue
+        name = _MERGES.get(node.target) or ("concatenates branches" if node.target is torch.cat else "")
+        if name:
+            raise ImportProblem(f"{_where(node)} {name}: a spec is a chain of layers until graph specs land, so "
+                                "this model cannot be imported yet")
+        tensors = [a for a in node.all_input_nodes if not (a.op == "call_method" and a.target == "size")]
+        if tensors != [value]:
+            raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in tensors) or 'no value'} instead of "
+                                f"{value.name}: the forward branches, and a spec is a chain of layers")
+        users = [u for u in value.users if not (u.op == "call_method" and u.target == "size")]
+        if len(users) != 1:
+            raise ImportProblem(f"{value.name} is used {len(users)} times ({', '.join(u.name for u in users)}): the "
+                                "forward branches, and a spec is a chain of layers")
+        chain.append(node)
+        value = node
+    (output,) = [n for n in graph.nodes if n.op == "output"]
+    if output.args[0] is not value:
+        raise ImportProblem(f"the forward returns {output.args[0]} rather than the last layer's output {value.name}")
+    return chain
+
+
 def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows: str = "") -> Imported:
-    """A spec reproducing `model` for (C, H, W) inputs, with floor rounding only where it is needed."""
+    """A spec computing what `model` computes on (C, H, W) inputs (floor rounding only where needed).
+
+    Raises ImportProblem for what a spec cannot express, and where the built spec's outputs
+    differ from the model's on the same random input."""
     from torch import nn
 
-    layers, sources, unsupported = [], {}, []
+    traced = trace(model)
+    layers, sources, outputs, unsupported = [], {}, {}, []
     namer = _Namer()
+    used_modules: set[str] = set()
     image = True
-    for qualified, module in model.named_modules():
-        if list(module.children()) or isinstance(module, nn.Identity):
-            continue
+    for node in _chain(traced.graph):
         previous = layers[-1] if layers else None
-        if isinstance(module, nn.ReLU):
-            if previous and previous["type"] in ("conv", "linear") and previous.get("activation") != "relu":
-                previous["activation"] = "relu"
+        if node.op == "call_module":
+            if node.target in used_modules:
+                raise ImportProblem(f"{node.target} is applied twice in the forward (shared weights); a spec layer "
+                                    "has weights of its own")
+            used_modules.add(node.target)
+            module = traced.get_submodule(node.target)
+            if isinstance(module, nn.Identity):
+                continue
+            if isinstance(module, nn.ReLU):
+                layer = {"name": namer("relu"), "type": "relu"}
             else:
-                layers.append({"name": namer("relu"), "type": "relu"})
+                layer = _layer(module, namer)
+                if layer is None:
+                    unsupported.append(f"{node.target or '<model>'} ({type(module).__name__})")
+                    continue
+                layer["note"] = f"from {node.target}"
+        else:
+            layer = _functional_layer(node, namer)
+            if layer is None:
+                unsupported.append(_where(node))
+                continue
+        if layer["type"] == "relu" and previous and previous["type"] in ("conv", "linear") \
+                and previous.get("activation") != "relu":
+            previous["activation"] = "relu"
+            outputs[previous["name"]] = node
             continue
-        if isinstance(module, nn.Linear) and image:
-            layers.append({"name": "flatten", "type": "flatten"})
-            image = False
-        layer = _layer(module, namer)
-        if layer is None:
-            unsupported.append(f"{qualified or '<model>'} ({type(module).__name__})")
-            continue
-        layer["note"] = f"from {qualified}"
+        if layer["type"] == "linear" and image:
+            raise ImportProblem(f"{node.target} (Linear) is applied to the 4-D image, not to a flattened one; "
+                                "flatten before it (torch.flatten(x, 1))")
         if layer["type"] == "flatten":
             image = False
         if layer["type"] in ("conv", "linear"):
-            sources[layer["name"]] = qualified
+            sources[layer["name"]] = node.target
         layers.append(layer)
+        outputs[layer["name"]] = node
     if unsupported:
         raise ImportProblem(f"cannot express these layers in a spec: {', '.join(unsupported)}; supported: Conv2d, "
                             "ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Dropout, Linear, "
-                            "Flatten, Softmax")
+                            "Flatten (or torch.flatten(x, 1)), Softmax")
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
             "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
             "layers": layers}
-    return Imported(_with_rounding(spec), sources)
+    imported = Imported(_with_rounding(spec), sources, outputs)
+    check_same_function(model, traced, imported, input_shape)
+    return imported
+
+
+def check_same_function(model, traced, imported: Imported, input_shape: tuple[int, int, int]) -> None:
+    """Run the model and the built spec (torch backend, CPU, every layer on its own) on one random
+    batch; ImportProblem unless they agree, naming the first spec layer whose output differs from
+    the traced model's at that point."""
+    import torch
+    import torch.fx
+
+    from alexspec.builder import build, load_state
+
+    with torch.random.fork_rng(devices=[]):  # the check leaves the caller's random numbers as they were
+        built = build(imported.spec, backend="torch", devices=["cpu"], fuse=False)
+    load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    built.module.eval()
+    source_values: dict = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            source_values[node] = super().run_node(node)
+            return source_values[node]
+
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    modes = (model.training, traced.training)
+    model.eval(), traced.eval()
+    try:
+        with torch.no_grad():
+            if _same(built.module(x), model(x)):
+                return
+            Recorder(traced).run(x)
+            value = x
+            for spec_layer in imported.spec["layers"]:
+                value = getattr(built.module, built.generated.attributes[spec_layer["name"]])(value)
+                expected = source_values[imported.outputs[spec_layer["name"]]]
+                if not _same(value, expected):
+                    raise ImportProblem(f"the imported spec computes something else than the model from layer "
+                                        f"{spec_layer['name']} on (output {_describe(value)}, the model's "
+                                        f"{_describe(expected)}); this model cannot be imported as a chain")
+            raise ImportProblem("the imported spec computes something else than the model, though each traced "
+                                "layer agrees: the model's forward does more than its traced layers (hooks?)")
+    finally:
+        model.train(modes[0]), traced.train(modes[1])
+
+
+def _same(value, expected) -> bool:
+    import torch
+
+    if tuple(value.shape) != tuple(expected.shape):
+        return False
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    return bool(torch.allclose(value, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
+
+
+def _describe(value) -> str:
+    shape = "x".join(map(str, value.shape))
+    return f"{shape}, mean {float(value.float().mean()):.4g}" if value.numel() else shape
 
 
 def _layer(module, namer) -> dict | None:
