@@ -1,7 +1,8 @@
 """The `alexspec` command line.
 
-Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file),
-1 an internal error (a bug: please report it with the traceback printed).
+Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file, an
+unusable checkpoint: SpecError and BadInput), 3 training diverged, 1 an internal error (any
+other exception: a bug, printed with its traceback and a request to report it).
 """
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import argparse
 from pathlib import Path
 import sys
 import textwrap
+import traceback
 
 from alexspec import __version__
-from alexspec.errors import Loc, Problem, SpecError
+from alexspec.errors import BadInput, Loc, Problem, SpecError, TrainingError
 
+EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
 
 EXAMPLES = {
     "validate": """
@@ -241,7 +245,8 @@ def _train_config(args):
     from alexspec.train.loop import TrainConfig
 
     devices = [d.strip() for d in args.device.split(",")] if args.device else None
-    return TrainConfig(data=args.data, epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
+    return TrainConfig(data=args.data, overrides=getattr(args, "set", []), epochs=getattr(args, "epochs", None),
+                       batch=getattr(args, "batch", None),
                        out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
@@ -254,9 +259,10 @@ def _train_config(args):
 def cmd_train(args) -> int:
     from alexspec.train.loop import start
 
-    result = start(_spec_document(args.spec, args.set), _train_config(args))
-    if result.stopped_by_signal:
-        print(f"run stopped cleanly; continue with: alexspec train {args.spec} --resume {result.run_dir}")
+    result = start(resolve_spec(args.spec), _train_config(args))
+    if result.stopped_by_signal or result.stopped_at_max_steps:
+        print(f"run stopped cleanly after {result.steps} step(s); continue with: alexspec train {args.spec} "
+              f"--resume {result.run_dir}")
     elif result.last:
         print(f"done: {result.epochs_done} epoch(s), top-1 error {result.last['top1_error']:.2%}, "
               f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
@@ -329,7 +335,7 @@ def cmd_bench(args) -> int:
         compare = [c for c in args.compare.split(",") if c]
         for kind in compare:
             if kind not in ("eager", "compile"):
-                raise ValueError(f"--compare takes eager and/or compile, got {kind!r}")
+                raise BadInput(f"--compare takes eager and/or compile, got {kind!r}")
         spec = resolve_spec(args.spec or "alexnet")
         if args.cold_start:
             cuda = torch.cuda.is_available()
@@ -411,12 +417,10 @@ def cmd_import(args) -> int:
     info = _analyse(str(out))
     print(f"wrote {out}: {info.network.name}, {len(info.layers)} layers, {info.total_params:,} params")
     if imported is not None and args.weights_out:
-        import torch
-
         from alexspec.train import checkpoint
 
         state = imported.convert_state_dict(model.state_dict())
-        torch.save({"model": state, "network_hash": checkpoint.network_hash(info), "step": 0}, args.weights_out)
+        checkpoint.save_weights(Path(args.weights_out), state, checkpoint.network_hash(info))
         print(f"wrote {args.weights_out}: the model's weights as an alexspec checkpoint "
               f"(use with alexspec eval/export --checkpoint)")
     return 0
@@ -440,6 +444,9 @@ def _torch_model(source: str):
         return factory(weights=None), rest  # never downloads: weights come from --weights-file
     if kind == "python":
         module_name, _, attr = rest.partition(":")
+        if not module_name or not attr:
+            raise ImportProblem(f"python:{rest} names no callable: write python:MODULE:CALLABLE, e.g. "
+                                "python:mynets:LeNet (a function or class returning the model)")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
@@ -533,10 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run each LRN + max pool as one kernel (off by default: slower on an H100 than "
                         "the two kernels apart; see alexspec.fusion)")
 
-    def train_options(p, with_data_default: str = "digits") -> None:
-        p.add_argument("--data", default=with_data_default, metavar="SOURCE",
+    def train_options(p, data_default: str | None = "digits") -> None:
+        p.add_argument("--data", default=data_default, metavar="SOURCE",
                        help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
-                            "from prepare-data (default: digits)")
+                            "from prepare-data (default: digits" + ("" if data_default else
+                                                                     "; a resumed run: the run's data") + ")")
         p.add_argument("--device", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
                        "(cuda:0,cuda:1); default: the spec's placement")
         p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
@@ -545,12 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "Train a spec on a data source with the spec's recipe; resumable.", cmd_train)
     p.add_argument("spec", nargs="?", default="digits", metavar="SPEC", help=spec_help + " (default: digits)")
-    train_options(p)
+    train_options(p, data_default=None)
     p.add_argument("--epochs", type=_positive_int, help="default: the spec's training.epochs")
     p.add_argument("--batch", type=_positive_int, help="global batch (default: the spec's training.batch)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue from a checkpoint file or a run folder's newest (alone: the --out folder's)")
+                   help="continue from a checkpoint file or a run folder's newest (alone: the --out folder's), "
+                        "with the run's data, epochs, batch, seed and --set values unless given again; it "
+                        "writes in the checkpoint's run folder, or in --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. training.lr=0.02 (repeatable)")
     p.add_argument("--seed", type=int, help="default: the spec's training.seed")
@@ -648,14 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         _print_problems(error)
         return EXIT_BAD_INPUT
-    except ValueError as error:  # data, checkpoint, device and backend problems carry their own message
+    except BadInput as error:  # arguments, checkpoints, data, devices: each carries its own message
         print(f"alexspec {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except RuntimeError as error:
-        from alexspec.train.loop import EXIT_DIVERGED, TrainingError
-
-        if not isinstance(error, TrainingError):
-            raise
+    except TrainingError as error:
         print(f"alexspec {args.command}: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     except BrokenPipeError:
@@ -666,7 +672,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
+    except Exception:  # anything else is a bug in alexspec, not in the input: show where
+        traceback.print_exc()
+        print(f"alexspec {args.command}: internal error (a bug in alexspec {__version__}, not in your input); "
+              "please report it with the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
 import tempfile
+
+_TEMPORARY = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what write_atomic's mkstemp names look like
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -28,3 +31,15 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stray_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files write_atomic left in `folder` when a process was killed mid-write
+    (SIGKILL, power loss: no `finally` runs); returns those removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -1,9 +1,13 @@
-"""Checkpoints that never lose work.
+"""Checkpoints that never lose work and are checked before they are used.
 
 Each is written whole to a temporary file, fsynced, then renamed into place, so a file with
 a checkpoint's name is always complete and a crash mid-write leaves the previous ones
-untouched. Loading uses torch.load(weights_only=True): a checkpoint cannot run code. Each
-records a hash of the network it belongs to; a checkpoint of another network is refused.
+untouched. Each holds a SHA-256 digest of its contents (every tensor's bytes and every
+value), verified on load: a flipped byte is refused, not trained on. Loading uses
+torch.load(weights_only=True), so a checkpoint cannot run code, and then checks the form of
+what it holds. Each records a hash of the network it belongs to; a checkpoint of another
+network is refused. Old numbered checkpoints are pruned only where this run folder's runs
+wrote them (alexspec.train.run_folder keeps the list).
 """
 from __future__ import annotations
 
@@ -17,15 +21,18 @@ from pathlib import Path
 
 import torch
 
+from alexspec.errors import BadInput
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
 from alexspec.infer import NetworkInfo
+from alexspec.train import run_folder
 
 PATTERN = re.compile(r"^step-(\d{9})\.pt$")
 BEST = "best.pt"
+DIGEST = "digest"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInput):
     """A checkpoint that cannot be used: missing, truncated, corrupt, unsafe or of another network."""
 
 
@@ -37,24 +44,69 @@ def network_hash(info: NetworkInfo) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def content_digest(state: dict) -> str:
+    """SHA-256 of everything in `state` but its digest: each tensor's dtype, shape and bytes, and
+    every other value's repr, in order."""
+    digest = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}:".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key, item in value.items():
+                feed(key)
+                feed(item)
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[" if isinstance(value, list) else b"(")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(value).__name__} {value!r};".encode())
+
+    feed({key: value for key, value in state.items() if key != DIGEST})
+    return "sha256:" + digest.hexdigest()
+
+
+def to_bytes(state: dict) -> bytes:
+    """`state` with its content digest, as torch.save writes it."""
+    buffer = io.BytesIO()
+    torch.save({**state, DIGEST: content_digest(state)}, buffer)
+    return buffer.getvalue()
+
+
 def folder(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
 def save(run_dir: Path, state: dict, step: int, keep: int = 3, best: bool = False) -> Path:
-    """Write `state` as checkpoint `step` (atomically), keep the newest `keep`, and copy to best.pt if `best`."""
+    """Write `state` as checkpoint `step` (atomically, with its digest), keep the newest `keep` of
+    those this run folder's runs wrote, and copy it to best.pt if `best`."""
     target_dir = folder(run_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
+    data = to_bytes(state)
     path = target_dir / f"step-{step:09d}.pt"
+    written = [name for name in run_folder.checkpoints_written(run_dir) if name != path.name] + [path.name]
+    run_folder.record_checkpoints(run_dir, written)  # before the file: a crash leaves nothing unlisted
     write_atomic(path, data)
     if best:
         write_atomic(target_dir / BEST, data)
-    for old in sorted(_numbered(target_dir))[:-keep] if keep > 0 else []:
-        old[1].unlink(missing_ok=True)
+    numbered = sorted((int(m.group(1)), name) for name in written if (m := PATTERN.match(name)))
+    pruned = {name for _, name in numbered[:-keep]} if keep > 0 else set()
+    for name in pruned:
+        (target_dir / name).unlink(missing_ok=True)
+    if pruned:
+        run_folder.record_checkpoints(run_dir, [name for name in written if name not in pruned])
     return path
+
+
+def save_weights(path: Path, model_state: dict, network: str) -> None:
+    """Write weights alone (an imported model's) as a checkpoint that eval and export take."""
+    write_atomic(path, to_bytes({"model": model_state, "network_hash": network, "step": 0}))
 
 
 def _numbered(directory: Path) -> list[tuple[int, Path]]:
@@ -67,22 +119,140 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load(path: Path, expected_hash: str | None = None) -> dict:
-    """A checkpoint's state. Raises CheckpointError (with what to do) for anything unusable."""
+def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> dict:
+    """A checkpoint's state, checked: its form (with `resume`, all a training run needs), the
+    network it belongs to and its digest. Raises CheckpointError (saying what is wrong and what
+    to do) for anything unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give a checkpoint file (e.g. {path}/checkpoints/best.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain values, so loading it "
-                              f"could run code ({str(exc).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0][:120]}); "
-                              "use an earlier checkpoint") from None
-    if not isinstance(state, dict) or "model" not in state or "network_hash" not in state:
-        raise CheckpointError(f"{path}: not an alexspec checkpoint")
+    state = _read(path)
+    problem = _form_problem(state, resume)
+    if problem:
+        raise CheckpointError(f"{path}: not an alexspec checkpoint: {problem}")
     if expected_hash is not None and state["network_hash"] != expected_hash:
         raise CheckpointError(f"{path}: saved from another network (hash {state['network_hash']}, this spec "
-                              f"{expected_hash}); resume with the spec it was trained from")
+                              f"{expected_hash}); use the spec it was trained from")
+    if not isinstance(state.get(DIGEST), str):
+        raise CheckpointError(f"{path}: holds no content digest, so its contents cannot be checked; "
+                              "it was not written by alexspec")
+    if content_digest(state) != state[DIGEST]:
+        raise CheckpointError(f"{path}: corrupt: its contents do not match the digest saved with them (a changed "
+                              "byte); use an earlier checkpoint")
     return state
+
+
+def _read(path: Path) -> dict:
+    """What torch.load(weights_only=True) finds in a file torch.save wrote; CheckpointError otherwise."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is refused unread
+        if not start:
+            raise CheckpointError(f"{path}: not a checkpoint (an empty file)")
+        names = _pickle_globals(path.read_bytes()[:MAX_PICKLE_SCAN])
+        if names:
+            raise CheckpointError(f"{path}: refused: a pickle that imports {', '.join(names[:3])}, so loading it "
+                                  "could run code; alexspec checkpoints hold only tensors and plain values")
+        raise CheckpointError(f"{path}: not a checkpoint (not a file that torch.save writes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        foreign = [name for name in _archive_globals(path) if not name.startswith(_SAFE_GLOBALS)]
+        if foreign:
+            raise CheckpointError(f"{path}: refused: it holds more than tensors and plain values (it imports "
+                                  f"{', '.join(foreign[:3])}), so loading it could run code") from None
+        raise CheckpointError(f"{path}: truncated or corrupt ({_first_line(exc)}); use an earlier checkpoint") from None
+    except Exception as exc:  # torch raises many kinds for a damaged archive: none of them is a bug here
+        raise CheckpointError(f"{path}: truncated or corrupt ({type(exc).__name__}: {_first_line(exc)}); "
+                              "use an earlier checkpoint") from None
+
+
+MAX_PICKLE_SCAN = 1 << 20
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The module.name globals a pickle would import (where `data` reads as a pickle at all)."""
+    import pickletools
+
+    names, strings = [], []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not (or no longer) a pickle: what was read so far is what counts
+        pass
+    return names
+
+
+_SAFE_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "_codecs.encode")  # what torch.save names
+
+
+def _archive_globals(path: Path) -> list[str]:
+    """The globals the pickle inside a torch.save archive would import ([] where it cannot be read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+            return _pickle_globals(archive.read(name)[:MAX_PICKLE_SCAN])
+    except Exception:  # not a readable archive: corrupt, as torch.load said
+        return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _form_problem(state, resume: bool) -> str:
+    """What is missing or malformed in a loaded checkpoint ('' when nothing): the weights always,
+    and with `resume` everything a run continues from."""
+    if not isinstance(state, dict):
+        return f"it holds {type(state).__name__}, not a mapping"
+    if not isinstance(state.get("network_hash"), str):
+        return "no network hash (network_hash)"
+    model = state.get("model")
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return "`model` is not a mapping of parameter names to tensors"
+    if not resume:
+        return ""
+    for key in ("epoch", "step_in_epoch", "step", "seed", "batch"):
+        if not _is_int(state.get(key)) or state[key] < (1 if key == "batch" else 0):
+            return f"`{key}` is {_shown(state.get(key))}, not a whole number{' >= 1' if key == 'batch' else ''}"
+    optimizer = state.get("optimizer")
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict) \
+            or not isinstance(optimizer.get("param_groups"), list) \
+            or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"]):
+        return "`optimizer` is not an optimizer's state (state and param_groups)"
+    schedule = state.get("schedule")
+    if not isinstance(schedule, dict) or not all(_is_number(schedule.get(k)) for k in ("scale", "drops", "best",
+                                                                                       "stale")):
+        return "`schedule` is not a learning-rate schedule's state (scale, drops, best, stale)"
+    if not _is_number(state.get("best_top1_error")) or not isinstance(state.get("metrics"), dict):
+        return "`best_top1_error` or `metrics` is missing"
+    recipe = state.get("recipe", {})
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("overrides", []), list) \
+            or not all(isinstance(o, str) for o in recipe.get("overrides", [])) \
+            or not isinstance(recipe.get("data", ""), (str, type(None))) \
+            or not all(recipe.get(k) is None or (_is_int(recipe[k]) and recipe[k] >= 1) for k in ("epochs", "batch")) \
+            or not (recipe.get("seed") is None or _is_int(recipe["seed"])):
+        return "`recipe` is not a run's recipe (data, epochs, batch, seed, overrides)"
+    return ""
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

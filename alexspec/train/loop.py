@@ -28,26 +28,23 @@ import yaml
 
 from alexspec import ir
 from alexspec.builder import Build, build, load_state
+from alexspec.errors import BadInput, TrainingError
 from alexspec.fsutil import write_atomic
-from alexspec.spec import Document
-from alexspec.train import augment, checkpoint, graphed
+from alexspec.spec import Document, load_file
+from alexspec.spec.overrides import apply_overrides
+from alexspec.train import augment, checkpoint, graphed, run_folder
 from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.losses import PendingLosses
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 from alexspec.train.weight_copies import WeightCopies
-
-EXIT_DIVERGED = 3
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss); the last good checkpoint is kept."""
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs besides the spec (command-line options; None: the spec's value)."""
 
-    data: str = "digits"
+    data: Optional[str] = None       # None: the resumed run's, else digits
+    overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE, applied to the spec
     epochs: Optional[int] = None
     batch: Optional[int] = None
     out: Optional[str] = None
@@ -74,6 +71,7 @@ class RunResult:
     epochs_done: int
     last: dict = field(default_factory=dict)  # the last epoch's metrics
     stopped_by_signal: bool = False
+    stopped_at_max_steps: bool = False
 
 
 class _StopFlag:
@@ -149,6 +147,7 @@ class Trainer:
         self.info = built.info
         self.net = built.info.network
         self.training = self.net.training or ir.Training()
+        self.data = config.data or "digits"
         self.epochs = config.epochs or self.training.epochs
         self.batch = config.batch or self.training.batch
         self.seed = self.training.seed if config.seed is None else config.seed
@@ -192,11 +191,11 @@ class Trainer:
         channels, height, width = self.net.input
         c, h, w = data.image_shape
         if c != channels or h < height or w < width:
-            raise ValueError(f"the data's images are {c}x{h}x{w} but {self.net.name} takes {channels}x{height}x"
+            raise BadInput(f"the data's images are {c}x{h}x{w} but {self.net.name} takes {channels}x{height}x"
                              f"{width}; use data of that size (or larger, to crop from)")
         classes = self.info.output_shape[0]
         if len(data.classes) > classes:
-            raise ValueError(f"the data has {len(data.classes)} classes but the network outputs {classes}")
+            raise BadInput(f"the data has {len(data.classes)} classes but the network outputs {classes}")
 
     # --- steps --------------------------------------------------------------------------
 
@@ -238,7 +237,14 @@ class Trainer:
 
     # --- the run ------------------------------------------------------------------------
 
-    def state(self, epoch: int, step_in_epoch: int, step: int, best: float, metrics: dict) -> dict:
+    def recipe(self) -> dict:
+        """What a resumed run takes from its checkpoint unless told otherwise: the data, epochs,
+        batch, seed and --set overrides (so `--resume RUN_DIR` alone continues the same run)."""
+        return {"data": self.data, "epochs": self.epochs, "batch": self.batch, "seed": self.seed,
+                "overrides": list(self.config.overrides)}
+
+    def state(self, epoch: int, step_in_epoch: int, step: int, best: float, metrics: dict,
+              epoch_loss_sum: float = 0.0) -> dict:
         optimizer = self.optimizer.state_dict()
         for group in optimizer["param_groups"]:  # a graphed step keeps its rates on the GPU: save numbers
             if isinstance(group["lr"], torch.Tensor):
@@ -246,43 +252,60 @@ class Trainer:
         return {"model": self.module.state_dict(), "optimizer": optimizer,
                 "schedule": self.schedule.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
                 "step": step, "best_top1_error": best, "metrics": metrics, "network_hash": self.network_hash,
-                "seed": self.seed, "batch": self.batch, "spec_name": self.net.name}
+                "seed": self.seed, "batch": self.batch, "spec_name": self.net.name, "recipe": self.recipe(),
+                "epoch_loss_sum": epoch_loss_sum}
 
-    def run(self, run_dir: Path, resume_from: Optional[Path] = None) -> RunResult:
+    def restore(self, state: dict) -> None:
+        """Load a checked checkpoint (checkpoint.load(..., resume=True)): weights, optimizer, schedule."""
+        if state["network_hash"] != self.network_hash:
+            raise checkpoint.CheckpointError(f"the checkpoint was saved from another network (hash "
+                                             f"{state['network_hash']}, this spec {self.network_hash}); resume "
+                                             "with the spec it was trained from")
+        load_state(self.module, state["model"])
+        if self.copies is not None:
+            self.copies.refresh()
+        try:
+            load_optimizer_state(self.optimizer, state["optimizer"])
+        except ValueError:  # saved with another tower placement: its per-tensor momentum does not map
+            self.log("note: the checkpoint's optimizer state belongs to another placement of the towers; "
+                     "the weights carry over, momentum restarts from zero")
+        except (KeyError, TypeError, IndexError) as exc:
+            raise checkpoint.CheckpointError(f"the checkpoint's optimizer state does not fit this optimizer "
+                                             f"({type(exc).__name__}: {exc})") from None
+        self.schedule.load_state_dict(state["schedule"])
+
+    def run(self, run_dir: Path, resumed: Optional[dict] = None, resumed_from: Optional[Path] = None) -> RunResult:
+        """Train in `run_dir`, from the start or from `resumed` (a checkpoint's state, already restored)."""
         config = self.config
-        data = open_data(config.data, self.net.input, self.info.output_shape[0],
+        data = open_data(self.data, self.net.input, self.info.output_shape[0],
                          self.training.augmentation.resize, self.seed)
         self.check_data(data)
         if data.skipped:
             self.log(f"skipped {data.skipped} unreadable image(s)")
-        epoch, first_step, step, best, last = 0, 0, 0, math.inf, {}
-        if resume_from is not None:
-            state = checkpoint.load(resume_from, self.network_hash)
-            load_state(self.module, state["model"])
-            if self.copies is not None:
-                self.copies.refresh()
-            try:
-                load_optimizer_state(self.optimizer, state["optimizer"])
-            except ValueError:  # saved with another tower placement: its per-tensor momentum does not map
-                self.log("note: the checkpoint's optimizer state belongs to another placement of the towers; "
-                         "the weights carry over, momentum restarts from zero")
-            self.schedule.load_state_dict(state["schedule"])
-            epoch, first_step, step = state["epoch"], state["step_in_epoch"], state["step"]
-            best, last = state["best_top1_error"], state["metrics"]
-            if state["batch"] != self.batch or state["seed"] != self.seed:
-                self.log(f"note: batch/seed differ from the checkpoint's ({state['batch']}/{state['seed']}); the "
+        epoch, first_step, step, best, last, resumed_loss_sum = 0, 0, 0, math.inf, {}, 0.0
+        if resumed is not None:
+            epoch, first_step, step = resumed["epoch"], resumed["step_in_epoch"], resumed["step"]
+            best, last = resumed["best_top1_error"], resumed["metrics"]
+            resumed_loss_sum = float(resumed.get("epoch_loss_sum", 0.0))
+            if resumed["batch"] != self.batch or resumed["seed"] != self.seed:
+                self.log(f"note: batch/seed differ from the checkpoint's ({resumed['batch']}/{resumed['seed']}); the "
                          "run continues but will not repeat the original exactly")
-            self.log(f"resumed from {resume_from} at epoch {epoch + 1}, step {step}")
+            self.log(f"resumed from {resumed_from} at epoch {epoch + 1}, step {step}")
         metrics_file = run_dir / "metrics.jsonl"
         if self.dist.main:
             _truncate_metrics(metrics_file, step)
         steps_per_epoch = math.ceil(len(data.train) / self.batch)
+        first_step = min(first_step, steps_per_epoch)  # saved after the epoch's last step: only its end is left
+        if config.max_steps is not None and step >= config.max_steps:
+            self.log(f"the run is at step {step} already (--max-steps {config.max_steps}): nothing to do")
+            return RunResult(run_dir, step, epoch, last, stopped_at_max_steps=True)
         self.module.train()
         pending, loss = PendingLosses(), None
         with _StopFlag() as stop, _Progress(self, steps_per_epoch) as progress:
             while epoch < self.epochs:
                 order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-                epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
+                epoch_start, seen, loss_sum = time.perf_counter(), 0, resumed_loss_sum if first_step else 0.0
+                lr = self.schedule.lr(epoch, max(first_step - 1, 0) / steps_per_epoch)  # the last step's, if all ran
                 shares = [order[i * self.batch:(i + 1) * self.batch][self.dist.rank::self.dist.world]
                           for i in range(first_step, steps_per_epoch)]  # this process's share of each batch
 
@@ -304,27 +327,25 @@ class Trainer:
                 with contextlib.closing(read_ahead(data.train, shares, config.workers, pin=cuda)) as read, \
                         contextlib.closing(on_device_ahead(read, self.device)) as batches:
                     for index, (images, labels) in zip(range(first_step, steps_per_epoch), batches):
-                        if config.max_steps is not None and step >= config.max_steps:
-                            settle()
-                            self._save(run_dir, self.state(epoch, index, step, best, last), step)
-                            return RunResult(run_dir, step, epoch, last)
                         lr = self.schedule.lr(epoch, index / steps_per_epoch)
                         set_lr(self.optimizer, lr)
                         pending.add(step + 1, lr, self.step(images, labels, step))
                         step += 1
                         seen += min(self.batch, len(data.train) - index * self.batch)
-                        stopping = self.dist.any(stop.signal is not None)
-                        saving = stopping or (config.checkpoint_every and step % config.checkpoint_every == 0)
+                        signalled = self.dist.any(stop.signal is not None)
+                        at_max = config.max_steps is not None and step >= config.max_steps
+                        saving = signalled or at_max or (config.checkpoint_every and step % config.checkpoint_every == 0)
                         if saving or step % config.log_every == 0 or index + 1 == steps_per_epoch:
                             settle()  # the one host sync of these steps
                         progress.update(epoch, index + 1, loss, lr, seen / max(time.perf_counter() - epoch_start, 1e-9))
-                        if stopping:
-                            self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
-                            self.log(f"stopped by signal at epoch {epoch + 1}, step {step}; checkpoint saved in "
+                        if saving:  # index + 1 may be the epoch's end: a resumed run then only ends the epoch
+                            self._save(run_dir, self.state(epoch, index + 1, step, best, last, loss_sum), step)
+                        if signalled or at_max:
+                            why = "by signal" if signalled else f"at --max-steps {config.max_steps}"
+                            self.log(f"stopped {why} at epoch {epoch + 1}, step {step}; checkpoint saved in "
                                      f"{checkpoint.folder(run_dir)}")
-                            return RunResult(run_dir, step, epoch, last, stopped_by_signal=True)
-                        if saving:
-                            self._save(run_dir, self.state(epoch, index + 1, step, best, last), step)
+                            return RunResult(run_dir, step, epoch, last, stopped_by_signal=signalled,
+                                             stopped_at_max_steps=not signalled)
                 settle()
                 first_step = 0
                 last = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
@@ -386,7 +407,7 @@ class Trainer:
         """bf16 copies of the weights, written by the SGD step, when `mode` (auto|on|off) and this
         run allow them (bf16, SGD, one process)."""
         if mode not in ("auto", "on", "off"):
-            raise ValueError(f"weight_copies must be one of auto, on, off, got {mode!r}")
+            raise BadInput(f"weight_copies must be one of auto, on, off, got {mode!r}")
         reason = None
         if self.config.precision != "bf16":
             reason = "they serve bf16 training (--precision bf16)"
@@ -395,7 +416,7 @@ class Trainer:
         elif self.dist.world > 1:
             reason = "the run is data parallel (DDP reduces the fp32 weights' gradients)"
         if mode == "on" and reason:
-            raise ValueError(f"--weight-copies on cannot be kept: {reason}; use --weight-copies auto or off")
+            raise BadInput(f"--weight-copies on cannot be kept: {reason}; use --weight-copies auto or off")
         if mode == "off" or reason:
             return None
         copies = WeightCopies(self.module)
@@ -408,10 +429,10 @@ class Trainer:
     def _graphed_step(self, mode: str) -> Optional[graphed.GraphedStep]:
         """The step as a CUDA graph when `mode` (auto|on|off) and this run allow it."""
         if mode not in graphed.MODES:
-            raise ValueError(f"cuda_graphs must be one of {', '.join(graphed.MODES)}, got {mode!r}")
+            raise BadInput(f"cuda_graphs must be one of {', '.join(graphed.MODES)}, got {mode!r}")
         reason = graphed.unavailable_reason({p.device for p in self.module.parameters()}, self.dist.world)
         if mode == "on" and reason:
-            raise ValueError(f"--cuda-graphs on cannot be kept: {reason}; use --cuda-graphs auto or off")
+            raise BadInput(f"--cuda-graphs on cannot be kept: {reason}; use --cuda-graphs auto or off")
         if mode == "off" or reason:
             if mode == "auto" and self.device.type == "cuda":
                 self.log(f"the training step runs eagerly: {reason}")
@@ -502,34 +523,71 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{stamp}"
 
 
-def start(doc: Document, config: TrainConfig, log=print) -> RunResult:
-    """Prepare the run directory (or find the checkpoint to resume) and train."""
-    resume_from, run_dir = None, Path(config.out) if config.out else None
-    if config.resume is not None:
-        target = Path(config.resume) if config.resume else run_dir
-        if target is None:
-            raise checkpoint.CheckpointError("--resume without a checkpoint needs --out RUN_DIR to look in")
-        if target.is_dir():
-            resume_from = checkpoint.latest(target)
-            if resume_from is None:
-                raise checkpoint.CheckpointError(f"{target}: no checkpoint to resume from")
-            run_dir = target
-        else:
-            resume_from, run_dir = target, target.parent.parent
+def _resume_target(config: TrainConfig) -> tuple[Optional[Path], Optional[Path]]:
+    """(the checkpoint to continue, the run folder to write) for config's --resume and --out.
+
+    The run folder is --out, else the checkpoint's own run folder where alexspec made it, else
+    None (a new one)."""
+    out = Path(config.out) if config.out else None
+    if config.resume is None:
+        return None, out
+    target = Path(config.resume) if config.resume else out
+    if target is None:
+        raise checkpoint.CheckpointError("--resume alone continues the run in --out: give --out RUN_DIR, or "
+                                         "--resume RUN_DIR, or --resume CHECKPOINT_FILE")
+    if target.is_dir():
+        found, home = checkpoint.latest(target), target
+        if found is None:
+            raise checkpoint.CheckpointError(f"{target}: no checkpoint to resume from (no checkpoints/step-*.pt)")
+    else:
+        found, home = target, target.parent.parent if target.parent.name == "checkpoints" else None
+    if out is None and home is not None and run_folder.is_run_folder(home):
+        out = home
+    return found, out
+
+
+def _with_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
+    """`config` with what it leaves open taken from a resumed run's recipe (its --set overrides
+    first, then this run's)."""
+    return replace(config, data=config.data or recipe.get("data"), epochs=config.epochs or recipe.get("epochs"),
+                   batch=config.batch or recipe.get("batch"),
+                   seed=config.seed if config.seed is not None else recipe.get("seed"),
+                   overrides=[*recipe.get("overrides", []), *config.overrides])
+
+
+def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunResult:
+    """Train `spec` (a file or a loaded Document; config.overrides applied): a new run, or one
+    continued from a checkpoint (config.resume), whose recipe it takes where config leaves it open.
+
+    The checkpoint and the spec are checked before anything is written, and the run writes only
+    inside its run folder (alexspec.train.run_folder)."""
+    resume_from, run_dir = _resume_target(config)
+    state = None
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, resume=True)
+        config = _with_recipe(config, state.get("recipe", {}))
+    doc = spec if isinstance(spec, Document) else load_file(spec)
+    if config.overrides:
+        doc = apply_overrides(doc, config.overrides)
     trainer = Trainer(doc, config, log)
-    run_dir = run_dir or default_run_dir(trainer.net.name)
+    if state is not None:
+        trainer.restore(state)
+    if run_dir is None:
+        run_dir = default_run_dir(trainer.net.name)
+        if resume_from is not None:
+            log(f"{resume_from} is not in a run folder alexspec made; the continued run writes to {run_dir}")
     if trainer.dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_folder.claim(run_dir, continuing=state is not None)
         write_atomic(run_dir / "spec.yaml", yaml.safe_dump(doc.data, sort_keys=False))
-        resolved = {**asdict(replace(config, out=str(run_dir))), "epochs": trainer.epochs, "batch": trainer.batch,
-                    "seed": trainer.seed, "backend": trainer.build.backend, "device": str(trainer.device),
-                    "world_size": trainer.dist.world, "network_hash": trainer.network_hash,
-                    "torch": torch.__version__}
+        resolved = {**asdict(replace(config, out=str(run_dir), data=trainer.data)), "epochs": trainer.epochs,
+                    "batch": trainer.batch, "seed": trainer.seed, "backend": trainer.build.backend,
+                    "device": str(trainer.device), "world_size": trainer.dist.world,
+                    "network_hash": trainer.network_hash, "torch": torch.__version__}
         write_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-        log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {config.data}: "
+        log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
             f"{trainer.epochs} epochs, batch {trainer.batch}, {trainer.build.backend_reason}, device "
             f"{trainer.device}; run folder {run_dir}")
     try:
-        return trainer.run(run_dir, resume_from)
+        return trainer.run(run_dir, state, resume_from)
     finally:
         trainer.dist.close()

@@ -1,0 +1,64 @@
+"""A run folder: where one training run, and the runs that continue it, write everything.
+
+A run writes only inside its own run folder: `--out`, or, when it continues a checkpoint, the
+folder that checkpoint's run wrote. alexspec marks the folders it makes with MARKER, which also
+lists the numbered checkpoints its runs wrote: only those are ever pruned, so a user's own
+files beside them are never deleted. A folder that holds other files and no marker is not
+taken as a run folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alexspec import __version__
+from alexspec.errors import BadInput
+from alexspec.fsutil import remove_stray_temporaries, write_atomic
+
+MARKER = "alexspec-run.json"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether alexspec made `path` as a run folder."""
+    return (Path(path) / MARKER).is_file()
+
+
+def _marker(run_dir: Path) -> dict:
+    try:
+        data = json.loads((Path(run_dir) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoints_written(run_dir: Path) -> list[str]:
+    """The checkpoint files (names in checkpoints/) that this folder's runs wrote."""
+    names = _marker(run_dir).get("checkpoints", [])
+    return [n for n in names if isinstance(n, str) and "/" not in n and "\\" not in n] \
+        if isinstance(names, list) else []
+
+
+def record_checkpoints(run_dir: Path, names: list[str]) -> None:
+    """Mark `run_dir` as a run folder whose runs wrote the checkpoints `names`."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(run_dir) / MARKER, json.dumps({"made_by": f"alexspec {__version__}",
+                                                     "checkpoints": names}, indent=1) + "\n")
+
+
+def claim(run_dir: Path, continuing: bool) -> None:
+    """Make `run_dir` this run's folder, or refuse (BadInput) where that could overwrite files
+    that are not this run's: a folder with files and no marker, or (for a new run) a run folder
+    that already holds checkpoints. Leftovers of saves a crash interrupted are removed."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: is a file, not a run folder; give a folder with --out")
+    if run_dir.is_dir() and not is_run_folder(run_dir) and any(run_dir.iterdir()):
+        raise BadInput(f"{run_dir}: holds files and is not a run folder alexspec made; give --out a new or "
+                       "empty folder")
+    if not continuing and checkpoints_written(run_dir):
+        raise BadInput(f"{run_dir}: already holds a run's checkpoints; continue it with --resume {run_dir}, or "
+                       "give --out another folder")
+    if not is_run_folder(run_dir):
+        record_checkpoints(run_dir, [])
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_stray_temporaries(folder)

@@ -1,0 +1,194 @@
+"""What a checkpoint guarantees: it resumes from any step, it is checked (digest, form, network)
+before use, and a run writes only inside its own run folder."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from alexspec.spec import analyse  # noqa: E402
+from alexspec.train import checkpoint, run_folder  # noqa: E402
+from alexspec.train.loop import TrainConfig, start  # noqa: E402
+from conftest import ROOT, run_cli  # noqa: E402
+
+DIGITS = ROOT / "specs" / "digits.yaml"
+SHORT = ["training.batch=512"]  # 3 steps an epoch on the digits
+
+
+def train(run_dir: Path, **options):
+    config = TrainConfig(devices=["cpu"], out=str(run_dir), **{"overrides": SHORT, "epochs": 2, **options})
+    return start(DIGITS, config, log=lambda *_: None)
+
+
+def resume(run_dir: Path, **options):
+    return start(DIGITS, TrainConfig(devices=["cpu"], resume=str(run_dir), **options), log=lambda *_: None)
+
+
+def epochs(run_dir: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")} for m in lines if m["kind"] == "epoch"]
+
+
+def newest(run_dir: Path) -> dict:
+    return checkpoint.load(checkpoint.latest(run_dir), resume=True)
+
+
+def test_a_run_stopped_after_any_step_of_an_epoch_resumes_to_the_same_run(tmp_path):
+    whole = train(tmp_path / "whole")
+    per_epoch = whole.steps // 2
+    assert per_epoch == 3
+    for stop in range(1, per_epoch + 1):  # the last one saves step_in_epoch == steps per epoch
+        part = tmp_path / f"stopped-at-{stop}"
+        result = train(part, max_steps=stop)
+        assert result.stopped_at_max_steps and newest(part)["step_in_epoch"] == stop
+        done = resume(part)  # the recipe (epochs, batch via --set) comes from the checkpoint
+        assert done.epochs_done == 2 and done.steps == whole.steps
+        expected, got = newest(tmp_path / "whole")["model"], newest(part)["model"]
+        assert all(torch.equal(expected[key], got[key]) for key in expected), stop
+        assert epochs(part) == epochs(tmp_path / "whole"), stop  # train loss of the split epoch included
+
+
+def test_stray_temporaries_of_killed_saves_are_removed_at_the_next_start(tmp_path):
+    run = tmp_path / "run"
+    train(run, max_steps=1)
+    strays = [run / ".spec.yaml.k3j4h5.tmp", run / "checkpoints" / ".step-000000002.pt.a8b7c6d5.tmp"]
+    for stray in strays:
+        stray.write_bytes(b"half a save")
+    kept = run / "checkpoints" / "notes.tmp"
+    kept.write_text("the user's")
+    resume(run, max_steps=2)
+    assert not any(stray.exists() for stray in strays) and kept.read_text() == "the user's"
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resuming_from_a_file_writes_only_in_the_new_run_folder(tmp_path):
+    train(tmp_path / "made", max_steps=2)
+    user = tmp_path / "V"
+    (user / "sub").mkdir(parents=True)
+    (user / "checkpoints").mkdir()
+    shutil.copy(checkpoint.latest(tmp_path / "made"), user / "sub" / "ck.pt")
+    for name, text in {"spec.yaml": "mine", "config.json": "{}", "metrics.jsonl": '{"step": 99}\n',
+                       "checkpoints/step-000000001.pt": "the user's", "checkpoints/step-000000002.pt": "also"}.items():
+        (user / name).write_text(text)
+    before = snapshot(user)
+    out = tmp_path / "W"
+    result = run_cli("train", "digits", "--resume", str(user / "sub" / "ck.pt"), "--out", str(out), "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(user) == before
+    assert run_folder.is_run_folder(out) and len(list((out / "checkpoints").glob("step-*.pt"))) == 1
+    # a checkpoint outside any run folder: the continued run gets a new folder, not the current one
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy(user / "sub" / "ck.pt", here / "ck.pt")
+    (here / "spec.yaml").write_text("mine")
+    result = run_cli("train", "digits", "--resume", "ck.pt", "--max-steps", "3", cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert (here / "spec.yaml").read_text() == "mine" and "not in a run folder alexspec made" in result.stdout
+    (new_run,) = (here / "runs").iterdir()
+    assert run_folder.is_run_folder(new_run)
+
+
+def test_pruning_deletes_only_the_checkpoints_the_run_folder_s_runs_wrote(tmp_path):
+    run = tmp_path / "run"
+    train(run, max_steps=1, checkpoint_every=1)
+    users = run / "checkpoints" / "step-000000000.pt"
+    users.write_text("the user's own")
+    resume(run, checkpoint_every=1, keep=1)
+    assert users.read_text() == "the user's own"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == ["step-000000000.pt",
+                                                                              "step-000000006.pt"]
+
+
+def test_a_new_run_never_takes_over_a_folder_that_holds_other_files(tmp_path):
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "thesis.tex").write_text("years of work")
+    result = run_cli("train", "digits", "--max-steps", "1", "--out", str(own))
+    assert result.returncode == 2 and "is not a run folder alexspec made" in result.stderr
+    assert snapshot(own) == {Path("thesis.tex"): b"years of work"}
+    train(tmp_path / "run", max_steps=1)
+    result = run_cli("train", "digits", "--max-steps", "1", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "continue it with --resume" in result.stderr
+
+
+def tensor_data_offset(path: Path) -> int:
+    """Where the first tensor's bytes start in a torch.save archive."""
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 64)
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset + 26)
+        name_length, extra_length = (int.from_bytes(handle.read(2), "little") for _ in range(2))
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(tmp_path):
+    train(tmp_path / "run", max_steps=1)
+    good = checkpoint.latest(tmp_path / "run")
+    flipped = tmp_path / "flipped.pt"
+    data = bytearray(good.read_bytes())
+    data[tensor_data_offset(good) + 17] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    assert isinstance(torch.load(flipped, weights_only=True), dict)  # torch itself loads it silently
+    for command in (["eval", "digits", "--checkpoint", str(flipped)],
+                    ["train", "digits", "--resume", str(flipped), "--out", str(tmp_path / "never")]):
+        result = run_cli(*command)
+        assert result.returncode == 2 and "do not match the digest" in result.stderr, result.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def hand_made(tmp_path: Path, name: str, **changes) -> Path:
+    state = {"model": {}, "network_hash": checkpoint.network_hash(analyse(DIGITS)), "optimizer":
+             {"state": {}, "param_groups": []}, "schedule": {"scale": 1.0, "drops": 0, "best": 1.0, "stale": 0},
+             "epoch": 0, "step_in_epoch": 0, "step": 3, "best_top1_error": 1.0, "metrics": {}, "seed": 0,
+             "batch": 64, **changes}
+    state = {k: v for k, v in state.items() if v is not None}
+    path = tmp_path / f"{name}.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("name, changes, said", [
+    ("no-optimizer", {"optimizer": None}, "`optimizer` is not an optimizer's state"),
+    ("list-model", {"model": [1, 2]}, "`model` is not a mapping of parameter names to tensors"),
+    ("string-step", {"step": "3"}, "`step` is '3', not a whole number"),
+    ("no-digest", {}, "holds no content digest"),
+])
+def test_hand_made_checkpoints_are_refused_saying_what_is_wrong(tmp_path, name, changes, said):
+    path = hand_made(tmp_path, name, **changes)
+    result = run_cli("train", "digits", "--resume", str(path), "--out", str(tmp_path / "never"))
+    assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "never").exists()  # nothing written before the checkpoint is checked
+
+
+@pytest.mark.parametrize("content, said", [(b"", "not a checkpoint (an empty file)"),
+                                           (os.urandom(4096), "not a checkpoint (not a file that torch.save writes)")])
+def test_files_that_are_no_checkpoint_say_so(tmp_path, content, said):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    result = run_cli("eval", "digits", "--checkpoint", str(path))
+    assert result.returncode == 2 and said in result.stderr and "could run code" not in result.stderr
+
+
+def test_the_printed_continue_command_continues_the_same_recipe(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli("train", "digits", "--epochs", "3", "--set", "training.lr=0.05", "--set", "training.batch=512",
+                    "--out", str(run), "--max-steps", "2")
+    assert first.returncode == 0, first.stderr
+    said = next(line for line in first.stdout.splitlines() if "continue with: " in line)
+    command = said.split("continue with: alexspec ", 1)[1].split()
+    assert command == ["train", "digits", "--resume", str(run)]
+    second = run_cli(*command)
+    assert second.returncode == 0, second.stderr
+    state = newest(run)
+    assert (state["epoch"], state["step"], state["batch"]) == (3, 9, 512)
+    assert "lr: 0.05" in (run / "spec.yaml").read_text()
+    assert [m["epoch"] for m in epochs(run)] == [1, 2, 3]
