@@ -20,10 +20,12 @@ TEXT = st.one_of(st.sampled_from(HOSTILE), st.text(st.characters(blacklist_categ
                  st.lists(st.sampled_from(HOSTILE + ["x", " ", "\n"]), max_size=6).map("".join))
 
 
-def source_for(follows: str, description: str, file: str) -> str:
+def source_for(follows: str, description: str, note: str, file: str) -> str:
+    """The generated source of a spec whose every free-text field (follows, description, a layer's
+    note) and file name are the given texts."""
     spec = {"alexspec": 1, "name": "net", "follows": follows, "description": description,
             "input": {"channels": 1, "height": 8, "width": 8},
-            "layers": [{"name": "flatten", "type": "flatten"}, {"name": "fc", "type": "linear", "out": 10}]}
+            "layers": [{"name": "flatten", "type": "flatten", "note": note}, {"name": "fc", "type": "linear", "out": 10}]}
     return generate(analyse(load_text(yaml_text(spec), file))).source
 
 
@@ -43,15 +45,18 @@ def run_source(source: str) -> dict:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(follows=TEXT.map(lambda t: t[:200]), description=TEXT, file=TEXT.filter(lambda t: "/" not in t))
-def test_free_text_and_file_names_never_become_code(follows, description, file, tmp_path_factory):
+@given(follows=TEXT.map(lambda t: t[:200]), description=TEXT, note=TEXT, file=TEXT.filter(lambda t: "/" not in t))
+def test_free_text_and_file_names_never_become_code(follows, description, note, file):
     pytest.importorskip("torch")
-    source = source_for(follows, description, file or "x.yaml")
+    source = source_for(follows, description, note, file or "x.yaml")
     tree = ast.parse(source)  # always parses
     # the module is a docstring, imports, two constants and the class: no statement the spec wrote
     kinds = [type(node).__name__ for node in tree.body]
     assert kinds[0] == "Expr" and kinds[-1] == "ClassDef"
     assert set(kinds[1:-1]) <= {"Import", "ImportFrom", "Assign"}
+    constants = {node.targets[0].id: node.value for node in tree.body if isinstance(node, ast.Assign)}
+    assert set(constants) <= {"SPEC_FILE", "FOLLOWS"}
+    assert all(isinstance(value, ast.Constant) and isinstance(value.value, str) for value in constants.values())
     namespace = run_source(source)
     assert namespace.get("FOLLOWS", "") == follows  # the text round-trips, escaped, never interpreted
     assert namespace["SPEC_FILE"] == (file or "x.yaml")

@@ -76,3 +76,33 @@ def test_text_edits_raise_only_spec_errors(text, edits):
 @given(st.text(max_size=200))
 def test_arbitrary_text_raises_only_spec_errors(text):
     _check_only_spec_errors(text)
+
+
+HOSTILE = ["!!bool x", "!!timestamp x", "!!int x", "!!float x", "!!timestamp 2001-13-45", "9" * 4400,
+           "0x" + "f" * 4000, "&a ", "*a", "<<: {a: 1}", "\t", "\x00", "\n---\n", "? [a]\n", "!!python/name:os.system ",
+           "{", "]", '"\\N"', "'", "\n  - ", ": ", "1e400", ".nan", '"conv1\\n"', "!!binary aGk=", "!!set {a}",
+           "18446744073709551616", "\ufeff", "\u2028", "- [" * 40]
+
+
+@st.composite
+def hostile_texts(draw):
+    """A shipped spec's text with one to four YAML-level edits: tags, odd scalars, anchors, aliases,
+    merge keys, control characters, extra documents, unbalanced brackets, huge numbers."""
+    text = draw(st.sampled_from(SHIPPED_TEXTS))
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(text)))
+        removed = draw(st.integers(0, 6))
+        text = text[:position] + draw(st.sampled_from(HOSTILE)) + text[position + removed:]
+    return text
+
+
+SHIPPED_TEXTS = [p.read_text() for p in sorted(SPECS.glob("*.yaml"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(10))  # 10 x 1,000: ten thousand mutated specs, in CI-sized batches
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(hostile_texts(), st.sampled_from(SHIPPED).flatmap(mutated).map(
+    lambda spec: yaml.safe_dump(spec, sort_keys=False))))
+def test_ten_thousand_mutated_specs_raise_only_spec_errors(batch, text):
+    _check_only_spec_errors(text)

@@ -1,6 +1,7 @@
 """The spec language reference (docs/spec-language.md), generated from the JSON Schema."""
 from __future__ import annotations
 
+from alexspec.spec import loader
 from alexspec.spec.schema import LAYER_TYPES, VERSION, schema
 
 
@@ -59,8 +60,12 @@ def markdown() -> str:
         "Generated from the JSON Schema (`alexspec schema`) by `alexspec schema --format markdown`; "
         "do not edit by hand. A tutorial is in [tutorial.md](tutorial.md).",
         "",
-        "A spec is a YAML mapping. Numbers follow YAML 1.2 (`5e-4` is a number); anchors, aliases and "
-        "merge keys are not accepted; every key is checked, so a misspelt key is an error, not ignored.",
+        "A spec is a YAML mapping of plain values: text, numbers, true/false, null. Numbers follow YAML 1.2 "
+        "(`5e-4` is a number, `2001-12-14` is text); aliases, merge keys and tags other than !!str, !!int, "
+        "!!float, !!bool and !!null are not accepted; every key is checked, so a misspelt key is an error, "
+        "not ignored. A spec is at most "
+        f"{loader.MAX_BYTES / 1e6:g} MB, {loader.MAX_NODES:,} values and {loader.MAX_ITEMS:,} items a list, "
+        "refused while it is read when it is larger.",
         "",
         "## Top level",
         "",
