@@ -1,10 +1,14 @@
 """`alexspec bench`: how fast a compiled spec trains and infers, against PyTorch, in one process.
 
 The alexspec module (triton backend on CUDA) runs beside the same network in plain PyTorch
-eager (the torch backend, same weights) and under torch.compile, on the same random inputs.
-Reported: images/s for a training step (forward, backward, SGD) and for inference, the ratio
-to each baseline, warm-up/compile time, peak memory, achieved FLOP/s (and the fraction of
-the device's peak where known), and a per-op time breakdown of the alexspec step.
+(the torch backend, same weights) as a user would run it (BASELINES: eager; eager with the
+whole step captured as a CUDA graph and fused SGD; torch.compile default, reduce-overhead and
+max-autotune, with fused SGD and their own CUDA graphs), on the same random inputs, each
+with its settings recorded; the headline is the ratio to the strongest of them.
+Reported: images/s for a training step (forward, backward, SGD) and for inference (the
+median of --repeats timings, with their spread), the ratio to each baseline, warm-up/compile
+time, peak memory, achieved FLOP/s (and the fraction of the device's peak where known), and
+a per-op time breakdown of the alexspec step.
 CPU figures (`--cpu-figures`): wall time of `alexspec report` in a fresh process, import time
 of the compiler, validate+infer time of a generated 1,000-layer spec.
 """
@@ -69,6 +73,59 @@ def _timed(fn, steps: int, synchronize) -> float:
     return (time.perf_counter() - start) / steps
 
 
+# The baselines, each as a user who wants speed would run the network in PyTorch. compile: torch.compile's
+# mode (None: eager); cuda_graphs: "step" (the whole training step, and the forward pass, captured as CUDA
+# graphs, as alexspec's are), "inductor" (torch.compile's own CUDA graphs of what it compiles) or None;
+# fused_sgd: torch.optim.SGD(fused=True), else its default (foreach) implementation.
+BASELINES = {
+    "eager": {"compile": None, "cuda_graphs": None, "fused_sgd": False},
+    "eager-graphed": {"compile": None, "cuda_graphs": "step", "fused_sgd": True},
+    "compile": {"compile": "default", "cuda_graphs": None, "fused_sgd": True},
+    "compile-reduce-overhead": {"compile": "reduce-overhead", "cuda_graphs": "inductor", "fused_sgd": True},
+    "compile-max-autotune": {"compile": "max-autotune", "cuda_graphs": "inductor", "fused_sgd": True},
+}
+SLOW_TO_COMPILE = ("compile-max-autotune",)  # minutes of autotuning: only with --max-autotune
+
+
+def default_baselines(cuda: bool, max_autotune: bool) -> list[str]:
+    """The baselines `alexspec bench` compares with when --compare is not given: on a GPU all of them
+    (max-autotune with --max-autotune); on CPU eager alone (see cpu_note)."""
+    if not cuda:
+        return ["eager"]
+    return [name for name in BASELINES if name not in SLOW_TO_COMPILE or max_autotune]
+
+
+def cpu_note() -> str:
+    return ("on CPU alexspec runs the torch backend (the Triton kernels need a GPU), CUDA graphs need CUDA, and "
+            "torch.compile spends minutes compiling: comparing with eager only (--compare eager,compile times "
+            "torch.compile too)")
+
+
+def parse_baselines(text: str) -> list[str]:
+    """--compare's comma-separated baseline names; BadInput for one that is not a baseline."""
+    from alexspec.errors import BadInput
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise BadInput(f"--compare takes baselines among {', '.join(BASELINES)}; {', '.join(unknown)} is not one")
+    return names
+
+
+def strongest(results: dict, what: str) -> str | None:
+    """The baseline in `results` with the most images/s for `what` (train or infer)."""
+    measured = [name for name in BASELINES if f"{what}_img_s" in results.get(name, {})]
+    return max(measured, key=lambda name: results[name][f"{what}_img_s"], default=None)
+
+
+def describe_settings(settings: dict) -> str:
+    """A baseline's settings in words, e.g. `torch.compile reduce-overhead, its CUDA graphs, SGD(fused=True)`."""
+    mode = f"torch.compile {settings['mode']}" if settings["mode"] != "eager" else "eager"
+    graphs = {"step": "the whole step as a CUDA graph", "inductor": "its own CUDA graphs"}.get(settings["cuda_graphs"],
+                                                                                              "no CUDA graphs")
+    return f"{mode}, {graphs}, {settings['optimizer']}"
+
+
 # The speed levers `--ablate` turns off one at a time (all are on in the headline alexspec figure).
 OPT_IN = ("lrn_pool_fusion",)  # levers off by default, timed turned on by the ablation
 LEVERS = {
@@ -105,9 +162,11 @@ def captured(body, prepare=lambda: None, warmup: int = 3):
 
 
 def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune: bool, steps: int,
-        warmup: int, ablate: bool = False, log=print, progress=lambda partial: None) -> dict:
-    """Benchmark `spec`; returns the JSON-ready result. `progress` gets the result so far (with
-    "complete": False) after each measurement, so an interrupted run keeps what it timed."""
+        warmup: int, ablate: bool = False, log=print, progress=lambda partial: None, repeats: int = 1) -> dict:
+    """Benchmark `spec` against the baselines named in `compare` (BASELINES); returns the JSON-ready
+    result. Each images/s is the median of `repeats` timings of `steps` steps, with their spread.
+    `progress` gets the result so far (with "complete": False) after each measurement, so an
+    interrupted run keeps what it timed."""
     import torch
 
     from alexspec.builder import build
@@ -146,8 +205,9 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         if levers["channels_last"]:
             module = module.to(memory_format=torch.channels_last)
         runnable = module
-        if kind == "compile":
-            runnable = torch.compile(module, mode="max-autotune-no-cudagraphs" if max_autotune else None)
+        mode = BASELINES.get(kind, {}).get("compile")
+        if mode:
+            runnable = torch.compile(module, mode=None if mode == "default" else mode)
         return module, runnable
 
     def measure(kind: str, levers: dict, label: str, profile_into: dict | None = None) -> dict:
@@ -164,11 +224,17 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
                                                           levers["fused_optimizer"], levers["weight_copies"])
         autocast = _autocast(device, precision)
 
+        # torch.compile's own CUDA graphs are told where a step begins (their outputs are then reused)
+        inductor_graphs = BASELINES.get(kind, {}).get("cuda_graphs") == "inductor"
+        step_begins = torch.compiler.cudagraph_mark_step_begin if inductor_graphs else (lambda: None)
+
         def train_step():
+            step_begins()
             zero_grad()
             train_body()
 
         def infer_step():
+            step_begins()
             with torch.no_grad(), autocast:
                 runnable(x)
 
@@ -185,25 +251,32 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         train = captured(train_body, zero_grad) if levers["cuda_graphs"] else train_step
         for _ in range(warmup):
             train()
-        seconds_train = _timed(train, steps, synchronize)
+        trains = [batch / _timed(train, steps, synchronize) for _ in range(repeats)]
         module.eval()
         infer = captured(infer_step) if levers["cuda_graphs"] else infer_step
         for _ in range(warmup):
             infer()
-        seconds_infer = _timed(infer, steps, synchronize)
-        result = {"train_img_s": round(batch / seconds_train, 1), "infer_img_s": round(batch / seconds_infer, 1),
+        infers = [batch / _timed(infer, steps, synchronize) for _ in range(repeats)]
+        train_img_s = statistics.median(trains)
+        result = {"train_img_s": round(train_img_s, 1), "infer_img_s": round(statistics.median(infers), 1),
                   "first_step_s": round(first, 2),
-                  "train_tflops": round(3 * flops_per_image * batch / seconds_train / 1e12, 3)}
+                  "train_tflops": round(3 * flops_per_image * train_img_s / 1e12, 3)}
+        if repeats > 1:  # how much the timings of this machine moved: read a ratio with it
+            result.update(repeats=repeats, train_img_s_range=[round(min(trains), 1), round(max(trains), 1)],
+                          infer_img_s_range=[round(min(infers), 1), round(max(infers), 1)])
         if compiled_ahead is not None:
             result["compile_ahead_s"] = compiled_ahead  # part of first_step_s
         if cuda:
             result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-        log(f"{label:22} train {result['train_img_s']:>10,.1f} img/s   infer {result['infer_img_s']:>10,.1f} img/s"
-            f"   first step {result['first_step_s']:.2f} s")
+        log(f"{label:24} train {_rate(result, 'train')}   infer {_rate(result, 'infer')}   "
+            f"first step {result['first_step_s']:.2f} s")
         return result
 
-    baseline_levers = {**all_levers, "fusion": False, "fused_optimizer": False, "cuda_graphs": False,
-                       "weight_copies": False}
+    def baseline_levers(kind: str) -> dict:
+        how = BASELINES[kind]
+        return {**all_levers, "fusion": False, "lrn_pool_fusion": False, "weight_copies": False,
+                "fused_optimizer": how["fused_sgd"], "cuda_graphs": how["cuda_graphs"] == "step"}
+
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
     peak = next((v for (fragment, p), v in PEAK_TFLOPS.items() if fragment in name and p == precision), None)
     profiled, results, levers = {}, {}, {}
@@ -211,7 +284,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     def summary(complete: bool) -> dict:
         return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
                 "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune,
-                "steps": steps, "warmup": warmup, "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"),
+                "steps": steps, "warmup": warmup, "repeats": repeats,
+                "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"), "headline": headline(results),
                 "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
                 "profile": profiled.get("ops", []), "conv_choices": conv_choice.choices(), **_versions(),
                 "date": datetime.date.today().isoformat(), "complete": complete}
@@ -226,14 +300,27 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
                           for key, ms in entry.items() if key.endswith("_ms"))
         log(f"  conv {entry['shape']}: {entry['implementation']} "
             f"({'taken from the shipped table' if entry.get('pretuned') else timed})")
+    results["alexspec"]["settings"] = {"mode": "alexspec", "cuda_graphs": "step" if all_levers["cuda_graphs"] else None,
+                                       "optimizer": _optimizer_name(all_levers["fused_optimizer"],
+                                                                    all_levers["weight_copies"])}
     progress(summary(False))
     for kind in compare:
-        results[kind] = measure(kind, baseline_levers, kind)
+        how = BASELINES[kind]
+        settings = {"mode": how["compile"] or "eager", "cuda_graphs": how["cuda_graphs"],
+                    "optimizer": _optimizer_name(how["fused_sgd"])}
+        if how["cuda_graphs"] and not cuda:
+            results[kind] = {"skipped": "needs CUDA (CUDA graphs)", "settings": settings}
+            log(f"{kind:24} skipped: its CUDA graphs need CUDA")
+            continue
+        results[kind] = {**measure(kind, baseline_levers(kind), kind), "settings": settings}
         results[kind].update({f"alexspec_{key}": value for key, value in
                               _speedups(results["alexspec"], results[kind]).items()})
-        log(f"alexspec vs {kind}: training x{results[kind]['alexspec_train_speedup']}, "
+        log(f"alexspec vs {kind} ({describe_settings(settings)}): training x{results[kind]['alexspec_train_speedup']}, "
             f"inference x{results[kind]['alexspec_infer_speedup']}")
         progress(summary(False))
+    for what, said in headline(results).items():
+        log(f"headline, {what}: x{said['speedup']} the strongest baseline, {said['baseline']} "
+            f"({describe_settings(results[said['baseline']]['settings'])})")
     for lever, on in all_levers.items() if ablate else ():
         if on:
             off = measure("alexspec", {**all_levers, lever: False}, f"alexspec without {lever}")
@@ -453,6 +540,31 @@ def _why_off(lever: str, cuda: bool, precision: str) -> str:
     if lever == "triton_conv":
         return "ALEXSPEC_CONV=cudnn"
     return f"bf16 only, the run is {precision}"
+
+
+def headline(results: dict) -> dict:
+    """For training and inference: the strongest baseline measured and alexspec's ratio to it."""
+    said = {}
+    for what in ("train", "infer"):
+        best = strongest(results, what)
+        if best is not None and "alexspec" in results:
+            said[what] = {"baseline": best, "speedup": results[best][f"alexspec_{what}_speedup"]}
+    return said
+
+
+def _optimizer_name(fused: bool, weight_copies: bool = False) -> str:
+    if fused and weight_copies:
+        return "SGD on bf16 weight copies (one kernel a weight)"
+    return "SGD(fused=True)" if fused else "SGD (torch's default, foreach)"
+
+
+def _rate(result: dict, what: str) -> str:
+    """`12,345.6 img/s`, with the range of the repeated timings when there were several."""
+    text = f"{result[f'{what}_img_s']:>10,.1f} img/s"
+    if f"{what}_img_s_range" in result:
+        low, high = result[f"{what}_img_s_range"]
+        text += f" (median of {result['repeats']}: {low:,.0f}-{high:,.0f})"
+    return text
 
 
 def _speedups(ours: dict, other: dict) -> dict:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alexspec.bench import BASELINES, describe_settings
 from alexspec.errors import BadInput
-KINDS = ("alexspec", "eager", "compile")
+
+KINDS = ("alexspec", *BASELINES)
+# What runs recorded before baselines carried their settings ran with: no CUDA graphs, SGD unfused.
+_LEGACY = {"cuda_graphs": None, "optimizer": "SGD (unfused)"}
 
 
 def load(folder: Path) -> tuple[list[dict], list[str]]:
@@ -48,7 +52,19 @@ def latest(runs: list[dict]) -> list[dict]:
 
 
 def _label(run: dict, kind: str) -> str:
-    return "compile (max-autotune)" if kind == "compile" and run.get("max_autotune") else kind
+    legacy_max_autotune = kind == "compile" and run.get("max_autotune") and "settings" not in run["results"][kind]
+    return "compile (max-autotune)" if legacy_max_autotune else kind
+
+
+def _settings(run: dict, kind: str) -> str:
+    """How a row ran, in words (for runs that did not record it, what those runs did)."""
+    if kind == "alexspec":
+        return ""
+    result = run["results"][kind]
+    if "settings" in result:
+        return describe_settings(result["settings"])
+    mode = ("max-autotune-no-cudagraphs" if run.get("max_autotune") else "default") if kind == "compile" else "eager"
+    return describe_settings({"mode": mode, **_LEGACY})
 
 
 def headline(run: dict) -> str:
@@ -56,15 +72,20 @@ def headline(run: dict) -> str:
     lines = [f"{run.get('device', '?')}, {run.get('date')}, {run.get('precision')} batch {run.get('batch')}, "
              f"torch {run.get('torch')}, triton {run.get('triton')} ({run['file']}"
              f"{'; interrupted: only what it timed' if run.get('complete') is False else ''})", "",
-             "| | training img/s | inference img/s | alexspec is (train / infer) | first step |",
-             "|---|---:|---:|---|---:|"]
+             "| | training img/s | inference img/s | alexspec is (train / infer) | first step | how it ran |",
+             "|---|---:|---:|---|---:|---|"]
     for kind in KINDS:
         result = run["results"].get(kind)
-        if not result:
+        if not result or "train_img_s" not in result:
             continue
         ratio = "" if kind == "alexspec" else f"{_ratio(run, kind, 'train')} / {_ratio(run, kind, 'infer')}"
         lines.append(f"| {_label(run, kind)} | {result['train_img_s']:,.0f} | {result['infer_img_s']:,.0f} | "
-                     f"{ratio} | {result['first_step_s']:.1f} s |")
+                     f"{ratio} | {result['first_step_s']:.1f} s | {_settings(run, kind)} |")
+    for what, said in run.get("headline", {}).items():
+        if said["baseline"] not in run["results"]:
+            continue
+        lines.append(f"\nheadline, {'training' if what == 'train' else 'inference'}: x{said['speedup']:.2f} the "
+                     f"strongest baseline, {said['baseline']} ({_settings(run, said['baseline'])})")
     startup = run.get("startup", {})
     if {"cold_cache", "warm_cache"} <= set(startup):
         shipped = startup["cold_cache"].get("shipped_table")
@@ -80,16 +101,25 @@ def headline(run: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versus(run: dict, what: str) -> str:
+    """alexspec's ratio to the run's strongest baseline (older runs: to torch.compile, without CUDA graphs)."""
+    said = run.get("headline", {}).get(what)
+    if said:
+        return f"x{said['speedup']:.2f} {said['baseline']}"
+    value = _ratio(run, "compile", what)
+    mode = " (max-autotune)" if run.get("max_autotune") else ""
+    return f"{value} compile{mode}, no CUDA graphs" if value != "-" else "-"
+
+
 def history(runs: list[dict]) -> str:
     """Every run, one markdown row each."""
-    lines = ["| date | device | precision, batch | alexspec train img/s | vs compile | alexspec infer img/s | "
-             "vs compile | levers |", "|---|---|---|---:|---|---:|---|---|"]
+    lines = ["| date | device | precision, batch | alexspec train img/s | vs the strongest baseline | "
+             "alexspec infer img/s | vs the strongest baseline | levers |", "|---|---|---|---:|---|---:|---|---|"]
     for run in runs:
         ours = run["results"].get("alexspec", {})
-        mode = " (max-autotune)" if run.get("max_autotune") and "compile" in run["results"] else ""
         lines.append(f"| {run['date']} | {run.get('device', '?')} | {run.get('precision')}, {run.get('batch')} | "
-                     f"{ours.get('train_img_s', 0):,.0f} | {_ratio(run, 'compile', 'train')}{mode} | "
-                     f"{ours.get('infer_img_s', 0):,.0f} | {_ratio(run, 'compile', 'infer')}{mode} | "
+                     f"{ours.get('train_img_s', 0):,.0f} | {_versus(run, 'train')} | "
+                     f"{ours.get('infer_img_s', 0):,.0f} | {_versus(run, 'infer')} | "
                      f"{', '.join(run.get('levers_on', [])) or '-'} |")
     return "\n".join(lines) + "\n"
 
@@ -107,7 +137,7 @@ def plot(runs: list[dict], out: Path) -> Path:
     for ax, what in zip(axes, ("train", "infer")):
         for kind in KINDS:
             points = [(i, run["results"][kind][f"{what}_img_s"]) for i, run in enumerate(runs)
-                      if kind in run["results"]]
+                      if f"{what}_img_s" in run["results"].get(kind, {})]
             if points:
                 ax.plot([i for i, _ in points], [v for _, v in points], "o-", label=kind)
         ax.set(title=f"{'training' if what == 'train' else 'inference'} images/s", ylim=(0, None))

@@ -68,7 +68,7 @@ EXAMPLES = {
     "bench": """
         examples:
           alexspec bench                                    the paper's AlexNet, batch 256 on a GPU
-          alexspec bench alexnet --precision bf16 --compare eager,compile --max-autotune
+          alexspec bench alexnet --precision bf16 --compare eager-graphed,compile-reduce-overhead --max-autotune
           alexspec bench --ablate                           ... and each speed lever's effect
           alexspec bench --cold-start                       ... and the start-up time in fresh processes
           alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
@@ -330,12 +330,18 @@ def cmd_bench(args) -> int:
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch loads: the profiler's log stays quiet
         import torch
 
-        batch = args.batch or (256 if torch.cuda.is_available() else 8)
-        steps = args.steps or (20 if torch.cuda.is_available() else 2)
-        compare = [c for c in args.compare.split(",") if c]
-        for kind in compare:
-            if kind not in ("eager", "compile"):
-                raise BadInput(f"--compare takes eager and/or compile, got {kind!r}")
+        cuda = torch.cuda.is_available()
+        batch = args.batch or (256 if cuda else 8)
+        steps = args.steps or (20 if cuda else 2)
+        repeats = args.repeats or (1 if cuda else 3)
+        if args.compare is None:
+            compare = bench.default_baselines(cuda, args.max_autotune)
+            if not cuda:
+                print(bench.cpu_note())
+        else:
+            compare = bench.parse_baselines(args.compare)
+        if args.max_autotune and "compile-max-autotune" not in compare:
+            compare.append("compile-max-autotune")
         spec = resolve_spec(args.spec or "alexnet")
         if args.cold_start:
             cuda = torch.cuda.is_available()
@@ -351,8 +357,8 @@ def cmd_bench(args) -> int:
             if out:
                 bench.write({**result, **partial}, out)
 
-        result.update(bench.run(spec, batch, args.precision, compare, args.max_autotune, steps, args.warmup,
-                                args.ablate, progress=keep))
+        result.update(bench.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, steps,
+                                args.warmup, args.ablate, progress=keep, repeats=repeats))
     else:
         out = _bench_out(args.out, False)
     if out:
@@ -599,9 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", metavar="SPEC", help=spec_help + " (default: alexnet)")
     p.add_argument("--batch", type=_positive_int, help="default: 256 on CUDA, 8 on CPU")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="default: bf16 (channels-last)")
-    p.add_argument("--compare", default="eager,compile", help="baselines, comma-separated (default: eager,compile)")
-    p.add_argument("--max-autotune", action="store_true", help="torch.compile with max-autotune (slow to compile)")
+    p.add_argument("--compare", metavar="LIST",
+                   help="baselines, comma-separated: eager (SGD foreach), eager-graphed (the whole step as a CUDA "
+                        "graph, fused SGD), compile (torch.compile default, fused SGD), compile-reduce-overhead, "
+                        "compile-max-autotune (both with torch.compile's CUDA graphs, fused SGD); '' for none "
+                        "(default on CUDA: all but compile-max-autotune; on CPU: eager)")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="also compare with torch.compile max-autotune, its CUDA graphs on (minutes to compile)")
     p.add_argument("--steps", type=_positive_int, help="timed steps (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--repeats", type=_positive_int, help="time each figure this many times and report the median and "
+                   "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")

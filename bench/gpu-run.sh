@@ -6,14 +6,17 @@
 #                                                          bench-quick (no argument: the first four)
 # tests: the GPU-only tests (quick autotuning), in parallel where pytest-xdist is installed, with their own Triton cache
 # (the benchmark's first step still starts cold).
-# bench: against eager and torch.compile (default mode), each lever's effect; the JSON is rewritten
+# bench: against the baselines a user would pick (eager; eager with the whole step as a CUDA graph and
+# fused SGD; torch.compile default and reduce-overhead, fused SGD), headlined against the strongest,
+# and each lever's effect; the JSON is rewritten
 # after each measurement, so a stage stopped at its SECONDS keeps what it timed. Then which autotune
 # config won for each kernel shape (autotune-DATE.json, bench/autotune_choices.py). It times every
 # choice on this GPU (ALEXSPEC_PRETUNED=0), so that bench/pretune.py can make its table anew from that file.
 # startup: spec -> warm module in fresh processes, with an empty then a warm Triton cache (and the warm
 # one again under cProfile), then an empty one compiling layer by layer (ALEXSPEC_COMPILE_AHEAD=0), and
 # where alexspec ships choices for this GPU model, an empty one timing every choice (ALEXSPEC_PRETUNED=0).
-# bench-max-autotune: against torch.compile max-autotune alone (its compilation takes minutes).
+# bench-max-autotune: against torch.compile max-autotune alone, its CUDA graphs on and fused SGD (its
+# compilation takes minutes).
 # bench-quick: alexspec alone with ALEXSPEC_AUTOTUNE=quick (the first step without autotuning).
 # Each stage takes a few minutes, bench-max-autotune up to about eight: where one command's time
 # is limited, run a stage per command.
@@ -78,7 +81,7 @@ for stage in $stages; do
             python3 bench/autotune_choices.py /tmp/triton-cache-bench --out "$OUT/autotune-$day.json" || status=1 ;;
         startup) run python3 -m alexspec bench alexnet --cold-start --compare "" --out "$OUT/bench-$day-startup.json" \
             2>&1 | tee "$OUT/startup.log" || status=1 ;;
-        bench-max-autotune) run python3 -m alexspec bench alexnet --compare compile --max-autotune \
+        bench-max-autotune) run python3 -m alexspec bench alexnet --compare compile-max-autotune \
             --out "$OUT/bench-$day-max-autotune.json" 2>&1 | tee "$OUT/bench-max-autotune.log" || status=1 ;;
         bench-quick) ALEXSPEC_AUTOTUNE=quick run python3 -m alexspec bench alexnet --compare "" \
             --out "$OUT/bench-$day-quick-autotune.json" 2>&1 | tee "$OUT/bench-quick.log" || status=1 ;;

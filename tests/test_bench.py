@@ -54,7 +54,7 @@ def test_cpu_figures(tmp_path):
 
 def test_bad_baseline_name():
     result = run_cli("bench", "lenet5", "--compare", "tensorflow")
-    assert result.returncode == 2 and "--compare takes eager and/or compile" in result.stderr
+    assert result.returncode == 2 and "--compare takes baselines among eager, eager-graphed" in result.stderr
 
 
 def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
@@ -114,10 +114,12 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     _, data = bench_json(results / "bench-a.json", "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
     (results / "notes.json").write_text("{not json")
     ours, eager = data["results"]["alexspec"], data["results"]["eager"]
-    max_autotune = {**data, "max_autotune": True, "results": {"alexspec": ours, "compile": {**eager, "train_img_s": 1}}}
+    legacy = {key: value for key, value in data.items() if key != "headline"}  # as runs before headlines were
+    max_autotune = {**legacy, "max_autotune": True, "results": {"alexspec": ours, "compile": {
+        key: value for key, value in eager.items() if key != "settings"} | {"train_img_s": 1}}}
     (results / "bench-b.json").write_text(json.dumps(max_autotune))  # same day and device: both are the latest
     (results / "bench-0.json").write_text(json.dumps({**data, "results": {**data["results"], "alexspec": {
-        **ours, "train_img_s": 7}}}))  # the same sort as bench-a, run before it: not the latest
+        **ours, "train_img_s": 7.5e9}}}))  # the same sort as bench-a, run before it: not the latest
     (results / "kernels.json").write_text(json.dumps({"date": data["date"], "results": [{"op": "lrn"}]}))
     (results / "autotune.json").write_text(json.dumps({"autotune": [], "conv_choices": {}}))
     summary = run_cli("bench", "--history", str(results), "--plot", str(tmp_path / "h.png"))
@@ -125,8 +127,12 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     latest = summary.stdout.split("all runs:")[0]
     assert f"| alexspec | {ours['train_img_s']:,.0f} | {ours['infer_img_s']:,.0f} |" in latest
     assert f"x{eager['alexspec_train_speedup']:.2f} / x{eager['alexspec_infer_speedup']:.2f}" in latest
-    assert "| eager |" in latest and "| compile (max-autotune) | 1 |" in latest
-    assert "| alexspec | 7 |" not in latest and " | 7 | " in summary.stdout.split("all runs:")[1]  # history only
+    assert "| eager |" in latest and "| eager | SGD (torch's default, foreach) |" not in latest
+    assert "eager, no CUDA graphs, SGD (torch's default, foreach) |" in latest  # the run's own settings
+    assert "| compile (max-autotune) | 1 |" in latest  # a run from before settings were recorded: what it did
+    assert "torch.compile max-autotune-no-cudagraphs, no CUDA graphs, SGD (unfused) |" in latest
+    assert f"headline, training: x{eager['alexspec_train_speedup']:.2f} the strongest baseline, eager" in latest
+    assert "7,500,000,000" not in latest and " | 7,500,000,000 | " in summary.stdout.split("all runs:")[1]
     assert "notes.json: not readable JSON" in summary.stderr
     assert "kernels.json" not in summary.stderr and "autotune.json" not in summary.stderr
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -309,3 +315,39 @@ def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_pa
                                                                {"config": fast, "ms": 0.32}]}]
     assert found["conv_choices"] == {"H100 | conv1": {"implementation": "triton"}}
     assert "1 autotuned launches and 1 conv choices" in done.stdout
+
+
+def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(tmp_path):
+    result, data = bench_json(tmp_path / "b.json", "lenet5", "--precision", "fp32", "--compare",
+                              "eager,eager-graphed", "--repeats", "3", *QUICK)
+    eager, graphed = data["results"]["eager"], data["results"]["eager-graphed"]
+    assert eager["settings"] == {"mode": "eager", "cuda_graphs": None, "optimizer": "SGD (torch's default, foreach)"}
+    assert graphed == {"skipped": "needs CUDA (CUDA graphs)",
+                       "settings": {"mode": "eager", "cuda_graphs": "step", "optimizer": "SGD(fused=True)"}}
+    assert data["results"]["alexspec"]["settings"]["cuda_graphs"] is None  # none on CPU, on either side
+    assert data["repeats"] == 3
+    low, high = eager["train_img_s_range"]
+    assert low <= eager["train_img_s"] <= high and "(median of 3: " in result.stdout
+    assert data["headline"]["train"] == {"baseline": "eager", "speedup": eager["alexspec_train_speedup"]}
+    assert "headline, train: x" in result.stdout and "the strongest baseline, eager (eager, no CUDA graphs" in \
+        result.stdout
+
+
+def test_on_cpu_the_default_comparison_says_why_it_leaves_torch_compile_out(tmp_path):
+    result, data = bench_json(tmp_path / "b.json", "lenet5", "--precision", "fp32", "--steps", "1", "--warmup", "0")
+    assert "torch.compile spends minutes compiling: comparing with eager only" in result.stdout
+    assert set(data["results"]) == {"alexspec", "eager"}
+
+
+def test_the_strongest_baseline_is_the_fastest_measured_one_for_each_figure():
+    from alexspec.bench import headline, strongest
+
+    results = {"alexspec": {"train_img_s": 100, "infer_img_s": 300},
+               "eager": {"train_img_s": 10, "infer_img_s": 30, "alexspec_train_speedup": 10.0,
+                         "alexspec_infer_speedup": 10.0},
+               "compile": {"train_img_s": 50, "infer_img_s": 20, "alexspec_train_speedup": 2.0,
+                           "alexspec_infer_speedup": 15.0},
+               "eager-graphed": {"skipped": "needs CUDA (CUDA graphs)"}}
+    assert strongest(results, "train") == "compile" and strongest(results, "infer") == "eager"
+    assert headline(results) == {"train": {"baseline": "compile", "speedup": 2.0},
+                                 "infer": {"baseline": "eager", "speedup": 10.0}}
