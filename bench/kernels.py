@@ -4,9 +4,11 @@
 
 For each op (LRN, overlapping max-pool, conv + bias + ReLU, and ReLU + LRN + max-pool fused
 into one kernel against the three torch ops it replaces), fp32 NCHW and bf16 channels-last,
-forward and forward+backward: milliseconds, effective GB/s (LRN, pool) or TFLOP/s (conv), and
-the ratio to torch's own op (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU) timed the
-same way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU time without
+forward and forward+backward (each call from no gradients): milliseconds, effective GB/s (LRN,
+pool) or TFLOP/s (conv), each as a fraction of what this device does in the same run (a large
+copy's bandwidth, a large matmul's TFLOP/s), and the ratio to torch's own op
+(nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU with cudnn.benchmark on) timed the same
+way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU time without
 the host's launch overhead: in the H100 run of 2026-11-26 forward+backward took 0.65-1.1 ms
 more than the forward for every op, 0.91 ms for pool5, whose backward moves only a few MB).
 Writes JSON with the device, versions and date.
@@ -74,11 +76,44 @@ def graphed_timer(device: str):
 
 
 def forward_backward(fn, *inputs):
-    """A callable running fn forward and backward (gradients of the inputs that require them)."""
+    """A callable running fn forward and backward (gradients of the inputs that require them). Each
+    call starts with no gradients, so no call also pays for adding into the last one's."""
     def run():
+        for tensor in inputs:
+            tensor.grad = None
         out = fn(*inputs)
         out.backward(torch.ones_like(out))
     return run
+
+
+def ceilings(device: str, measure, smoke: bool) -> dict:
+    """What the hardware does in this run, to read each row against: the device's copy bandwidth
+    (GB/s read plus written by a large copy) and the matmul peak of each dtype (TFLOP/s of a
+    large square matmul; fp32 with TF32 on)."""
+    n = 1 << (16 if smoke else 28)
+    a = torch.empty(n, device=device)
+    b = torch.empty_like(a)
+    ms = measure(lambda: b.copy_(a))
+    found = {"copy_GB/s": _figures(2 * a.numel() * a.element_size() / (ms * 1e-3) / 1e9)}
+    m = 256 if smoke else 8192
+    for dtype, _, _ in (SETTINGS[1:] if smoke else SETTINGS):
+        x = torch.randn(m, m, device=device, dtype=dtype)
+        y = torch.randn_like(x)
+        ms = measure(lambda: x @ y)
+        found[f"matmul_TFLOP/s_{str(dtype).replace('torch.', '')}"] = _figures(2 * m ** 3 / (ms * 1e-3) / 1e12)
+    return found
+
+
+def _figures(value: float) -> float:
+    """`value` to four significant figures (a CPU's TFLOP/s are small numbers)."""
+    return float(f"{value:.4g}")
+
+
+def of_hardware(row: dict, hardware: dict) -> dict:
+    """A row with its rate as a fraction of the hardware's (copy bandwidth or the dtype's matmul peak)."""
+    if "GB/s" in row:
+        return {**row, "of_copy_bandwidth": round(row["GB/s"] / hardware["copy_GB/s"], 3)}
+    return {**row, "of_matmul_peak": round(row["TFLOP/s"] / hardware[f"matmul_TFLOP/s_{row['dtype']}"], 3)}
 
 
 UNITS = {"GB/s": 1e9, "TFLOP/s": 1e12}
@@ -103,12 +138,16 @@ def bench_op(name, kind, ours, theirs, inputs, work, measure, unit, graphed):
     return rows
 
 
-def run(batches, device, smoke, results: list):
-    """Append a row to `results` for each op, layer, setting and pass, printing each as it comes."""
+def run(batches, device, smoke, results: list, hardware: dict):
+    """Append a row to `results` for each op, layer, setting and pass, printing each as it comes;
+    `hardware` gets the ceilings they are read against, measured first."""
     measure, graphed = timer(device), graphed_timer(device)
+    hardware.update(ceilings(device, measure, smoke))
+    print("this device: " + ", ".join(f"{key} {value:,}" for key, value in hardware.items()), flush=True)
 
     def record(rows: list) -> None:
         for row in rows:
+            row = of_hardware(row, hardware)
             results.append(row)
             print_row(row)
     lrn_shapes = SMOKE["lrn"] if smoke else LRN_SHAPES
@@ -160,7 +199,8 @@ def run(batches, device, smoke, results: list):
 
 
 def print_row(row: dict) -> None:
-    rate = f"{row['GB/s']:8.1f} GB/s" if "GB/s" in row else f"{row['TFLOP/s']:8.2f} TFLOP/s"
+    rate = f"{row['GB/s']:8.1f} GB/s ({row['of_copy_bandwidth']:.0%} of a copy)" if "GB/s" in row else \
+        f"{row['TFLOP/s']:8.2f} TFLOP/s ({row['of_matmul_peak']:.0%} of a matmul)"
     print(f"{row['op']:16} {row['layer']:10} b{row['batch']:<4} {row['dtype']:9} {row['layout']} "
           f"{row['pass']:8} {row['ms']:9.3f} ms  {rate}  x{row['speedup_vs_torch']:.2f} vs torch"
           + (f"  ({row['ms_graphed']:.3f} ms as a CUDA graph)" if row["ms_graphed"] is not None else ""), flush=True)
@@ -185,15 +225,17 @@ def main(argv=None) -> int:
         print("no CUDA device: the kernel benchmark needs a GPU (use --smoke to check the script on CPU)",
               file=sys.stderr)
         return 2
-    if device == "cuda":
+    if device == "cuda":  # torch's ops as a user runs them: TF32 and cuDNN's own autotuning on
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    results, complete = [], False
+        torch.backends.cudnn.benchmark = True
+    results, hardware, complete = [], {}, False
     try:
-        run([1] if args.smoke else args.batch, device, args.smoke, results)
+        run([1] if args.smoke else args.batch, device, args.smoke, results, hardware)
         complete = True
     except KeyboardInterrupt:  # stopped (say, at a time limit): keep the rows timed so far
         print(f"interrupted after {len(results)} rows", file=sys.stderr)
-    report = {**environment(device), "smoke": args.smoke, "complete": complete, "results": results}
+    report = {**environment(device), "smoke": args.smoke, "complete": complete, "hardware": hardware,
+              "cudnn_benchmark": torch.backends.cudnn.benchmark, "results": results}
     out = Path(args.out or f"bench/results/kernels-{report['device'].replace(' ', '_')}-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

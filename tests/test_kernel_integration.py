@@ -147,7 +147,15 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"device", "torch", "triton", "date"} <= set(report) and report["complete"] is True
-    assert len(result.stdout.splitlines()) == len(report["results"]) + 1  # a line per row, then "wrote"
+    assert len(result.stdout.splitlines()) == len(report["results"]) + 2  # the device, a line per row, "wrote"
+    hardware = report["hardware"]
+    assert hardware["copy_GB/s"] > 0 and hardware["matmul_TFLOP/s_float32"] > 0
+    for row in report["results"]:  # each rate read against the device's, measured in the same run
+        if "GB/s" in row:
+            assert row["of_copy_bandwidth"] == pytest.approx(row["GB/s"] / hardware["copy_GB/s"], abs=1e-3)
+        else:
+            assert row["of_matmul_peak"] == pytest.approx(row["TFLOP/s"] / hardware["matmul_TFLOP/s_float32"],
+                                                          abs=1e-3)
     ops = {(row["op"], row["pass"]) for row in report["results"]}
     assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool")
                    for mode in ("fwd", "fwd+bwd")}
