@@ -315,8 +315,8 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         results[kind] = {**measure(kind, baseline_levers(kind), kind), "settings": settings}
         results[kind].update({f"alexspec_{key}": value for key, value in
                               _speedups(results["alexspec"], results[kind]).items()})
-        log(f"alexspec vs {kind} ({describe_settings(settings)}): training x{results[kind]['alexspec_train_speedup']}, "
-            f"inference x{results[kind]['alexspec_infer_speedup']}")
+        log(f"alexspec vs {kind} ({describe_settings(settings)}): training {_ratio_text(results[kind], 'train')}, "
+            f"inference {_ratio_text(results[kind], 'infer')}")
         progress(summary(False))
     for what, said in headline(results).items():
         log(f"headline, {what}: x{said['speedup']} the strongest baseline, {said['baseline']} "
@@ -568,8 +568,24 @@ def _rate(result: dict, what: str) -> str:
 
 
 def _speedups(ours: dict, other: dict) -> dict:
-    """train_speedup and infer_speedup: our images/s over another run's."""
-    return {f"{what}_speedup": round(ours[f"{what}_img_s"] / other[f"{what}_img_s"], 3) for what in ("train", "infer")}
+    """train_speedup and infer_speedup: our images/s over another run's (medians); where both were
+    timed repeatedly, also the range the ratio can take within their timings' ranges."""
+    found = {}
+    for what in ("train", "infer"):
+        found[f"{what}_speedup"] = round(ours[f"{what}_img_s"] / other[f"{what}_img_s"], 3)
+        if f"{what}_img_s_range" in ours and f"{what}_img_s_range" in other:
+            (low, high), (other_low, other_high) = ours[f"{what}_img_s_range"], other[f"{what}_img_s_range"]
+            found[f"{what}_speedup_range"] = [round(low / other_high, 3), round(high / other_low, 3)]
+    return found
+
+
+def _ratio_text(result: dict, what: str) -> str:
+    """x1.23, with the range it can take (x1.10-x1.30) where the timings were repeated."""
+    text = f"x{result[f'alexspec_{what}_speedup']}"
+    if f"alexspec_{what}_speedup_range" in result:
+        low, high = result[f"alexspec_{what}_speedup_range"]
+        text += f" (x{low}-x{high} within the timings' ranges)"
+    return text
 
 
 def _profile(step, device: str, top: int = 12) -> list[dict]:

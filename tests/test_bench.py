@@ -328,6 +328,9 @@ def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(t
     assert data["repeats"] == 3
     low, high = eager["train_img_s_range"]
     assert low <= eager["train_img_s"] <= high and "(median of 3: " in result.stdout
+    ours_low, ours_high = data["results"]["alexspec"]["train_img_s_range"]
+    assert eager["alexspec_train_speedup_range"] == [round(ours_low / high, 3), round(ours_high / low, 3)]
+    assert "within the timings' ranges" in result.stdout
     assert data["headline"]["train"] == {"baseline": "eager", "speedup": eager["alexspec_train_speedup"]}
     assert "headline, train: x" in result.stdout and "the strongest baseline, eager (eager, no CUDA graphs" in \
         result.stdout
