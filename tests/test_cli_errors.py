@@ -139,3 +139,14 @@ def test_only_bad_input_exits_2_and_an_internal_error_shows_its_traceback(monkey
     assert cli.main(["validate", "x.yaml"]) == 2
     err = capsys.readouterr().err
     assert err == "alexspec validate: the argument is wrong; give another\n"
+
+
+def test_a_bad_set_value_is_blamed_on_the_set_argument_not_on_the_spec_file():
+    result = run_cli("validate", "digits")  # the bundled spec itself is fine
+    assert result.returncode == 0
+    result = run_cli("train", "digits", "--set", "training.lrr=0.1", "--set", "training.lr=-1", "--max-steps", "1")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("--set training.lr=-1:1:1: training.lr: must be greater than 0")
+    assert lines[1].startswith("--set training.lrr=0.1:1:1: training.lrr: unknown key 'lrr'")
+    assert "digits.yaml" not in result.stderr

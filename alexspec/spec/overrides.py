@@ -14,6 +14,7 @@ def apply_overrides(doc: Document, assignments: list[str]) -> Document:
     import copy
 
     data = copy.deepcopy(doc.data)
+    value_locs, key_locs = dict(doc.value_locs), dict(doc.key_locs)
     problems = []
     for text in assignments:
         where = Loc(f"--set {text}", 1, 1)
@@ -27,23 +28,27 @@ def apply_overrides(doc: Document, assignments: list[str]) -> Document:
             problems.append(Problem(where, key, f"cannot read the value {raw!r}", "quote text values"))
             continue
         parts = key.strip().split(".")
-        node = data
+        node, path = data, ()
         for part in parts[:-1]:
             if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
+                node, path = node[int(part)], path + (int(part),)
             elif isinstance(node, dict):
-                node = node.setdefault(part, {})
+                node, path = node.setdefault(part, {}), path + (part,)
             else:
                 problems.append(Problem(where, key, f"'{part}' does not name a part of the spec"))
                 break
         else:
             last = parts[-1]
             if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-                node[int(last)] = value
+                node[int(last)], path = value, path + (int(last),)
             elif isinstance(node, dict):
-                node[last] = value
+                node[last], path = value, path + (last,)
             else:
                 problems.append(Problem(where, key, f"'{last}' does not name a part of the spec"))
+                continue
+            # a problem with what --set wrote points at the --set argument, not at the spec's file
+            value_locs = {p: loc for p, loc in value_locs.items() if p[:len(path)] != path}
+            value_locs[path] = key_locs[path] = where
     if problems:
         raise SpecError(problems)
-    return Document(doc.file, data, doc.value_locs, doc.key_locs)
+    return Document(doc.file, data, value_locs, key_locs)
