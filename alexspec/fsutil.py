@@ -18,6 +18,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
@@ -31,6 +32,24 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions of the file at `path` if there is one, else what open() would give a new one
+    (0666 less the process's umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import, before threads start
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def remove_stray_temporaries(folder: str | Path) -> list[Path]:
