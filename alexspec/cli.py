@@ -107,6 +107,21 @@ EXAMPLES = {
 }
 
 
+_ASCII_LINES = str.maketrans({"─": "-", "│": "|", **{corner: "+" for corner in "┌┐└┘├┤┬┴┼"}})
+
+
+def write_out(text: str) -> None:
+    """Write `text` to standard output in its encoding: where that cannot show the table's
+    box-drawing characters (a cp1252 console, say), they become ASCII, and anything else it
+    cannot show becomes '?'."""
+    encoding = sys.stdout.encoding or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.translate(_ASCII_LINES).encode(encoding, "replace").decode(encoding)
+    sys.stdout.write(text)
+
+
 def _bundled_specs() -> dict[str, Path]:
     import alexspec.specs
 
@@ -155,7 +170,7 @@ def cmd_report(args) -> int:
         write_atomic(args.output, text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        write_out(text)
     return 0
 
 
@@ -196,7 +211,7 @@ def cmd_compile(args) -> int:
     for file, text in written.items():
         write_atomic(out / file, text)
     pictures = render(out / f"{name}.dot")
-    sys.stdout.write(render_report(info, "table"))
+    write_out(render_report(info, "table"))
     fusions = generated.fusion.describe()
     if fusions:
         print("fused: " + "; ".join(fusions) + " (--no-fuse: every layer on its own)")
@@ -380,7 +395,7 @@ def cmd_diff(args) -> int:
     from alexspec.interop.diff import diff_data, render
 
     a, b = _analyse(args.a), _analyse(args.b)
-    sys.stdout.write(render(a, b, args.format))
+    write_out(render(a, b, args.format))
     return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
 
 

@@ -114,3 +114,18 @@ def test_compiler_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_console_that_cannot_show_box_drawing_gets_an_ascii_table():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    result = subprocess.run([sys.executable, "-m", "alexspec", "report", "digits"], capture_output=True, cwd=ROOT,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode("cp1252")
+    utf8 = run_cli("report", "digits").stdout
+    assert text.splitlines()[1].startswith("+---+") and "| conv1 " in text
+    assert text == utf8.translate(str.maketrans({"─": "-", "│": "|", **{c: "+" for c in "┌┐└┘├┤┬┴┼"}}))
