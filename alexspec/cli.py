@@ -122,20 +122,11 @@ def write_out(text: str) -> None:
     sys.stdout.write(text)
 
 
-def _bundled_specs() -> dict[str, Path]:
-    import alexspec.specs
-
-    return {entry.stem: entry for entry in Path(alexspec.specs.__file__).parent.glob("*.yaml")}
-
-
 def resolve_spec(name: str) -> str:
     """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`)."""
-    if Path(name).exists() or name.endswith((".yaml", ".yml")) or "/" in name:
-        return name
-    bundled = _bundled_specs()
-    if name in bundled:
-        return str(bundled[name])
-    return name  # the loader reports it missing, with a hint
+    from alexspec.spec.bundled import resolve
+
+    return resolve(name)
 
 
 def _analyse(spec: str):

@@ -194,8 +194,9 @@ def test_the_cpu_compile_scripts_name_a_bad_spec_and_exit_2(script, tmp_path):
     done = subprocess.run([sys.executable, script, str(tmp_path / "missing.yaml")], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"{tmp_path / 'missing.yaml'}:1:1: no such file; check the path; example specs " \
-                                  "live in specs/"
+    assert done.stderr.strip() == f"{tmp_path / 'missing.yaml'}:1:1: no such file; check the path, or name a " \
+                                  "bundled spec: alexnet-1gpu, alexnet, caffe-alexnet, d2l-alexnet, digits, lenet5, " \
+                                  "torchvision-alexnet"
 
 LRN_STEP = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"
             "lrn_module = importlib.import_module('alexspec.kernels.lrn')\n")

@@ -186,3 +186,12 @@ def test_a_spec_of_too_many_values_is_refused_at_the_value_past_the_limit():
     values_per_line = 1 + 1 + 9  # key, list, items
     line = 2 + (loader.MAX_NODES - 2) // values_per_line
     assert message.startswith(f"t.yaml:{line}:") and f"more than {loader.MAX_NODES:,} values" in message
+
+
+def test_bundled_specs_are_found_by_name_by_the_library_too():
+    import alexspec
+
+    assert alexspec.analyse("digits").network.name == "digits"
+    assert loader.load_file("lenet5").file.endswith("lenet5.yaml")
+    with pytest.raises(SpecError, match="name a bundled spec: .*alexnet.*digits"):
+        loader.load_file("nosuch")

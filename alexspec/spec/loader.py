@@ -78,8 +78,11 @@ class Document:
 
 
 def load_file(path: str | Path) -> Document:
-    """Read and load a spec file. Raises SpecError for a missing, unreadable or bad file."""
-    name = str(path)
+    """Read and load a spec file, or the bundled spec of that name (`alexnet`). Raises SpecError
+    for a missing, unreadable or bad file."""
+    from alexspec.spec.bundled import bundled_specs, resolve
+
+    path = name = resolve(path)
     try:
         size = Path(path).stat().st_size
         if size > MAX_BYTES:
@@ -89,7 +92,7 @@ def load_file(path: str | Path) -> Document:
             raw = handle.read(MAX_BYTES + 1)  # a file that grew since stat() is still cut off
     except FileNotFoundError:
         raise SpecError([Problem(Loc(name, 1, 1), "", "no such file",
-                                 "check the path; example specs live in specs/")]) from None
+                                 f"check the path, or name a bundled spec: {', '.join(bundled_specs())}")]) from None
     except OSError as exc:
         raise SpecError([Problem(Loc(name, 1, 1), "", f"cannot read the file ({exc.strerror or exc})")]) from None
     if len(raw) > MAX_BYTES:

@@ -1,0 +1,23 @@
+"""The specs that ship with alexspec (specs/), by name: `alexnet`, `digits`, `lenet5`, ..."""
+from __future__ import annotations
+
+from functools import lru_cache
+import importlib.util
+from pathlib import Path
+
+
+@lru_cache(maxsize=1)
+def bundled_specs() -> dict[str, Path]:
+    """Each bundled spec's name and file."""
+    found = importlib.util.find_spec("alexspec.specs")
+    folders = list(found.submodule_search_locations or []) if found else []
+    return {entry.stem: entry for folder in folders for entry in sorted(Path(folder).glob("*.yaml"))}
+
+
+def resolve(name: str | Path) -> str:
+    """A spec path as given, or the file of the bundled spec named `name` where no such path exists."""
+    text = str(name)
+    if Path(text).exists() or text.endswith((".yaml", ".yml")) or "/" in text:
+        return text
+    bundled = bundled_specs()
+    return str(bundled[text]) if text in bundled else text  # the loader reports it missing, with a hint
