@@ -14,6 +14,7 @@ import traceback
 
 from alexspec import __version__
 from alexspec.errors import BadInput, Loc, Problem, SpecError, TrainingError
+from alexspec.words import count
 
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
@@ -187,8 +188,8 @@ def cmd_compile(args) -> int:
     info = _analyse(args.spec)
     devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
     if devices and len(devices) not in (1, info.network.towers):
-        raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{len(devices)} devices for {info.network.towers} "
-                                 "tower(s)", "give one device, or one per tower")])
+        raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
+                                 f"{count(info.network.towers, 'tower')}", "give one device, or one per tower")])
     generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool)
     out = Path(args.output)
     try:
@@ -267,14 +268,14 @@ def cmd_train(args) -> int:
 
     result = start(resolve_spec(args.spec), _train_config(args))
     if result.stopped_by_signal or result.stopped_at_max_steps:
-        print(f"run stopped cleanly after {result.steps} step(s); continue with: alexspec train {args.spec} "
+        print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train {args.spec} "
               f"--resume {result.run_dir}")
     elif result.last:
-        print(f"done: {result.epochs_done} epoch(s), top-1 error {result.last['top1_error']:.2%}, "
+        print(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
               f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
               f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves)")
     else:
-        print(f"stopped after {result.steps} step(s); run folder {result.run_dir}")
+        print(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
     return 0
 
 
@@ -294,7 +295,7 @@ def cmd_eval(args) -> int:
     trainer.check_data(data)
     crops = args.crops or trainer.training.eval_crops
     metrics = trainer.evaluate(data, crops=crops)
-    print(f"{trainer.net.name} on {args.data} ({len(data.val)} images, {crops} crop(s)): top-1 error "
+    print(f"{trainer.net.name} on {args.data} ({count(len(data.val), 'image')}, {count(crops, 'crop')}): top-1 error "
           f"{metrics['top1_error']:.2%}, top-5 error {metrics['top5_error']:.2%}, loss {metrics['val_loss']:.4f}")
     print(json_module.dumps({"checkpoint": str(args.checkpoint), "crops": crops, **metrics}))
     return 0

@@ -11,6 +11,7 @@ import json
 
 from alexspec import ir
 from alexspec.infer import DTYPE_BYTES, LayerInfo, NetworkInfo
+from alexspec.words import count
 
 # Neurons per layer as printed in the paper (conv1-5, fc6-8). The first is a known erratum.
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
@@ -160,7 +161,7 @@ def _summary_lines(data: dict) -> list[str]:
     mem = data["memory"]
     lines = [
         f"{data['name']}: input {'x'.join(map(str, data['input_shape']))}, {len(data['layers'])} layers, "
-        f"{data['towers']} tower(s) on {', '.join(data['placement'])}",
+        f"{count(data['towers'], 'tower')} on {', '.join(data['placement'])}",
         f"params {data['total_params']:,} ({human_bytes(mem['params_bytes'])} {data['dtype']}); "
         f"{data['total_macs']:,} MACs per image ({human_count(2 * data['total_macs'])} FLOPs)",
         f"batch {data['batch']}, {data['dtype']}: activations saved for backward "

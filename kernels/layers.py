@@ -17,6 +17,7 @@ from alexspec.kernels.conv import conv2d_bias_relu
 from alexspec.kernels.lrn import lrn
 from alexspec.kernels.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.maxpool import max_pool2d
+from alexspec.words import count
 
 BACKENDS = ("triton", "torch")
 
@@ -59,7 +60,7 @@ def resolve_devices(devices) -> list[str]:
         raise BadInput(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
                          "choose CPU devices (--device cpu, or devices=['cpu'])")
     if cuda and any(":" in d and int(d.split(":")[1]) >= torch.cuda.device_count() for d in wanted):
-        raise BadInput(f"this machine has {torch.cuda.device_count()} CUDA device(s); {', '.join(wanted)} "
+        raise BadInput(f"this machine has {count(torch.cuda.device_count(), 'CUDA device')}; {', '.join(wanted)} "
                          "asks for more (give one device to collapse the towers into groups)")
     return resolved
 

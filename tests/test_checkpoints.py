@@ -192,3 +192,9 @@ def test_the_printed_continue_command_continues_the_same_recipe(tmp_path):
     assert (state["epoch"], state["step"], state["batch"]) == (3, 9, 512)
     assert "lr: 0.05" in (run / "spec.yaml").read_text()
     assert [m["epoch"] for m in epochs(run)] == [1, 2, 3]
+
+
+def test_a_run_refused_for_its_data_leaves_no_run_folder(tmp_path):
+    result = run_cli("train", "digits", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -41,7 +41,7 @@ CASES = {
     "placement does not match towers": (
         spec_text("{name: c1, type: conv, out: 8, kernel: 3}",
                   header=TOWERS2.replace("towers: 2\n", "towers: 2\nplacement: [cuda:0, cuda:1, cuda:2]\n")),
-        ("[cuda:0", 1), ["placement lists 3 device(s) for 2 tower(s)"]),
+        ("[cuda:0", 1), ["placement lists 3 devices for 2 towers"]),
     "expect disagrees": (
         spec_text("{name: c1, type: conv, out: 8, kernel: 3, expect: {shape: [8, 32, 32]}}"), ("[8, 32, 32]", 1),
         ["expect.shape says [8, 32, 32] but inference gives [8, 30, 30]"]),

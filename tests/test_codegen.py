@@ -240,7 +240,7 @@ def test_bad_device_lists_are_clear():
     with pytest.raises(ValueError, match="2 towers need 1 device or 2"):
         alexspec.compile(SPECS / "alexnet.yaml", backend="torch", devices=["cpu", "cpu", "cpu"])
     result = run_cli("compile", "alexnet", "--devices", "cpu,cpu,cpu")
-    assert result.returncode == 2 and "3 devices for 2 tower(s)" in result.stderr
+    assert result.returncode == 2 and "3 devices for 2 towers" in result.stderr
 
 
 def test_cuda_placement_on_a_machine_without_cuda_is_explained():

@@ -5,6 +5,7 @@ import json
 
 from alexspec.graph import layer_dict
 from alexspec.infer import LayerInfo, NetworkInfo
+from alexspec.words import count
 
 # Not compared: names and spec lines; expectations; and how a spec says things whose effect
 # the inferred facts already show (tower annotations and per-tower groups -> effective groups,
@@ -63,7 +64,8 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
     changed = sorted({layer["name"] for layer in data["changed"]})
-    summary = (f"{len(changed)} layer(s) differ ({', '.join(changed)})" if changed else "no shared layer differs") + \
+    verb = "differs" if len(changed) == 1 else "differ"
+    summary = (f"{count(len(changed), 'layer')} {verb} ({', '.join(changed)})" if changed else "no shared layer differs") + \
         (f"; only in A: {', '.join(l['name'] for l in data['only_in_a'])}" if data["only_in_a"] else "") + \
         (f"; only in B: {', '.join(l['name'] for l in data['only_in_b'])}" if data["only_in_b"] else "")
     return "\n".join(lines + [summary]) + "\n"

@@ -10,6 +10,7 @@ from alexspec.errors import Problem, did_you_mean, quote
 from alexspec.spec.conforms import conforms, pattern_regex
 from alexspec.spec.loader import Document
 from alexspec.spec.schema import LAYER_TYPES, VERSION, schema
+from alexspec.words import count
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -187,7 +188,7 @@ def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[
                         "use cpu, cuda, cuda:N, mps or auto")]
     if kind in ("minItems", "maxItems"):
         word = "at least" if kind == "minItems" else "at most"
-        return [Problem(where, text, f"needs {word} {error.validator_value} item(s), has {len(value)}")]
+        return [Problem(where, text, f"needs {word} {count(error.validator_value, 'item')}, has {len(value)}")]
     if kind == "maxLength":
         return [Problem(where, text, f"is longer than {error.validator_value} characters")]
     if kind == "anyOf":

@@ -14,6 +14,7 @@ from alexspec.errors import Problem, did_you_mean, quote, raise_if_any
 from alexspec.spec import schema as sch
 from alexspec.spec.loader import Document
 from alexspec.spec.schema_check import SchemaResult, check
+from alexspec.words import count
 
 
 def to_network(doc: Document) -> ir.Network:
@@ -57,7 +58,7 @@ class _Builder:
         towers = d.get("towers", 1)
         placement = tuple(d.get("placement", ["auto"] * towers))
         if len(placement) != towers:
-            self.problem(("placement",), f"placement lists {len(placement)} device(s) for {towers} tower(s)",
+            self.problem(("placement",), f"placement lists {count(len(placement), 'device')} for {count(towers, 'tower')}",
                          f"give one device per tower, e.g. [{', '.join(f'cuda:{i}' for i in range(towers))}]")
         layers = tuple(self.layer(i, raw) for i, raw in enumerate(self.raw_layers))
         self.check_names(layers)
@@ -183,5 +184,5 @@ class _Builder:
                          "resize to at least the crop size (the paper: 256, crop 227)")
         for key in ("mean", "std"):
             if key in aug and len(aug[key]) != channels:
-                self.problem(path + (key,), f"{key} has {len(aug[key])} value(s) for {channels} input channel(s)",
+                self.problem(path + (key,), f"{key} has {count(len(aug[key]), 'value')} for {count(channels, 'input channel')}",
                              "give one value per input channel")

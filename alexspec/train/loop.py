@@ -37,6 +37,7 @@ from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.losses import PendingLosses
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 from alexspec.train.weight_copies import WeightCopies
+from alexspec.words import count
 
 
 @dataclass
@@ -274,14 +275,20 @@ class Trainer:
                                              f"({type(exc).__name__}: {exc})") from None
         self.schedule.load_state_dict(state["schedule"])
 
-    def run(self, run_dir: Path, resumed: Optional[dict] = None, resumed_from: Optional[Path] = None) -> RunResult:
-        """Train in `run_dir`, from the start or from `resumed` (a checkpoint's state, already restored)."""
-        config = self.config
+    def open_data(self) -> Dataset:
+        """The run's data source, opened and checked against the network."""
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
                          self.training.augmentation.resize, self.seed)
         self.check_data(data)
         if data.skipped:
-            self.log(f"skipped {data.skipped} unreadable image(s)")
+            self.log(f"skipped {count(data.skipped, 'unreadable image')}")
+        return data
+
+    def run(self, run_dir: Path, data: Dataset, resumed: Optional[dict] = None,
+            resumed_from: Optional[Path] = None) -> RunResult:
+        """Train on `data` in `run_dir`, from the start or from `resumed` (a checkpoint's state,
+        already restored)."""
+        config = self.config
         epoch, first_step, step, best, last, resumed_loss_sum = 0, 0, 0, math.inf, {}, 0.0
         if resumed is not None:
             epoch, first_step, step = resumed["epoch"], resumed["step_in_epoch"], resumed["step"]
@@ -572,6 +579,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     trainer = Trainer(doc, config, log)
     if state is not None:
         trainer.restore(state)
+    data = trainer.open_data()  # a bad data source is refused before a run folder exists
     if run_dir is None:
         run_dir = default_run_dir(trainer.net.name)
         if resume_from is not None:
@@ -585,9 +593,9 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
                     "network_hash": trainer.network_hash, "torch": torch.__version__}
         write_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
         log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
-            f"{trainer.epochs} epochs, batch {trainer.batch}, {trainer.build.backend_reason}, device "
+            f"{count(trainer.epochs, 'epoch')}, batch {trainer.batch}, {trainer.build.backend_reason}, device "
             f"{trainer.device}; run folder {run_dir}")
     try:
-        return trainer.run(run_dir, state, resume_from)
+        return trainer.run(run_dir, data, state, resume_from)
     finally:
         trainer.dist.close()

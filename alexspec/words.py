@@ -1,0 +1,7 @@
+"""Counted nouns in messages: 1 epoch, 2 epochs (never "1 epoch(s)")."""
+from __future__ import annotations
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """`number` and `noun`, in the plural where `number` is not 1: count(3, "layer") -> '3 layers'."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
