@@ -215,9 +215,20 @@ def cmd_compile(args) -> int:
     print(f"wrote {', '.join(str(out / f) for f in [*written, *(p.name for p in pictures)])}")
     if not pictures:
         print("(install Graphviz for an SVG/PNG picture of the network: apt-get install graphviz)")
-    print(f"use it: from {out.name}.{name} import {generated.class_name}; model = {generated.class_name}()"
-          if out.name.isidentifier() else f"use it: import {name} from {out}")
+    print(_use_it(out, name, generated.class_name, devices or info.network.placement))
     return 0
+
+
+def _use_it(out: Path, module: str, class_name: str, devices) -> str:
+    """A line that uses the compiled module on any machine: on the CPU where its default devices
+    name GPUs (which this machine may not have), saying where the defaults put it."""
+    on_gpus = any(str(d).startswith("cuda") for d in devices)
+    make = f"{class_name}(devices=['cpu'])" if on_gpus else f"{class_name}()"
+    where = f" ({class_name}() puts it on {', '.join(devices)})" if on_gpus else ""
+    if out.name.isidentifier():
+        return f"use it: cd {out.parent} && python -c \"from {out.name}.{module} import {class_name}; " \
+               f"model = {make}; print(model)\"{where}"
+    return f"use it: cd {out} && python -c \"from {module} import {class_name}; model = {make}; print(model)\"{where}"
 
 
 def _bench_history(folder: Path, plot_file: str | None) -> int:

@@ -248,3 +248,16 @@ def test_cuda_placement_on_a_machine_without_cuda_is_explained():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="need CUDA, which this machine does not have"):
         alexspec.compile(SPECS / "alexnet.yaml")  # the spec places its towers on cuda:0 and cuda:1
+
+
+@pytest.mark.parametrize("spec, folder", [("alexnet", "build"), ("digits", "my-build")])
+def test_the_use_it_line_compile_prints_works_on_this_machine(tmp_path, spec, folder):
+    result = run_cli("compile", spec, "-o", folder, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    assert line.startswith("use it: ")
+    command = line.removeprefix("use it: ").split(" (")[0] if spec == "alexnet" else line.removeprefix("use it: ")
+    used = subprocess.run(["bash", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert used.returncode == 0, used.stderr
+    assert "(conv1): " in used.stdout
