@@ -299,16 +299,22 @@ def cmd_eval(args) -> int:
     from alexspec.train.loop import Trainer
 
     trainer = Trainer(_spec_document(args.spec, []), _train_config(args))
-    state = checkpoint.load(args.checkpoint, trainer.network_hash)
+    path = checkpoint.in_run_folder(Path(args.checkpoint))
+    state = checkpoint.load(path, trainer.network_hash)
     load_state(trainer.module, state["model"])
     data = open_data(args.data, trainer.net.input, trainer.info.output_shape[0],
                      trainer.training.augmentation.resize, trainer.seed)
     trainer.check_data(data)
     crops = args.crops or trainer.training.eval_crops
+    _, height, width = trainer.net.input
+    if crops == 10 and data.image_shape[1:] == (height, width):
+        print(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
+              "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
+              "(digits, text), expect a worse error than with --crops 1", file=sys.stderr)
     metrics = trainer.evaluate(data, crops=crops)
     print(f"{trainer.net.name} on {args.data} ({count(len(data.val), 'image')}, {count(crops, 'crop')}): top-1 error "
           f"{metrics['top1_error']:.2%}, top-5 error {metrics['top5_error']:.2%}, loss {metrics['val_loss']:.4f}")
-    print(json_module.dumps({"checkpoint": str(args.checkpoint), "crops": crops, **metrics}))
+    print(json_module.dumps({"checkpoint": str(path), "crops": crops, **metrics}))
     return 0
 
 
@@ -607,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
     p.add_argument("spec", metavar="SPEC", help=spec_help)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint file (e.g. RUN/checkpoints/best.pt)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a checkpoint file, or a run folder (its best.pt, else its newest checkpoint)")
     p.add_argument("--crops", type=int, choices=(1, 10), help="1: centre; 10: corners, centre and flips "
                    "(default: the spec's training.eval.crops)")
     train_options(p)

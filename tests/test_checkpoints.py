@@ -198,3 +198,16 @@ def test_a_run_refused_for_its_data_leaves_no_run_folder(tmp_path):
     result = run_cli("train", "digits", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_takes_a_run_folder_and_says_when_ten_crops_are_only_mirror_images(tmp_path):
+    train(tmp_path / "run", max_steps=1)
+    result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["checkpoint"] == str(checkpoint.latest(tmp_path / "run"))
+    result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run"), "--crops", "10")
+    assert result.returncode == 0 and "nothing to crop: the 10 views are the image and its mirror" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("eval", "digits", "--checkpoint", str(empty))
+    assert result.returncode == 2 and "a folder with no checkpoint" in result.stderr

@@ -119,6 +119,19 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def in_run_folder(path: Path) -> Path:
+    """`path`, or where it is a run folder, its best.pt (else its newest checkpoint)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = folder(path) / BEST
+    found = best if best.is_file() else latest(path)
+    if found is None:
+        raise CheckpointError(f"{path}: a folder with no checkpoint in checkpoints/; give a checkpoint file or a "
+                              "run folder of `alexspec train`")
+    return found
+
+
 def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> dict:
     """A checkpoint's state, checked: its form (with `resume`, all a training run needs), the
     network it belongs to and its digest. Raises CheckpointError (saying what is wrong and what
