@@ -8,7 +8,6 @@ problem knows where it is (file:line:col), which part of the spec it concerns
 from __future__ import annotations
 
 from dataclasses import dataclass
-import difflib
 from typing import Iterable, Sequence
 
 
@@ -70,8 +69,23 @@ def quote(value: object, limit: int = 60) -> str:
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
-    """A 'did you mean ...?' hint for a misspelt name, or '' when nothing is close."""
+    """A 'did you mean ...?' hint for a misspelt name, or '' when nothing is close: within a typo or
+    two (one per four letters; a swap of neighbours counts one), so that a word for another thing
+    (`dilation`, `padding_mode`) is not taken for a near name (`activation`, `padding`)."""
     if not isinstance(word, str):
         return ""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    allowed = max(1, len(word) // 4)
+    scored = sorted((_typos(word.lower(), choice.lower()), choice) for choice in choices)
+    return f"did you mean '{scored[0][1]}'?" if scored and scored[0][0] <= allowed else ""
+
+
+def _typos(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`."""
+    previous, current = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, previous, current = previous, current, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+    return current[len(b)]

@@ -150,3 +150,17 @@ def test_a_bad_set_value_is_blamed_on_the_set_argument_not_on_the_spec_file():
     assert lines[0].startswith("--set training.lr=-1:1:1: training.lr: must be greater than 0")
     assert lines[1].startswith("--set training.lrr=0.1:1:1: training.lrr: unknown key 'lrr'")
     assert "digits.yaml" not in result.stderr
+
+
+@pytest.mark.parametrize("extra, said", [
+    ("dilation: 2", "unknown key 'dilation' for a conv layer; conv keys are: activation, bias, expect"),
+    ("dropout: 0.5", "unknown key 'dropout' for a conv layer; conv keys are: "),
+    ("padding_mode: zeros", "unknown key 'padding_mode' for a conv layer; conv keys are: "),
+    ('expect: {shape: "10"}', "expected a list, got the text '10'; write a list, e.g. [10]"),
+    ("kernal: 3", "unknown key 'kernal' for a conv layer; did you mean 'kernel'?"),
+])
+def test_hints_name_the_fix_and_guess_only_at_typos(write_spec, extra, said):
+    path = write_spec(spec_text(f"{{name: c, type: conv, out: 4, kernel: 3, {extra}}}"))
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert ("did you mean" in result.stderr) == ("kernal" in extra)

@@ -158,9 +158,10 @@ def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[
     if kind == "additionalProperties":
         allowed = sorted(sch.get("properties", {}))
         extras = [k for k in value if k not in sch.get("properties", {})]
-        return [Problem(doc.loc(path + (k,), key=True), doc.path_text(path + (k,)),
-                        f"unknown key {quote(k)} for {_layer_kind(doc, path)}",
-                        did_you_mean(k, allowed) or f"allowed keys: {', '.join(allowed)}") for k in extras]
+        kind = _layer_kind(doc, path)
+        keys = f"{kind.removeprefix('a ').removesuffix(' layer')} keys" if kind.startswith("a ") else "keys here"
+        return [Problem(doc.loc(path + (k,), key=True), doc.path_text(path + (k,)), f"unknown key {quote(k)} for {kind}",
+                        did_you_mean(k, allowed) or f"{keys} are: {', '.join(allowed)}") for k in extras]
     if kind == "required":
         missing = re.search(r"'([^']+)' is a required property", error.message)
         key = missing.group(1) if missing else str(error.validator_value)
@@ -170,7 +171,10 @@ def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[
     if kind == "type":
         expected = error.validator_value
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
-        return [Problem(where, text, f"expected {names}, got {_describe(value)}", _type_hint(value))]
+        expected_types = expected if isinstance(expected, list) else [expected]
+        hint = f"write a list, e.g. [{value}]" if expected_types == ["array"] and not isinstance(value, (dict, list)) \
+            else _type_hint(value)
+        return [Problem(where, text, f"expected {names}, got {_describe(value)}", hint)]
     if kind in ("enum", "const"):
         choices = error.validator_value if kind == "enum" else [error.validator_value]
         shown = ", ".join(str(c) for c in choices)
