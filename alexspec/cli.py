@@ -45,9 +45,9 @@ EXAMPLES = {
         examples:
           alexspec train                       the bundled digits net on scikit-learn's digits (CPU, < 1 min)
           alexspec train lenet5 --data synthetic --epochs 2
-          alexspec train alexnet --data /data/imagenet-shards --device cuda:0,cuda:1 --precision bf16
+          alexspec train alexnet --data /data/imagenet-shards --devices cuda:0,cuda:1 --precision bf16
           alexspec train alexnet --set training.lr=0.02 --set training.batch=256
-          alexspec train digits --out runs/d --resume           continue the newest checkpoint in runs/d
+          alexspec train digits -o runs/d --resume             continue the newest checkpoint in runs/d
           torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
         exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
     """,
@@ -262,10 +262,10 @@ def _spec_document(spec: str, overrides: list[str]):
 def _train_config(args):
     from alexspec.train.loop import TrainConfig
 
-    devices = [d.strip() for d in args.device.split(",")] if args.device else None
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
     return TrainConfig(data=args.data, overrides=getattr(args, "set", []), epochs=getattr(args, "epochs", None),
                        batch=getattr(args, "batch", None),
-                       out=getattr(args, "out", None), resume=getattr(args, "resume", None), devices=devices,
+                       out=getattr(args, "output", None), resume=getattr(args, "resume", None), devices=devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
                        weight_copies=getattr(args, "weight_copies", "off"),
@@ -375,7 +375,7 @@ def cmd_bench(args) -> int:
             result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
             for name, figures in result["startup"].items():
                 print(bench.describe_start(name, figures))
-        out = _bench_out(args.out, torch.cuda.is_available())
+        out = _bench_out(args.output, torch.cuda.is_available())
 
         def keep(partial: dict) -> None:  # an interrupted run keeps what it timed
             if out:
@@ -384,7 +384,7 @@ def cmd_bench(args) -> int:
         result.update(bench.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, steps,
                                 args.warmup, args.ablate, progress=keep, repeats=repeats))
     else:
-        out = _bench_out(args.out, False)
+        out = _bench_out(args.output, False)
     if out:
         bench.write(result, out)
         print(f"wrote {out}")
@@ -392,7 +392,7 @@ def cmd_bench(args) -> int:
 
 
 def _bench_out(out: str | None, cuda: bool) -> Path | None:
-    """Where `alexspec bench` writes its JSON: --out, else bench/results/bench-<date>.json on CUDA."""
+    """Where `alexspec bench` writes its JSON: -o/--output, else bench/results/bench-<date>.json on CUDA."""
     import datetime
 
     if out or cuda:
@@ -486,11 +486,12 @@ def _torch_model(source: str):
 
 
 def cmd_export(args) -> int:
-    from alexspec.interop.export import export
+    from alexspec.interop.export import export, format_for
 
-    out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, args.format,
-                 Path(args.output), args.backend, [d.strip() for d in args.device.split(",")])
-    print(f"wrote {out} ({args.format})")
+    fmt = args.format or format_for(Path(args.output))
+    out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, fmt,
+                 Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")])
+    print(f"wrote {out} ({fmt})")
     return 0
 
 
@@ -559,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compile", "Compile a spec into a PyTorch module, with its IR, report and diagram.", cmd_compile)
     p.add_argument("spec", metavar="SPEC", help=spec_help)
     p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
-    p.add_argument("--devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
+    p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
                    "tower (tower parallel) or one (towers become groups); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
                             "from prepare-data (default: digits" + ("" if data_default else
                                                                      "; a resumed run: the run's data") + ")")
-        p.add_argument("--device", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
+        p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
                        "(cuda:0,cuda:1); default: the spec's placement")
         p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
         p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
@@ -586,11 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_options(p, data_default=None)
     p.add_argument("--epochs", type=_positive_int, help="default: the spec's training.epochs")
     p.add_argument("--batch", type=_positive_int, help="global batch (default: the spec's training.batch)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--output", "-o", "--out", dest="output", metavar="RUN_DIR",
+                   help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue from a checkpoint file or a run folder's newest (alone: the --out folder's), "
+                   help="continue from a checkpoint file or a run folder's newest (alone: the -o folder's), "
                         "with the run's data, epochs, batch, seed and --set values unless given again; it "
-                        "writes in the checkpoint's run folder, or in --out")
+                        "writes in the checkpoint's run folder, or in -o/--output")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key, e.g. training.lr=0.02 (repeatable)")
     p.add_argument("--seed", type=int, help="default: the spec's training.seed")
@@ -641,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive_int, help="time each figure this many times and report the median and "
                    "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--out", metavar="FILE", help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
+    p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
+                   help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
     p.add_argument("--history", nargs="?", const="bench/results", metavar="DIR",
                    help="instead of timing: summarise the results in DIR (default bench/results) as markdown "
@@ -674,11 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", "Export a (trained) spec for inference: torch.export or ONNX.", cmd_export)
     p.add_argument("spec", metavar="SPEC", help=spec_help)
     p.add_argument("--checkpoint", metavar="CKPT", help="weights to export (default: the spec's initialisation)")
-    p.add_argument("--format", choices=("torch-export", "onnx"), default="torch-export")
+    p.add_argument("--format", "-f", choices=("torch-export", "onnx"),
+                   help="default: from the file's name (.pt2: torch-export, .onnx: onnx)")
     p.add_argument("--output", "-o", required=True, metavar="FILE")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="torch-export: whose ops the program keeps (default auto)")
-    p.add_argument("--device", default="cpu", help="device to trace on (default cpu)")
+    p.add_argument("--devices", "--device", dest="devices", default="cpu", metavar="LIST",
+                   help="device to trace on (default cpu)")
 
     p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -164,3 +164,24 @@ def test_hints_name_the_fix_and_guess_only_at_typos(write_spec, extra, said):
     result = run_cli("validate", str(path))
     assert result.returncode == 2 and said in result.stderr, result.stderr
     assert ("did you mean" in result.stderr) == ("kernal" in extra)
+
+
+def test_one_spelling_for_devices_and_outputs_with_the_old_ones_kept():
+    from alexspec.cli import build_parser
+
+    parser = build_parser()
+    for command, extra in (("train", []), ("eval", ["--checkpoint", "c.pt"]), ("compile", []),
+                           ("export", ["-o", "x.pt2"])):
+        new = parser.parse_args([command, "digits", "--devices", "cpu", *extra])
+        old = parser.parse_args([command, "digits", "--device", "cpu", *extra])
+        assert new.devices == old.devices == "cpu", command
+    for command in ("train", "bench"):
+        spellings = [parser.parse_args([command, "digits", flag, "somewhere"]).output for flag in ("-o", "--output",
+                                                                                                    "--out")]
+        assert spellings == ["somewhere"] * 3, command
+
+
+def test_export_takes_its_format_from_the_file_name_or_asks_for_it(tmp_path):
+    result = run_cli("export", "lenet5", "-o", str(tmp_path / "net.bin"))
+    assert result.returncode == 2 and "say the format with --format torch-export or onnx" in result.stderr
+    assert not (tmp_path / "net.bin").exists()

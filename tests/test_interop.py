@@ -161,7 +161,7 @@ def test_torch_export_runs_like_the_module(tmp_path):
     run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
     ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
-    result = run_cli("export", "digits", "--checkpoint", str(ckpt), "--format", "torch-export", "-o",
+    result = run_cli("export", "digits", "--checkpoint", str(ckpt), "-o",
                      str(tmp_path / "digits.pt2"))
     assert result.returncode == 0, result.stderr
     program = torch.export.load(str(tmp_path / "digits.pt2"))

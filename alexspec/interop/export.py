@@ -12,6 +12,16 @@ from alexspec.builder import build, load_state
 from alexspec.errors import BadInput
 
 
+FORMATS_BY_SUFFIX = {".pt2": "torch-export", ".onnx": "onnx"}
+
+
+def format_for(out: Path) -> str:
+    """The export format a file's name asks for; BadInput where it names none."""
+    if out.suffix in FORMATS_BY_SUFFIX:
+        return FORMATS_BY_SUFFIX[out.suffix]
+    raise BadInput(f"{out}: say the format with --format torch-export or onnx, or name the file .pt2 or .onnx")
+
+
 def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
            devices=("cpu",), batch: int = 1) -> Path:
     """Write the exported program (or ONNX model) to `out`; returns it."""

@@ -531,16 +531,16 @@ def default_run_dir(name: str) -> Path:
 
 
 def _resume_target(config: TrainConfig) -> tuple[Optional[Path], Optional[Path]]:
-    """(the checkpoint to continue, the run folder to write) for config's --resume and --out.
+    """(the checkpoint to continue, the run folder to write) for config's --resume and -o/--output.
 
-    The run folder is --out, else the checkpoint's own run folder where alexspec made it, else
+    The run folder is -o/--output, else the checkpoint's own run folder where alexspec made it, else
     None (a new one)."""
     out = Path(config.out) if config.out else None
     if config.resume is None:
         return None, out
     target = Path(config.resume) if config.resume else out
     if target is None:
-        raise checkpoint.CheckpointError("--resume alone continues the run in --out: give --out RUN_DIR, or "
+        raise checkpoint.CheckpointError("--resume alone continues the run in -o/--output: give -o RUN_DIR, or "
                                          "--resume RUN_DIR, or --resume CHECKPOINT_FILE")
     if target.is_dir():
         found, home = checkpoint.latest(target), target

@@ -1,6 +1,6 @@
 """A run folder: where one training run, and the runs that continue it, write everything.
 
-A run writes only inside its own run folder: `--out`, or, when it continues a checkpoint, the
+A run writes only inside its own run folder: `-o/--output`, or, when it continues a checkpoint, the
 folder that checkpoint's run wrote. alexspec marks the folders it makes with MARKER, which also
 lists the numbered checkpoints its runs wrote: only those are ever pruned, so a user's own
 files beside them are never deleted. A folder that holds other files and no marker is not
@@ -51,13 +51,13 @@ def claim(run_dir: Path, continuing: bool) -> None:
     that already holds checkpoints. Leftovers of saves a crash interrupted are removed."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(f"{run_dir}: is a file, not a run folder; give a folder with --out")
+        raise BadInput(f"{run_dir}: is a file, not a run folder; give a folder with -o/--output")
     if run_dir.is_dir() and not is_run_folder(run_dir) and any(run_dir.iterdir()):
-        raise BadInput(f"{run_dir}: holds files and is not a run folder alexspec made; give --out a new or "
+        raise BadInput(f"{run_dir}: holds files and is not a run folder alexspec made; give -o/--output a new or "
                        "empty folder")
     if not continuing and checkpoints_written(run_dir):
         raise BadInput(f"{run_dir}: already holds a run's checkpoints; continue it with --resume {run_dir}, or "
-                       "give --out another folder")
+                       "give -o/--output another folder")
     if not is_run_folder(run_dir):
         record_checkpoints(run_dir, [])
     for folder in (run_dir, run_dir / "checkpoints"):
