@@ -79,11 +79,21 @@ class Memory:
     params: int
     outputs: int        # every layer's forward output, all kept at once (an upper bound)
     training_saved: int  # activations autograd keeps for backward (input image included)
+    optimizer: str = "SGD with momentum"  # the spec's, in words
+    optimizer_states: int = 1             # tensors the optimizer keeps per parameter tensor
 
     @property
     def training_total(self) -> int:
-        """Parameters + their gradients + momentum + saved activations (SGD with momentum)."""
-        return 3 * self.params + self.training_saved
+        """Parameters + their gradients + the optimizer's state + saved activations."""
+        return (2 + self.optimizer_states) * self.params + self.training_saved
+
+
+def optimizer_state(training: ir.Training) -> tuple[str, int]:
+    """The recipe's optimizer in words, and how many tensors of a parameter's size it keeps per
+    parameter (SGD: a momentum buffer, none without momentum; Adam and AdamW: two moments)."""
+    if training.optimizer in ("adam", "adamw"):
+        return {"adam": "Adam", "adamw": "AdamW"}[training.optimizer], 2
+    return ("SGD with momentum", 1) if training.momentum else ("SGD without momentum", 0)
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,8 @@ class NetworkInfo:
             extra += sum(n * _FIXED_BYTES.get(kind, size) for n, kind in info.saved.extra)
         saved = sum(elements[r] for r in kept) * size + extra
         outputs = sum(info.output_elements for info in self.layers) * size
-        return Memory(batch, dtype, self.total_params * size, outputs * batch, saved * batch)
+        name, states = optimizer_state(self.network.training or ir.Training())
+        return Memory(batch, dtype, self.total_params * size, outputs * batch, saved * batch, name, states)
 
     def tower_totals(self) -> list[Totals]:
         """Each tower's share: split layers divide evenly, shared ones are held by every tower."""

@@ -98,7 +98,8 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
                         "output_bytes": d.output_elements * size * batch} for d in info.device_totals()],
         "total_params": info.total_params, "total_macs": info.total_macs,
         "memory": {"params_bytes": memory.params, "outputs_bytes": memory.outputs,
-                   "training_saved_bytes": memory.training_saved, "training_total_bytes": memory.training_total},
+                   "training_saved_bytes": memory.training_saved, "training_total_bytes": memory.training_total,
+                   "optimizer": memory.optimizer, "optimizer_states": memory.optimizer_states},
         "notes": notes(info),
     }
 
@@ -165,7 +166,7 @@ def _summary_lines(data: dict) -> list[str]:
         f"params {data['total_params']:,} ({human_bytes(mem['params_bytes'])} {data['dtype']}); "
         f"{data['total_macs']:,} MACs per image ({human_count(2 * data['total_macs'])} FLOPs)",
         f"batch {data['batch']}, {data['dtype']}: activations saved for backward "
-        f"{human_bytes(mem['training_saved_bytes'])}; training total with SGD momentum "
+        f"{human_bytes(mem['training_saved_bytes'])}; training total ({mem['optimizer']}) "
         f"{human_bytes(mem['training_total_bytes'])}",
     ]
     return lines + [f"note: {n}" for n in data["notes"]] + (
@@ -175,21 +176,30 @@ def _summary_lines(data: dict) -> list[str]:
 _RIGHT_ALIGNED = {"#", "groups", "params", "% params", "MACs", "output mem"}
 
 
+def _shown(data: dict):
+    """The columns a reader needs, and a function keeping those of a row: one tower on one device
+    has no tower or device to tell apart."""
+    one_place = data["towers"] == 1 and len(data["per_device"]) <= 1
+    keep = [i for i, name in enumerate(_COLUMNS) if not (one_place and name in ("tower", "device"))]
+    return [_COLUMNS[i] for i in keep], lambda cells: [cells[i] for i in keep]
+
+
 def _table(data: dict) -> str:
     """A box-drawn table (no terminal library: the report must answer fast), then the summary."""
-    body = [_cells(row) for row in data["layers"]]
-    totals = _total_rows(data)
-    widths = [max(len(str(c)) for c in column) for column in zip(_COLUMNS, *body, *totals)]
+    columns, pick = _shown(data)
+    body = [pick(_cells(row)) for row in data["layers"]]
+    totals = [pick(row) for row in _total_rows(data)]
+    widths = [max(len(str(c)) for c in column) for column in zip(columns, *body, *totals)]
 
     def line(cells) -> str:
         padded = [str(c).rjust(w) if name in _RIGHT_ALIGNED else str(c).ljust(w)
-                  for c, w, name in zip(cells, widths, _COLUMNS)]
+                  for c, w, name in zip(cells, widths, columns)]
         return "│ " + " │ ".join(padded) + " │"
 
     def rule(left: str, middle: str, right: str) -> str:
         return left + middle.join("─" * (w + 2) for w in widths) + right
 
-    out = [f"{data['name']} ({data['file']})", rule("┌", "┬", "┐"), line(_COLUMNS), rule("├", "┼", "┤")]
+    out = [f"{data['name']} ({data['file']})", rule("┌", "┬", "┐"), line(columns), rule("├", "┼", "┤")]
     out += [line(cells) for cells in body]
     out += [rule("├", "┼", "┤")] + [line(cells) for cells in totals] + [rule("└", "┴", "┘")]
     return "\n".join(out + _summary_lines(data)) + "\n"
@@ -199,9 +209,10 @@ def _markdown(data: dict) -> str:
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    out = [f"# {data['name']}", "", line(_COLUMNS), line(["---"] * len(_COLUMNS))]
-    out += [line(_cells(row)) for row in data["layers"]]
-    out += [line(row) for row in _total_rows(data)]
+    columns, pick = _shown(data)
+    out = [f"# {data['name']}", "", line(columns), line(["---"] * len(columns))]
+    out += [line(pick(_cells(row))) for row in data["layers"]]
+    out += [line(pick(row)) for row in _total_rows(data)]
     out += [""] + [f"- {text}" for text in _summary_lines(data)]
     return "\n".join(out) + "\n"
 
@@ -222,4 +233,7 @@ def _csv(data: dict) -> str:
             "groups": row["groups"], "tower": row["towers_role"], "device": "+".join(row["device"]),
             "params": row["params"], "macs": row["macs"], "output_bytes": row["output_bytes"],
             "rounded": "; ".join(row["rounded"])})
+    writer.writerow({"name": "total", "type": "total", "input_shape": "x".join(map(str, data["input_shape"])),
+                     "output_shape": "x".join(map(str, data["output_shape"])), "params": data["total_params"],
+                     "macs": data["total_macs"], "output_bytes": sum(r["output_bytes"] for r in data["layers"])})
     return buffer.getvalue()

@@ -7,6 +7,7 @@ import json
 
 from alexspec import analyse
 from alexspec.report import render
+from alexspec.spec import load_text
 from conftest import ROOT, SPECS, run_cli
 
 
@@ -39,9 +40,11 @@ def test_batch_and_dtype_scale_memory():
 
 def test_csv_rows_add_up():
     text = render(analyse(SPECS / "caffe-alexnet.yaml"), "csv")
-    rows = list(csv.DictReader(io.StringIO(text)))
+    *rows, total = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 14
     assert sum(int(r["params"]) for r in rows) == 62_378_344
+    assert (total["name"], total["type"], int(total["params"])) == ("total", "total", 62_378_344)  # the paper's 62.4M
+    assert int(total["macs"]) == sum(int(r["macs"]) for r in rows) and total["output_shape"] == "1000"
     assert rows[0]["kernel"] == "11x11" and rows[0]["stride"] == "4x4"
 
 
@@ -129,3 +132,30 @@ def test_a_console_that_cannot_show_box_drawing_gets_an_ascii_table():
     utf8 = run_cli("report", "digits").stdout
     assert text.splitlines()[1].startswith("+---+") and "| conv1 " in text
     assert text == utf8.translate(str.maketrans({"─": "-", "│": "|", **{c: "+" for c in "┌┐└┘├┤┬┴┼"}}))
+
+
+def test_the_memory_line_names_the_spec_s_optimizer_and_counts_its_state():
+    info = analyse(SPECS / "digits.yaml")
+    sgd = render(info, "json")
+    data = json.loads(sgd)["memory"]
+    assert data["optimizer"] == "SGD with momentum" and "training total (SGD with momentum)" in render(info)
+    params = data["params_bytes"]
+    assert data["training_total_bytes"] == 3 * params + data["training_saved_bytes"]  # weights, grads, momentum
+    adamw = analyse(load_text((SPECS / "digits.yaml").read_text().replace("optimizer: sgd", "optimizer: adamw"),
+                              "d.yaml"))
+    memory = json.loads(render(adamw, "json"))["memory"]
+    assert memory["optimizer"] == "AdamW" and "training total (AdamW)" in render(adamw)
+    assert memory["training_total_bytes"] == 4 * params + data["training_saved_bytes"]  # two moments
+
+
+def test_a_one_tower_one_device_table_has_no_tower_or_device_columns():
+    one = render(analyse(SPECS / "digits.yaml"), "table").splitlines()[2]
+    assert "tower" not in one and "device" not in one and "params" in one
+    two = render(analyse(SPECS / "alexnet.yaml"), "table").splitlines()[2]
+    assert "│ tower │ device " in two
+
+
+def test_a_report_that_cannot_be_written_names_the_path(tmp_path):
+    result = run_cli("report", "digits", "-o", str(tmp_path / "no" / "such" / "r.txt"))
+    assert result.returncode == 2 and result.stderr == f"alexspec: cannot write {tmp_path / 'no' / 'such' / 'r.txt'}: " \
+        "No such file or directory\n"
