@@ -43,7 +43,7 @@ EXAMPLES = {
     """,
     "train": """
         examples:
-          alexspec train                       the bundled digits net on scikit-learn's digits (CPU, < 1 min)
+          alexspec train                       the bundled digits net on scikit-learn's digits (CPU, seconds)
           alexspec train lenet5 --data synthetic --epochs 2
           alexspec train alexnet --data /data/imagenet-shards --devices cuda:0,cuda:1 --precision bf16
           alexspec train alexnet --set training.lr=0.02 --set training.batch=256
@@ -275,6 +275,7 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
+    print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
     from alexspec.train.loop import start
 
     result = start(resolve_spec(args.spec), _train_config(args))
@@ -524,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Triton kernels, and trains it.",
         epilog=textwrap.dedent("""
             start here:
-              alexspec train                     train the bundled digits net on real images (CPU, < 1 min)
+              alexspec train                     train the bundled digits net on real images (CPU, seconds)
               alexspec report alexnet            the paper's AlexNet, layer by layer
               alexspec validate my-net.yaml      find every problem in a spec at once
               alexspec compile alexnet -o build/ a readable PyTorch module, its IR and a diagram

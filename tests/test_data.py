@@ -183,3 +183,13 @@ def test_batches_read_into_pinned_memory_reach_the_gpu_in_order(tmp_path):
             expected_images, expected_labels = split.batch(indices)
             assert images.is_cuda and labels.is_cuda
             assert torch.equal(images.cpu(), expected_images) and torch.equal(labels.cpu(), expected_labels)
+
+
+def test_the_digits_read_from_disk_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from alexspec.train.data import _digits_on_disk
+
+    pixels, labels = _digits_on_disk()
+    reference = load_digits()
+    assert np.array_equal(pixels, reference.data) and np.array_equal(labels, reference.target)

@@ -139,15 +139,29 @@ class Dataset:
 
 def digits(seed: int = 0, val_fraction: float = 0.2) -> Dataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (shipped on disk), scaled from 0-16 to 0-255."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    pixels, target = _digits_on_disk()
+    images = torch.from_numpy((pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(target.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     cut = int(len(labels) * (1 - val_fraction))
     return Dataset("digits", Split(images[order[:cut]], labels[order[:cut]]),
                    Split(images[order[cut:]], labels[order[cut:]]), [str(d) for d in range(10)])
+
+
+def _digits_on_disk() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, labels) of the digits file scikit-learn ships, read without importing scikit-learn
+    (its import is most of a second); through load_digits where the file is not where it was."""
+    import importlib.util
+
+    found = importlib.util.find_spec("sklearn")
+    data = Path(found.origin).parent / "datasets" / "data" / "digits.csv.gz" if found and found.origin else None
+    if data is not None and data.is_file():
+        table = np.loadtxt(data, delimiter=",")
+        return table[:, :-1], table[:, -1]
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data, bunch.target
 
 
 def synthetic(shape: tuple[int, int, int], classes: int, train_size: int = 512, val_size: int = 128,
