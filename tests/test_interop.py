@@ -288,3 +288,17 @@ def test_import_cli_refuses_a_residual_model_with_exit_2(tmp_path):
                             timeout=300)
     assert result.returncode == 2 and "is used 2 times (conv, add)" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "net.yaml").exists()
+
+
+def test_diff_matches_layers_by_their_place_when_the_names_differ():
+    from alexspec.interop.diff import diff_data, render
+
+    imported = spec_from_torch(torchvision_style_alexnet(), (3, 224, 224), "tv").spec
+    ours = analyse(load_text(yaml.safe_dump(imported, sort_keys=False), "imported.yaml"))
+    bundled = analyse(SPECS / "torchvision-alexnet.yaml")
+    data = diff_data(ours, bundled)
+    assert data["same"] and ["fc1", "fc6"] in data["renamed"]
+    assert "describe the same network (with 7 layers named otherwise)" in render(ours, bundled)
+    text = run_cli("diff", "alexnet", "torchvision-alexnet").stdout
+    assert "{'std'" not in text and "None" not in text  # values as a person writes them
+    assert "std 0.01, bias 1" in text and "default" in text

@@ -1,6 +1,7 @@
 """`alexspec diff A B`: the layers, shapes, parameters and MACs that differ between two specs."""
 from __future__ import annotations
 
+import difflib
 import json
 
 from alexspec.graph import layer_dict
@@ -20,32 +21,84 @@ def _facts(li: LayerInfo) -> dict:
             "groups": li.groups}
 
 
+def pairs(a: NetworkInfo, b: NetworkInfo) -> tuple[list[tuple[LayerInfo, LayerInfo]], list, list]:
+    """(matched layers, layers only in a, layers only in b). Layers are matched by their place in
+    the net, not by name: the longest common subsequence of layer types, in order, and of those
+    the one that pairs the most equal names, so a spec imported under other names still matches
+    the one it came from layer for layer."""
+    la, lb = a.layers, b.layers
+    if len(la) * len(lb) > 4_000_000:  # very long specs: difflib's blocks, not the exact subsequence
+        matcher = difflib.SequenceMatcher(a=[x.layer.type for x in la], b=[x.layer.type for x in lb], autojunk=False)
+        index = [(block.a + k, block.b + k) for block in matcher.get_matching_blocks() for k in range(block.size)]
+    else:
+        index = _common_subsequence(la, lb)
+    matched = [(la[i], lb[j]) for i, j in index]
+    in_a, in_b = {i for i, _ in index}, {j for _, j in index}
+    return matched, [x for i, x in enumerate(la) if i not in in_a], [x for j, x in enumerate(lb) if j not in in_b]
+
+
+def _common_subsequence(la, lb) -> list[tuple[int, int]]:
+    """Index pairs of the longest common subsequence of layer types (ties: the most equal names)."""
+    n, m = len(la), len(lb)
+    best = [[(0, 0)] * (m + 1) for _ in range(n + 1)]  # (types matched, names matched) of la[i:], lb[j:]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            options = [best[i + 1][j], best[i][j + 1]]
+            if la[i].layer.type == lb[j].layer.type:
+                after = best[i + 1][j + 1]
+                options.append((after[0] + 1, after[1] + (la[i].layer.name == lb[j].layer.name)))
+            best[i][j] = max(options)
+    found, i, j = [], 0, 0
+    while i < n and j < m:
+        if la[i].layer.type == lb[j].layer.type and best[i][j] == (
+                best[i + 1][j + 1][0] + 1, best[i + 1][j + 1][1] + (la[i].layer.name == lb[j].layer.name)):
+            found.append((i, j))
+            i, j = i + 1, j + 1
+        elif best[i + 1][j] == best[i][j]:
+            i += 1
+        else:
+            j += 1
+    return found
+
+
+def _label(la: LayerInfo, lb: LayerInfo) -> str:
+    """A matched pair's name: one name where both use it, `a/b` where they differ."""
+    return la.layer.name if la.layer.name == lb.layer.name else f"{la.layer.name}/{lb.layer.name}"
+
+
 def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
-    """Layers matched by name: changed ones with each differing field, and those only in one spec."""
-    layers_a = {li.layer.name: li for li in a.layers}
-    layers_b = {li.layer.name: li for li in b.layers}
-    changed, only_a, only_b = [], [], []
-    for name, li in layers_a.items():
-        if name not in layers_b:
-            only_a.append({"name": name, **_facts(li)})
-            continue
-        fa, fb = _facts(li), _facts(layers_b[name])
+    """Layers matched by their place in the net (see `pairs`): changed ones with each differing
+    field, and those only in one spec."""
+    matched, only_a, only_b = pairs(a, b)
+    changed = []
+    for la, lb in matched:
+        fa, fb = _facts(la), _facts(lb)
         fields = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
         if fields:
-            changed.append({"name": name, "fields": fields})
-    only_b = [{"name": name, **_facts(li)} for name, li in layers_b.items() if name not in layers_a]
+            changed.append({"name": _label(la, lb), "fields": fields})
     network = {key: [va, vb] for key, va, vb in (
         ("input_shape", list(a.network.input), list(b.network.input)), ("towers", a.network.towers, b.network.towers),
         ("total_params", a.total_params, b.total_params), ("total_macs", a.total_macs, b.total_macs),
         ("output_shape", list(a.output_shape), list(b.output_shape))) if va != vb}
+    renamed = [[la.layer.name, lb.layer.name] for la, lb in matched if la.layer.name != lb.layer.name]
     return {"a": a.network.file, "b": b.network.file, "network": network, "changed": changed,
-            "only_in_a": only_a, "only_in_b": only_b, "same": not (network or changed or only_a or only_b)}
+            "only_in_a": [{"name": li.layer.name, **_facts(li)} for li in only_a],
+            "only_in_b": [{"name": li.layer.name, **_facts(li)} for li in only_b], "renamed": renamed,
+            "same": not (network or changed or only_a or only_b)}
 
 
 def _value(v) -> str:
+    """A field's value as a person writes it: 55x55, 1,000, std 0.01 and bias 1, default."""
+    if v is None:
+        return "default"
+    if isinstance(v, dict):
+        given = [f"{key} {_value(item)}" for key, item in v.items() if item is not None]
+        return ", ".join(given) if given else "default"
     if isinstance(v, list):
-        return "x".join(map(str, v)) if all(isinstance(x, int) for x in v) else str(v)
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+        return "x".join(map(str, v)) if all(isinstance(x, int) for x in v) else ", ".join(_value(x) for x in v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
@@ -54,7 +107,8 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if data["same"]:
-        return f"{data['a']} and {data['b']} describe the same network\n"
+        renamed = f" (with {count(len(data['renamed']), 'layer')} named otherwise)" if data["renamed"] else ""
+        return f"{data['a']} and {data['b']} describe the same network{renamed}\n"
     rows = [("", data["a"], data["b"])]
     rows += [(key, _value(va), _value(vb)) for key, (va, vb) in data["network"].items()]
     for layer in data["changed"]:
