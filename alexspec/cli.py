@@ -160,7 +160,7 @@ def cmd_report(args) -> int:
         from alexspec.fsutil import write_atomic
 
         write_atomic(args.output, text)
-        print(f"wrote {args.output}", file=sys.stderr)
+        print(f"wrote {args.output}")  # every command says what it wrote on standard output
     else:
         write_out(text)
     return 0

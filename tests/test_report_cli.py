@@ -70,6 +70,7 @@ def test_report_to_a_file(tmp_path):
     out = tmp_path / "r.md"
     result = run_cli("report", "alexnet", "-f", "markdown", "-o", str(out))
     assert result.returncode == 0 and out.read_text().startswith("# alexnet")
+    assert result.stdout == f"wrote {out}\n" and result.stderr == ""  # as every command says what it wrote
     result = run_cli("report", "alexnet", "-o", str(tmp_path / "missing-dir" / "r.txt"))
     assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
 
