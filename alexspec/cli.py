@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import shutil
 import sys
 import textwrap
 import traceback
@@ -155,7 +156,8 @@ def cmd_report(args) -> int:
     from alexspec.report import render
 
     info = _analyse(args.spec)
-    text = render(info, args.format, args.batch, args.dtype)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() and not args.output else None
+    text = render(info, args.format, args.batch, args.dtype, width)
     if args.output:
         from alexspec.fsutil import write_atomic
 

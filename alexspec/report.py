@@ -97,6 +97,8 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
         "per_device": [{"device": d.label, "params": d.params, "macs": d.macs,
                         "output_bytes": d.output_elements * size * batch} for d in info.device_totals()],
         "total_params": info.total_params, "total_macs": info.total_macs,
+        # every weight and bias of these layers learns; frozen layers and running statistics would not
+        "trainable_params": info.total_params, "non_trainable_params": 0,
         "memory": {"params_bytes": memory.params, "outputs_bytes": memory.outputs,
                    "training_saved_bytes": memory.training_saved, "training_total_bytes": memory.training_total,
                    "optimizer": memory.optimizer, "optimizer_states": memory.optimizer_states},
@@ -118,8 +120,10 @@ def notes(info: NetworkInfo) -> list[str]:
     return result
 
 
-def render(info: NetworkInfo, fmt: str = "table", batch: int = 1, dtype: str = "fp32") -> str:
-    """The report as text in `fmt` (one of FORMATS)."""
+def render(info: NetworkInfo, fmt: str = "table", batch: int = 1, dtype: str = "fp32",
+           width: int | None = None) -> str:
+    """The report as text in `fmt` (one of FORMATS); a table fits in `width` characters where
+    given (a terminal's), leaving out its least needed columns first."""
     if fmt == "dot":
         from alexspec.diagram import dot
 
@@ -129,7 +133,7 @@ def render(info: NetworkInfo, fmt: str = "table", batch: int = 1, dtype: str = "
         return json.dumps(data, indent=2) + "\n"
     if fmt == "csv":
         return _csv(data)
-    return _markdown(data) if fmt == "markdown" else _table(data)
+    return _markdown(data) if fmt == "markdown" else _table(data, width)
 
 
 _COLUMNS = ("#", "layer", "type", "output", "k/s/p", "groups", "tower", "device", "params", "% params",
@@ -163,7 +167,8 @@ def _summary_lines(data: dict) -> list[str]:
     lines = [
         f"{data['name']}: input {'x'.join(map(str, data['input_shape']))}, {len(data['layers'])} layers, "
         f"{count(data['towers'], 'tower')} on {', '.join(data['placement'])}",
-        f"params {data['total_params']:,} ({human_bytes(mem['params_bytes'])} {data['dtype']}); "
+        f"params {data['total_params']:,} (trainable {data['trainable_params']:,}, non-trainable "
+        f"{data['non_trainable_params']:,}; {human_bytes(mem['params_bytes'])} {data['dtype']}); "
         f"{data['total_macs']:,} MACs per image ({human_count(2 * data['total_macs'])} FLOPs)",
         f"batch {data['batch']}, {data['dtype']}: activations saved for backward "
         f"{human_bytes(mem['training_saved_bytes'])}; training total ({mem['optimizer']}) "
@@ -176,20 +181,28 @@ def _summary_lines(data: dict) -> list[str]:
 _RIGHT_ALIGNED = {"#", "groups", "params", "% params", "MACs", "output mem"}
 
 
-def _shown(data: dict):
+_LEAST_NEEDED = ("% params", "k/s/p", "groups", "output mem", "device", "tower", "MACs")  # left out first
+
+
+def _shown(data: dict, leave_out: tuple[str, ...] = ()):
     """The columns a reader needs, and a function keeping those of a row: one tower on one device
-    has no tower or device to tell apart."""
+    has no tower or device to tell apart; `leave_out` names more to drop."""
     one_place = data["towers"] == 1 and len(data["per_device"]) <= 1
-    keep = [i for i, name in enumerate(_COLUMNS) if not (one_place and name in ("tower", "device"))]
+    keep = [i for i, name in enumerate(_COLUMNS)
+            if not (one_place and name in ("tower", "device")) and name not in leave_out]
     return [_COLUMNS[i] for i in keep], lambda cells: [cells[i] for i in keep]
 
 
-def _table(data: dict) -> str:
-    """A box-drawn table (no terminal library: the report must answer fast), then the summary."""
-    columns, pick = _shown(data)
-    body = [pick(_cells(row)) for row in data["layers"]]
-    totals = [pick(row) for row in _total_rows(data)]
-    widths = [max(len(str(c)) for c in column) for column in zip(columns, *body, *totals)]
+def _table(data: dict, width: int | None = None) -> str:
+    """A box-drawn table (no terminal library: the report must answer fast) that fits in `width`
+    where it can, then the summary."""
+    for dropped in range(len(_LEAST_NEEDED) + 1):
+        columns, pick = _shown(data, _LEAST_NEEDED[:dropped])
+        body = [pick(_cells(row)) for row in data["layers"]]
+        totals = [pick(row) for row in _total_rows(data)]
+        widths = [max(len(str(c)) for c in column) for column in zip(columns, *body, *totals)]
+        if width is None or sum(widths) + 3 * len(widths) + 1 <= width:
+            break
 
     def line(cells) -> str:
         padded = [str(c).rjust(w) if name in _RIGHT_ALIGNED else str(c).ljust(w)

@@ -160,3 +160,21 @@ def test_a_report_that_cannot_be_written_names_the_path(tmp_path):
     result = run_cli("report", "digits", "-o", str(tmp_path / "no" / "such" / "r.txt"))
     assert result.returncode == 2 and result.stderr == f"alexspec: cannot write {tmp_path / 'no' / 'such' / 'r.txt'}: " \
         "No such file or directory\n"
+
+
+def test_a_table_fits_the_terminal_leaving_out_its_least_needed_columns():
+    info = analyse(SPECS / "alexnet.yaml")
+    full = render(info, "table").splitlines()
+    assert max(len(line) for line in full[:25]) > 100
+    narrow = render(info, "table", width=100).splitlines()
+    table = [line for line in narrow if line[:1] in "┌│├└"]
+    assert max(len(line) for line in table) <= 100
+    header = table[1]
+    assert all(f" {name} " in header for name in ("layer", "type", "output", "params"))
+    assert "% params" not in header and "| 60,965,224 |".replace("|", "│") in "\n".join(narrow)
+
+
+def test_the_summary_splits_trainable_parameters():
+    data = json.loads(render(analyse(SPECS / "alexnet.yaml"), "json"))
+    assert (data["trainable_params"], data["non_trainable_params"]) == (60_965_224, 0)
+    assert "params 60,965,224 (trainable 60,965,224, non-trainable 0;" in render(analyse(SPECS / "alexnet.yaml"))
