@@ -138,6 +138,7 @@ print(json.dumps({"prepared": prepared, "compiled": len(compiled), "tally": ahea
     assert tally["slowest"] == "_lrn_forward_kernel" and 0 < tally["slowest_s"] <= tally["compile_s"]
 
 
+@pytest.mark.slow
 def test_every_config_of_alexnets_training_step_compiles_for_an_h100_and_none_spills(cache):
     # what a cold start on an H100 compiles (bf16, channels-last, every conv by Triton): a config
     # ptxas rejects, or a kernel the interpreter runs but the compiler does not take, fails here;
@@ -169,6 +170,7 @@ print(json.dumps({"counts": {name: len(ks) for name, ks in found.items()}, "spil
                      "_max_pool_backward_kernel": len(maxpool.POOL_CONFIGS)}
 
 
+@pytest.mark.slow
 def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
     # after the test above, the binaries are in the cache: this only reads them
     out = tmp_path / "resources.json"

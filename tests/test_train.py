@@ -108,6 +108,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_while_saving_never_leaves_a_broken_latest_checkpoint(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
@@ -199,6 +200,7 @@ def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[d
     return final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
     one, two = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1", "--batch",
                                                       "32", "--max-steps", "6", "--set", "training.lr=0.02"], 29517)
@@ -218,6 +220,7 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_tower_split_combined_with_ddp(tmp_path):
     """Each of two DDP processes runs the model split over two (CPU) devices, as the paper's
     towers would over two GPUs; the result equals one process on the same global batch."""
