@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from alexspec.bench import BASELINES, describe_settings
-from alexspec.errors import BadInput
+from alexspec.plotting import pyplot
 
 KINDS = ("alexspec", *BASELINES)
 # What runs recorded before baselines carried their settings ran with: no CUDA graphs, SGD unfused.
@@ -126,12 +126,7 @@ def history(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], out: Path) -> Path:
     """Training and inference img/s of alexspec and each baseline over the runs, as a PNG."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     labels = [f"{Path(run['file']).stem.removeprefix('bench-')}\n{run.get('device', '?')[:16]}" for run in runs]
     for ax, what in zip(axes, ("train", "infer")):

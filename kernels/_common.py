@@ -263,3 +263,14 @@ def eager_function(forward_impl, backward_impl, setup_context, backward):
 def call(op, eager, *args):
     """The custom op `op` where torch.compile or torch.export traces, its `eager` Function elsewhere."""
     return op(*args) if torch.compiler.is_compiling() else eager(*args)
+
+
+def strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
+    """A 4-D tensor's strides, as the kernels take them (NCHW or channels-last alike)."""
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def image_block_grid(n: int, c: int, pixels: int):
+    """The launch grid of a kernel whose programs each take one image's BLOCK_C channels by
+    BLOCK_P pixels (its autotuned config names the two)."""
+    return lambda meta: (n, -(-c // meta["BLOCK_C"]), -(-pixels // meta["BLOCK_P"]))

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 
 from alexspec.kernels import reference
-from alexspec.kernels._common import autotune, call, eager_function, memory_format_of, needs_grad, tl, triton
+from alexspec.kernels._common import (autotune, call, eager_function, image_block_grid, memory_format_of,
+                                      needs_grad, strides4, tl, triton)
 from alexspec.kernels.lrn import check_lrn_arguments, fast_log2
 from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
 
@@ -126,14 +127,6 @@ if triton is not None:
         tl.store(dx_ptr + n * sxn + c[:, None] * sxc + pixel, dx.to(dx_ptr.dtype.element_ty), mask=in_ok)
 
 
-def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
-
-
-def _grid(n: int, c: int, pixels: int):
-    return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
-
-
 def _empty_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool, save: bool):
     """Uninitialised (y, argmax, scale) in x's memory format, argmax and scale empty unless `save`
     (the op and its fake share it)."""
@@ -149,9 +142,9 @@ def _lrn_pool_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: 
     n, c, h, w = x.shape
     y, idx, scale = _empty_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
-    _lrn_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, scale if save else y, y, idx if save else y, c, h, w, oh, ow, c // groups, alpha, beta, k, *_strides(x),
-        *_strides(y), SIZE=size, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0],
+    _lrn_pool_forward_kernel[image_block_grid(n, c, oh * ow)](
+        x, scale if save else y, y, idx if save else y, c, h, w, oh, ow, c // groups, alpha, beta, k, *strides4(x),
+        *strides4(y), SIZE=size, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0],
         PW=padding[1], RELU=relu, FP64=x.dtype == torch.float64, FAST=fast_log2(x), SAVE=save)
     return y, idx, scale
 
@@ -172,8 +165,8 @@ def _lrn_pool_backward(dy: torch.Tensor, idx: torch.Tensor, x: torch.Tensor, sca
     oh, ow = idx.shape[2:]
     dy = dy.contiguous(memory_format=memory_format_of(idx))
     dx = torch.empty_like(x)
-    _lrn_pool_backward_kernel[_grid(n, c, h * w)](
-        dy, idx, x, scale, dx, c, h, w, oh, ow, c // groups, alpha, beta, *_strides(x), *_strides(idx), SIZE=size,
+    _lrn_pool_backward_kernel[image_block_grid(n, c, h * w)](
+        dy, idx, x, scale, dx, c, h, w, oh, ow, c // groups, alpha, beta, *strides4(x), *strides4(idx), SIZE=size,
         KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], RELU=relu,
         FP64=x.dtype == torch.float64, FAST=fast_log2(x))
     return dx

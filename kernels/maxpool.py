@@ -13,8 +13,8 @@ from typing import Optional
 
 import torch
 
-from alexspec.kernels._common import (as_pair, autotune, call, check_tensor, eager_function, image_layout,
-                                      memory_format_of, needs_grad, tl, triton)
+from alexspec.kernels._common import (as_pair, autotune, call, check_tensor, eager_function, image_block_grid,
+                                      image_layout, memory_format_of, needs_grad, strides4, tl, triton)
 
 _OP = "alexspec::max_pool2d"
 
@@ -130,14 +130,6 @@ def _index_dtype(taps: int) -> torch.dtype:
     return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
 
 
-def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
-
-
-def _grid(n: int, c: int, pixels: int):
-    return lambda meta: (n, triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(pixels, meta["BLOCK_P"]))
-
-
 def empty_pool_outputs(x: torch.Tensor, kernel, stride, padding, ceil_mode: bool,
                    save: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Uninitialised y and argmax (empty unless `save`) for pooling x, in x's memory format (the
@@ -164,8 +156,8 @@ def _max_pool_forward(x: torch.Tensor, kernel: list[int], stride: list[int], pad
     n, c, h, w = x.shape
     y, idx = empty_pool_outputs(x, kernel, stride, padding, ceil_mode, save)
     oh, ow = y.shape[2:]
-    _max_pool_forward_kernel[_grid(n, c, oh * ow)](
-        x, y, idx if save else y, c, h, w, oh, ow, *_strides(x), *_strides(y), int(relu), KH=kernel[0], KW=kernel[1],
+    _max_pool_forward_kernel[image_block_grid(n, c, oh * ow)](
+        x, y, idx if save else y, c, h, w, oh, ow, *strides4(x), *strides4(y), int(relu), KH=kernel[0], KW=kernel[1],
         SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64, SAVE=save)
     return y, idx
 
@@ -184,8 +176,8 @@ def _max_pool_backward(dy: torch.Tensor, idx: torch.Tensor, y: Optional[torch.Te
     n, c, oh, ow = idx.shape
     dy = dy.contiguous(memory_format=memory_format_of(idx))
     dx = _empty_input_grad(dy, idx, input_height, input_width)
-    _max_pool_backward_kernel[_grid(n, c, input_height * input_width)](
-        dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *_strides(dx), *_strides(idx),
+    _max_pool_backward_kernel[image_block_grid(n, c, input_height * input_width)](
+        dy, idx, y if y is not None else dy, dx, c, input_height, input_width, oh, ow, *strides4(dx), *strides4(idx),
         int(y is not None), KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
         FP64=dy.dtype == torch.float64)
     return dx

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from alexspec.errors import BadInput
+from alexspec.plotting import pyplot
 
 def plot_run(run_dir: Path) -> Path:
     """Write RUN_DIR/curves.png; ValueError when the run has no metrics or matplotlib is missing."""
@@ -16,12 +17,7 @@ def plot_run(run_dir: Path) -> Path:
     epochs = [r for r in records if r["kind"] == "epoch"]
     if not records:
         raise BadInput(f"{path} is empty: the run logged nothing yet")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
+    plt = pyplot()
     fig, (loss_ax, err_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train (step)", alpha=0.6)
     loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation")

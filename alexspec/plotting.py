@@ -1,0 +1,15 @@
+"""matplotlib for the PNGs alexspec draws (run curves, benchmark history), without a display."""
+from __future__ import annotations
+
+from alexspec.errors import BadInput
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only); BadInput where matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
+    return plt
