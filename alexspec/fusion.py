@@ -5,10 +5,9 @@
   an LRN or a fused LRN + pool (ReLU on load, mask in its backward). The conv then skips the
   elementwise ReLU-mask pass over its output in backward, and keeps no copy of its output for it.
 - Opt-in (`lrn_pool=True`): LRN directly followed by max pooling runs as one kernel
-  (`lrn_max_pool`), the LRN output never reaching memory. Off by default: on an H100 the fused
-  kernel is slower than the LRN and pool kernels run one after the other (bf16 NHWC, batch 256:
-  1.03 ms against 0.23 + 0.16 ms forward; AlexNet trains at 20,900 img/s with it, 25,200
-  without; bench/results/kernels-2026-11-26.json, bench-2026-11-26-1-lrn-pool-fused.json).
+  (`lrn_max_pool`), the LRN output never reaching memory. Off by default: measured on a GPU,
+  the fused kernel was slower than the LRN and pool kernels one after the other (the figures
+  are in bench/results/ and the README's Speed section).
 
 The layers keep their attributes and parameters, so a fused and an unfused build share
 checkpoints; `fuse=False` gives a module whose every layer runs on its own.

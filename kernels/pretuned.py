@@ -1,8 +1,8 @@
 """Choices timed on a GPU model and shipped with alexspec, for a cold start on that model.
 
 From an empty Triton cache, a first step compiles every autotune config of every kernel shape,
-times them, and times each conv shape by Triton and by cuDNN (on an H100: 27.7 s for
-AlexNet, most of it compiling configs that lose). kernels/gpu-choices/<GPU model>.json holds what
+times them, and times each conv shape by Triton and by cuDNN: most of a cold start goes to
+compiling configs that lose (the measured figures are in bench/results/ and the README). kernels/gpu-choices/<GPU model>.json holds what
 won on that model (bench/pretune.py makes it from a GPU run's autotune-DATE.json): per kernel
 and tuning key, the winning config; per conv shape, the winning implementation. Where this
 machine's GPU has a table, a launch that finds no choice in Triton's cache takes the table's
