@@ -9,8 +9,7 @@ pool) or TFLOP/s (conv), each as a fraction of what this device does in the same
 copy's bandwidth, a large matmul's TFLOP/s), and the ratio to torch's own op
 (nn.LocalResponseNorm, F.max_pool2d, cuDNN conv + ReLU with cudnn.benchmark on) timed the same
 way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU time without
-the host's launch overhead: in the H100 run of 2026-11-26 forward+backward took 0.65-1.1 ms
-more than the forward for every op, 0.91 ms for pool5, whose backward moves only a few MB).
+the host's launch overhead).
 Writes JSON with the device, versions and date.
 `--smoke` runs tiny shapes on CPU under TRITON_INTERPRET=1 (checks the script, times nothing
 meaningful).
