@@ -140,8 +140,9 @@ _COLUMNS = ("#", "layer", "type", "output", "k/s/p", "groups", "tower", "device"
             "MACs", "output mem")
 
 
-def _cells(row: dict) -> list[str]:
-    shape = "x".join(map(str, row["output_shape"])) + ("*" if row["rounded"] else "")
+def _cells(row: dict, batch: int) -> list[str]:
+    """A layer's row; its output shape with the batch first, as torchinfo shows it."""
+    shape = "x".join(map(str, [batch, *row["output_shape"]])) + ("*" if row["rounded"] else "")
     return [str(row["index"]), row["name"], row["kind"], shape, window_text(row.get("window")),
             str(row["groups"]) if row["groups"] > 1 else "", row["towers_role"], "+".join(row["device"]),
             f"{row['params']:,}" if row["params"] else "", f"{row['params_percent']:.1f}" if row["params"] else "",
@@ -157,7 +158,7 @@ def _total_rows(data: dict) -> list[list[str]]:
         rows += [["", f"device {d['device']}", "", "", "", "", "", d["device"], f"{d['params']:,}", "",
                   human_count(d["macs"]), human_bytes(d["output_bytes"])] for d in data["per_device"]]
     out_bytes = sum(r["output_bytes"] for r in data["layers"])
-    rows.append(["", "total", "", "x".join(map(str, data["output_shape"])), "", "", "", "",
+    rows.append(["", "total", "", "x".join(map(str, [data["batch"], *data["output_shape"]])), "", "", "", "",
                  f"{data['total_params']:,}", "100.0", human_count(data["total_macs"]), human_bytes(out_bytes)])
     return rows
 
@@ -198,7 +199,7 @@ def _table(data: dict, width: int | None = None) -> str:
     where it can, then the summary."""
     for dropped in range(len(_LEAST_NEEDED) + 1):
         columns, pick = _shown(data, _LEAST_NEEDED[:dropped])
-        body = [pick(_cells(row)) for row in data["layers"]]
+        body = [pick(_cells(row, data["batch"])) for row in data["layers"]]
         totals = [pick(row) for row in _total_rows(data)]
         widths = [max(len(str(c)) for c in column) for column in zip(columns, *body, *totals)]
         if width is None or sum(widths) + 3 * len(widths) + 1 <= width:
@@ -224,7 +225,7 @@ def _markdown(data: dict) -> str:
 
     columns, pick = _shown(data)
     out = [f"# {data['name']}", "", line(columns), line(["---"] * len(columns))]
-    out += [line(pick(_cells(row))) for row in data["layers"]]
+    out += [line(pick(_cells(row, data["batch"]))) for row in data["layers"]]
     out += [line(pick(row)) for row in _total_rows(data)]
     out += [""] + [f"- {text}" for text in _summary_lines(data)]
     return "\n".join(out) + "\n"

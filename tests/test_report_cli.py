@@ -178,3 +178,10 @@ def test_the_summary_splits_trainable_parameters():
     data = json.loads(render(analyse(SPECS / "alexnet.yaml"), "json"))
     assert (data["trainable_params"], data["non_trainable_params"]) == (60_965_224, 0)
     assert "params 60,965,224 (trainable 60,965,224, non-trainable 0;" in render(analyse(SPECS / "alexnet.yaml"))
+
+
+def test_the_table_shows_output_shapes_with_the_batch_first():
+    table = render(analyse(SPECS / "alexnet.yaml"), "table", batch=128)
+    assert "│ conv1 " in table and " 128x96x55x55 " in table and " 128x1000 " in table
+    data = json.loads(render(analyse(SPECS / "alexnet.yaml"), "json", batch=128))
+    assert data["layers"][0]["output_shape"] == [96, 55, 55] and data["batch"] == 128  # JSON: per image, and the batch
