@@ -160,11 +160,11 @@ def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> 
 def _read(path: Path) -> dict:
     """What torch.load(weights_only=True) finds in a file torch.save wrote; CheckpointError otherwise."""
     with open(path, "rb") as handle:
-        start = handle.read(4)
-    if start != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is refused unread
-        if not start:
+        head = handle.read(MAX_PICKLE_SCAN)
+    if not head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive; anything else is refused unloaded
+        if not head:
             raise CheckpointError(f"{path}: not a checkpoint (an empty file)")
-        names = _pickle_globals(path.read_bytes()[:MAX_PICKLE_SCAN])
+        names = _pickle_globals(head)
         if names:
             raise CheckpointError(f"{path}: refused: a pickle that imports {', '.join(names[:3])}, so loading it "
                                   "could run code; alexspec checkpoints hold only tensors and plain values")
