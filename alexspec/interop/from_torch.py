@@ -83,7 +83,7 @@ def _functional_layer(node, namer) -> dict | None:
         first = args[1]
         if getattr(first, "op", None) == "call_method" and first.target == "size" and first.args[1:] == (0,):
             return {"name": "flatten", "type": "flatten"}
-    if target in (torch.relu, F.relu, "relu") and not node.kwargs.get("inplace", False) or target == "relu_":
+    if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
     return None
 
