@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from alexspec import settings
+
 # Dense peak TFLOP/s by (device name fragment, precision); the fp32 entry is TF32 tensor cores.
 PEAK_TFLOPS = {("H100", "bf16"): 989.0, ("H100", "fp32"): 494.0, ("H200", "bf16"): 989.0,
                ("H200", "fp32"): 494.0, ("A100", "bf16"): 312.0, ("A100", "fp32"): 156.0}
@@ -118,12 +120,12 @@ def strongest(results: dict, what: str) -> str | None:
     return max(measured, key=lambda name: results[name][f"{what}_img_s"], default=None)
 
 
-def describe_settings(settings: dict) -> str:
+def describe_settings(ran: dict) -> str:
     """A baseline's settings in words, e.g. `torch.compile reduce-overhead, its CUDA graphs, SGD(fused=True)`."""
-    mode = f"torch.compile {settings['mode']}" if settings["mode"] != "eager" else "eager"
-    graphs = {"step": "the whole step as a CUDA graph", "inductor": "its own CUDA graphs"}.get(settings["cuda_graphs"],
+    mode = f"torch.compile {ran['mode']}" if ran["mode"] != "eager" else "eager"
+    graphs = {"step": "the whole step as a CUDA graph", "inductor": "its own CUDA graphs"}.get(ran["cuda_graphs"],
                                                                                               "no CUDA graphs")
-    return f"{mode}, {graphs}, {settings['optimizer']}"
+    return f"{mode}, {graphs}, {ran['optimizer']}"
 
 
 # The speed levers `--ablate` turns off one at a time (all are on in the headline alexspec figure).
@@ -285,7 +287,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
                 "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune,
                 "steps": steps, "warmup": warmup, "repeats": repeats,
-                "autotune": os.environ.get("ALEXSPEC_AUTOTUNE", "full"), "headline": headline(results),
+                "autotune": settings.current().autotune, "headline": headline(results),
                 "spec_to_module_s": round(build_seconds, 3), "results": results, "levers": levers,
                 "profile": profiled.get("ops", []), "conv_choices": conv_choice.choices(), **_versions(),
                 "date": datetime.date.today().isoformat(), "complete": complete}
@@ -306,16 +308,16 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     progress(summary(False))
     for kind in compare:
         how = BASELINES[kind]
-        settings = {"mode": how["compile"] or "eager", "cuda_graphs": how["cuda_graphs"],
-                    "optimizer": _optimizer_name(how["fused_sgd"])}
+        ran = {"mode": how["compile"] or "eager", "cuda_graphs": how["cuda_graphs"],
+               "optimizer": _optimizer_name(how["fused_sgd"])}
         if how["cuda_graphs"] and not cuda:
-            results[kind] = {"skipped": "needs CUDA (CUDA graphs)", "settings": settings}
+            results[kind] = {"skipped": "needs CUDA (CUDA graphs)", "settings": ran}
             log(f"{kind:24} skipped: its CUDA graphs need CUDA")
             continue
-        results[kind] = {**measure(kind, baseline_levers(kind), kind), "settings": settings}
+        results[kind] = {**measure(kind, baseline_levers(kind), kind), "settings": ran}
         results[kind].update({f"alexspec_{key}": value for key, value in
                               _speedups(results["alexspec"], results[kind]).items()})
-        log(f"alexspec vs {kind} ({describe_settings(settings)}): training {_ratio_text(results[kind], 'train')}, "
+        log(f"alexspec vs {kind} ({describe_settings(ran)}): training {_ratio_text(results[kind], 'train')}, "
             f"inference {_ratio_text(results[kind], 'infer')}")
         progress(summary(False))
     for what, said in headline(results).items():
@@ -484,7 +486,7 @@ def startup(spec: str, batch: int, precision: str, layer_by_layer: bool = False,
         if layer_by_layer:
             starts.append(("cold_cache_layer_by_layer", another, {"ALEXSPEC_COMPILE_AHEAD": "0"}))
         device = pretuned.device_name()
-        if pretuned.ENABLED and pretuned.serving(device):
+        if pretuned.enabled() and pretuned.serving(device):
             starts.append(("cold_cache_without_shipped_choices", untuned, {"ALEXSPEC_PRETUNED": "0"}))
         for name, cache_dir, switches in starts:
             start = time.perf_counter()

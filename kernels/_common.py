@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from alexspec import settings
 from alexspec.kernels import pretuned
 from alexspec.kernels.stopwatch import Stopwatch
 
@@ -18,7 +19,7 @@ except ImportError:  # torch without triton (a CPU build): the references still 
     triton = None
     tl = None
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = settings.current().interpret  # decided when triton is imported, so read once
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
@@ -36,11 +37,6 @@ def cpu_tensors_taken() -> bool:
 _stand_in: list = []  # the stand-in driver of ahead.stand_in_gpu(), while it lasts
 
 
-AUTOTUNE = os.environ.get("ALEXSPEC_AUTOTUNE", "full")
-if AUTOTUNE not in ("full", "quick"):
-    warnings.warn(f"ALEXSPEC_AUTOTUNE={AUTOTUNE!r} is neither 'full' nor 'quick'; autotuning in full", stacklevel=1)
-
-
 def autotune(configs: list, key: list[str], prune=None):
     """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache: a later
     process compiles (loads) only the config chosen for each key and times nothing. A new
@@ -50,7 +46,7 @@ def autotune(configs: list, key: list[str], prune=None):
     ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step. `prune(configs,
     named_args, **constants)` may drop configs for a launch before any is compiled. Within
     ahead.compile_ahead() a launch compiles its configs and runs nothing."""
-    quick = INTERPRET or AUTOTUNE == "quick"
+    quick = INTERPRET or settings.current().autotune == "quick"
     tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
                             do_bench=_short_bench, prune_configs_by={"early_config_prune": prune} if prune else None)
     return lambda fn: _offering(configs, _compiled_ahead_when_asked(tuner(fn) if quick else

@@ -18,7 +18,6 @@ CPU tensors and launch nothing), which is how a CPU checks what a GPU's cold sta
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -28,19 +27,16 @@ from typing import Callable, Iterator
 
 import torch
 
+from alexspec import settings
 from alexspec.kernels import _common, conv_choice, pretuned
 from alexspec.kernels._common import INTERPRET, triton
 
-_SWITCH = os.environ.get("ALEXSPEC_COMPILE_AHEAD", "1")
-ENABLED = _SWITCH != "0"
-if _SWITCH not in ("0", "1"):
-    warnings.warn(f"ALEXSPEC_COMPILE_AHEAD={_SWITCH!r} is neither 0 nor 1; compiling ahead", stacklevel=1)
 
 
 def can_compile_ahead() -> bool:
     """Whether compiling ahead means anything here: compiled Triton kernels (not the
     interpreter), and ALEXSPEC_COMPILE_AHEAD not 0."""
-    return triton is not None and not INTERPRET and ENABLED
+    return triton is not None and not INTERPRET and settings.current().compile_ahead
 
 
 def compile_ahead(step: Callable[[], object], threads: int | None = None) -> bool:

@@ -22,16 +22,14 @@ from functools import partial
 from typing import Callable, Iterator, Optional
 
 from alexspec.fsutil import write_atomic
+from alexspec import settings
 from alexspec.errors import BadInput
 from alexspec.kernels.stopwatch import Stopwatch
 
-MODES = ("auto", "triton", "cudnn")
+MODES = settings.CONV_MODES
 _FALLBACK = "triton"  # where nothing can be timed: on CPU (the interpreter), or while a CUDA graph records
 
-_mode = os.environ.get("ALEXSPEC_CONV", "auto")
-if _mode not in MODES:
-    warnings.warn(f"ALEXSPEC_CONV={_mode!r} is not one of {', '.join(MODES)}; using 'auto'", stacklevel=1)
-    _mode = "auto"
+_mode = settings.current().conv  # ALEXSPEC_CONV; set_mode changes it
 _chosen: dict[tuple, dict] = {}
 _stored: Optional[dict[str, dict]] = None  # the file's choices, read at the first need
 _planning = False  # within planning()

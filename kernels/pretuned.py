@@ -26,20 +26,23 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
 import warnings
 from pathlib import Path
 from typing import Optional
 
+from alexspec import settings
+
 FOLDER = Path(__file__).resolve().parent / "gpu-choices"
 BATCH_SCALED = ("M", "SPLIT")  # tuning-key arguments that grow with the batch
 MAX_BATCH_RATIO = 4.0
 
-_SWITCH = os.environ.get("ALEXSPEC_PRETUNED", "1")
-ENABLED = _SWITCH != "0"
-if _SWITCH not in ("0", "1"):
-    warnings.warn(f"ALEXSPEC_PRETUNED={_SWITCH!r} is neither 0 nor 1; using the shipped choices", stacklevel=1)
+
+
+def enabled() -> bool:
+    """Whether the shipped choices serve (ALEXSPEC_PRETUNED=0: every choice is timed here)."""
+    return settings.current().pretuned
+
 
 _stand_in_device: list[str] = []  # a GPU model named by ahead.stand_in_gpu(), while it lasts
 used = {"autotune": 0, "conv": 0}  # how many choices this process took from a table
@@ -172,7 +175,7 @@ def conv_implementation(shape: str, implementations, device: Optional[str]) -> O
 
 
 def _table_part(device: Optional[str], part: str) -> dict:
-    found = serving(device) if ENABLED else None
+    found = serving(device) if enabled() else None
     value = found.get(part) if found else None
     return value if isinstance(value, dict) else {}
 

@@ -3,6 +3,7 @@ they are only taken where this machine timed nothing, that a shipped table names
 and implementations the kernels still offer, and bench/pretune.py, which makes a table."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import subprocess
@@ -15,6 +16,7 @@ from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
 
 import triton
 
+from alexspec import settings
 from alexspec.kernels import conv, conv_choice, pretuned
 
 GPU = "Test GPU 80GB"
@@ -35,7 +37,7 @@ def shipped(tmp_path, monkeypatch):
     """A table for GPU in a folder of its own: the kernel `_k` tuned at M 1024 (third config) and
     M 4096 (second), and two conv shapes at batch 256."""
     monkeypatch.setattr(pretuned, "FOLDER", tmp_path)
-    monkeypatch.setattr(pretuned, "ENABLED", True)
+    monkeypatch.setattr(settings, "_current", dataclasses.replace(settings.current(), pretuned=True))
     monkeypatch.setattr(pretuned, "_seen", {})
     pretuned.reload()
     table = {"device": GPU, "compute_capability": "9.0", "multiprocessors": 132, "made_from": "test",
@@ -115,11 +117,12 @@ def test_a_config_the_kernel_no_longer_offers_is_ignored(shipped):
     assert lookup([1024, 96, 363, 8, "torch.bfloat16"], configs=CONFIGS[:2]) is None
 
 
-def test_alexspec_pretuned_0_takes_nothing(shipped, monkeypatch):
-    monkeypatch.setattr(pretuned, "ENABLED", False)
-    assert lookup([1024, 96, 363, 8, "torch.bfloat16"]) is None
-    assert pretuned.conv_implementation("x [256, 96, 27, 27] nhwc bfloat16, weight [256, 48, 5, 5], relu True",
-                                        {"triton": None, "cudnn": None}, GPU) is None
+def test_alexspec_pretuned_0_takes_nothing(shipped):
+    with settings.override(pretuned=False):
+        assert lookup([1024, 96, 363, 8, "torch.bfloat16"]) is None
+        assert pretuned.conv_implementation("x [256, 96, 27, 27] nhwc bfloat16, weight [256, 48, 5, 5], relu True",
+                                            {"triton": None, "cudnn": None}, GPU) is None
+    assert lookup([1024, 96, 363, 8, "torch.bfloat16"]) is not None  # the environment's setting again
 
 
 def test_a_conv_takes_the_shipped_implementation_at_its_batch_or_the_nearest(shipped):

@@ -15,7 +15,6 @@ import datetime
 import functools
 import json
 import math
-import os
 from pathlib import Path
 import signal
 import sys
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from alexspec import ir
+from alexspec import ir, settings
 from alexspec.builder import Build, build, load_state
 from alexspec.errors import BadInput, TrainingError
 from alexspec.fsutil import write_atomic
@@ -106,8 +105,7 @@ class _Distributed:
     """Rank and world size under torchrun; a no-op otherwise."""
 
     def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.world, self.rank = settings.current().world_size, settings.current().rank
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
@@ -137,8 +135,8 @@ class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
         self.config, self.log = config, log
         self.devices = config.devices
-        if self.devices and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one GPU per process
-            local = os.environ.get("LOCAL_RANK", "0")
+        if self.devices and settings.current().world_size > 1:  # torchrun: one GPU per process
+            local = settings.current().local_rank
             self.devices = [f"cuda:{local}" if d == "cuda" else d for d in self.devices]
         spec_training = doc.data.get("training") if isinstance(doc.data, dict) else None
         spec_seed = spec_training.get("seed", 0) if isinstance(spec_training, dict) else 0
