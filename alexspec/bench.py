@@ -89,6 +89,12 @@ BASELINES = {
 SLOW_TO_COMPILE = ("compile-max-autotune",)  # minutes of autotuning: only with --max-autotune
 
 
+def defaults(cuda: bool) -> dict:
+    """Batch, timed steps and repeats when the command line names none: AlexNet's batch 256 on a GPU; on
+    a CPU a small batch, timed three times (its timings move more)."""
+    return {"batch": 256, "steps": 20, "repeats": 1} if cuda else {"batch": 8, "steps": 2, "repeats": 3}
+
+
 def default_baselines(cuda: bool, max_autotune: bool) -> list[str]:
     """The baselines `alexspec bench` compares with when --compare is not given: on a GPU all of them
     (max-autotune with --max-autotune); on CPU eager alone (see cpu_note)."""

@@ -124,6 +124,7 @@ def test_bad_arguments_exit_2():
 
 def test_only_bad_input_exits_2_and_an_internal_error_shows_its_traceback(monkeypatch, capsys):
     from alexspec import cli
+    from alexspec.cli import spec_commands
     from alexspec.errors import BadInput
 
     def failing(error):
@@ -131,11 +132,11 @@ def test_only_bad_input_exits_2_and_an_internal_error_shows_its_traceback(monkey
             raise error
         return command
 
-    monkeypatch.setattr(cli, "cmd_validate", failing(ValueError("an internal slip")))
+    monkeypatch.setattr(spec_commands, "cmd_validate", failing(ValueError("an internal slip")))
     assert cli.main(["validate", "x.yaml"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "ValueError: an internal slip" in err and "please report it" in err
-    monkeypatch.setattr(cli, "cmd_validate", failing(BadInput("the argument is wrong; give another")))
+    monkeypatch.setattr(spec_commands, "cmd_validate", failing(BadInput("the argument is wrong; give another")))
     assert cli.main(["validate", "x.yaml"]) == 2
     err = capsys.readouterr().err
     assert err == "alexspec validate: the argument is wrong; give another\n"

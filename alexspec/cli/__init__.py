@@ -1,0 +1,84 @@
+"""The `alexspec` command line.
+
+Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file, an
+unusable checkpoint: SpecError and BadInput), 3 training diverged, 1 an internal error (any
+other exception: a bug, printed with its traceback and a request to report it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import traceback
+
+from alexspec import __version__
+from alexspec.cli import bench_command, interop_commands, spec_commands, train_commands
+from alexspec.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERNAL, print_problems, resolve_spec, write_out
+from alexspec.errors import BadInput, SpecError, TrainingError
+
+__all__ = ["main", "build_parser", "resolve_spec", "write_out"]
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alexspec", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Define a network (AlexNet and its cousins) in one YAML file; alexspec checks it, "
+                    "infers every shape, parameter count, MAC and byte, compiles it to a PyTorch module with "
+                    "Triton kernels, and trains it.",
+        epilog=textwrap.dedent("""
+            start here:
+              alexspec train                     train the bundled digits net on real images (CPU, seconds)
+              alexspec report alexnet            the paper's AlexNet, layer by layer
+              alexspec validate my-net.yaml      find every problem in a spec at once
+              alexspec compile alexnet -o build/ a readable PyTorch module, its IR and a diagram
+              alexspec schema > alexspec.schema.json    for editor completion
+
+            Run `alexspec COMMAND --help` for each command's options and examples.
+            Specs are described in docs/spec-language.md.
+        """))
+    parser.add_argument("--version", action="version", version=f"alexspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, func, examples: dict) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=textwrap.dedent(examples[name]),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    for group in (spec_commands, train_commands, bench_command, interop_commands):
+        group.add_parsers(command)
+    return parser
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except SpecError as error:
+        print_problems(error)
+        return EXIT_BAD_INPUT
+    except BadInput as error:  # arguments, checkpoints, data, devices: each carries its own message
+        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingError as error:
+        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # an output path that cannot be written
+        print(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # anything else is a bug in alexspec, not in the input: show where
+        traceback.print_exc()
+        print(f"alexspec {args.command}: internal error (a bug in alexspec {__version__}, not in your input); "
+              "please report it with the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL

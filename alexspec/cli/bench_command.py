@@ -1,0 +1,147 @@
+"""`alexspec bench`: time a spec against its baselines, or summarise the results kept."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+import sys
+
+from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec
+from alexspec.errors import Loc, Problem, SpecError
+
+EXAMPLES = {
+    "bench": """
+        examples:
+          alexspec bench                                    the paper's AlexNet, batch 256 on a GPU
+          alexspec bench alexnet --precision bf16 --compare eager-graphed,compile-reduce-overhead --max-autotune
+          alexspec bench --ablate                           ... and each speed lever's effect
+          alexspec bench --cold-start                       ... and the start-up time in fresh processes
+          alexspec bench --cpu-figures                      compiler speed only (no GPU needed)
+          alexspec bench --history                          tables and a plot of bench/results/
+        On a machine without CUDA it times the torch backend on CPU (batch 8) and says so.
+        ALEXSPEC_AUTOTUNE=quick skips the kernels' autotuning (a faster first step).
+        ALEXSPEC_CONV=triton|cudnn runs every conv one way (default auto: per shape, the faster).
+        ALEXSPEC_PRETUNED=0 times every choice here, where alexspec ships the choices made on this GPU model.
+    """,
+}
+
+
+
+def _bench_history(folder: Path, plot_file: str | None) -> int:
+    from alexspec import bench_history
+
+    if not folder.is_dir():
+        raise SpecError([Problem(Loc(str(folder), 1, 1), "", "no such folder of benchmark results",
+                                 "give the folder `alexspec bench` wrote to (default bench/results)")])
+    runs, skipped = bench_history.load(folder)
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    if not runs:
+        print(f"{folder}: no benchmark results yet; run `alexspec bench` on a GPU (it writes them there)",
+              file=sys.stderr)
+        return 1
+    latest = "\n".join(bench_history.headline(run) for run in bench_history.latest(runs))
+    print("latest:\n\n" + latest + "\nall runs:\n\n" + bench_history.history(runs))
+    out = bench_history.plot(runs, Path(plot_file) if plot_file else folder / "history.png")
+    print(f"wrote {out}")
+    return 0
+
+
+
+def cmd_bench(args) -> int:
+    if args.history:
+        return _bench_history(Path(args.history), args.plot)
+    from alexspec import bench
+
+    result = {}
+    if args.cpu_figures:
+        result["cpu_figures"] = figures = bench.cpu_figures()
+        print(f"report (fresh process) {figures['report_wall_s']:.3f} s; compiler import "
+              f"{figures['compiler_import_s']:.3f} s (imports torch: {figures['compiler_imports_torch']}); "
+              f"validate + infer of 1,000 layers {figures['validate_infer_1000_layers_s']:.3f} s")
+    if not args.cpu_figures or args.spec:
+        import os
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch loads: the profiler's log stays quiet
+        import torch
+
+        cuda = torch.cuda.is_available()
+        default = bench.defaults(cuda)
+        batch, steps, repeats = args.batch or default["batch"], args.steps or default["steps"], \
+            args.repeats or default["repeats"]
+        if args.compare is None:
+            compare = bench.default_baselines(cuda, args.max_autotune)
+            if not cuda:
+                print(bench.cpu_note())
+        else:
+            compare = bench.parse_baselines(args.compare)
+        if args.max_autotune and "compile-max-autotune" not in compare:
+            compare.append("compile-max-autotune")
+        spec = resolve_spec(args.spec or "alexnet")
+        if args.cold_start:
+            cuda = torch.cuda.is_available()
+            print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
+                  + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "
+                     "timing every choice)..." if cuda else ")..."))
+            result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
+            for name, figures in result["startup"].items():
+                print(bench.describe_start(name, figures))
+        out = _bench_out(args.output, torch.cuda.is_available())
+
+        def keep(partial: dict) -> None:  # an interrupted run keeps what it timed
+            if out:
+                bench.write({**result, **partial}, out)
+
+        result.update(bench.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, steps,
+                                args.warmup, args.ablate, progress=keep, repeats=repeats))
+    else:
+        out = _bench_out(args.output, False)
+    if out:
+        bench.write(result, out)
+        print(f"wrote {out}")
+    return 0
+
+
+
+def _bench_out(out: str | None, cuda: bool) -> Path | None:
+    """Where `alexspec bench` writes its JSON: -o/--output, else bench/results/bench-<date>.json on CUDA."""
+    import datetime
+
+    if out or cuda:
+        return Path(out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
+    return None
+
+
+
+def add_parsers(command) -> None:
+    """Add bench to the command line (`command(name, help, handler)` adds one)."""
+    command = functools.partial(command, examples=EXAMPLES)
+    p = command("bench", "Time training and inference against the PyTorch baselines a user would pick.", cmd_bench)
+    p.add_argument("spec", nargs="?", metavar="SPEC", help=SPEC_HELP + " (default: alexnet)")
+    p.add_argument("--batch", type=positive_int, help="default: 256 on CUDA, 8 on CPU")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="default: bf16 (channels-last)")
+    p.add_argument("--compare", metavar="LIST",
+                   help="baselines, comma-separated: eager (SGD foreach), eager-graphed (the whole step as a CUDA "
+                        "graph, fused SGD), compile (torch.compile default, fused SGD), compile-reduce-overhead, "
+                        "compile-max-autotune (both with torch.compile's CUDA graphs, fused SGD); '' for none "
+                        "(default on CUDA: all but compile-max-autotune; on CPU: eager)")
+    p.add_argument("--max-autotune", action="store_true",
+                   help="also compare with torch.compile max-autotune, its CUDA graphs on (minutes to compile)")
+    p.add_argument("--steps", type=positive_int, help="timed steps (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--repeats", type=positive_int, help="time each figure this many times and report the median and "
+                   "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
+                   help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
+    p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
+    p.add_argument("--history", nargs="?", const="bench/results", metavar="DIR",
+                   help="instead of timing: summarise the results in DIR (default bench/results) as markdown "
+                        "tables and a plot")
+    p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file (default DIR/history.png)")
+    p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
+                   "(fusion, channels_last, fused_optimizer, weight_copies, cuda_graphs, triton_conv) and record each one's effect")
+    p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "
+                   "training step) in fresh processes: with an empty Triton cache, and with the cache that left; on a GPU "
+                   "also with an empty cache and ALEXSPEC_COMPILE_AHEAD=0 (each kernel compiled at its first launch), "
+                   "with ALEXSPEC_PRETUNED=0 where alexspec ships choices for the GPU (each one timed), and a warm "
+                   "start under cProfile")

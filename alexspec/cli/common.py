@@ -1,0 +1,65 @@
+"""What the commands share: finding a spec, printing tables and problems, argument types."""
+
+from __future__ import annotations
+
+import sys
+
+import argparse
+
+from alexspec.errors import SpecError
+
+EXIT_INTERNAL = 1      # a bug: the traceback is printed
+EXIT_BAD_INPUT = 2     # SpecError, BadInput
+EXIT_DIVERGED = 3      # TrainingError
+
+SPEC_HELP = "a spec file, or the name of a bundled spec (alexnet, alexnet-1gpu, lenet5, ...)"
+
+_ASCII_LINES = str.maketrans({"─": "-", "│": "|", **{corner: "+" for corner in "┌┐└┘├┤┬┴┼"}})
+
+
+
+def write_out(text: str) -> None:
+    """Write `text` to standard output in its encoding: where that cannot show the table's
+    box-drawing characters (a cp1252 console, say), they become ASCII, and anything else it
+    cannot show becomes '?'."""
+    encoding = sys.stdout.encoding or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        text = text.translate(_ASCII_LINES).encode(encoding, "replace").decode(encoding)
+    sys.stdout.write(text)
+
+
+
+def resolve_spec(name: str) -> str:
+    """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`)."""
+    from alexspec.spec.bundled import resolve
+
+    return resolve(name)
+
+
+
+def analyse_spec(spec: str):
+    from alexspec import analyse
+
+    return analyse(resolve_spec(spec))
+
+
+
+def print_problems(error: SpecError) -> None:
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    files = sorted({p.loc.file for p in error.problems})
+    count = len(error.problems)
+    print(f"{count} problem{'s' if count != 1 else ''} in {', '.join(files)}", file=sys.stderr)
+
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 1 <= value <= 1 << 24:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {1 << 24}, got {value}")
+    return value

@@ -1,0 +1,141 @@
+"""Commands between alexspec and other tools: import, export."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import argparse
+
+from alexspec.cli.common import SPEC_HELP, analyse_spec, resolve_spec
+
+EXAMPLES = {
+    "import": """
+        examples:
+          alexspec import torchvision:alexnet -o specs/tv.yaml           (needs torchvision; no download)
+          alexspec import python:mypkg.models:LeNet --input 1,32,32 -o lenet.yaml --weights-out lenet.pt
+          alexspec import caffe deploy.prototxt -o caffe.yaml
+    """,
+    "export": """
+        examples:
+          alexspec export digits --checkpoint runs/d/checkpoints/best.pt --format torch-export -o digits.pt2
+          alexspec export alexnet --checkpoint CKPT --format onnx -o alexnet.onnx
+    """,
+}
+
+
+
+def _shape_arg(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got '{text}'")
+    return shape
+
+
+
+def cmd_import(args) -> int:
+    import yaml as yaml_module
+
+    from alexspec.fsutil import write_atomic
+    from alexspec.interop.from_torch import ImportProblem
+
+    if args.source == "caffe":
+        from alexspec.interop.caffe import spec_from_prototxt
+
+        if not args.path:
+            raise ImportProblem("`alexspec import caffe` needs the prototxt: alexspec import caffe deploy.prototxt")
+        try:
+            text = Path(args.path).read_text()
+        except OSError as exc:
+            raise ImportProblem(f"{args.path}: {exc.strerror}") from None
+        spec, imported = spec_from_prototxt(text, args.name, args.input), None
+    else:
+        from alexspec.interop.from_torch import spec_from_torch
+
+        model, default_name = _torch_model(args.source)
+        imported = spec_from_torch(model, args.input or (3, 224, 224), args.name or default_name,
+                                   follows=args.source.split(":", 1)[0])
+        spec = imported.spec
+    out = Path(args.output)
+    write_atomic(out, "# Imported by `alexspec import " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
+                 + yaml_module.safe_dump(spec, sort_keys=False, width=110))
+    info = analyse_spec(str(out))
+    print(f"wrote {out}: {info.network.name}, {len(info.layers)} layers, {info.total_params:,} params")
+    if imported is not None and args.weights_out:
+        from alexspec.train import checkpoint
+
+        state = imported.convert_state_dict(model.state_dict())
+        checkpoint.save_weights(Path(args.weights_out), state, checkpoint.network_hash(info))
+        print(f"wrote {args.weights_out}: the model's weights as an alexspec checkpoint "
+              f"(use with alexspec eval/export --checkpoint)")
+    return 0
+
+
+
+def _torch_model(source: str):
+    """A model instance from torchvision:NAME or python:MODULE:CALLABLE."""
+    import importlib
+
+    from alexspec.interop.from_torch import ImportProblem
+
+    kind, _, rest = source.partition(":")
+    if kind == "torchvision":
+        try:
+            models = importlib.import_module("torchvision.models")
+        except ImportError:
+            raise ImportProblem("torchvision is not installed: pip install torchvision") from None
+        factory = getattr(models, rest, None)
+        if factory is None:
+            raise ImportProblem(f"torchvision.models has no {rest!r}")
+        return factory(weights=None), rest  # never downloads: weights come from --weights-file
+    if kind == "python":
+        module_name, _, attr = rest.partition(":")
+        if not module_name or not attr:
+            raise ImportProblem(f"python:{rest} names no callable: write python:MODULE:CALLABLE, e.g. "
+                                "python:mynets:LeNet (a function or class returning the model)")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ImportProblem(f"cannot load {rest}: {exc}") from None
+        return factory(), attr.lower()
+    raise ImportProblem(f"unknown source {source!r}: use torchvision:NAME, python:MODULE:CALLABLE or caffe PATH")
+
+
+
+def cmd_export(args) -> int:
+    from alexspec.interop.export import export, format_for
+
+    fmt = args.format or format_for(Path(args.output))
+    out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, fmt,
+                 Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")])
+    print(f"wrote {out} ({fmt})")
+    return 0
+
+
+
+def add_parsers(command) -> None:
+    """Add import and export to the command line (`command(name, help, handler)` adds one)."""
+    command = functools.partial(command, examples=EXAMPLES)
+    p = command("import", "Write a spec for a torch.nn model or a Caffe prototxt.", cmd_import)
+    p.add_argument("source", metavar="SOURCE", help="torchvision:NAME, python:MODULE:CALLABLE, or caffe")
+    p.add_argument("path", nargs="?", metavar="PATH", help="the prototxt (caffe)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE", help="the spec to write")
+    p.add_argument("--input", type=_shape_arg, metavar="C,H,W", help="input shape (default 3,224,224 for "
+                   "torch models; Caffe's from the prototxt)")
+    p.add_argument("--name", help="network name (default: the model's)")
+    p.add_argument("--weights-out", metavar="FILE", help="also write the model's weights as an alexspec checkpoint "
+                   "(torch models; Caffe's .caffemodel is not read)")
+
+    p = command("export", "Export a (trained) spec for inference: torch.export or ONNX.", cmd_export)
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export (default: the spec's initialisation)")
+    p.add_argument("--format", "-f", choices=("torch-export", "onnx"),
+                   help="default: from the file's name (.pt2: torch-export, .onnx: onnx)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                   help="torch-export: whose ops the program keeps (default auto)")
+    p.add_argument("--devices", "--device", dest="devices", default="cpu", metavar="LIST",
+                   help="device to trace on (default cpu)")

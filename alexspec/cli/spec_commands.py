@@ -1,0 +1,201 @@
+"""Commands of the compiler side: validate, report, schema, compile, diff (none imports torch)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+import shutil
+import sys
+
+from alexspec.cli.common import EXIT_BAD_INPUT, SPEC_HELP, analyse_spec, positive_int, print_problems, write_out
+from alexspec.errors import Loc, Problem, SpecError
+from alexspec.words import count
+
+EXAMPLES = {
+    "validate": """
+        examples:
+          alexspec validate specs/alexnet.yaml
+          alexspec validate specs/*.yaml          check several specs at once
+          alexspec validate lenet5                 a bundled example spec, by name
+    """,
+    "report": """
+        examples:
+          alexspec report specs/alexnet.yaml                 the table, batch 1, fp32
+          alexspec report alexnet --batch 128 --dtype bf16   memory for a training batch
+          alexspec report specs/lenet5.yaml --format json    the machine interface
+          alexspec report alexnet --format markdown > alexnet.md
+    """,
+    "schema": """
+        examples:
+          alexspec schema > alexspec.schema.json
+            then, for the YAML language server, start a spec with:
+            # yaml-language-server: $schema=./alexspec.schema.json
+          alexspec schema --format markdown                  the spec language reference
+    """,
+    "compile": """
+        examples:
+          alexspec compile specs/alexnet.yaml -o build/
+            writes build/alexnet.py (the PyTorch module), build/graph.json (the IR with
+            inferred shapes), build/report.json and build/alexnet.dot (+ .svg/.png with Graphviz)
+            then: python -c "from build.alexnet import Alexnet; print(Alexnet(devices=['cpu']))"
+          alexspec compile alexnet --devices cuda:0 -o build/     both towers on one GPU (groups)
+          alexspec compile alexnet --devices cuda:0,cuda:1        the paper's split over two GPUs
+    """,
+    "diff": """
+        examples:
+          alexspec diff alexnet torchvision-alexnet          the paper's net against torchvision's
+          alexspec diff alexnet alexnet-1gpu                 towers against groups
+          alexspec diff a.yaml b.yaml --format json
+    """,
+}
+
+
+
+def cmd_validate(args) -> int:
+    failed = False
+    for spec in args.specs:
+        try:
+            info = analyse_spec(spec)
+        except SpecError as error:
+            print_problems(error)
+            failed = True
+            continue
+        net = info.network
+        print(f"{net.file}: ok: {net.name}, {len(net.layers)} layers, {info.total_params:,} params, "
+              f"output {'x'.join(map(str, info.output_shape))}")
+    return EXIT_BAD_INPUT if failed else 0
+
+
+
+def cmd_report(args) -> int:
+    from alexspec.report import render
+
+    info = analyse_spec(args.spec)
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() and not args.output else None
+    text = render(info, args.format, args.batch, args.dtype, width)
+    if args.output:
+        from alexspec.fsutil import write_atomic
+
+        write_atomic(args.output, text)
+        print(f"wrote {args.output}")  # every command says what it wrote on standard output
+    else:
+        write_out(text)
+    return 0
+
+
+
+def cmd_schema(args) -> int:
+    if args.format == "markdown":
+        from alexspec.spec.schema_doc import markdown
+
+        sys.stdout.write(markdown())
+    else:
+        from alexspec.spec.schema import schema_json
+
+        sys.stdout.write(schema_json())
+    return 0
+
+
+
+def cmd_compile(args) -> int:
+    from alexspec.codegen import generate
+    from alexspec.diagram import dot, render
+    from alexspec.fsutil import write_atomic
+    from alexspec.graph import graph_json
+    from alexspec.report import render as render_report
+
+    info = analyse_spec(args.spec)
+    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
+    if devices and len(devices) not in (1, info.network.towers):
+        raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
+                                 f"{count(info.network.towers, 'tower')}", "give one device, or one per tower")])
+    generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({exc.strerror})",
+                                 "choose another folder with -o")]) from None
+    name = info.network.name
+    written = {f"{name}.py": generated.source, "graph.json": graph_json(info),
+               "report.json": render_report(info, "json"), f"{name}.dot": dot(info)}
+    for file, text in written.items():
+        write_atomic(out / file, text)
+    pictures = render(out / f"{name}.dot")
+    write_out(render_report(info, "table"))
+    fusions = generated.fusion.describe()
+    if fusions:
+        print("fused: " + "; ".join(fusions) + " (--no-fuse: every layer on its own)")
+    elif args.no_fuse:
+        print("fused: nothing (--no-fuse)")
+    else:
+        print("fused: nothing: no conv ReLU that the next layer could apply"
+              + ("" if args.fuse_lrn_pool else " (--fuse-lrn-pool also runs each LRN + max pool as one kernel)"))
+    print(f"wrote {', '.join(str(out / f) for f in [*written, *(p.name for p in pictures)])}")
+    if not pictures:
+        print("(install Graphviz for an SVG/PNG picture of the network: apt-get install graphviz)")
+    print(_use_it(out, name, generated.class_name, devices or info.network.placement))
+    return 0
+
+
+
+def _use_it(out: Path, module: str, class_name: str, devices) -> str:
+    """A line that uses the compiled module on any machine: on the CPU where its default devices
+    name GPUs (which this machine may not have), saying where the defaults put it."""
+    on_gpus = any(str(d).startswith("cuda") for d in devices)
+    make = f"{class_name}(devices=['cpu'])" if on_gpus else f"{class_name}()"
+    where = f" ({class_name}() puts it on {', '.join(devices)})" if on_gpus else ""
+    if out.name.isidentifier():
+        return f"use it: cd {out.parent} && python -c \"from {out.name}.{module} import {class_name}; " \
+               f"model = {make}; print(model)\"{where}"
+    return f"use it: cd {out} && python -c \"from {module} import {class_name}; model = {make}; print(model)\"{where}"
+
+
+
+def cmd_diff(args) -> int:
+    from alexspec.interop.diff import diff_data, render
+
+    a, b = analyse_spec(args.a), analyse_spec(args.b)
+    write_out(render(a, b, args.format))
+    return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
+
+
+
+def add_parsers(command) -> None:
+    """Add validate, report, schema, compile and diff to the command line (`command(name, help, handler)` adds one)."""
+    from alexspec.infer import DTYPE_BYTES
+    from alexspec.report import FORMATS
+
+    command = functools.partial(command, examples=EXAMPLES)
+    p = command("validate", "Check specs and list every problem with file:line:col and a fix.", cmd_validate)
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
+
+    p = command("report", "Show every layer's shape, params, MACs and memory, with totals.", cmd_report)
+    p.add_argument("spec", nargs="?", default="alexnet", metavar="SPEC", help=SPEC_HELP + " (default: alexnet)")
+    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--batch", "-b", type=positive_int, default=1, help="images per batch for memory (default: 1)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="fp32",
+                   help="activation and parameter dtype for memory (default: fp32)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+
+    p = command("schema", "Print the spec language's JSON Schema (or its markdown reference).", cmd_schema)
+    p.add_argument("--format", "-f", choices=("json", "markdown"), default="json", help="default: json")
+
+    p = command("compile", "Compile a spec into a PyTorch module, with its IR, report and diagram.", cmd_compile)
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
+    p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
+                   "tower (tower parallel) or one (towers become groups); default: the spec's placement")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
+                   help="default backend of the module (default: auto: triton on CUDA, else torch)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run every layer on its own (default: a conv's ReLU moved into the max pool or LRN after it; "
+                        "see alexspec.fusion)")
+    p.add_argument("--fuse-lrn-pool", action="store_true",
+                   help="also run each LRN + max pool as one kernel (off by default: slower on an H100 than "
+                        "the two kernels apart; see alexspec.fusion)")
+    p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
+    p.add_argument("a", metavar="A", help=SPEC_HELP)
+    p.add_argument("b", metavar="B", help=SPEC_HELP)
+    p.add_argument("--format", "-f", choices=("text", "json"), default="text", help="default: text")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when the specs differ (like diff(1))")

@@ -1,0 +1,196 @@
+"""Commands of the trainer: train, eval, prepare-data, plot."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+import sys
+
+from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec
+from alexspec.words import count
+
+EXAMPLES = {
+    "train": """
+        examples:
+          alexspec train                       the bundled digits net on scikit-learn's digits (CPU, seconds)
+          alexspec train lenet5 --data synthetic --epochs 2
+          alexspec train alexnet --data /data/imagenet-shards --devices cuda:0,cuda:1 --precision bf16
+          alexspec train alexnet --set training.lr=0.02 --set training.batch=256
+          alexspec train digits -o runs/d --resume             continue the newest checkpoint in runs/d
+          torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
+        exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
+    """,
+    "eval": """
+        examples:
+          alexspec eval digits --checkpoint runs/d/checkpoints/best.pt
+          alexspec eval alexnet --checkpoint CKPT --data DIR --crops 10     the paper's 10-crop test
+    """,
+    "prepare-data": """
+        examples:
+          alexspec prepare-data ~/images/ data/shards --size 256
+            SRC holds train/<class>/*.jpg and val/<class>/*.jpg; DST gets uint8 shards that
+            `alexspec train --data DST` memory-maps
+    """,
+    "plot": """
+        examples:
+          alexspec plot runs/digits-20261125-101500       writes curves.png in the run folder
+    """,
+}
+
+
+
+def _spec_document(spec: str, overrides: list[str]):
+    from alexspec.spec import load_file
+    from alexspec.spec.overrides import apply_overrides
+
+    doc = load_file(resolve_spec(spec))
+    return apply_overrides(doc, overrides) if overrides else doc
+
+
+
+def _train_config(args):
+    from alexspec.train.loop import TrainConfig
+
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
+    return TrainConfig(data=args.data, overrides=getattr(args, "set", []), epochs=getattr(args, "epochs", None),
+                       batch=getattr(args, "batch", None),
+                       out=getattr(args, "output", None), resume=getattr(args, "resume", None), devices=devices,
+                       backend=args.backend, precision=args.precision, channels_last=args.channels_last,
+                       cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
+                       weight_copies=getattr(args, "weight_copies", "off"),
+                       seed=getattr(args, "seed", None), checkpoint_every=getattr(args, "checkpoint_every", 0) or 0,
+                       keep=getattr(args, "keep", 3), max_steps=getattr(args, "max_steps", None),
+                       workers=getattr(args, "workers", 4), log_every=getattr(args, "log_every", 20))
+
+
+
+def cmd_train(args) -> int:
+    print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
+    from alexspec.train.loop import start
+
+    result = start(resolve_spec(args.spec), _train_config(args))
+    if result.stopped_by_signal or result.stopped_at_max_steps:
+        print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train {args.spec} "
+              f"--resume {result.run_dir}")
+    elif result.last:
+        print(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
+              f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
+              f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves)")
+    else:
+        print(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
+    return 0
+
+
+
+def cmd_eval(args) -> int:
+    import json as json_module
+
+    from alexspec.builder import load_state
+    from alexspec.train import checkpoint
+    from alexspec.train.data import open_data
+    from alexspec.train.loop import Trainer
+
+    trainer = Trainer(_spec_document(args.spec, []), _train_config(args))
+    path = checkpoint.in_run_folder(Path(args.checkpoint))
+    state = checkpoint.load(path, trainer.network_hash)
+    load_state(trainer.module, state["model"])
+    data = open_data(args.data, trainer.net.input, trainer.info.output_shape[0],
+                     trainer.training.augmentation.resize, trainer.seed)
+    trainer.check_data(data)
+    crops = args.crops or trainer.training.eval_crops
+    _, height, width = trainer.net.input
+    if crops == 10 and data.image_shape[1:] == (height, width):
+        print(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
+              "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
+              "(digits, text), expect a worse error than with --crops 1", file=sys.stderr)
+    metrics = trainer.evaluate(data, crops=crops)
+    print(f"{trainer.net.name} on {args.data} ({count(len(data.val), 'image')}, {count(crops, 'crop')}): top-1 error "
+          f"{metrics['top1_error']:.2%}, top-5 error {metrics['top5_error']:.2%}, loss {metrics['val_loss']:.4f}")
+    print(json_module.dumps({"checkpoint": str(path), "crops": crops, **metrics}))
+    return 0
+
+
+
+def cmd_prepare_data(args) -> int:
+    from alexspec.train.data import image_folder, write_shards
+
+    dataset = image_folder(Path(args.source), args.size, args.channels)
+    write_shards(dataset, Path(args.destination))
+    print(f"wrote {len(dataset.train)} training and {len(dataset.val)} validation images "
+          f"({args.channels}x{args.size}x{args.size}, {len(dataset.classes)} classes) to {args.destination}"
+          + (f"; skipped {dataset.skipped} unreadable" if dataset.skipped else ""))
+    return 0
+
+
+
+def cmd_plot(args) -> int:
+    from alexspec.train.plot import plot_run
+
+    out = plot_run(Path(args.run_dir))
+    print(f"wrote {out}")
+    return 0
+
+
+
+def add_parsers(command) -> None:
+    """Add train, eval, prepare-data and plot to the command line (`command(name, help, handler)` adds one)."""
+    command = functools.partial(command, examples=EXAMPLES)
+    def train_options(p, data_default: str | None = "digits") -> None:
+        p.add_argument("--data", default=data_default, metavar="SOURCE",
+                       help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
+                            "from prepare-data (default: digits" + ("" if data_default else
+                                                                     "; a resumed run: the run's data") + ")")
+        p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
+                       "(cuda:0,cuda:1); default: the spec's placement")
+        p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
+        p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
+        p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+
+    p = command("train", "Train a spec on a data source with the spec's recipe; resumable.", cmd_train)
+    p.add_argument("spec", nargs="?", default="digits", metavar="SPEC", help=SPEC_HELP + " (default: digits)")
+    train_options(p, data_default=None)
+    p.add_argument("--epochs", type=positive_int, help="default: the spec's training.epochs")
+    p.add_argument("--batch", type=positive_int, help="global batch (default: the spec's training.batch)")
+    p.add_argument("--output", "-o", "--out", dest="output", metavar="RUN_DIR",
+                   help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
+                   help="continue from a checkpoint file or a run folder's newest (alone: the -o folder's), "
+                        "with the run's data, epochs, batch, seed and --set values unless given again; it "
+                        "writes in the checkpoint's run folder, or in -o/--output")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. training.lr=0.02 (repeatable)")
+    p.add_argument("--seed", type=int, help="default: the spec's training.seed")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (default: at the end of each epoch)")
+    p.add_argument("--keep", type=positive_int, default=3, help="numbered checkpoints kept (default 3; best.pt too)")
+    p.add_argument("--log-every", type=positive_int, default=20, metavar="STEPS",
+                   help="write a step's loss to metrics.jsonl every STEPS steps (default 20); the losses are "
+                        "read from the GPU once per window, so 1 makes every step wait for the GPU")
+    p.add_argument("--max-steps", type=positive_int, help="stop (with a checkpoint) after this many steps")
+    p.add_argument("--workers", type=int, default=4, help="threads reading shard batches ahead (default 4)")
+    p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                   help="replay the training step as one CUDA graph (no per-kernel launch cost); auto: on one "
+                        "CUDA device in one process (default: auto)")
+    p.add_argument("--weight-copies", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 training: run the conv and fully connected layers on bf16 copies of the weights "
+                        "that the SGD step writes, instead of casting every weight and gradient each step (the "
+                        "same arithmetic, less memory traffic); auto: with --precision bf16, SGD and one process "
+                        "(default: auto)")
+
+    p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a checkpoint file, or a run folder (its best.pt, else its newest checkpoint)")
+    p.add_argument("--crops", type=int, choices=(1, 10), help="1: centre; 10: corners, centre and flips "
+                   "(default: the spec's training.eval.crops)")
+    train_options(p)
+
+    p = command("prepare-data", "Convert an image folder (train/ val/, a folder per class) to uint8 shards.",
+                cmd_prepare_data)
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--size", type=positive_int, default=256, help="square size after resizing (default 256)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="default 3 (RGB)")
+
+    p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
+    p.add_argument("run_dir", metavar="RUN_DIR")
