@@ -19,7 +19,6 @@ from alexspec.errors import BadInput, SpecError, TrainingError
 __all__ = ["main", "build_parser", "resolve_spec", "write_out"]
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexspec", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     for group in (spec_commands, train_commands, bench_command, interop_commands):
         group.add_parsers(command)
     return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:

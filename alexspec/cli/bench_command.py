@@ -1,5 +1,4 @@
 """`alexspec bench`: time a spec against its baselines, or summarise the results kept."""
-
 from __future__ import annotations
 
 import functools
@@ -26,7 +25,6 @@ EXAMPLES = {
 }
 
 
-
 def _bench_history(folder: Path, plot_file: str | None) -> int:
     from alexspec import bench_history
 
@@ -45,7 +43,6 @@ def _bench_history(folder: Path, plot_file: str | None) -> int:
     out = bench_history.plot(runs, Path(plot_file) if plot_file else folder / "history.png")
     print(f"wrote {out}")
     return 0
-
 
 
 def cmd_bench(args) -> int:
@@ -102,7 +99,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-
 def _bench_out(out: str | None, cuda: bool) -> Path | None:
     """Where `alexspec bench` writes its JSON: -o/--output, else bench/results/bench-<date>.json on CUDA."""
     import datetime
@@ -110,7 +106,6 @@ def _bench_out(out: str | None, cuda: bool) -> Path | None:
     if out or cuda:
         return Path(out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
     return None
-
 
 
 def add_parsers(command) -> None:

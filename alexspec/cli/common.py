@@ -1,5 +1,4 @@
 """What the commands share: finding a spec, printing tables and problems, argument types."""
-
 from __future__ import annotations
 
 import sys
@@ -17,7 +16,6 @@ SPEC_HELP = "a spec file, or the name of a bundled spec (alexnet, alexnet-1gpu, 
 _ASCII_LINES = str.maketrans({"─": "-", "│": "|", **{corner: "+" for corner in "┌┐└┘├┤┬┴┼"}})
 
 
-
 def write_out(text: str) -> None:
     """Write `text` to standard output in its encoding: where that cannot show the table's
     box-drawing characters (a cp1252 console, say), they become ASCII, and anything else it
@@ -30,13 +28,11 @@ def write_out(text: str) -> None:
     sys.stdout.write(text)
 
 
-
 def resolve_spec(name: str) -> str:
     """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`)."""
     from alexspec.spec.bundled import resolve
 
     return resolve(name)
-
 
 
 def analyse_spec(spec: str):
@@ -45,14 +41,12 @@ def analyse_spec(spec: str):
     return analyse(resolve_spec(spec))
 
 
-
 def print_problems(error: SpecError) -> None:
     for problem in error.problems:
         print(problem, file=sys.stderr)
     files = sorted({p.loc.file for p in error.problems})
     count = len(error.problems)
     print(f"{count} problem{'s' if count != 1 else ''} in {', '.join(files)}", file=sys.stderr)
-
 
 
 def positive_int(text: str) -> int:

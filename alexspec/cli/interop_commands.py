@@ -1,5 +1,4 @@
 """Commands between alexspec and other tools: import, export."""
-
 from __future__ import annotations
 
 import functools
@@ -24,7 +23,6 @@ EXAMPLES = {
 }
 
 
-
 def _shape_arg(text: str) -> tuple[int, int, int]:
     try:
         shape = tuple(int(v) for v in text.split(","))
@@ -33,7 +31,6 @@ def _shape_arg(text: str) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got '{text}'")
     return shape
-
 
 
 def cmd_import(args) -> int:
@@ -74,7 +71,6 @@ def cmd_import(args) -> int:
     return 0
 
 
-
 def _torch_model(source: str):
     """A model instance from torchvision:NAME or python:MODULE:CALLABLE."""
     import importlib
@@ -104,7 +100,6 @@ def _torch_model(source: str):
     raise ImportProblem(f"unknown source {source!r}: use torchvision:NAME, python:MODULE:CALLABLE or caffe PATH")
 
 
-
 def cmd_export(args) -> int:
     from alexspec.interop.export import export, format_for
 
@@ -113,7 +108,6 @@ def cmd_export(args) -> int:
                  Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")])
     print(f"wrote {out} ({fmt})")
     return 0
-
 
 
 def add_parsers(command) -> None:

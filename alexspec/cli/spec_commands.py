@@ -1,5 +1,4 @@
 """Commands of the compiler side: validate, report, schema, compile, diff (none imports torch)."""
-
 from __future__ import annotations
 
 import functools
@@ -50,7 +49,6 @@ EXAMPLES = {
 }
 
 
-
 def cmd_validate(args) -> int:
     failed = False
     for spec in args.specs:
@@ -64,7 +62,6 @@ def cmd_validate(args) -> int:
         print(f"{net.file}: ok: {net.name}, {len(net.layers)} layers, {info.total_params:,} params, "
               f"output {'x'.join(map(str, info.output_shape))}")
     return EXIT_BAD_INPUT if failed else 0
-
 
 
 def cmd_report(args) -> int:
@@ -83,7 +80,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-
 def cmd_schema(args) -> int:
     if args.format == "markdown":
         from alexspec.spec.schema_doc import markdown
@@ -94,7 +90,6 @@ def cmd_schema(args) -> int:
 
         sys.stdout.write(schema_json())
     return 0
-
 
 
 def cmd_compile(args) -> int:
@@ -138,7 +133,6 @@ def cmd_compile(args) -> int:
     return 0
 
 
-
 def _use_it(out: Path, module: str, class_name: str, devices) -> str:
     """A line that uses the compiled module on any machine: on the CPU where its default devices
     name GPUs (which this machine may not have), saying where the defaults put it."""
@@ -151,14 +145,12 @@ def _use_it(out: Path, module: str, class_name: str, devices) -> str:
     return f"use it: cd {out} && python -c \"from {module} import {class_name}; model = {make}; print(model)\"{where}"
 
 
-
 def cmd_diff(args) -> int:
     from alexspec.interop.diff import diff_data, render
 
     a, b = analyse_spec(args.a), analyse_spec(args.b)
     write_out(render(a, b, args.format))
     return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
-
 
 
 def add_parsers(command) -> None:

@@ -1,5 +1,4 @@
 """Commands of the trainer: train, eval, prepare-data, plot."""
-
 from __future__ import annotations
 
 import functools
@@ -38,14 +37,12 @@ EXAMPLES = {
 }
 
 
-
 def _spec_document(spec: str, overrides: list[str]):
     from alexspec.spec import load_file
     from alexspec.spec.overrides import apply_overrides
 
     doc = load_file(resolve_spec(spec))
     return apply_overrides(doc, overrides) if overrides else doc
-
 
 
 def _train_config(args):
@@ -63,7 +60,6 @@ def _train_config(args):
                        workers=getattr(args, "workers", 4), log_every=getattr(args, "log_every", 20))
 
 
-
 def cmd_train(args) -> int:
     print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
     from alexspec.train.loop import start
@@ -79,7 +75,6 @@ def cmd_train(args) -> int:
     else:
         print(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
     return 0
-
 
 
 def cmd_eval(args) -> int:
@@ -110,7 +105,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-
 def cmd_prepare_data(args) -> int:
     from alexspec.train.data import image_folder, write_shards
 
@@ -122,7 +116,6 @@ def cmd_prepare_data(args) -> int:
     return 0
 
 
-
 def cmd_plot(args) -> int:
     from alexspec.train.plot import plot_run
 
@@ -131,24 +124,26 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _run_options(p, data_default: str | None = "digits") -> None:
+    """The options train and eval share: data, devices, backend, precision, memory format."""
+    p.add_argument("--data", default=data_default, metavar="SOURCE",
+                   help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
+                        "from prepare-data (default: digits" + ("" if data_default else
+                                                                 "; a resumed run: the run's data") + ")")
+    p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
+                   "(cuda:0,cuda:1); default: the spec's placement")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+
 
 def add_parsers(command) -> None:
     """Add train, eval, prepare-data and plot to the command line (`command(name, help, handler)` adds one)."""
     command = functools.partial(command, examples=EXAMPLES)
-    def train_options(p, data_default: str | None = "digits") -> None:
-        p.add_argument("--data", default=data_default, metavar="SOURCE",
-                       help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
-                            "from prepare-data (default: digits" + ("" if data_default else
-                                                                     "; a resumed run: the run's data") + ")")
-        p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
-                       "(cuda:0,cuda:1); default: the spec's placement")
-        p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
-        p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
-        p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
 
     p = command("train", "Train a spec on a data source with the spec's recipe; resumable.", cmd_train)
     p.add_argument("spec", nargs="?", default="digits", metavar="SPEC", help=SPEC_HELP + " (default: digits)")
-    train_options(p, data_default=None)
+    _run_options(p, data_default=None)
     p.add_argument("--epochs", type=positive_int, help="default: the spec's training.epochs")
     p.add_argument("--batch", type=positive_int, help="global batch (default: the spec's training.batch)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="RUN_DIR",
@@ -183,7 +178,7 @@ def add_parsers(command) -> None:
                    help="a checkpoint file, or a run folder (its best.pt, else its newest checkpoint)")
     p.add_argument("--crops", type=int, choices=(1, 10), help="1: centre; 10: corners, centre and flips "
                    "(default: the spec's training.eval.crops)")
-    train_options(p)
+    _run_options(p)
 
     p = command("prepare-data", "Convert an image folder (train/ val/, a folder per class) to uint8 shards.",
                 cmd_prepare_data)
