@@ -211,3 +211,12 @@ def test_eval_takes_a_run_folder_and_says_when_ten_crops_are_only_mirror_images(
     empty.mkdir()
     result = run_cli("eval", "digits", "--checkpoint", str(empty))
     assert result.returncode == 2 and "a folder with no checkpoint" in result.stderr
+
+
+def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(tmp_path):
+    config = TrainConfig(devices=["cpu"], out=str(tmp_path / "lenet"), data="synthetic", max_steps=1)
+    start(ROOT / "specs" / "lenet5.yaml", config, log=lambda *_: None)
+    other = checkpoint.latest(tmp_path / "lenet")
+    result = run_cli("train", "digits", "--resume", str(other), "-o", str(tmp_path / "never"))
+    assert result.returncode == 2 and f"{other}: saved from another network" in result.stderr
+    assert "use the spec it was trained from" in result.stderr and not (tmp_path / "never").exists()

@@ -145,9 +145,8 @@ def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> 
     problem = _form_problem(state, resume)
     if problem:
         raise CheckpointError(f"{path}: not an alexspec checkpoint: {problem}")
-    if expected_hash is not None and state["network_hash"] != expected_hash:
-        raise CheckpointError(f"{path}: saved from another network (hash {state['network_hash']}, this spec "
-                              f"{expected_hash}); use the spec it was trained from")
+    if expected_hash is not None:
+        check_network(path, state, expected_hash)
     if not isinstance(state.get(DIGEST), str):
         raise CheckpointError(f"{path}: holds no content digest, so its contents cannot be checked; "
                               "it was not written by alexspec")
@@ -155,6 +154,14 @@ def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> 
         raise CheckpointError(f"{path}: corrupt: its contents do not match the digest saved with them (a changed "
                               "byte); use an earlier checkpoint")
     return state
+
+
+def check_network(path: Path, state: dict, expected_hash: str) -> None:
+    """CheckpointError unless the checkpoint at `path` (loaded as `state`) is of the network whose
+    hash is `expected_hash`."""
+    if state["network_hash"] != expected_hash:
+        raise CheckpointError(f"{path}: saved from another network (hash {state['network_hash']}, this spec "
+                              f"{expected_hash}); use the spec it was trained from")
 
 
 def _read(path: Path) -> dict:

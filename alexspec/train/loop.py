@@ -255,11 +255,8 @@ class Trainer:
                 "epoch_loss_sum": epoch_loss_sum}
 
     def restore(self, state: dict) -> None:
-        """Load a checked checkpoint (checkpoint.load(..., resume=True)): weights, optimizer, schedule."""
-        if state["network_hash"] != self.network_hash:
-            raise checkpoint.CheckpointError(f"the checkpoint was saved from another network (hash "
-                                             f"{state['network_hash']}, this spec {self.network_hash}); resume "
-                                             "with the spec it was trained from")
+        """Load a checked checkpoint of this network (checkpoint.load(..., resume=True), then
+        checkpoint.check_network): weights, optimizer, schedule."""
         load_state(self.module, state["model"])
         if self.copies is not None:
             self.copies.refresh()
@@ -576,6 +573,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
         doc = apply_overrides(doc, config.overrides)
     trainer = Trainer(doc, config, log)
     if state is not None:
+        checkpoint.check_network(resume_from, state, trainer.network_hash)
         trainer.restore(state)
     data = trainer.open_data()  # a bad data source is refused before a run folder exists
     if run_dir is None:
@@ -585,8 +583,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     if trainer.dist.main:
         run_folder.claim(run_dir, continuing=state is not None)
         write_atomic(run_dir / "spec.yaml", yaml.safe_dump(doc.data, sort_keys=False))
-        resolved = {**asdict(replace(config, out=str(run_dir), data=trainer.data)), "epochs": trainer.epochs,
-                    "batch": trainer.batch, "seed": trainer.seed, "backend": trainer.build.backend,
+        resolved = {**asdict(replace(config, out=str(run_dir))), **trainer.recipe(), "backend": trainer.build.backend,
                     "device": str(trainer.device), "world_size": trainer.dist.world,
                     "network_hash": trainer.network_hash, "torch": torch.__version__}
         write_atomic(run_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
