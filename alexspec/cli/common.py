@@ -1,9 +1,8 @@
 """What the commands share: finding a spec, printing tables and problems, argument types."""
 from __future__ import annotations
 
-import sys
-
 import argparse
+import sys
 
 from alexspec.errors import SpecError
 
@@ -29,16 +28,11 @@ def write_out(text: str) -> None:
 
 
 def resolve_spec(name: str) -> str:
-    """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`)."""
-    from alexspec.spec.bundled import resolve
+    """A spec path as given, or the file of a bundled spec named `name` (e.g. `alexnet`): for the
+    commands that record the file (bench). Reading a spec resolves names by itself."""
+    from alexspec.spec.bundled import resolve  # imported when needed: alexspec.spec is not free to import
 
     return resolve(name)
-
-
-def analyse_spec(spec: str):
-    from alexspec import analyse
-
-    return analyse(resolve_spec(spec))
 
 
 def print_problems(error: SpecError) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import argparse
 
-from alexspec.cli.common import SPEC_HELP, analyse_spec, resolve_spec
+from alexspec import analyse
+from alexspec.cli.common import SPEC_HELP, resolve_spec
 
 EXAMPLES = {
     "import": """
@@ -59,7 +60,7 @@ def cmd_import(args) -> int:
     out = Path(args.output)
     write_atomic(out, "# Imported by `alexspec import " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
                  + yaml_module.safe_dump(spec, sort_keys=False, width=110))
-    info = analyse_spec(str(out))
+    info = analyse(str(out))
     print(f"wrote {out}: {info.network.name}, {len(info.layers)} layers, {info.total_params:,} params")
     if imported is not None and args.weights_out:
         from alexspec.train import checkpoint

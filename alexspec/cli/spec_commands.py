@@ -6,7 +6,8 @@ from pathlib import Path
 import shutil
 import sys
 
-from alexspec.cli.common import EXIT_BAD_INPUT, SPEC_HELP, analyse_spec, positive_int, print_problems, write_out
+from alexspec import analyse
+from alexspec.cli.common import EXIT_BAD_INPUT, SPEC_HELP, positive_int, print_problems, write_out
 from alexspec.errors import Loc, Problem, SpecError
 from alexspec.words import count
 
@@ -53,7 +54,7 @@ def cmd_validate(args) -> int:
     failed = False
     for spec in args.specs:
         try:
-            info = analyse_spec(spec)
+            info = analyse(spec)
         except SpecError as error:
             print_problems(error)
             failed = True
@@ -67,7 +68,7 @@ def cmd_validate(args) -> int:
 def cmd_report(args) -> int:
     from alexspec.report import render
 
-    info = analyse_spec(args.spec)
+    info = analyse(args.spec)
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() and not args.output else None
     text = render(info, args.format, args.batch, args.dtype, width)
     if args.output:
@@ -99,7 +100,7 @@ def cmd_compile(args) -> int:
     from alexspec.graph import graph_json
     from alexspec.report import render as render_report
 
-    info = analyse_spec(args.spec)
+    info = analyse(args.spec)
     devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
@@ -148,7 +149,7 @@ def _use_it(out: Path, module: str, class_name: str, devices) -> str:
 def cmd_diff(args) -> int:
     from alexspec.interop.diff import diff_data, render
 
-    a, b = analyse_spec(args.a), analyse_spec(args.b)
+    a, b = analyse(args.a), analyse(args.b)
     write_out(render(a, b, args.format))
     return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
 

@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec
+from alexspec.cli.common import SPEC_HELP, positive_int
 from alexspec.words import count
 
 EXAMPLES = {
@@ -41,7 +41,7 @@ def _spec_document(spec: str, overrides: list[str]):
     from alexspec.spec import load_file
     from alexspec.spec.overrides import apply_overrides
 
-    doc = load_file(resolve_spec(spec))
+    doc = load_file(spec)
     return apply_overrides(doc, overrides) if overrides else doc
 
 
@@ -64,7 +64,7 @@ def cmd_train(args) -> int:
     print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
     from alexspec.train.loop import start
 
-    result = start(resolve_spec(args.spec), _train_config(args))
+    result = start(args.spec, _train_config(args))
     if result.stopped_by_signal or result.stopped_at_max_steps:
         print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train {args.spec} "
               f"--resume {result.run_dir}")
