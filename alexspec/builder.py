@@ -66,7 +66,7 @@ def _backend_of(module) -> str:
 def load_state(module, state_dict: dict) -> None:
     """Load `state_dict` into `module`, or raise BadInput naming every layer that does not match.
 
-    Checkpoints hold the one-device layout (see alexspec.kernels.towers), so one saved from a
+    Checkpoints hold the one-device layout (see alexspec.kernels.nn.towers), so one saved from a
     tower-parallel build loads into a one-device build and back.
     """
     own = module.state_dict()

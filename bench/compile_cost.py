@@ -6,12 +6,12 @@
 Compiles every Triton kernel binary one training step of SPEC launches (triton backend,
 as `alexspec bench --cold-start` runs it: bf16 channels-last for bf16, every conv by the
 Triton kernels), each autotune config of each, for a CUDA GPU of compute capability --arch
-(90: H100/H200), with the installed triton's ptxas, on CPU tensors (alexspec.kernels.ahead:
+(90: H100/H200), with the installed triton's ptxas, on CPU tensors (alexspec.kernels.tuning.ahead:
 stand_in_gpu and compile_module_ahead, which launch nothing). Twice, in fresh processes: with an
 empty Triton cache, then with the cache that run left, which is what a later start finds.
 Prints the seconds and the number of binaries. --layer-by-layer compiles as a start without
 compiling ahead does: each launch's configs together, one launch after the other. --as-gpu
-takes the choices alexspec ships for that GPU model (alexspec.kernels.pretuned), as a start
+takes the choices alexspec ships for that GPU model (alexspec.kernels.tuning.pretuned), as a start
 there does: only the chosen configs compile, and convs chosen for cuDNN run it (on the CPU
 here, which is slow at large batches; that time is left out of the compile time). With
 --multiprocessors, a model with no table of its own takes a sibling's, as on that GPU (say
@@ -39,10 +39,10 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
     """In this process: seconds to compile what one training step launches."""
     import torch
 
-    from alexspec.kernels import _common, ahead, pretuned
+    from alexspec.kernels.tuning import ahead, autotune, pretuned
 
     if threads:
-        _common.COMPILE_THREADS = threads
+        autotune.COMPILE_THREADS = threads
     _fully_connected_in_fp32()
     with ahead.stand_in_gpu(arch, device_name=as_gpu, multiprocessors=multiprocessors):
         module, x = step_inputs(spec, batch, precision)
@@ -124,8 +124,9 @@ def _tuners() -> list:
     """The autotuned kernels of alexspec.kernels."""
     from triton.runtime.autotuner import Autotuner
 
-    from alexspec.kernels import conv, lrn, lrn_pool, maxpool  # noqa: F401
-    modules = [sys.modules[f"alexspec.kernels.{name}"] for name in ("conv", "lrn", "lrn_pool", "maxpool")]
+    from alexspec.kernels.ops import conv_triton, lrn, lrn_pool, maxpool
+
+    modules = [conv_triton, lrn, lrn_pool, maxpool]
     return [value for module in modules for value in vars(module).values() if isinstance(value, Autotuner)]
 
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="compile threads (default: one a core, at most 32)")
     parser.add_argument("--layer-by-layer", action="store_true", help="compile one launch's configs at a time")
     parser.add_argument("--as-gpu", metavar="MODEL", help="take the choices shipped for this GPU model, say "
-                        "'NVIDIA H100 80GB HBM3' (kernels/gpu-choices; they are for batch 256 and its neighbours "
+                        "'NVIDIA H100 80GB HBM3' (kernels/tuning/gpu-choices; they are for batch 256 and its neighbours "
                         "within 4x): only the chosen configs compile (default: none, every config compiles)")
     parser.add_argument("--multiprocessors", type=int, metavar="SMS", help="with --as-gpu: that GPU's SM count, "
                         "so that a model with no table of its own takes a sibling's (the same compute capability "

@@ -61,7 +61,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 # where pip compiles it once at install. Filled here, before anything is timed (even where the
 # image sets PYTHONDONTWRITEBYTECODE, as the GPU image does).
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/alexspec-pycache}
-PYTHONDONTWRITEBYTECODE= python3 -c "import time; t = time.perf_counter(); import torch._dynamo, alexspec.bench, alexspec.train
+PYTHONDONTWRITEBYTECODE= python3 -c "import time; t = time.perf_counter(); import torch._dynamo, alexspec.bench.run, alexspec.bench.startup, alexspec.train.session
 print(f'Python bytecode cached in $PYTHONPYCACHEPREFIX ({time.perf_counter() - t:.1f} s)')" || exit 1
 xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 day=$(date +%F)

@@ -30,8 +30,8 @@ def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict
     shape), its config, and its resources."""
     import torch
 
-    from alexspec.kernels import ahead
-    from alexspec.kernels.resources import compiled_binaries, resources
+    from alexspec.kernels.tuning import ahead
+    from alexspec.kernels.tuning.resources import compiled_binaries, resources
 
     compile_cost._fully_connected_in_fp32()
     with ahead.stand_in_gpu(arch):

@@ -1,4 +1,4 @@
-"""Make the choices shipped for a GPU model (kernels/gpu-choices/<model>.json) from a GPU run.
+"""Make the choices shipped for a GPU model (kernels/tuning/gpu-choices/<model>.json) from a GPU run.
 
     python bench/pretune.py bench/results/autotune-DATE.json [--device "NVIDIA H100 80GB HBM3"]
                             [--compute-capability 9.0 --multiprocessors 132]
@@ -7,7 +7,7 @@ The input is what bench/autotune_choices.py gathered from the Triton cache of an
 `alexspec bench` run (bench/gpu-run.sh's bench stage writes it): each autotuned kernel shape's
 winning config and each conv shape's Triton-or-cuDNN choice. The output replaces that model's
 table; a cold start on that model then compiles only the winning configs and times nothing
-where the table has the shape (alexspec.kernels.pretuned). With the GPU's compute capability and
+where the table has the shape (alexspec.kernels.tuning.pretuned). With the GPU's compute capability and
 multiprocessor count (the record's "gpu", which autotune_choices.py writes on the GPU's machine,
 or the options), the table also serves sibling models that have no table of their own.
 """
@@ -24,14 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def devices_in(record: dict) -> set[str]:
     """The GPU models the record's conv choices were timed on."""
-    from alexspec.kernels import pretuned
+    from alexspec.kernels.tuning import pretuned
 
     return {pretuned.split_stored_choice(stored_as)[0] for stored_as in record.get("conv_choices", {})}
 
 
 def main(argv: list[str] | None = None) -> int:
     from alexspec.fsutil import write_atomic
-    from alexspec.kernels import pretuned
+    from alexspec.kernels.tuning import pretuned
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("record", type=Path, help="an autotune-DATE.json of bench/results")

@@ -81,7 +81,7 @@ def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
 def test_a_captured_training_step_replays_what_eager_steps_do():
     import torch
 
-    from alexspec.bench import captured
+    from alexspec.bench.run import captured
 
     def trained(graphs: bool):
         torch.manual_seed(0)
@@ -202,7 +202,7 @@ def test_bench_with_every_lever_on_a_gpu(tmp_path):
 
 
 def test_an_interrupted_run_keeps_what_it_timed(tmp_path):
-    from alexspec import bench
+    from alexspec.bench import run as bench
     from alexspec.cli import resolve_spec
 
     partials = []
@@ -214,7 +214,7 @@ def test_an_interrupted_run_keeps_what_it_timed(tmp_path):
     assert all(p["complete"] is False for p in partials) and final["complete"] is True
     assert final["results"]["eager"]["alexspec_train_speedup"] > 0 and "fusion" in final["levers"]
 
-    from alexspec import bench_history
+    from alexspec.bench import history as bench_history
 
     partials[0]["file"] = "bench-x.json"
     assert "interrupted: only what it timed" in bench_history.headline(partials[0])
@@ -222,7 +222,7 @@ def test_an_interrupted_run_keeps_what_it_timed(tmp_path):
 
 
 def test_a_start_up_run_headlines_its_cold_and_warm_times():
-    from alexspec import bench_history
+    from alexspec.bench import history as bench_history
 
     run = {"date": "2026-01-01", "file": "bench-s.json", "results": {}, "startup": {
         "cold_cache": {"spec_to_warm_module_s": 21.14}, "warm_cache": {"spec_to_warm_module_s": 6.93}}}
@@ -239,7 +239,7 @@ def test_a_start_up_run_headlines_its_cold_and_warm_times():
 
 
 def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
-    from alexspec.bench import describe_start, first_step
+    from alexspec.bench.startup import describe_start, first_step
 
     figures = first_step(str(SPECS / "lenet5.yaml"), 2, "fp32", profile=True)
     phases = figures["first_step_phases_s"]
@@ -249,7 +249,7 @@ def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
     assert len(own) == len(total) == 12
     assert [row["s"] for row in own] == sorted((row["s"] for row in own), reverse=True)
     assert total[0]["s"] <= figures["first_step_s"] + 0.05  # nothing outside the step is counted
-    assert any("alexspec/bench.py" in row["function"] for row in total)  # the step's own code, by file and line
+    assert any("alexspec/train/step.py" in row["function"] for row in total)  # the step's own code, by file and line
     said = describe_start("warm_cache_profiled", figures)
     assert "where its first step went (cProfile, own time):" in said and own[0]["function"] in said
     assert "profile" not in first_step(str(SPECS / "lenet5.yaml"), 2, "fp32")
@@ -258,7 +258,7 @@ def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
 def test_a_first_step_records_where_python_read_its_bytecode(tmp_path):
     # a process that writes no bytecode, where the packages have none, compiles their source
     # again: seconds for torch._dynamo, which the optimizer imports
-    code = ("import json, sys; from alexspec.bench import describe_start, first_step; "
+    code = ("import json, sys; from alexspec.bench.startup import describe_start, first_step; "
             "figures = first_step(sys.argv[1], 2, 'fp32'); print(describe_start('cold_cache', figures)); "
             "print(json.dumps(figures['python_bytecode']))")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path)}
@@ -270,7 +270,7 @@ def test_a_first_step_records_where_python_read_its_bytecode(tmp_path):
 
 
 def test_a_start_up_run_says_where_its_first_step_went():
-    from alexspec.bench import describe_start
+    from alexspec.bench.startup import describe_start
 
     figures = {"spec_to_warm_module_s": 9.04, "build_s": 1.1, "first_step_s": 7.9, "import_s": 4.5,
                "compile_ahead_s": 3.2, "autotune_timing_s": 0.0, "conv_choice_timing_s": 0.0,
@@ -344,7 +344,7 @@ def test_on_cpu_the_default_comparison_says_why_it_leaves_torch_compile_out(tmp_
 
 
 def test_the_strongest_baseline_is_the_fastest_measured_one_for_each_figure():
-    from alexspec.bench import headline, strongest
+    from alexspec.bench.baselines import headline, strongest
 
     results = {"alexspec": {"train_img_s": 100, "infer_img_s": 300},
                "eager": {"train_img_s": 10, "infer_img_s": 30, "alexspec_train_speedup": 10.0,

@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 
 from alexspec.spec import analyse  # noqa: E402
 from alexspec.train import checkpoint, run_folder  # noqa: E402
-from alexspec.train.loop import TrainConfig, start  # noqa: E402
+from alexspec.train.loop import TrainConfig  # noqa: E402
+from alexspec.train.session import start  # noqa: E402
 from conftest import ROOT, run_cli  # noqa: E402
 
 DIGITS = ROOT / "specs" / "digits.yaml"

@@ -1,4 +1,4 @@
-"""Compiling every kernel of a step ahead, all at once (alexspec.kernels.ahead), checked on CPU by
+"""Compiling every kernel of a step ahead, all at once (alexspec.kernels.tuning.ahead), checked on CPU by
 compiling for an H100 (sm_90) that is not there: what binaries a step needs, that they are
 all compiled before the step's first launch, that the module is left as it was."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, TINY_TOWERS
 from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
 
-from alexspec.kernels import ahead
-from alexspec.kernels._common import INTERPRET
+from alexspec.kernels.tuning import ahead
+from alexspec.kernels.ops.launch import INTERPRET
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,13 @@ def compiled_for_sm90(script: str, cache, autotune: str = "quick", device_name: 
     {kernel name: [compiled kernels]} of what the kernels' JIT caches hold now."""
     prelude = (
         "import json, torch\n"
-        "from alexspec.kernels import ahead, conv, lrn, maxpool\n"
+        "from alexspec.kernels import lrn\n"
+        "from alexspec.kernels.ops import conv, conv_triton, maxpool\n"
+        "from alexspec.kernels.tuning import ahead\n"
         "import importlib\n"
-        "kernels = [conv._conv_forward_kernel, conv._conv_weight_grad_kernel,\n"
-        "           importlib.import_module('alexspec.kernels.lrn')._lrn_forward_kernel,\n"
-        "           importlib.import_module('alexspec.kernels.lrn')._lrn_backward_kernel,\n"
+        "kernels = [conv_triton._conv_forward_kernel, conv_triton._conv_weight_grad_kernel,\n"
+        "           importlib.import_module('alexspec.kernels.ops.lrn')._lrn_forward_kernel,\n"
+        "           importlib.import_module('alexspec.kernels.ops.lrn')._lrn_backward_kernel,\n"
         "           maxpool._max_pool_forward_kernel, maxpool._max_pool_backward_kernel]\n"
         "def binaries():\n"
         "    found = {}\n"
@@ -65,7 +67,7 @@ assert ahead.compile_ahead(lambda: [conv.conv2d_bias_relu(x, w, b, padding=1, re
 compiled = binaries()["_conv_forward_kernel"]
 print(json.dumps({"count": len(compiled), "ptx_targets": [k.asm["ptx"].count(".target sm_90") for k in compiled]}))
 """, cache, autotune="full")
-    assert found["count"] == len(__import__("alexspec.kernels.conv", fromlist=["_CONFIGS"])._CONFIGS)
+    assert found["count"] == len(__import__("alexspec.kernels.ops.conv_triton", fromlist=["_CONFIGS"])._CONFIGS)
     assert found["ptx_targets"] == [1] * found["count"]  # compiled for the H100, not run anywhere
 
 
@@ -129,7 +131,7 @@ assert ahead.compile_ahead(lambda: [lrn(x, 5), lrn(x.double(), 5)])  # the funct
 compiled = binaries()["_lrn_forward_kernel"]
 print(json.dumps({"prepared": prepared, "compiled": len(compiled), "tally": ahead.last_run}))
 """, cache, autotune="full")
-    configs = __import__("importlib").import_module("alexspec.kernels.lrn")._CONFIGS
+    configs = __import__("importlib").import_module("alexspec.kernels.ops.lrn")._CONFIGS
     assert sorted(found["prepared"]) == [["_lrn_forward_kernel", False]] * 2  # fp32 and fp64, in the pool's threads
     assert found["compiled"] > len(configs)  # fp64 takes fewer tiles (see lrn's prune), fp32 all of them
     tally = found["tally"]
@@ -145,8 +147,8 @@ def test_every_config_of_alexnets_training_step_compiles_for_an_h100_and_none_sp
     # so does a binary that spills registers to local memory (a config not worth timing)
     report = compiled_for_sm90("""
 from alexspec.builder import build
-from alexspec.kernels import conv_choice
-from alexspec.kernels.resources import resources
+from alexspec.kernels.tuning import conv_choice
+from alexspec.kernels.tuning.resources import resources
 module = build("specs/alexnet.yaml", backend="triton", devices=["cpu"]).module.to(memory_format=torch.channels_last)
 x = torch.randn(16, 3, 227, 227).contiguous(memory_format=torch.channels_last)
 assert ahead.compile_module_ahead(module, x, torch.bfloat16)
@@ -157,13 +159,13 @@ print(json.dumps({"counts": {name: len(ks) for name, ks in found.items()}, "spil
 """, cache, autotune="full")
     found = report["counts"]
     assert report["spilling"] == []
-    from alexspec.kernels import conv, maxpool
-    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    from alexspec.kernels.ops import conv_triton, maxpool
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.ops.lrn")
     # binaries per kernel: configs x the shapes that compile differently. conv forward: 11x11 stride 4,
     # 5x5 (conv2 and its input gradient), 3x3 (conv3-5 and their input gradients); weight gradient:
     # 11x11, 5x5, 3x3; LRN and max pool: one shape each (pool5's ReLU is a run-time flag)
-    assert found == {"_conv_forward_kernel": 3 * len(conv._CONFIGS),
-                     "_conv_weight_grad_kernel": 3 * len(conv._WEIGHT_GRAD_CONFIGS),
+    assert found == {"_conv_forward_kernel": 3 * len(conv_triton._CONFIGS),
+                     "_conv_weight_grad_kernel": 3 * len(conv_triton._WEIGHT_GRAD_CONFIGS),
                      "_lrn_forward_kernel": len(lrn_module._CONFIGS),
                      "_lrn_backward_kernel": len(lrn_module._BACKWARD_CONFIGS),
                      "_max_pool_forward_kernel": len(maxpool.POOL_CONFIGS),
@@ -180,7 +182,7 @@ def test_the_resource_table_lists_each_config_of_a_kernel(cache, tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.ops.lrn")
     assert sorted((r["config"]["BLOCK_P"], r["config"]["BLOCK_C"], r["config"]["num_warps"]) for r in rows) == \
         sorted((c.kwargs["BLOCK_P"], c.kwargs["BLOCK_C"], c.num_warps) for c in lrn_module._BACKWARD_CONFIGS)
     assert all(r["shape"]["SIZE"] == 5 and r["shape"]["RELU"] is True for r in rows)  # norm1/norm2: relu on load
@@ -201,7 +203,7 @@ def test_the_cpu_compile_scripts_name_a_bad_spec_and_exit_2(script, tmp_path):
                                   "torchvision-alexnet"
 
 LRN_STEP = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"
-            "lrn_module = importlib.import_module('alexspec.kernels.lrn')\n")
+            "lrn_module = importlib.import_module('alexspec.kernels.ops.lrn')\n")
 
 
 def time_lrn_forward_made_up(cache, fastest: int) -> dict:
@@ -225,8 +227,8 @@ def lrn_binaries_compiled_ahead(cache, device_name: str | None = None, before: s
     LRN forward and backward ahead; the forward's binaries (BLOCK_P, BLOCK_C, num_warps), the
     backward's count, and the shipped choices taken."""
     return compiled_for_sm90(LRN_STEP + before + """
-from alexspec.kernels import pretuned
-from alexspec.kernels.resources import compiled_binaries
+from alexspec.kernels.tuning import pretuned
+from alexspec.kernels.tuning.resources import compiled_binaries
 assert ahead.compile_ahead(lambda: lrn_module.lrn(x, 5).sum().backward())
 blocks = lambda c: [c["BLOCK_P"], c["BLOCK_C"], c["num_warps"]]
 print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module._lrn_forward_kernel.fn)],
@@ -239,7 +241,7 @@ def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(
     # binary for that kernel, all for the backward (never timed)
     timed = time_lrn_forward_made_up(tmp_path, fastest=2)
     found = lrn_binaries_compiled_ahead(tmp_path)
-    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.ops.lrn")
     fastest = lrn_module._CONFIGS[2]
     assert timed["timed"] == len(lrn_module._CONFIGS)
     assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
@@ -257,15 +259,15 @@ def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_conf
     gathered = subprocess.run([sys.executable, "bench/autotune_choices.py", str(tmp_path / "timed"), "--out",
                                str(tmp_path / "record.json")], capture_output=True, text=True, cwd=ROOT)
     assert gathered.returncode == 0, gathered.stderr
-    from alexspec.kernels import pretuned
+    from alexspec.kernels.tuning import pretuned
     table = pretuned.from_autotune_record(json.loads((tmp_path / "record.json").read_text()), "Stand-in GPU",
                                           compute_capability="9.0", multiprocessors=132)
     (tmp_path / "pretuned").mkdir()
     (tmp_path / "pretuned" / "Stand_in_GPU.json").write_text(json.dumps(table))
     found = lrn_binaries_compiled_ahead(tmp_path / "cold", device_name=device_name, multiprocessors=132, before=(
-        "from pathlib import Path\nfrom alexspec.kernels import pretuned\n"
+        "from pathlib import Path\nfrom alexspec.kernels.tuning import pretuned\n"
         f"pretuned.FOLDER = Path({str(tmp_path / 'pretuned')!r})\n"))
-    lrn_module = __import__("importlib").import_module("alexspec.kernels.lrn")
+    lrn_module = __import__("importlib").import_module("alexspec.kernels.ops.lrn")
     fastest = lrn_module._CONFIGS[1]
     assert found["forward"] == [[fastest.kwargs["BLOCK_P"], fastest.kwargs["BLOCK_C"], fastest.num_warps]]
     assert found["backward"] == len(lrn_module._BACKWARD_CONFIGS)
@@ -278,7 +280,7 @@ def test_on_an_h200_alexnets_step_at_batch_64_takes_every_choice_from_the_shippe
     # table's choice, so each launch compiles one config and the convs run as the table says
     report = compiled_for_sm90("""
 from alexspec.builder import build
-from alexspec.kernels import conv_choice, pretuned
+from alexspec.kernels.tuning import conv_choice, pretuned
 from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
 missed = []
 looked_up = pretuned.autotune_config
@@ -337,11 +339,11 @@ print(json.dumps({"done": done, "said": [str(w.message) for w in said]}))
 
 
 def _binary_counts() -> dict:
-    from alexspec.kernels import conv, maxpool
+    from alexspec.kernels.ops import conv_triton, maxpool
     import importlib
 
-    lrn_module = importlib.import_module("alexspec.kernels.lrn")
-    tuners = [conv._conv_forward_kernel, conv._conv_weight_grad_kernel, lrn_module._lrn_forward_kernel,
+    lrn_module = importlib.import_module("alexspec.kernels.ops.lrn")
+    tuners = [conv_triton._conv_forward_kernel, conv_triton._conv_weight_grad_kernel, lrn_module._lrn_forward_kernel,
               lrn_module._lrn_backward_kernel, maxpool._max_pool_forward_kernel, maxpool._max_pool_backward_kernel]
     return {t.fn.__name__: sum(len(cache[0]) for cache in t.fn.device_caches.values()) for t in tuners}
 

@@ -126,7 +126,7 @@ def test_caffe_lrn_conversion_computes_caffe_s_function():
     spec = spec_from_prototxt(CAFFE_ALEXNET)
     lrn = next(layer for layer in spec["layers"] if layer["type"] == "lrn")
     x = torch.randn(1, 8, 3, 3, dtype=torch.float64) * 10
-    from alexspec.kernels import reference
+    from alexspec.kernels.ops import reference
     caffe = reference.lrn(x, 5, 1e-4, 0.75, 1.0, convention="caffe")  # Caffe: k + alpha/n * sum
     torch.testing.assert_close(reference.lrn(x, lrn["size"], lrn["alpha"], lrn["beta"], lrn["k"], "paper"), caffe)
 

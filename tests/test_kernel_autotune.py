@@ -14,7 +14,8 @@ from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
 import triton
 from triton.runtime import _async_compile
 
-from alexspec.kernels._common import INTERPRET, autotune, compiling_in_parallel
+from alexspec.kernels.ops.launch import INTERPRET
+from alexspec.kernels.tuning.autotune import autotune, compiling_in_parallel
 
 
 class FakeTuner:
@@ -78,7 +79,7 @@ def test_the_interpreter_tunes_nothing():
     ("ALEXSPEC_COMPILE_AHEAD", "ALEXSPEC_COMPILE_AHEAD='fast' is neither 0 nor 1; compiling ahead"),
 ])
 def test_a_bad_switch_value_warns_and_falls_back(variable, message):
-    done = subprocess.run([sys.executable, "-c", "import alexspec.kernels.ahead"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", "import alexspec.kernels.tuning.ahead"], capture_output=True, text=True,
                           env={**os.environ, variable: "fast"})
     assert done.returncode == 0 and message in done.stderr
 
@@ -89,27 +90,27 @@ def test_the_time_spent_timing_configs_and_implementations_is_counted(monkeypatc
 
     import triton.testing
 
-    from alexspec.kernels import _common, conv_choice
+    from alexspec.kernels.tuning import autotune, conv_choice
 
     def slow_bench(fn, **options):
         time.sleep(0.02)
         return 1.0
 
     monkeypatch.setattr(triton.testing, "do_bench", slow_bench)
-    from alexspec.kernels.stopwatch import Stopwatch
+    from alexspec.kernels.tuning.stopwatch import Stopwatch
 
-    monkeypatch.setattr(_common, "timing", Stopwatch())
+    monkeypatch.setattr(autotune, "timing", Stopwatch())
     monkeypatch.setattr(conv_choice, "timing", Stopwatch())
-    assert _common._short_bench(lambda: None, None) == 1.0 and _common._short_bench(lambda: None, None) == 1.0
+    assert autotune._short_bench(lambda: None, None) == 1.0 and autotune._short_bench(lambda: None, None) == 1.0
     assert conv_choice._do_bench(lambda: None) == 1.0
-    assert 0.04 <= _common.timing.seconds < 1 and 0.02 <= conv_choice.timing.seconds < 1
+    assert 0.04 <= autotune.timing.seconds < 1 and 0.02 <= conv_choice.timing.seconds < 1
 
 
 def test_a_launch_runs_on_its_tensors_gpu(monkeypatch):
     # Triton launches on the current GPU: a tower's layer on cuda:1 must make cuda:1 current
     import torch
 
-    from alexspec.kernels import _common
+    from alexspec.kernels.ops import launch
 
     entered = []
 
@@ -132,6 +133,6 @@ def test_a_launch_runs_on_its_tensors_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device", Device)
     for tensor in (OnGpu(1), OnGpu(0), torch.zeros(1), None):
-        with _common.on_device_of(tensor):
+        with launch.on_device_of(tensor):
             pass
     assert entered == ["cuda:1"]  # only where the tensor's GPU is not the current one

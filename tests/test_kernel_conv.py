@@ -7,8 +7,9 @@ import pytest
 
 from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
-from alexspec.kernels import Conv2d, conv2d_bias_relu, conv_choice, reference
-from alexspec.kernels import conv as conv_module
+from alexspec.kernels import Conv2d, conv2d_bias_relu
+from alexspec.kernels.ops import conv as conv_module, conv_cudnn, conv_triton, reference
+from alexspec.kernels.tuning import conv_choice
 
 # AlexNet's five convolutions at small spatial sizes (and fewer channels where the interpreter
 # would be slow), keeping what makes each hard: 11x11 stride 4, 5x5 pad 2 in two groups,
@@ -54,19 +55,19 @@ def test_the_weight_gradient_takes_as_many_slices_as_fill_the_gpu():
     cpu = torch.device("cpu")  # counted as an H100
     shapes = {"conv1": (256 * 55 * 55, 2 * 6), "conv2": (256 * 27 * 27, 2 * 19 * 2),
               "conv3": (256 * 13 * 13, 6 * 36), "conv5": (256 * 13 * 13, 2 * 27 * 2)}
-    found = {name: conv_module._slices(pixels, tiles, cpu) for name, (pixels, tiles) in shapes.items()}
+    found = {name: conv_triton.slices(pixels, tiles, cpu) for name, (pixels, tiles) in shapes.items()}
     assert found == {"conv1": 64, "conv2": 14, "conv3": 5, "conv5": 10}
     for name, (pixels, tiles) in shapes.items():  # at least 8 programs an SM, no more slices than that needs
         assert found[name] * tiles >= 8 * 132 > (found[name] - 1) * tiles or found[name] == 64
-    assert conv_module._slices(2048 * 3 - 1, 1, cpu) == 2  # each slice at least 2,048 pixels
-    assert conv_module._slices(100, 1, cpu) == 1
+    assert conv_triton.slices(2048 * 3 - 1, 1, cpu) == 2  # each slice at least 2,048 pixels
+    assert conv_triton.slices(100, 1, cpu) == 1
 
 
 @pytest.mark.parametrize("slices", [1, 3, 7])
 @pytest.mark.parametrize("case", ["conv1 11x11/4", "conv2 5x5 pad 2 groups 2", "non-square"])
 def test_the_weight_gradient_summed_in_slices_is_the_whole_sum(case, slices, monkeypatch):
     # on a GPU the sum over N*OH*OW pixels is cut into slices (uneven here) whose parts are added after
-    monkeypatch.setattr(conv_module, "_slices", lambda pixels, tiles, device: slices)
+    monkeypatch.setattr(conv_triton, "slices", lambda pixels, tiles, device: slices)
     x, weight, bias, stride, padding, groups = make(case)
     with conv_choice.using("triton"):
         check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
@@ -74,10 +75,10 @@ def test_the_weight_gradient_summed_in_slices_is_the_whole_sum(case, slices, mon
                                 [x, weight, bias], torch.float64)
 
 
-@pytest.mark.parametrize("config", conv_module._WEIGHT_GRAD_CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
+@pytest.mark.parametrize("config", conv_triton._WEIGHT_GRAD_CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
 def test_every_weight_gradient_tile_gives_the_same_answer(config):
     x, weight, bias, stride, padding, groups = make("conv5 3x3 pad 1 groups 2, odd")
-    with conv_choice.using("triton"), only_config(config, conv_module._conv_weight_grad_kernel):
+    with conv_choice.using("triton"), only_config(config, conv_triton._conv_weight_grad_kernel):
         check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups),
                                 lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups),
                                 [x, weight, bias], torch.float32, tolerance=(1e-4, 1e-4),
@@ -85,7 +86,7 @@ def test_every_weight_gradient_tile_gives_the_same_answer(config):
 
 
 def test_the_backward_is_chosen_per_shape_like_the_forward(monkeypatch):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     monkeypatch.setattr(conv_choice, "_do_bench", lambda run: run() is None or 1.0)
     monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
     x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
@@ -99,7 +100,7 @@ def test_the_backward_is_chosen_per_shape_like_the_forward(monkeypatch):
 @pytest.mark.parametrize("winner", ["triton+cudnn", "cudnn+triton"])
 def test_a_backward_may_take_each_gradient_from_the_faster_implementation(monkeypatch, winner):
     # timed in order: triton, cudnn, triton+cudnn, cudnn+triton; the winner is said to be fastest
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
     timed = []
 
@@ -121,7 +122,7 @@ def test_a_backward_may_take_each_gradient_from_the_faster_implementation(monkey
 
 
 def test_a_strided_conv_or_one_without_dx_times_only_the_two_backwards(monkeypatch):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     monkeypatch.setattr(conv_choice, "_do_bench", lambda run: run() is None or 1.0)
     monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
     for case, x_grad in (("conv1 11x11/4", True), ("conv3 3x3 pad 1", False)):
@@ -138,13 +139,13 @@ def test_cudnn_on_channels_padded_to_eight_is_the_same_conv():
     x, weight, bias, stride, padding, groups = make("conv1 11x11/4")
     x = x.contiguous(memory_format=torch.channels_last)
     stride, padding = [stride, stride], [padding, padding]  # as the op passes them
-    y = conv_module._cudnn_padded_forward(x, weight, bias, stride, padding, groups, True)
+    y = conv_cudnn.padded_forward(x, weight, bias, stride, padding, groups, True)
     torch.testing.assert_close(y, reference.conv2d_bias_relu(x, weight, bias, stride, padding, groups),
                                rtol=1e-4, atol=1e-4)
     assert y.is_contiguous(memory_format=torch.channels_last)
     dy = torch.randn_like(y)
-    dx, dw, db = conv_module._cudnn_padded_backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
-    expected = conv_module._cudnn_backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
+    dx, dw, db = conv_cudnn.padded_backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
+    expected = conv_cudnn.backward(dy, x, weight, True, stride, padding, groups, [True, True, True])
     for got, want in zip((dx, dw, db), expected):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -158,12 +159,12 @@ def test_cudnn_on_channels_padded_to_eight_is_the_same_conv():
     ("conv2 5x5 pad 2 groups 2", torch.bfloat16, torch.channels_last, False),  # groups: not padded
 ])
 def test_padded_channels_are_timed_only_where_cudnn_needs_them(monkeypatch, case, dtype, layout, timed):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
 
     def timer(run):
         run()
-        return 1.0 if run.func.__name__.startswith("_cudnn_padded") else 2.0  # cudnn_c8, where offered, wins
+        return 1.0 if run.func.__name__.startswith("padded_") else 2.0  # cudnn_c8, where offered, wins
 
     monkeypatch.setattr(conv_choice, "_do_bench", timer)
     x, weight, bias, stride, padding, groups = make(case)
@@ -193,7 +194,7 @@ def test_the_division_by_multiplying_is_exact_below_its_limit():
     # up to 5,000 (output image sizes and widths), all below _SMALL + the widest tile
     import numpy as np
 
-    limit = conv_module._SMALL + 256
+    limit = conv_triton._SMALL + 256
     for d in range(1, 5001):
         multiples = np.arange(0, limit, d, dtype=np.int64)
         n = np.concatenate([multiples, multiples[1:] - 1, np.array([limit - 1])])
@@ -205,7 +206,7 @@ def test_the_division_by_multiplying_is_exact_below_its_limit():
     @triton.jit
     def quotients(n_ptr, q_ptr, inverse, BLOCK: tl.constexpr):
         i = tl.arange(0, BLOCK)
-        tl.store(q_ptr + i, conv_module._quotient(tl.load(n_ptr + i), inverse))
+        tl.store(q_ptr + i, conv_triton._quotient(tl.load(n_ptr + i), inverse))
 
     n = torch.tensor(sorted({0, 1} | {3025 * j + e for j in range(1, 8) for e in (-1, 0)}), dtype=torch.int32)
     q = torch.empty(16, dtype=torch.int32)
@@ -214,10 +215,10 @@ def test_the_division_by_multiplying_is_exact_below_its_limit():
 
 
 def test_the_weight_gradient_refuses_what_it_cannot_index(monkeypatch):
-    monkeypatch.setattr(conv_module, "_SMALL", 50)  # a 7x8 output is over it
+    monkeypatch.setattr(conv_triton, "_SMALL", 50)  # a 7x8 output is over it
     with pytest.raises(ValueError, match="output images under 50 pixels.*ALEXSPEC_CONV=cudnn"):
-        conv_module._check_weight_grad_takes(torch.empty(1, 2, 7, 8))
-    conv_module._check_weight_grad_takes(torch.empty(1, 2, 7, 7))
+        conv_triton.check_weight_grad_takes(torch.empty(1, 2, 7, 8))
+    conv_triton.check_weight_grad_takes(torch.empty(1, 2, 7, 7))
 
 
 def test_cudnn_path_keeps_the_dtype_under_autocast():
@@ -239,7 +240,7 @@ def test_auto_times_each_shape_once_and_runs_the_faster(monkeypatch):
         return 1.0 if len(timed) % 2 == 0 else 2.0  # candidates come in order: triton, cudnn
 
     monkeypatch.setattr(conv_choice, "_do_bench", timer)
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     monkeypatch.setattr(conv_module, "_can_time", lambda x: True)
     real, ran = dict(conv_module._IMPLEMENTATIONS), []
 
@@ -266,7 +267,7 @@ def test_auto_times_each_shape_once_and_runs_the_faster(monkeypatch):
 
 
 def test_choose_falls_back_to_triton_where_it_cannot_time(monkeypatch):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     calls = []
     choose = lambda can_time: conv_choice.choose(("key",), lambda: "shape", {"triton": None, "cudnn": None}, (),
                                                  lambda: can_time, timer=lambda run: calls.append(run) or 1.0)
@@ -278,7 +279,7 @@ def test_choose_falls_back_to_triton_where_it_cannot_time(monkeypatch):
 
 
 def test_an_implementation_that_fails_is_left_out_with_a_warning(monkeypatch):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
 
     def broken():
         raise RuntimeError("PTX too new for this driver")
@@ -410,8 +411,8 @@ def test_without_relu_the_output_is_not_kept_for_backward():
 
 def test_a_choice_is_kept_for_the_next_process_on_the_same_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(conv_choice, "_chosen", {})
-    monkeypatch.setattr(conv_choice, "_stored", None)
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
+    monkeypatch.setattr(conv_choice._state, "stored", None)
     implementations = {"triton": lambda: None, "cudnn": lambda: None}
     times = iter([2.0, 1.0])
 

@@ -9,7 +9,8 @@ from kernel_helpers import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexspec import kernels
-from alexspec.kernels import LRN, Conv2d, MaxPool2d, reference
+from alexspec.kernels import LRN, Conv2d, MaxPool2d
+from alexspec.kernels.ops import reference
 
 
 class TinyAlexNet(torch.nn.Module):

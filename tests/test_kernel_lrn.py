@@ -10,7 +10,7 @@ from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
 from alexspec.kernels import LRN, lrn, reference
 
-lrn_module = importlib.import_module("alexspec.kernels.lrn")  # the package exports the function lrn
+lrn_module = importlib.import_module("alexspec.kernels.ops.lrn")  # the package exports the function lrn
 
 
 def paper_lrn_by_hand(x, n=5, k=2.0, alpha=1e-4, beta=0.75):
@@ -163,8 +163,8 @@ def test_bad_input_names_the_argument(call, message):
 
 
 def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
-    from alexspec.kernels import _common
-    monkeypatch.setattr(_common, "INTERPRET", False)
+    from alexspec.kernels.ops import launch
+    monkeypatch.setattr(launch, "INTERPRET", False)
     if torch.cuda.is_available():
         pytest.skip("a GPU machine runs the kernels for real")
     with pytest.raises(ValueError, match="x is on cpu; the Triton kernels run on CUDA"):

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from kernel_helpers import FORMATS, check_against_reference, torch
 
 from alexspec.kernels import lrn, max_pool2d, reference
-from alexspec.kernels.lrn_pool import lrn_max_pool2d
+from alexspec.kernels.ops.lrn_pool import lrn_max_pool2d
 
 
 def composed(x, size, alpha, beta, k, convention, groups, kernel, stride, padding, ceil_mode, relu):
@@ -120,7 +120,7 @@ def test_the_scale_of_every_visited_pixel_is_stored(height, width, kernel, strid
 ], ids=["lrn_max_pool2d", "lrn", "max_pool2d"])
 def test_inference_writes_nothing_for_a_backward(op, module, eager, monkeypatch):
     """Without grad (inference) the ops leave the argmax and the LRN scale out; with it they keep them."""
-    module = importlib.import_module(f"alexspec.kernels.{module}")
+    module = importlib.import_module(f"alexspec.kernels.ops.{module}")
     real, outputs = getattr(module, eager), []
     monkeypatch.setattr(module, eager, lambda *args: outputs.append(real(*args)) or outputs[-1])
     x = torch.randn(2, 6, 9, 9)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexspec.kernels.resources import Resources
+from alexspec.kernels.tuning.resources import Resources
 
 
 @pytest.mark.parametrize("registers, shared_kb, warps, resident", [

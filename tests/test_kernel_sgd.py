@@ -5,9 +5,9 @@ import pytest
 
 from kernel_helpers import torch
 
-from alexspec.kernels import reference
-from alexspec.kernels._common import INTERPRET
-from alexspec.kernels.sgd import _kernel_takes, sgd_step_ as torch_or_kernel_step
+from alexspec.kernels.ops import reference
+from alexspec.kernels.ops.launch import INTERPRET
+from alexspec.kernels.ops.sgd import _kernel_takes, sgd_step_ as torch_or_kernel_step
 
 
 def sgd_step_(*args):

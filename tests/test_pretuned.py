@@ -1,4 +1,4 @@
-"""Choices shipped for a GPU model (alexspec.kernels.pretuned): which entry serves a launch, that
+"""Choices shipped for a GPU model (alexspec.kernels.tuning.pretuned): which entry serves a launch, that
 they are only taken where this machine timed nothing, that a shipped table names only configs
 and implementations the kernels still offer, and bench/pretune.py, which makes a table."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ from kernel_helpers import torch  # noqa: F401  (skips without torch and triton)
 import triton
 
 from alexspec import settings
-from alexspec.kernels import conv, conv_choice, pretuned
+from alexspec.kernels.ops import conv
+from alexspec.kernels.tuning import conv_choice, pretuned
 
 GPU = "Test GPU 80GB"
 CONFIGS = [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=3),
@@ -145,8 +146,8 @@ def test_a_table_for_another_model_or_not_json_serves_nothing(shipped, tmp_path)
 
 def test_choose_takes_a_stored_choice_first_then_the_shipped_one_untimed(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(conv_choice, "_chosen", {})
-    monkeypatch.setattr(conv_choice, "_stored", None)
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
+    monkeypatch.setattr(conv_choice._state, "stored", None)
     implementations = {"triton": lambda: None, "cudnn": lambda: None}
     never = lambda run: pytest.fail("timed")  # noqa: E731
 
@@ -166,7 +167,7 @@ def test_choose_takes_a_stored_choice_first_then_the_shipped_one_untimed(tmp_pat
 
 
 def test_planning_takes_known_choices_and_the_triton_kernel_elsewhere_timing_nothing(monkeypatch):
-    monkeypatch.setattr(conv_choice, "_chosen", {})
+    monkeypatch.setattr(conv_choice._state, "chosen", {})
     never = lambda run: pytest.fail("timed while planning")  # noqa: E731
     implementations = {"triton": None, "cudnn": None}
     with conv_choice.using("auto"), conv_choice.planning():
@@ -175,15 +176,15 @@ def test_planning_takes_known_choices_and_the_triton_kernel_elsewhere_timing_not
         assert conv_choice.choose(("b",), lambda: "b", implementations, (), lambda: True, timer=never,
                                   pretuned=lambda: None) == "triton"
     assert [entry["shape"] for entry in conv_choice.choices()] == ["a"]  # "b" is still to be timed
-    assert not conv_choice._planning
+    assert not conv_choice._state.planning
 
 
 def _tuners_by_kernel() -> dict:
     from triton.runtime.autotuner import Autotuner
 
     found = {}
-    for name in ("conv", "lrn", "lrn_pool", "maxpool"):
-        module = importlib.import_module(f"alexspec.kernels.{name}")
+    for name in ("conv_triton", "lrn", "lrn_pool", "maxpool"):
+        module = importlib.import_module(f"alexspec.kernels.ops.{name}")
         for value in vars(module).values():
             if isinstance(value, Autotuner):
                 found[value.base_fn.__name__] = value
@@ -229,7 +230,7 @@ def test_pretune_makes_a_table_from_a_gathered_record(tmp_path, monkeypatch):
     source = tmp_path / "autotune-2026-01-01.json"
     source.write_text(json.dumps(record))
     folder = tmp_path / "pretuned"
-    script = ("import sys; from alexspec.kernels import pretuned; from pathlib import Path; "
+    script = ("import sys; from alexspec.kernels.tuning import pretuned; from pathlib import Path; "
               f"pretuned.FOLDER = Path({str(folder)!r}); sys.argv[0] = 'bench/pretune.py'; "
               "sys.path.insert(0, 'bench'); import pretune; sys.exit(pretune.main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", script, str(source)], capture_output=True, text=True, cwd=ROOT)

@@ -259,7 +259,7 @@ def test_cuda_graphs_on_where_they_cannot_be_is_a_clear_error(tmp_path):
 def test_rates_kept_on_the_device_follow_the_schedule_and_are_saved_as_numbers():
     from alexspec.spec.loader import load_file
     from alexspec.train.graphed import lr_on_device
-    from alexspec.train.loop import TrainConfig, Trainer
+    from alexspec.train.loop import Position, TrainConfig, Trainer
     from alexspec.train.recipe import set_lr
 
     trainer = Trainer(load_file(ROOT / "specs" / "digits.yaml"), TrainConfig(devices=["cpu"]), log=lambda *a: None)
@@ -268,7 +268,7 @@ def test_rates_kept_on_the_device_follow_the_schedule_and_are_saved_as_numbers()
     set_lr(trainer.optimizer, 0.25)
     assert all(isinstance(r, torch.Tensor) and r.item() == 0.25 for r in rates)  # filled in place
     assert [g["lr"] for g in trainer.optimizer.param_groups] == rates
-    saved = trainer.state(0, 0, 0, 1.0, {})["optimizer"]["param_groups"]
+    saved = trainer.state(Position(best=1.0))["optimizer"]["param_groups"]
     assert all(type(group["lr"]) is float and group["lr"] == 0.25 for group in saved)
     assert all(isinstance(g["lr"], torch.Tensor) for g in trainer.optimizer.param_groups)  # the live ones stay
 

@@ -145,7 +145,7 @@ def test_gpu_a_graphed_bf16_run_on_copies_trains_as_autocast(tmp_path):
 
 
 def test_the_sgd_step_compiles_ahead_for_an_h100_without_spilling(tmp_path):
-    # the stand-in GPU of alexspec.kernels.ahead: what the trainer compiles before a graphed bf16 run
+    # the stand-in GPU of alexspec.kernels.tuning.ahead: what the trainer compiles before a graphed bf16 run
     import os
     import subprocess
     import sys
@@ -153,8 +153,9 @@ def test_the_sgd_step_compiles_ahead_for_an_h100_without_spilling(tmp_path):
     script = f"""
 import json, torch
 from alexspec.builder import build
-from alexspec.kernels import ahead, sgd
-from alexspec.kernels.resources import resources
+from alexspec.kernels.ops import sgd
+from alexspec.kernels.tuning import ahead
+from alexspec.kernels.tuning.resources import resources
 from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
 module = build({str(ROOT / "specs" / "lenet5.yaml")!r}, backend="torch", devices=["cpu"]).module
 copies = WeightCopies(module)

@@ -26,7 +26,7 @@ EXAMPLES = {
 
 
 def _bench_history(folder: Path, plot_file: str | None) -> int:
-    from alexspec import bench_history
+    from alexspec.bench import history as bench_history
 
     if not folder.is_dir():
         raise SpecError([Problem(Loc(str(folder), 1, 1), "", "no such folder of benchmark results",
@@ -48,11 +48,11 @@ def _bench_history(folder: Path, plot_file: str | None) -> int:
 def cmd_bench(args) -> int:
     if args.history:
         return _bench_history(Path(args.history), args.plot)
-    from alexspec import bench
+    from alexspec.bench import cpu, results
 
     result = {}
     if args.cpu_figures:
-        result["cpu_figures"] = figures = bench.cpu_figures()
+        result["cpu_figures"] = figures = cpu.cpu_figures()
         print(f"report (fresh process) {figures['report_wall_s']:.3f} s; compiler import "
               f"{figures['compiler_import_s']:.3f} s (imports torch: {figures['compiler_imports_torch']}); "
               f"validate + infer of 1,000 layers {figures['validate_infer_1000_layers_s']:.3f} s")
@@ -62,39 +62,33 @@ def cmd_bench(args) -> int:
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch loads: the profiler's log stays quiet
         import torch
 
+        from alexspec.bench import baselines, run, startup
+
         cuda = torch.cuda.is_available()
-        default = bench.defaults(cuda)
-        batch, steps, repeats = args.batch or default["batch"], args.steps or default["steps"], \
-            args.repeats or default["repeats"]
-        if args.compare is None:
-            compare = bench.default_baselines(cuda, args.max_autotune)
-            if not cuda:
-                print(bench.cpu_note())
-        else:
-            compare = bench.parse_baselines(args.compare)
-        if args.max_autotune and "compile-max-autotune" not in compare:
-            compare.append("compile-max-autotune")
+        plan = baselines.plan(cuda, args.batch, args.steps, args.repeats, args.compare, args.max_autotune)
+        if plan["note"]:
+            print(plan["note"])
+        batch, compare = plan["batch"], plan["compare"]
         spec = resolve_spec(args.spec or "alexnet")
         if args.cold_start:
-            cuda = torch.cuda.is_available()
             print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
                   + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "
                      "timing every choice)..." if cuda else ")..."))
-            result["startup"] = bench.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
+            result["startup"] = startup.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
             for name, figures in result["startup"].items():
-                print(bench.describe_start(name, figures))
-        out = _bench_out(args.output, torch.cuda.is_available())
+                print(startup.describe_start(name, figures))
+        out = _bench_out(args.output, cuda)
 
         def keep(partial: dict) -> None:  # an interrupted run keeps what it timed
             if out:
-                bench.write({**result, **partial}, out)
+                results.write({**result, **partial}, out)
 
-        result.update(bench.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, steps,
-                                args.warmup, args.ablate, progress=keep, repeats=repeats))
+        result.update(run.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, plan["steps"],
+                              args.warmup, args.ablate, progress=keep, repeats=plan["repeats"]))
     else:
         out = _bench_out(args.output, False)
     if out:
-        bench.write(result, out)
+        results.write(result, out)
         print(f"wrote {out}")
     return 0
 

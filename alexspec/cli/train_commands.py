@@ -62,7 +62,7 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
-    from alexspec.train.loop import start
+    from alexspec.train.session import start
 
     result = start(args.spec, _train_config(args))
     if result.stopped_by_signal or result.stopped_at_max_steps:
@@ -80,28 +80,15 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import json as json_module
 
-    from alexspec.builder import load_state
-    from alexspec.train import checkpoint
-    from alexspec.train.data import open_data
-    from alexspec.train.loop import Trainer
+    from alexspec.train.evaluate import evaluate_checkpoint
 
-    trainer = Trainer(_spec_document(args.spec, []), _train_config(args))
-    path = checkpoint.in_run_folder(Path(args.checkpoint))
-    state = checkpoint.load(path, trainer.network_hash)
-    load_state(trainer.module, state["model"])
-    data = open_data(args.data, trainer.net.input, trainer.info.output_shape[0],
-                     trainer.training.augmentation.resize, trainer.seed)
-    trainer.check_data(data)
-    crops = args.crops or trainer.training.eval_crops
-    _, height, width = trainer.net.input
-    if crops == 10 and data.image_shape[1:] == (height, width):
-        print(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
-              "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
-              "(digits, text), expect a worse error than with --crops 1", file=sys.stderr)
-    metrics = trainer.evaluate(data, crops=crops)
-    print(f"{trainer.net.name} on {args.data} ({count(len(data.val), 'image')}, {count(crops, 'crop')}): top-1 error "
-          f"{metrics['top1_error']:.2%}, top-5 error {metrics['top5_error']:.2%}, loss {metrics['val_loss']:.4f}")
-    print(json_module.dumps({"checkpoint": str(path), "crops": crops, **metrics}))
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
+    found = evaluate_checkpoint(_spec_document(args.spec, []), Path(args.checkpoint), args.data, args.crops,
+                                args.backend, devices, args.precision, args.channels_last,
+                                log=lambda line: print(line, file=sys.stderr))
+    print(f"{found['network']} on {args.data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
+          f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
+    print(json_module.dumps({key: found[key] for key in ("checkpoint", "crops", "val_loss", "top1_error", "top5_error")}))
     return 0
 
 

@@ -66,3 +66,28 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     std_t = torch.tensor(std if std is not None else [default_std] * channels, device=images.device,
                          dtype=images.dtype)
     return (images - mean_t[:, None, None]) / std_t[:, None, None]
+
+
+class NetworkInput:
+    """How a uint8 batch becomes the network's input on `device`: for training a random crop
+    (where the images are larger), a flip and lighting as `augmentation` asks; otherwise the
+    centre crop; then normalised, channels-last where asked."""
+
+    def __init__(self, shape: tuple[int, int, int], augmentation, device: torch.device, channels_last: bool = False):
+        self.shape, self.augmentation, self.device, self.channels_last = shape, augmentation, device, channels_last
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 train: bool = False) -> torch.Tensor:
+        aug = self.augmentation
+        x = images.to(self.device, non_blocking=True).float()
+        _, height, width = self.shape
+        if train and aug.crop and (x.shape[2] > height or x.shape[3] > width):
+            x = random_crop(x, height, generator)
+        elif x.shape[2] != height or x.shape[3] != width:
+            x = center_crop(x, height)
+        if train and aug.flip:
+            x = random_flip(x, generator)
+        if train and aug.lighting and x.shape[1] == 3:
+            x = lighting(x / 255.0, aug.lighting, generator) * 255.0
+        x = normalise(x, aug.mean, aug.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -25,9 +25,10 @@ def parameter_groups(module: torch.nn.Module, attributes: dict[str, str], traini
 
 
 def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training,
-              copies: Optional[WeightCopies] = None) -> torch.optim.Optimizer:
+              copies: Optional[WeightCopies] = None, fused: Optional[bool] = None) -> torch.optim.Optimizer:
     """The spec's optimizer over `module`'s parameter groups; with `copies` (SGD only), one that
-    also writes the weights' bf16 copies (alexspec.train.weight_copies)."""
+    also writes the weights' bf16 copies (alexspec.train.weight_copies). `fused`: one fused
+    kernel a device (default: where fused_supported), else torch's default (foreach)."""
     groups = parameter_groups(module, attributes, training)
     for group in groups:
         group["lr"] = training.lr * group["lr_mult"]
@@ -37,7 +38,7 @@ def optimizer(module: torch.nn.Module, attributes: dict[str, str], training: ir.
                              f"{training.optimizer}")
         return SGDWithCopies(groups, copies, lr=training.lr, momentum=training.momentum,
                              nesterov=training.nesterov, weight_decay=training.weight_decay)
-    fused = fused_supported(module)
+    fused = fused_supported(module) if fused is None else fused
     if training.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=training.lr, momentum=training.momentum, nesterov=training.nesterov,
                                weight_decay=training.weight_decay, fused=fused)

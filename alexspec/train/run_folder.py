@@ -62,3 +62,33 @@ def claim(run_dir: Path, continuing: bool) -> None:
         record_checkpoints(run_dir, [])
     for folder in (run_dir, run_dir / "checkpoints"):
         remove_stray_temporaries(folder)
+
+
+def default(name: str) -> Path:
+    """runs/<name>-<date>-<time>: a new run's folder where none was given."""
+    import datetime
+
+    return Path("runs") / f"{name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """One line of metrics.jsonl (a step's loss, an epoch's validation)."""
+    with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metrics.jsonl's lines past `step` (written after the checkpoint a run resumes from)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    write_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def write_recipe(run_dir: Path, spec: dict, config: dict) -> None:
+    """spec.yaml (the spec as run, overrides applied) and config.json (everything else it ran with)."""
+    import yaml
+
+    write_atomic(Path(run_dir) / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+    write_atomic(Path(run_dir) / "config.json", json.dumps(config, indent=2) + "\n")

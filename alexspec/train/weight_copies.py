@@ -16,7 +16,8 @@ from typing import Iterable
 
 import torch
 
-from alexspec.kernels import layers, sgd
+from alexspec.kernels.ops import sgd
+from alexspec.kernels.nn import layers
 
 COPIED_LAYERS = (torch.nn.Conv2d, torch.nn.Linear, layers.Conv2d)  # what autocast runs in bf16
 
@@ -92,7 +93,7 @@ class SGDWithCopies(torch.optim.SGD):
         return loss
 
     def compile_ahead(self, lr_on_device: bool = False) -> None:
-        """Start compiling the kernels of its steps (within alexspec.kernels.ahead.compile_ahead()):
+        """Start compiling the kernels of its steps (within alexspec.kernels.tuning.ahead.compile_ahead()):
         with the rate as a number, and also read from the device with `lr_on_device` (what a
         step recorded as a CUDA graph does after ordinary warm-up steps)."""
         for group in self.param_groups:

@@ -15,23 +15,23 @@ full-size gradient that LRN's backward reads back. Fused:
 
 Saved for backward: x, the scale and the argmax; the LRN output never reaches memory.
 Ties, NaNs and window rules are those of `alexspec.kernels.max_pool2d`; the LRN is that of
-`alexspec.kernels.lrn` (window, groups, conventions).
+`alexspec.kernels.ops.lrn` (window, groups, conventions).
 """
 from __future__ import annotations
 
 import torch
 
-from alexspec.kernels import reference
-from alexspec.kernels._common import (autotune, call, eager_function, image_block_grid, memory_format_of,
-                                      needs_grad, strides4, tl, triton)
-from alexspec.kernels.lrn import check_lrn_arguments, fast_log2
-from alexspec.kernels.maxpool import empty_pool_outputs, pool_arguments
+from alexspec.kernels.ops import reference
+from alexspec.kernels.ops.launch import call, eager_function, image_block_grid, memory_format_of, needs_grad, strides4, tl, triton
+from alexspec.kernels.tuning.autotune import autotune
+from alexspec.kernels.ops.lrn import check_lrn_arguments, fast_log2
+from alexspec.kernels.ops.maxpool import empty_pool_outputs, pool_arguments
 
 _OP = "alexspec::lrn_max_pool2d"
 
 if triton is not None:
-    from alexspec.kernels.lrn import power
-    from alexspec.kernels.maxpool import POOL_CONFIGS, gathered_grad, tile
+    from alexspec.kernels.ops.lrn import power
+    from alexspec.kernels.ops.maxpool import POOL_CONFIGS, gathered_grad, tile
 
     @triton.jit
     def channel_in_group(c, j, C, group_c):
@@ -202,7 +202,7 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
                    ceil_mode: bool = False, relu: bool = False) -> torch.Tensor:
     """max_pool2d(lrn(relu(x) if relu else x)) (autograd-aware) in one Triton kernel each way.
 
-    LRN arguments as `alexspec.kernels.lrn`, pooling arguments as `alexspec.kernels.max_pool2d`.
+    LRN arguments as `alexspec.kernels.ops.lrn`, pooling arguments as `alexspec.kernels.max_pool2d`.
     x: (N, C, H, W), NCHW or channels-last, fp32/bf16/fp16 (fp64 for checks).
     """
     check_lrn_arguments(x, size, alpha, beta, k, groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alexspec.bench import BASELINES, describe_settings
+from alexspec.bench.baselines import BASELINES, describe_settings
 from alexspec.plotting import pyplot
 
 KINDS = ("alexspec", *BASELINES)

@@ -18,8 +18,9 @@ from typing import Optional, Union
 
 import torch
 
-from alexspec.kernels import _common, reference
-from alexspec.kernels._common import tl, triton
+from alexspec.kernels.ops import launch
+from alexspec.kernels.ops import reference
+from alexspec.kernels.ops.launch import tl, triton
 
 _BLOCK, _WARPS = 2048, 8
 
@@ -56,7 +57,7 @@ def sgd_step_(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: Optional
         reference.sgd_step_(param, grad, momentum_buffer, copy, lr, weight_decay, momentum, nesterov)
         return
     args, constants = _arguments(param, grad, momentum_buffer, copy, lr, weight_decay, momentum, nesterov)
-    with _common.on_device_of(param):  # a tower's weights on a second GPU step there
+    with launch.on_device_of(param):  # a tower's weights on a second GPU step there
         _sgd_kernel[(triton.cdiv(param.numel(), _BLOCK),)](*args, **constants, num_warps=_WARPS)
 
 
@@ -86,7 +87,7 @@ def _kernel_takes(param, grad, momentum_buffer, copy, lr, on_cpu: bool = False) 
     kernels take them), the weight fp32 or fp64 and dense, and the gradient, momentum and copy
     laid out as the weight (one flat pass covers them all)."""
     tensors = [t for t in (param, grad, momentum_buffer, copy) if t is not None]
-    if triton is None or not (param.is_cuda or (on_cpu and _common.cpu_tensors_taken())):
+    if triton is None or not (param.is_cuda or (on_cpu and launch.cpu_tensors_taken())):
         return False
     if isinstance(lr, torch.Tensor) and (lr.numel() != 1 or lr.device != param.device):
         return False

@@ -28,9 +28,9 @@ from typing import Callable, Iterator
 import torch
 
 from alexspec import settings
-from alexspec.kernels import _common, conv_choice, pretuned
-from alexspec.kernels._common import INTERPRET, triton
-
+from alexspec.kernels.ops import launch
+from alexspec.kernels.ops.launch import INTERPRET, triton
+from alexspec.kernels.tuning import autotune, conv_choice, pretuned
 
 
 def can_compile_ahead() -> bool:
@@ -50,7 +50,7 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
     False with a warning where `step` fails: the kernels then compile at their first launch."""
     if not can_compile_ahead():
         return False
-    threads = threads or _common.COMPILE_THREADS
+    threads = threads or autotune.COMPILE_THREADS
     start = stepped = time.perf_counter()
     try:
         # a backward in `step` runs in this thread: on a GPU autograd runs it in a thread of its own,
@@ -58,11 +58,10 @@ def compile_ahead(step: Callable[[], object], threads: int | None = None) -> boo
         # compile there one by one, as they are reached
         with _CompilingAndLinking(threads) as pool, torch.autograd.set_multithreading_enabled(False), \
                 triton.AsyncCompileMode(pool, ignore_errors=True) as mode, conv_choice.planning():
-            _common._ahead.append(mode)
             try:
-                step()
+                with autotune.compiling_ahead.set(mode):
+                    step()
             finally:
-                _common._ahead.remove(mode)
                 stepped = time.perf_counter()
     except Exception as exc:  # a speed-up only
         warnings.warn(f"compiling the kernels ahead failed ({type(exc).__name__}: {exc}); they compile at "
@@ -212,11 +211,8 @@ def stand_in_gpu(arch: int = 90, device_name: str | None = None, multiprocessors
         pretuned.seen(device_name, f"{arch // 10}.{arch % 10}", multiprocessors)
     previous = getattr(driver, "_active", None)  # None: the default, made at its first use (not here)
     driver.set_active(StandInDriver())
-    _common._stand_in.append(arch)
-    pretuned._stand_in_device.append(device_name)
     try:
-        yield
+        with launch.stand_in.set(arch), pretuned.stand_in_device.set(device_name):
+            yield
     finally:
-        pretuned._stand_in_device.pop()
-        _common._stand_in.remove(arch)
         driver.set_active(previous)

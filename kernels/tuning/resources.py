@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from alexspec.kernels._common import triton
+from alexspec.kernels.ops.launch import triton
 
 # an SM of compute capability 8.0-9.0 (A100, H100): registers, shared memory and warps it holds
 SM_REGISTERS = 65536

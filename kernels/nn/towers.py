@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from alexspec.errors import BadInput
-from alexspec.kernels import layers
-from alexspec.kernels.layers import LRN, Conv2d, Linear
+from alexspec.kernels.nn import layers
+from alexspec.kernels.nn.layers import LRN, Conv2d, Linear
 
 READS = ("shared", "local", "cross")
 

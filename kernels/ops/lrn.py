@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from alexspec.kernels import reference
-from alexspec.kernels._common import (INTERPRET, autotune, call, check_tensor, eager_function, image_layout,
-                                      memory_format_of, needs_grad, tl, triton)
+from alexspec.kernels.ops import reference
+from alexspec.kernels.ops.launch import INTERPRET, call, check_tensor, eager_function, image_layout, memory_format_of, needs_grad, tl, triton
+from alexspec.kernels.tuning.autotune import autotune
 
 _OP = "alexspec::lrn"
 

@@ -2,7 +2,7 @@
 
 From an empty Triton cache, a first step compiles every autotune config of every kernel shape,
 times them, and times each conv shape by Triton and by cuDNN: most of a cold start goes to
-compiling configs that lose (the measured figures are in bench/results/ and the README). kernels/gpu-choices/<GPU model>.json holds what
+compiling configs that lose (the measured figures are in bench/results/ and the README). kernels/tuning/gpu-choices/<GPU model>.json holds what
 won on that model (bench/pretune.py makes it from a GPU run's autotune-DATE.json): per kernel
 and tuning key, the winning config; per conv shape, the winning implementation. Where this
 machine's GPU has a table, a launch that finds no choice in Triton's cache takes the table's
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from alexspec import settings
+from alexspec.kernels.scoped import Scoped
 
 FOLDER = Path(__file__).resolve().parent / "gpu-choices"
 BATCH_SCALED = ("M", "SPLIT")  # tuning-key arguments that grow with the batch
@@ -44,7 +45,7 @@ def enabled() -> bool:
     return settings.current().pretuned
 
 
-_stand_in_device: list[str] = []  # a GPU model named by ahead.stand_in_gpu(), while it lasts
+stand_in_device: Scoped = Scoped()  # a GPU model named by ahead.stand_in_gpu(), while it lasts
 used = {"autotune": 0, "conv": 0}  # how many choices this process took from a table
 _seen: dict[str, tuple[str, int]] = {}  # GPU model -> (compute capability, multiprocessors), as met
 
@@ -114,8 +115,8 @@ def _read(path: Path) -> Optional[dict]:
 
 def device_name(tensor=None) -> Optional[str]:
     """The GPU model the kernels run on: a stand-in's, or `tensor`'s GPU (default: the current one)."""
-    if _stand_in_device:
-        return _stand_in_device[-1]
+    if stand_in_device:
+        return stand_in_device.get()
     import torch
 
     if tensor is not None and getattr(tensor, "is_cuda", False):
@@ -227,6 +228,6 @@ def from_autotune_record(record: dict, device: str, made_from: str = "", compute
 
 def split_stored_choice(stored_as: str) -> tuple[str, str]:
     """(GPU model, conv shape) of a name conv_choice stores a choice under: "<model>, torch ...,
-    triton ..., conv.py ... | <shape>"."""
+    triton ..., conv code ... | <shape>"."""
     machine, _, shape = stored_as.partition(" | ")
     return machine.split(",")[0], shape

@@ -13,8 +13,8 @@ from typing import Optional
 
 import torch
 
-from alexspec.kernels._common import (as_pair, autotune, call, check_tensor, eager_function, image_block_grid,
-                                      image_layout, memory_format_of, needs_grad, strides4, tl, triton)
+from alexspec.kernels.ops.launch import as_pair, call, check_tensor, eager_function, image_block_grid, image_layout, memory_format_of, needs_grad, strides4, tl, triton
+from alexspec.kernels.tuning.autotune import autotune
 
 _OP = "alexspec::max_pool2d"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 import warnings
 from contextlib import contextmanager
@@ -24,28 +25,34 @@ from typing import Callable, Iterator, Optional
 from alexspec.fsutil import write_atomic
 from alexspec import settings
 from alexspec.errors import BadInput
-from alexspec.kernels.stopwatch import Stopwatch
+from alexspec.kernels.tuning.stopwatch import Stopwatch
 
 MODES = settings.CONV_MODES
 _FALLBACK = "triton"  # where nothing can be timed: on CPU (the interpreter), or while a CUDA graph records
 
-_mode = settings.current().conv  # ALEXSPEC_CONV; set_mode changes it
-_chosen: dict[tuple, dict] = {}
-_stored: Optional[dict[str, dict]] = None  # the file's choices, read at the first need
-_planning = False  # within planning()
+
+
+@dataclass
+class _State:
+    mode: str = field(default_factory=lambda: settings.current().conv)  # ALEXSPEC_CONV; set_mode changes it
+    chosen: dict[tuple, dict] = field(default_factory=dict)
+    stored: Optional[dict[str, dict]] = None  # the file's choices, read at the first need
+    planning: bool = False  # within planning()
+
+
+_state = _State()
 
 
 def mode() -> str:
     """The current mode: auto, triton or cudnn."""
-    return _mode
+    return _state.mode
 
 
 def set_mode(new_mode: str) -> str:
     """Set the mode (auto, triton or cudnn); returns the previous one. Earlier choices are kept."""
-    global _mode
     if new_mode not in MODES:
         raise BadInput(f"conv implementation must be one of {', '.join(MODES)}, got {new_mode!r}")
-    previous, _mode = _mode, new_mode
+    previous, _state.mode = _state.mode, new_mode
     return previous
 
 
@@ -54,12 +61,11 @@ def planning() -> Iterator[None]:
     """A block that only shapes a computation (ahead.compile_ahead's dry run): in mode "auto" each
     conv takes the implementation already chosen, stored or shipped for its shape, and the
     Triton kernel where none is (so that it gets compiled), timing nothing."""
-    global _planning
-    previous, _planning = _planning, True
+    previous, _state.planning = _state.planning, True
     try:
         yield
     finally:
-        _planning = previous
+        _state.planning = previous
 
 
 @contextmanager
@@ -74,14 +80,13 @@ def using(new_mode: str) -> Iterator[None]:
 
 def choices() -> list[dict]:
     """What "auto" chose so far, a dict per conv shape: shape, implementation and each one's time in ms."""
-    return [dict(entry) for entry in _chosen.values()]
+    return [dict(entry) for entry in _state.chosen.values()]
 
 
 def forget() -> None:
     """Drop every choice this process made or read (the file keeps them: see store_path)."""
-    global _stored
-    _chosen.clear()
-    _stored = None
+    _state.chosen.clear()
+    _state.stored = None
 
 
 def store_path() -> Path:
@@ -91,15 +96,13 @@ def store_path() -> Path:
 
 
 def _stored_choices() -> dict[str, dict]:
-    global _stored
-    if _stored is None:
+    if _state.stored is None:
         try:
-            _stored = json.loads(store_path().read_text())
+            stored = json.loads(store_path().read_text())
         except (OSError, ValueError):  # none yet, or unreadable: time again
-            _stored = {}
-        if not isinstance(_stored, dict):
-            _stored = {}
-    return _stored
+            stored = {}
+        _state.stored = stored if isinstance(stored, dict) else {}
+    return _state.stored
 
 
 def _store(name: str, entry: dict) -> None:
@@ -130,20 +133,21 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     name the implementation that won on this GPU model (kernels.pretuned): it is taken untimed.
     Within planning(), nothing is timed: a choice not known yet is the Triton kernel.
     """
-    if _mode != "auto":
-        return _mode
-    if key in _chosen:
-        return _chosen[key]["implementation"]
+    if _state.mode != "auto":
+        return _state.mode
+    chosen = _state.chosen
+    if key in chosen:
+        return chosen[key]["implementation"]
     stored_as = f"{machine()} | {describe()}" if machine is not None else None
     stored = _stored_choices().get(stored_as) if stored_as else None
     if isinstance(stored, dict) and stored.get("implementation") in implementations:
-        _chosen[key] = dict(stored)
+        chosen[key] = dict(stored)
         return stored["implementation"]
     shipped = pretuned() if pretuned is not None else None
     if shipped in implementations:
-        _chosen[key] = {"shape": describe(), "implementation": shipped, "pretuned": True}
+        chosen[key] = {"shape": describe(), "implementation": shipped, "pretuned": True}
         return shipped
-    if _planning or not can_time():
+    if _state.planning or not can_time():
         return _FALLBACK
     timer = timer or _do_bench
     times, errors = {}, []
@@ -157,10 +161,10 @@ def choose(key: tuple, describe: Callable[[], str], implementations: dict[str, C
     if not times:
         raise errors[0]
     best = min(times, key=times.get)
-    _chosen[key] = {"shape": describe(), "implementation": best,
+    chosen[key] = {"shape": describe(), "implementation": best,
                     **{f"{name}_ms": round(times[name], 4) if name in times else None for name in implementations}}
     if stored_as:
-        _store(stored_as, _chosen[key])
+        _store(stored_as, chosen[key])
     return best
 
 

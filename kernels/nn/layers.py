@@ -10,66 +10,13 @@ from typing import Optional
 import torch
 from torch import nn
 
-from alexspec.errors import BadInput
-from alexspec.kernels import reference
-from alexspec.kernels._common import as_pair, cpu_tensors_taken, triton_available
-from alexspec.kernels.conv import conv2d_bias_relu
-from alexspec.kernels.lrn import lrn
-from alexspec.kernels.lrn_pool import lrn_max_pool2d
-from alexspec.kernels.maxpool import max_pool2d
-from alexspec.words import count
-
-BACKENDS = ("triton", "torch")
-
-
-def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",)) -> tuple[str, str]:
-    """(backend, why) for a requested backend ("auto", "triton" or "torch") and target devices.
-
-    "auto" picks triton on CUDA devices and torch otherwise; the reason says which and why.
-    Raises BadInput when triton is asked for where it cannot run.
-    """
-    on_cuda = all(str(d).startswith("cuda") for d in devices)
-    if backend == "auto":
-        if on_cuda and triton_available():
-            return "triton", "triton kernels on CUDA"
-        if not on_cuda:
-            return "torch", f"torch reference ops: the Triton kernels need CUDA, the devices are {', '.join(devices)}"
-        return "torch", "torch reference ops: triton is not installed"
-    if backend == "triton":
-        if not triton_available():
-            raise BadInput("backend 'triton' needs triton and a CUDA GPU (or TRITON_INTERPRET=1 on CPU); "
-                             "use backend 'torch'")
-        if not on_cuda and not cpu_tensors_taken():
-            raise BadInput(f"backend 'triton' runs on CUDA devices, not {', '.join(devices)}; use backend "
-                             "'torch', or set TRITON_INTERPRET=1 to interpret the kernels on CPU (slow)")
-        return "triton", "triton kernels" + (" (interpreted on CPU)" if not on_cuda else "")
-    if backend == "torch":
-        return "torch", "torch reference ops"
-    raise BadInput(f"backend must be auto, triton or torch, got {backend!r}")
-
-
-def resolve_devices(devices) -> list[str]:
-    """Device names with "auto" made concrete: "cuda" when a GPU is present, else "cpu".
-
-    Raises BadInput for a CUDA device on a machine without one (say which, and the way out).
-    """
-    cuda = torch.cuda.is_available()
-    resolved = [("cuda" if cuda else "cpu") if str(d) == "auto" else str(d) for d in devices]
-    wanted = [d for d in resolved if d.startswith("cuda")]
-    if wanted and not cuda:
-        raise BadInput(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
-                         "choose CPU devices (--device cpu, or devices=['cpu'])")
-    if cuda and any(":" in d and int(d.split(":")[1]) >= torch.cuda.device_count() for d in wanted):
-        raise BadInput(f"this machine has {count(torch.cuda.device_count(), 'CUDA device')}; {', '.join(wanted)} "
-                         "asks for more (give one device to collapse the towers into groups)")
-    return resolved
-
-
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return backend
-
+from alexspec.kernels.nn.backend import check_backend, resolve_backend, resolve_devices  # noqa: F401 (generated code calls them here)
+from alexspec.kernels.ops import reference
+from alexspec.kernels.ops.launch import as_pair
+from alexspec.kernels.ops.conv import conv2d_bias_relu
+from alexspec.kernels.ops.lrn import lrn
+from alexspec.kernels.ops.lrn_pool import lrn_max_pool2d
+from alexspec.kernels.ops.maxpool import max_pool2d
 
 class Conv2d(nn.Module):
     """Conv2d with bias and an optional fused ReLU; PyTorch's default initialisation."""
@@ -81,7 +28,7 @@ class Conv2d(nn.Module):
                          bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding = as_pair("stride", stride), as_pair("padding", padding)
-        self.groups, self.relu, self.backend = groups, relu, _check_backend(backend)
+        self.groups, self.relu, self.backend = groups, relu, check_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "torch":
@@ -103,14 +50,14 @@ class Conv2d(nn.Module):
 
 class LRN(nn.Module):
     """Local response normalisation across channels; `relu=True` normalises relu(x) (see
-    `alexspec.kernels.lrn`)."""
+    `alexspec.kernels.ops.lrn`)."""
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
                  convention: str = "paper", groups: int = 1, backend: str = "triton", relu: bool = False):
         super().__init__()
         reference.lrn_alpha(alpha, size, convention)  # checks the convention now, not at the first call
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.convention, self.groups, self.backend, self.relu = convention, groups, _check_backend(backend), relu
+        self.convention, self.groups, self.backend, self.relu = convention, groups, check_backend(backend), relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         args = (self.size, self.alpha, self.beta, self.k, self.convention, self.groups)
@@ -131,7 +78,7 @@ class MaxPool2d(nn.Module):
                  backend: str = "triton"):
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride if stride is not None else kernel, padding
-        self.ceil_mode, self.relu, self.backend = ceil_mode, relu, _check_backend(backend)
+        self.ceil_mode, self.relu, self.backend = ceil_mode, relu, check_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         op = max_pool2d if self.backend == "triton" else reference.max_pool2d

@@ -1,0 +1,90 @@
+"""A network's validation error: loss, top-1 and top-5 error over a data source's validation
+split, the softmax averaged over 1 or 10 crops; `alexspec eval` and the trainer's epochs use it.
+It needs no optimizer: `evaluate_checkpoint` builds the network, loads a checkpoint and evaluates."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from alexspec import ir
+from alexspec.train import augment
+from alexspec.train.augment import NetworkInput
+from alexspec.train.data import Dataset
+from alexspec.train.step import autocast
+
+
+def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs: NetworkInput, precision: str,
+             crops: int = 1, batch: int = 256) -> dict:
+    """val_loss, top1_error and top5_error of `module` (left in training mode) on `data.val`."""
+    module.eval()
+    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    ends_with_softmax = isinstance(network.layers[-1], ir.Softmax)
+    _, height, _ = network.input
+    with torch.no_grad(), autocast(inputs.device.type, precision):
+        for start in range(0, len(data.val), batch):
+            images, labels = data.val.batch(torch.arange(start, min(start + batch, len(data.val))))
+            labels = labels.to(inputs.device)
+            views = [images]
+            if crops == 10:
+                views = augment.ten_crops(images, height) if images.shape[2] > height else \
+                    [images, images.flip(-1)] * 5
+            probs = sum(_probabilities(module, inputs(view), ends_with_softmax) for view in views) / len(views)
+            loss_sum += F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels, reduction="sum").item()
+            best5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+            top1 += (best5[:, 0] == labels).sum().item()
+            top5 += (best5 == labels[:, None]).any(dim=1).sum().item()
+            total += len(labels)
+    module.train()
+    return {"val_loss": loss_sum / total, "top1_error": 1 - top1 / total, "top5_error": 1 - top5 / total}
+
+
+def _probabilities(module: torch.nn.Module, x: torch.Tensor, ends_with_softmax: bool) -> torch.Tensor:
+    out = module(x).float()
+    return out if ends_with_softmax else out.softmax(dim=1)
+
+
+def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
+    """BadInput where `data`'s images or classes do not fit the network."""
+    from alexspec.errors import BadInput
+
+    channels, height, width = network.input
+    c, h, w = data.image_shape
+    if c != channels or h < height or w < width:
+        raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x"
+                       f"{width}; use data of that size (or larger, to crop from)")
+    if len(data.classes) > classes:
+        raise BadInput(f"the data has {len(data.classes)} classes but the network outputs {classes}")
+
+
+def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optional[int] = None,
+                        backend: str = "auto", devices: Optional[list[str]] = None, precision: str = "fp32",
+                        channels_last: bool = False, log=print) -> dict:
+    """Build `doc`'s network, load the checkpoint at `checkpoint_path` (checked to be of this
+    network, inside its run folder), open `data_name` and evaluate with `crops` (default: the
+    spec's eval_crops). Returns the metrics with the checkpoint, crops and network name."""
+    from alexspec.builder import build, load_state
+    from alexspec.train import checkpoint
+    from alexspec.train.data import open_data
+
+    built = build(doc, backend, devices)
+    network, training = built.info.network, built.info.network.training or ir.Training()
+    path = checkpoint.in_run_folder(Path(checkpoint_path))
+    state = checkpoint.load(path, checkpoint.network_hash(built.info))
+    load_state(built.module, state["model"])
+    classes = built.info.output_shape[0]
+    data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed)
+    check_data(data, network, classes)
+    crops = crops or training.eval_crops
+    _, height, width = network.input
+    if crops == 10 and data.image_shape[1:] == (height, width):
+        log(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
+            "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
+            "(digits, text), expect a worse error than with --crops 1")
+    module = built.module.to(memory_format=torch.channels_last) if channels_last else built.module
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    inputs = NetworkInput(network.input, training.augmentation, device, channels_last)
+    metrics = evaluate(module, network, data, inputs, precision, crops)
+    return {"checkpoint": str(path), "crops": crops, "network": network.name, "images": len(data.val), **metrics}

@@ -1,0 +1,87 @@
+"""One `alexspec train`: a new run, or one continued from a checkpoint whose recipe (data,
+epochs, batch, seed, --set overrides) it takes where the command line leaves it open; the
+checkpoint and the spec checked before anything is written, the run folder claimed
+(alexspec.train.run_folder), then the loop (alexspec.train.loop)."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from alexspec.spec import Document, load_file
+from alexspec.spec.overrides import apply_overrides
+from alexspec.train import checkpoint, run_folder
+from alexspec.train.loop import RunResult, TrainConfig, Trainer
+from alexspec.words import count
+
+
+def _resume_target(config: TrainConfig) -> tuple[Optional[Path], Optional[Path]]:
+    """(the checkpoint to continue, the run folder to write) for config's --resume and -o/--output.
+
+    The run folder is -o/--output, else the checkpoint's own run folder where alexspec made it, else
+    None (a new one)."""
+    out = Path(config.out) if config.out else None
+    if config.resume is None:
+        return None, out
+    target = Path(config.resume) if config.resume else out
+    if target is None:
+        raise checkpoint.CheckpointError("--resume alone continues the run in -o/--output: give -o RUN_DIR, or "
+                                         "--resume RUN_DIR, or --resume CHECKPOINT_FILE")
+    if target.is_dir():
+        found, home = checkpoint.latest(target), target
+        if found is None:
+            raise checkpoint.CheckpointError(f"{target}: no checkpoint to resume from (no checkpoints/step-*.pt)")
+    else:
+        found, home = target, target.parent.parent if target.parent.name == "checkpoints" else None
+    if out is None and home is not None and run_folder.is_run_folder(home):
+        out = home
+    return found, out
+
+
+def _with_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
+    """`config` with what it leaves open taken from a resumed run's recipe (its --set overrides
+    first, then this run's)."""
+    return replace(config, data=config.data or recipe.get("data"), epochs=config.epochs or recipe.get("epochs"),
+                   batch=config.batch or recipe.get("batch"),
+                   seed=config.seed if config.seed is not None else recipe.get("seed"),
+                   overrides=[*recipe.get("overrides", []), *config.overrides])
+
+
+def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunResult:
+    """Train `spec` (a file or a loaded Document; config.overrides applied): a new run, or one
+    continued from a checkpoint (config.resume), whose recipe it takes where config leaves it open.
+
+    The checkpoint and the spec are checked before anything is written, and the run writes only
+    inside its run folder (alexspec.train.run_folder)."""
+    resume_from, run_dir = _resume_target(config)
+    state = None
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, resume=True)
+        config = _with_recipe(config, state.get("recipe", {}))
+    doc = spec if isinstance(spec, Document) else load_file(spec)
+    if config.overrides:
+        doc = apply_overrides(doc, config.overrides)
+    trainer = Trainer(doc, config, log)
+    if state is not None:
+        checkpoint.check_network(resume_from, state, trainer.network_hash)
+        trainer.restore(state)
+    data = trainer.open_data()  # a bad data source is refused before a run folder exists
+    if run_dir is None:
+        run_dir = run_folder.default(trainer.net.name)
+        if resume_from is not None:
+            log(f"{resume_from} is not in a run folder alexspec made; the continued run writes to {run_dir}")
+    if trainer.dist.main:
+        run_folder.claim(run_dir, continuing=state is not None)
+        resolved = {**asdict(replace(config, out=str(run_dir))), **trainer.recipe(), "backend": trainer.build.backend,
+                    "device": str(trainer.device), "world_size": trainer.dist.world,
+                    "network_hash": trainer.network_hash, "torch": torch.__version__}
+        run_folder.write_recipe(run_dir, doc.data, resolved)
+        log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
+            f"{count(trainer.epochs, 'epoch')}, batch {trainer.batch}, {trainer.build.backend_reason}, device "
+            f"{trainer.device}; run folder {run_dir}")
+    try:
+        return trainer.run(run_dir, data, state, resume_from)
+    finally:
+        trainer.dist.close()
