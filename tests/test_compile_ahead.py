@@ -236,6 +236,7 @@ print(json.dumps({"forward": [blocks(c) for c, _ in compiled_binaries(lrn_module
 """, cache, autotune="full", device_name=device_name, multiprocessors=multiprocessors)
 
 
+@pytest.mark.slow
 def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(tmp_path):
     # process 1 times the LRN forward (the third config fastest). Process 2 compiles ahead: one
     # binary for that kernel, all for the backward (never timed)
@@ -249,6 +250,7 @@ def test_a_warm_start_compiles_only_the_config_an_earlier_process_timed_fastest(
     assert found["used"] == {"autotune": 0, "conv": 0}  # a GPU model with no table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device_name", ["Stand-in GPU", "Sibling GPU"])
 def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_configs_it_names(tmp_path, device_name):
     # process 1 times the LRN forward (the second config fastest); bench/autotune_choices.py
@@ -274,6 +276,7 @@ def test_a_cold_start_on_a_gpu_model_with_a_shipped_table_compiles_only_the_conf
     assert found["used"] == {"autotune": 1, "conv": 0}
 
 
+@pytest.mark.slow
 def test_on_an_h200_alexnets_step_at_batch_64_takes_every_choice_from_the_shipped_h100_table(tmp_path):
     # a cold start where alexspec ships no table of the model's own but a sibling's (the H100's:
     # sm_90, 132 SMs), tuned at batch 256: every autotuned launch and every conv takes the

@@ -315,6 +315,7 @@ def test_input_without_grad_gets_none():
     assert dw.shape == weight.shape
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     x = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
