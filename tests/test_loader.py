@@ -195,3 +195,5 @@ def test_bundled_specs_are_found_by_name_by_the_library_too():
     assert loader.load_file("lenet5").file.endswith("lenet5.yaml")
     with pytest.raises(SpecError, match="name a bundled spec: .*alexnet.*digits"):
         loader.load_file("nosuch")
+    with pytest.raises(SpecError, match="cannot read the file"):  # too long to be a path: no OSError escapes
+        loader.load_file("a" * 300)

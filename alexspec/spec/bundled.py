@@ -17,7 +17,11 @@ def bundled_specs() -> dict[str, Path]:
 def resolve(name: str | Path) -> str:
     """A spec path as given, or the file of the bundled spec named `name` where no such path exists."""
     text = str(name)
-    if Path(text).exists() or text.endswith((".yaml", ".yml")) or "/" in text:
+    try:
+        exists = Path(text).exists()
+    except OSError:  # say, a name too long for a path: it names no file, and the loader says so
+        exists = False
+    if exists or text.endswith((".yaml", ".yml")) or "/" in text:
         return text
     bundled = bundled_specs()
     return str(bundled[text]) if text in bundled else text  # the loader reports it missing, with a hint
