@@ -143,9 +143,19 @@ class _Writer:
                     f"ceil_mode={layer.rounding == 'ceil'})")
         if isinstance(layer, ir.AdaptiveAvgPool):
             return f"nn.AdaptiveAvgPool2d({layer.output})"
+        if isinstance(layer, ir.AdaptiveMaxPool):
+            return f"nn.AdaptiveMaxPool2d({layer.output})"
+        if isinstance(layer, ir.GlobalPool):
+            return f"layers.GlobalPool({literal(layer.reduce)})"
+        if isinstance(layer, ir.BatchNorm):
+            kind = "BatchNorm2d" if len(li.input_shape) == 3 else "BatchNorm1d"
+            return f"nn.{kind}({li.input_shape[0]}, eps={layer.eps!r}, momentum={layer.momentum!r}, affine={layer.affine})"
+        if isinstance(layer, ir.LeakyReLU):
+            return f"nn.LeakyReLU({layer.negative_slope!r})"
         if isinstance(layer, ir.Dropout):
             return f"nn.Dropout({layer.p!r})"
-        return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)"}[layer.type]
+        return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)", "relu6": "nn.ReLU6()",
+                "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "gelu": "nn.GELU()", "silu": "nn.SiLU()"}[layer.type]
 
     def shape_comment(self, li: LayerInfo) -> str:
         text = _shape(li.output_shape)

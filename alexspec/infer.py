@@ -195,7 +195,8 @@ class _Inferrer:
 
     def layer(self, index: int, layer: ir.Layer, shape: ir.Shape, split: bool) -> Optional[LayerInfo]:
         common = dict(layer=layer, index=index, input_shape=shape)
-        needs_image = isinstance(layer, (ir.Conv, ir.LRN, ir.Pool, ir.AdaptiveAvgPool, ir.Flatten))
+        needs_image = isinstance(layer, (ir.Conv, ir.LRN, ir.Pool, ir.AdaptiveAvgPool, ir.AdaptiveMaxPool,
+                                         ir.GlobalPool, ir.Flatten))
         if needs_image and len(shape) != 3:
             self.problem(layer.loc, layer, index, f"a {layer.type} layer needs a C x H x W input, "
                          f"but its input is {len(shape)}-D {list(shape)}",
@@ -216,11 +217,24 @@ class _Inferrer:
         if isinstance(layer, ir.AdaptiveAvgPool):
             return LayerInfo(**common, output_shape=(shape[0], *layer.output), split=split,
                              saved=Saved(input=True))
+        if isinstance(layer, ir.AdaptiveMaxPool):
+            out_shape = (shape[0], *layer.output)
+            return LayerInfo(**common, output_shape=out_shape, split=split,
+                             saved=Saved(input=True, extra=((math.prod(out_shape), "int64"),)))
+        if isinstance(layer, ir.GlobalPool):
+            keeps = isinstance(layer, ir.GlobalMaxPool)  # its backward compares the input with the maxima
+            return LayerInfo(**common, output_shape=(shape[0],), split=split, saved=Saved(input=keeps, output=keeps))
+        if isinstance(layer, ir.BatchNorm):
+            return self.batchnorm(layer, index, shape, split, common)
         if isinstance(layer, ir.Flatten):
             return LayerInfo(**common, output_shape=(math.prod(shape),), split=split, aliases_input=True)
         if isinstance(layer, ir.Dropout):
             return LayerInfo(**common, output_shape=shape, split=split,
                              saved=Saved(extra=((math.prod(shape), "bool"),)))
+        if isinstance(layer, ir.Activation):  # tanh and sigmoid differentiate from their output
+            from_output = isinstance(layer, (ir.Tanh, ir.Sigmoid))
+            return LayerInfo(**common, output_shape=shape, split=split,
+                             saved=Saved(output=from_output, input=not from_output))
         # relu and softmax keep their shape; softmax gathers every tower's classes
         return LayerInfo(**common, output_shape=shape, split=split and not isinstance(layer, ir.Softmax),
                          saved=Saved(output=True))
@@ -277,6 +291,15 @@ class _Inferrer:
         return LayerInfo(**common, output_shape=(layer.out,), weights=features * layer.out,
                          biases=layer.out if layer.bias else 0, macs=features * layer.out, split=towers > 1,
                          saved=Saved(input=True, output=layer.relu and not layer.dropout, extra=tuple(extra)))
+
+    def batchnorm(self, layer: ir.BatchNorm, index: int, shape: ir.Shape, split: bool, common: dict):
+        if self.net.towers > 1:
+            self.problem(layer.loc, layer, index, f"batchnorm in a network of {self.net.towers} towers is not "
+                         "supported yet", "use towers: 1 (one tower, its channels in groups where it had several)")
+            return None
+        affine = shape[0] if layer.affine else 0
+        return LayerInfo(**common, output_shape=shape, weights=affine, biases=affine, split=split,
+                         saved=Saved(input=True))
 
     def lrn(self, layer: ir.LRN, index: int, shape: ir.Shape, split: bool, common: dict):
         groups = self.tower_groups(layer, index, shape[0], split, layer.groups, crosses=False)

@@ -116,8 +116,82 @@ class AdaptiveAvgPool(Layer):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AdaptiveMaxPool(Layer):
+    type: ClassVar[str] = "adaptive_maxpool"
+    output: Pair
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalPool(Layer):
+    """The mean (or maximum) of each channel: C x H x W -> C features."""
+
+    type: ClassVar[str] = ""
+    reduce: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalAvgPool(GlobalPool):
+    type: ClassVar[str] = "global_avgpool"
+    reduce: ClassVar[str] = "mean"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalMaxPool(GlobalPool):
+    type: ClassVar[str] = "global_maxpool"
+    reduce: ClassVar[str] = "max"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNorm(Layer):
+    """Batch normalisation per channel (C x H x W) or per feature: running statistics with
+    `momentum`, `eps` in the variance, a learnt scale and shift when `affine`."""
+
+    type: ClassVar[str] = "batchnorm"
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReLU(Layer):
     type: ClassVar[str] = "relu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activation(Layer):
+    """An elementwise activation besides ReLU (which has its own type, and fuses into the layers
+    around it); `type` names the function."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReLU6(Activation):
+    type: ClassVar[str] = "relu6"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeakyReLU(Activation):
+    type: ClassVar[str] = "leaky_relu"
+    negative_slope: float = 0.01
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tanh(Activation):
+    type: ClassVar[str] = "tanh"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sigmoid(Activation):
+    type: ClassVar[str] = "sigmoid"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GELU(Activation):
+    type: ClassVar[str] = "gelu"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiLU(Activation):
+    type: ClassVar[str] = "silu"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +211,9 @@ class Softmax(Layer):
 
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
-    cls.type: cls for cls in (Conv, Linear, LRN, MaxPool, AvgPool, AdaptiveAvgPool, ReLU, Dropout, Flatten, Softmax)}
+    cls.type: cls for cls in (Conv, Linear, LRN, MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, GlobalAvgPool,
+                              GlobalMaxPool, BatchNorm, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, GELU, SiLU, Dropout,
+                              Flatten, Softmax)}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,20 @@ def window_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False
     return out
 
 
+ACTIVATIONS = ["relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu"]
+
+
+def _activation(draw) -> dict:
+    layer = {"type": draw(st.sampled_from(ACTIVATIONS))}
+    if layer["type"] == "leaky_relu":
+        layer["negative_slope"] = draw(st.sampled_from([0.01, 0.2]))
+    return layer
+
+
+def _batchnorm(draw) -> dict:
+    return {"type": "batchnorm", "eps": draw(st.sampled_from([1e-5, 1e-3])), "affine": draw(st.booleans())}
+
+
 @st.composite
 def valid_specs(draw, max_image_layers: int = 6):
     """(spec as a dict, expected output shape of every layer)."""
@@ -33,7 +47,8 @@ def valid_specs(draw, max_image_layers: int = 6):
         shapes.append(out_shape)
 
     for _ in range(draw(st.integers(0, max_image_layers))):
-        kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout"]))
+        kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout",
+                                     "activation", "batchnorm", "adaptive_maxpool"]))
         c, h, w = shape
         if kind == "conv":
             cross = towers > 1 and split and draw(st.booleans())
@@ -73,11 +88,21 @@ def valid_specs(draw, max_image_layers: int = 6):
                  "convention": draw(st.sampled_from(["paper", "caffe"])), "k": 2}, shape)
         elif kind == "relu":
             add({"type": "relu"}, shape)
+        elif kind == "activation":
+            add(_activation(draw), shape)
+        elif kind == "batchnorm":
+            if towers == 1:  # batchnorm in a network of towers is refused
+                add(_batchnorm(draw), shape)
+        elif kind == "adaptive_maxpool":
+            oh, ow = draw(st.integers(1, h)), draw(st.integers(1, w))
+            add({"type": "adaptive_maxpool", "output": [oh, ow]}, (c, oh, ow))
+            shape = (c, oh, ow)
         else:
             add({"type": "dropout", "p": draw(st.sampled_from([0.1, 0.5]))}, shape)
 
-    shape = (math.prod(shape),)
-    add({"type": "flatten"}, shape)
+    ending = draw(st.sampled_from(["flatten", "flatten", "global_avgpool", "global_maxpool"]))
+    shape = (math.prod(shape),) if ending == "flatten" else (shape[0],)
+    add({"type": ending}, shape)
     for _ in range(draw(st.integers(1, 3))):
         out = towers * draw(st.integers(1, 8))
         layer = {"type": "linear", "out": out, "activation": draw(st.sampled_from(["relu", "none"])),
@@ -86,6 +111,10 @@ def valid_specs(draw, max_image_layers: int = 6):
             layer["towers"] = "cross"
         shape = (out,)
         add(layer, shape)
+        if towers == 1 and draw(st.integers(0, 3)) == 0:
+            add(_batchnorm(draw), shape)
+        if draw(st.integers(0, 3)) == 0:
+            add(_activation(draw), shape)
     if draw(st.booleans()):
         add({"type": "softmax"}, shape)
     spec = {"alexspec": 1, "name": "random", "input": {"channels": channels, "height": height, "width": width},

@@ -40,6 +40,17 @@ def layer_module(info: LayerInfo) -> nn.Module:
         parts.append(nn.AvgPool2d(layer.kernel, layer.stride, layer.padding, ceil_mode=layer.rounding == "ceil"))
     elif isinstance(layer, ir.AdaptiveAvgPool):
         parts.append(nn.AdaptiveAvgPool2d(layer.output))
+    elif isinstance(layer, ir.AdaptiveMaxPool):
+        parts.append(nn.AdaptiveMaxPool2d(layer.output))
+    elif isinstance(layer, (ir.GlobalAvgPool, ir.GlobalMaxPool)):
+        pool = nn.AdaptiveAvgPool2d(1) if isinstance(layer, ir.GlobalAvgPool) else nn.AdaptiveMaxPool2d(1)
+        parts += [pool, nn.Flatten()]
+    elif isinstance(layer, ir.BatchNorm):
+        norm = nn.BatchNorm2d if len(info.input_shape) == 3 else nn.BatchNorm1d
+        parts.append(norm(info.input_shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine))
+    elif isinstance(layer, ir.Activation):
+        parts.append({"relu6": nn.ReLU6(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(),
+                      "silu": nn.SiLU(), "leaky_relu": nn.LeakyReLU(getattr(layer, "negative_slope", 0.01))}[layer.type])
     elif isinstance(layer, ir.Flatten):
         parts.append(nn.Flatten())
     elif isinstance(layer, ir.Dropout):

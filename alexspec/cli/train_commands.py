@@ -33,6 +33,8 @@ EXAMPLES = {
     "plot": """
         examples:
           alexspec plot runs/digits-20261125-101500       writes curves.png in the run folder
+          alexspec plot runs/figure1-relu runs/figure1-tanh -o figure1.png
+                                                          the two runs' curves overlaid (the paper's Figure 1)
     """,
 }
 
@@ -104,9 +106,13 @@ def cmd_prepare_data(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from alexspec.train.plot import plot_run
+    from alexspec.train.plot import plot_run, plot_runs
 
-    out = plot_run(Path(args.run_dir))
+    runs = [Path(run_dir) for run_dir in args.run_dir]
+    if len(runs) == 1 and not args.output:
+        out = plot_run(runs[0])
+    else:
+        out = plot_runs(runs, Path(args.output or "compare.png"))
     print(f"wrote {out}")
     return 0
 
@@ -174,5 +180,8 @@ def add_parsers(command) -> None:
     p.add_argument("--size", type=positive_int, default=256, help="square size after resizing (default 256)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="default 3 (RGB)")
 
-    p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG).", cmd_plot)
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG), or several runs' overlaid.",
+                cmd_plot)
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="a run folder; with several, their curves overlaid")
+    p.add_argument("--output", "-o", metavar="FILE", help="the PNG (default: RUN_DIR/curves.png for one run, "
+                   "compare.png for several)")

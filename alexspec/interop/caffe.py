@@ -106,6 +106,23 @@ def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | 
             else:
                 layers.append({"name": safe, "type": "relu"})
             continue
+        if kind == "BatchNorm":  # Caffe normalises without a scale and shift; a Scale layer after it adds them
+            param = _one(raw, "batch_norm_param", {})
+            layers.append({"name": safe, "type": "batchnorm", "eps": float(_one(param, "eps", 1e-5)),
+                           "momentum": round(1 - float(_one(param, "moving_average_fraction", 0.999)), 12),
+                           "affine": False, "note": f"from Caffe layer {lname}"})
+            continue
+        if kind == "Scale":
+            if layers and layers[-1]["type"] == "batchnorm" and layers[-1].get("affine") is False \
+                    and _one(_one(raw, "scale_param", {}), "bias_term", False) in (True, "true"):
+                del layers[-1]["affine"]
+                layers[-1]["note"] += f" and its Scale layer {lname}"
+            else:
+                unsupported.append(f"{lname} (Scale, other than with a bias right after BatchNorm)")
+            continue
+        if kind in ("TanH", "Sigmoid"):
+            layers.append({"name": safe, "type": kind.lower(), "note": f"from Caffe layer {lname}"})
+            continue
         if kind == "InnerProduct" and image:
             layers.append({"name": "flatten", "type": "flatten"})
             image = False
@@ -117,8 +134,8 @@ def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | 
         layers.append(layer)
     if unsupported:
         raise ImportProblem(f"cannot express these Caffe layers in a spec: {', '.join(unsupported)}; supported: "
-                            "Convolution, ReLU, LRN (across channels), Pooling (MAX, AVE), InnerProduct, Dropout, "
-                            "Softmax")
+                            "Convolution, ReLU, TanH, Sigmoid, LRN (across channels), Pooling (MAX, AVE), "
+                            "BatchNorm (and a Scale with bias after it), InnerProduct, Dropout, Softmax")
     spec = {"alexspec": 1, "name": re.sub(r"\W", "_", name or str(_one(net, "name", "caffe_net"))),
             "follows": "caffe", "input": {"channels": shape[0], "height": shape[1], "width": shape[2]},
             "layers": layers}

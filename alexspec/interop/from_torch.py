@@ -34,7 +34,7 @@ class Imported:
         """The source model's state dict with keys renamed for the compiled spec's module."""
         result = {}
         for layer, module in self.weight_sources.items():
-            for kind in ("weight", "bias"):
+            for kind in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
                 if f"{module}.{kind}" in source:
                     result[f"{layer}.{kind}"] = source[f"{module}.{kind}"]
         return result
@@ -172,13 +172,14 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
                                 "flatten before it (torch.flatten(x, 1))")
         if layer["type"] == "flatten":
             image = False
-        if layer["type"] in ("conv", "linear"):
+        if layer["type"] in ("conv", "linear", "batchnorm"):
             sources[layer["name"]] = node.target
         layers.append(layer)
         outputs[layer["name"]] = node
     if unsupported:
         raise ImportProblem(f"cannot express these layers in a spec: {', '.join(unsupported)}; supported: Conv2d, "
-                            "ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Dropout, Linear, "
+                            "ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
+                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
                             "Flatten (or torch.flatten(x, 1)), Softmax")
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
             "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
@@ -279,6 +280,24 @@ def _layer(module, namer) -> dict | None:
         if size is None or (isinstance(size, tuple) and None in size):
             return None
         return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": _pair(size)}
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        size = module.output_size
+        if size is None or (isinstance(size, tuple) and None in size) or module.return_indices:
+            return None
+        return {"name": namer("adaptive"), "type": "adaptive_maxpool", "output": _pair(size)}
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if not module.track_running_stats or module.momentum is None:
+            return None
+        return {"name": namer("bn"), "type": "batchnorm", "eps": module.eps, "momentum": module.momentum,
+                **({} if module.affine else {"affine": False})}
+    if isinstance(module, nn.LeakyReLU):
+        return {"name": namer("leaky_relu"), "type": "leaky_relu", "negative_slope": module.negative_slope}
+    if isinstance(module, nn.GELU) and module.approximate != "none":
+        return None
+    for cls, kind in ((nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.GELU, "gelu"), (nn.SiLU, "silu"),
+                      (nn.ReLU6, "relu6")):
+        if type(module) is cls:
+            return {"name": namer(kind), "type": kind}
     if isinstance(module, nn.Dropout):
         return {"name": namer("drop"), "type": "dropout", "p": module.p}
     if isinstance(module, nn.Flatten):

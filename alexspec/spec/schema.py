@@ -128,7 +128,33 @@ LAYER_TYPES: dict[str, dict] = {
         "required": ["output"],
         "properties": {"output": _pair("Output size.", 1, MAX_SPATIAL)},
     },
+    "adaptive_maxpool": {
+        "description": "Max pooling to a fixed output size.",
+        "required": ["output"],
+        "properties": {"output": _pair("Output size.", 1, MAX_SPATIAL)},
+    },
+    "global_avgpool": {"description": "The mean of each channel: C x H x W -> C features (NiN, GoogLeNet, "
+                                      "ResNet's last pooling, with the flatten built in).", "properties": {}},
+    "global_maxpool": {"description": "The maximum of each channel: C x H x W -> C features.", "properties": {}},
+    "batchnorm": {
+        "description": "Batch normalisation per channel (after a conv) or per feature (after a linear layer): "
+                       "batch statistics in training, running ones in evaluation.",
+        "properties": {
+            "eps": _num("Added to the variance.", exclusiveMinimum=0, maximum=1, default=1e-5),
+            "momentum": _num("Weight of each batch in the running statistics.", minimum=0, maximum=1, default=0.1),
+            "affine": {"type": "boolean", "default": True, "description": "Learn a scale and a shift per channel."},
+        },
+    },
     "relu": {"description": "ReLU activation.", "properties": {}},
+    "relu6": {"description": "min(max(x, 0), 6) (MobileNet).", "properties": {}},
+    "leaky_relu": {"description": "x where x > 0, else negative_slope * x.",
+                   "properties": {"negative_slope": _num("The slope below zero.", minimum=0, maximum=1,
+                                                         default=0.01)}},
+    "tanh": {"description": "tanh activation (the saturating unit the paper's Figure 1 compares ReLU with).",
+             "properties": {}},
+    "sigmoid": {"description": "Logistic sigmoid activation.", "properties": {}},
+    "gelu": {"description": "GELU activation (exact, as torch.nn.GELU).", "properties": {}},
+    "silu": {"description": "SiLU (swish) activation: x * sigmoid(x).", "properties": {}},
     "dropout": {"description": "Dropout in training.", "required": ["p"],
                 "properties": {"p": _num("Probability of zeroing an element.", minimum=0, exclusiveMaximum=1)}},
     "flatten": {"description": "Flatten C x H x W to features.", "properties": {}},

@@ -107,8 +107,12 @@ class _Builder:
             kernel = _pair(raw["kernel"])
             return cls(**common, kernel=kernel, stride=_pair(raw.get("stride", kernel)),
                        padding=_pair(get("padding")), rounding=rounding)
-        if kind == "adaptive_avgpool":
-            return ir.AdaptiveAvgPool(**common, output=_pair(raw["output"]))
+        if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+            return ir.LAYER_CLASSES[kind](**common, output=_pair(raw["output"]))
+        if kind == "batchnorm":
+            return ir.BatchNorm(**common, eps=float(get("eps")), momentum=float(get("momentum")), affine=get("affine"))
+        if kind == "leaky_relu":
+            return ir.LeakyReLU(**common, negative_slope=float(get("negative_slope")))
         if kind == "dropout":
             return ir.Dropout(**common, p=float(raw["p"]))
         return ir.LAYER_CLASSES[kind](**common)

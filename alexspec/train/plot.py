@@ -1,4 +1,5 @@
-"""`alexspec plot RUN_DIR`: loss, error and learning-rate curves from metrics.jsonl, as a PNG."""
+"""`alexspec plot RUN_DIR`: loss, error and learning-rate curves from metrics.jsonl, as a PNG;
+`alexspec plot RUN_A RUN_B ...`: the runs' curves overlaid (the paper's Figure 1: ReLU vs tanh)."""
 from __future__ import annotations
 
 import json
@@ -7,16 +8,20 @@ from pathlib import Path
 from alexspec.errors import BadInput
 from alexspec.plotting import pyplot
 
-def plot_run(run_dir: Path) -> Path:
-    """Write RUN_DIR/curves.png; ValueError when the run has no metrics or matplotlib is missing."""
+def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise BadInput(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    steps = [r for r in records if r["kind"] == "step"]
-    epochs = [r for r in records if r["kind"] == "epoch"]
     if not records:
         raise BadInput(f"{path} is empty: the run logged nothing yet")
+    return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
+
+
+def plot_run(run_dir: Path) -> Path:
+    """Write RUN_DIR/curves.png; BadInput when the run has no metrics."""
+    steps, epochs = _records(run_dir)
     plt = pyplot()
     fig, (loss_ax, err_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
     loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train (step)", alpha=0.6)
@@ -32,6 +37,26 @@ def plot_run(run_dir: Path) -> Path:
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     out = run_dir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    """Write `out`: the training loss by step and the validation top-1 error by epoch of each
+    run, overlaid, a line a run named by its folder; BadInput when a run has no metrics."""
+    runs = [(run_dir, *_records(run_dir)) for run_dir in run_dirs]
+    plt = pyplot()
+    fig, (loss_ax, err_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for run_dir, steps, epochs in runs:
+        loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label=run_dir.name, alpha=0.8)
+        err_ax.plot([r["epoch"] for r in epochs], [100 * r["top1_error"] for r in epochs], "o-", label=run_dir.name)
+    loss_ax.set(title="training loss", xlabel="step")
+    err_ax.set(title="validation top-1 error (%)", xlabel="epoch")
+    for ax in (loss_ax, err_ax):
+        ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

@@ -89,6 +89,22 @@ class MaxPool2d(nn.Module):
                 f"ceil_mode={self.ceil_mode}, relu={self.relu}, backend={self.backend!r}")
 
 
+class GlobalPool(nn.Module):
+    """The mean ("mean") or maximum ("max") of each channel: (N, C, H, W) -> (N, C)."""
+
+    def __init__(self, reduce: str):
+        super().__init__()
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce must be mean or max, got {reduce!r}")
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) if self.reduce == "mean" else x.amax(dim=(2, 3))
+
+    def extra_repr(self) -> str:
+        return repr(self.reduce)
+
+
 def lrn_max_pool(norm: LRN, pool: MaxPool2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """pool(norm(relu(x) if relu else x)): one fused kernel each way on the triton backend, the two
     layers' own ops on the torch backend. `pool` must not apply its own ReLU."""

@@ -1,0 +1,174 @@
+"""The layers of the CNNs that followed AlexNet (batchnorm, more activations, global and adaptive
+max pooling) and the specs shipped with them, held to torchvision's counts, the papers' shapes
+and torch's own layers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SPECS, run_cli
+from kernel_helpers import torch  # noqa: F401  (skips without torch)
+
+import alexspec
+from alexspec.spec import analyse
+from alexspec.spec.loader import load_text
+
+
+@pytest.mark.parametrize("spec, params", [("vgg11-bn.yaml", 132_868_840), ("vgg16.yaml", 138_357_544)])
+def test_vgg_specs_have_torchvisions_parameter_counts(spec, params):
+    assert analyse(SPECS / spec).total_params == params  # torchvision's published counts
+
+
+@pytest.mark.parametrize("spec, shapes", [
+    ("nin.yaml", {"conv1": (96, 54, 54), "pool1": (96, 26, 26), "pool2": (256, 12, 12), "pool3": (384, 5, 5),
+                  "cccp4_2": (10, 5, 5), "gap": (10,)}),  # d2l's NiN
+    ("zfnet.yaml", {"conv1": (96, 110, 110), "pool1": (96, 55, 55), "conv2": (256, 26, 26),
+                    "pool2": (256, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6)}),  # Zeiler & Fergus, Fig. 3
+])
+def test_nin_and_zfnet_have_their_papers_shapes(spec, shapes):
+    found = {li.layer.name: li.output_shape for li in analyse(SPECS / spec).layers}
+    assert {name: found[name] for name in shapes} == shapes
+
+
+EVERY_NEW_LAYER = """
+alexspec: 1
+name: every_new_layer
+input: {channels: 3, height: 12, width: 12}
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, bias: false}
+  - {name: bn1, type: batchnorm, eps: 1.0e-3, momentum: 0.2}
+  - {name: act1, type: relu6}
+  - {name: conv2, type: conv, out: 8, kernel: 3, padding: 1}
+  - {name: act2, type: leaky_relu, negative_slope: 0.2}
+  - {name: pool, type: adaptive_maxpool, output: [5, 4]}
+  - {name: act3, type: tanh}
+  - {name: act4, type: sigmoid}
+  - {name: act5, type: gelu}
+  - {name: act6, type: silu}
+  - {name: gap, type: global_maxpool}
+  - {name: fc, type: linear, out: 6}
+  - {name: bn2, type: batchnorm, affine: false}
+"""
+
+
+def _by_hand():
+    """EVERY_NEW_LAYER written with torch's own layers."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, eps=1e-3, momentum=0.2), nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.AdaptiveMaxPool2d((5, 4)), nn.Tanh(), nn.Sigmoid(),
+        nn.GELU(), nn.SiLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 6), nn.BatchNorm1d(6, affine=False))
+
+
+def test_the_new_layers_compute_what_torchs_own_layers_do():
+    import torch
+
+    built = alexspec.build(load_text(EVERY_NEW_LAYER, "new.yaml"), backend="torch", devices=["cpu"])
+    reference = _by_hand()
+    assert built.info.total_params == sum(p.numel() for p in reference.parameters()) == 216 + 16 + 584 + 54
+    ours = [p for name, p in built.module.state_dict().items() if not name.endswith("num_batches_tracked")]
+    theirs = [name for name in reference.state_dict() if not name.endswith("num_batches_tracked")]
+    reference.load_state_dict({name: value for name, value in zip(theirs, ours)}, strict=False)
+    x = torch.randn(4, 3, 12, 12)
+    for mode in ("train", "eval"):  # batch statistics, then the running ones both have updated alike
+        getattr(built.module, mode)(), getattr(reference, mode)()
+        torch.testing.assert_close(built.module(x), reference(x))
+    assert built.module.bn1.running_mean.abs().sum() > 0
+
+
+def test_an_imported_model_with_the_new_layers_gives_its_logits():
+    import torch
+
+    from alexspec.interop.from_torch import spec_from_torch
+
+    torch.manual_seed(0)
+    model = _by_hand()
+    with torch.no_grad():
+        for module in model.modules():  # running statistics as a trained model has them
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.running_mean.uniform_(-1, 1), module.running_var.uniform_(0.5, 2)
+    imported = spec_from_torch(model, (3, 12, 12), "imported")
+    types = [layer["type"] for layer in imported.spec["layers"]]
+    assert types == ["conv", "batchnorm", "relu6", "conv", "leaky_relu", "adaptive_maxpool", "tanh", "sigmoid",
+                     "gelu", "silu", "adaptive_maxpool", "flatten", "linear", "batchnorm"]
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    alexspec.builder.load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(3, 3, 12, 12)
+    built.module.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(built.module(x), model(x))
+
+
+def test_batchnorm_in_a_network_of_towers_is_refused_where_it_stands(write_spec):
+    path = write_spec("""
+alexspec: 1
+name: towered
+input: {channels: 3, height: 8, width: 8}
+towers: 2
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3}
+  - {name: bn1, type: batchnorm}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 4, towers: cross}
+""")
+    result = run_cli("report", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path.name}:8:5" in result.stderr and "batchnorm in a network of 2 towers is not supported" in \
+        result.stderr
+
+
+def test_batchnorm_statistics_train_into_the_checkpoint_and_the_plot_overlays_two_runs(tmp_path, write_spec):
+    import torch
+
+    spec = write_spec((SPECS / "figure1-relu.yaml").read_text().replace(
+        "  - {name: conv2,", "  - {name: bn1, type: batchnorm}\n  - {name: conv2,"))
+    for name in ("a", "b"):
+        result = run_cli("train", str(spec), "--epochs", "1", "-o", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    saved = torch.load(next((tmp_path / "a" / "checkpoints").glob("step-*.pt")), weights_only=True)
+    steps = saved["step"]
+    assert steps > 1 and int(saved["model"]["bn1.num_batches_tracked"]) == steps  # one update a training step
+    assert saved["model"]["bn1.running_var"].ne(1).any()
+    result = run_cli("plot", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "both.png"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "both.png").read_bytes()[:4] == b"\x89PNG"
+    missing = run_cli("plot", str(tmp_path / "a"), str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "has no metrics.jsonl" in missing.stderr
+
+
+def test_the_figure_1_pair_is_one_net_with_relu_and_with_tanh():
+    relu, tanh = (analyse(SPECS / f"figure1-{kind}.yaml") for kind in ("relu", "tanh"))
+    assert relu.total_params == tanh.total_params and relu.output_shape == tanh.output_shape
+    assert [li.layer.type for li in tanh.layers].count("tanh") == 3
+    assert json.dumps([li.layer.type for li in relu.layers]).count("tanh") == 0
+
+
+CAFFE_BN = """
+name: "bn_net"
+input: "data"
+input_dim: 1 input_dim: 3 input_dim: 16 input_dim: 16
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { eps: 0.001 } }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "bn2" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "tanh1" type: "TanH" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 10 } }
+"""
+
+
+def test_caffe_batchnorm_and_its_scale_import_as_one_batchnorm():
+    from alexspec.interop.caffe import ImportProblem, spec_from_prototxt
+
+    spec = spec_from_prototxt(CAFFE_BN)
+    norms = [layer for layer in spec["layers"] if layer["type"] == "batchnorm"]
+    assert [(n["name"], n["eps"], n["momentum"], n.get("affine", True)) for n in norms] == [
+        ("bn1", 0.001, 0.001, True), ("bn2", 1e-5, 0.001, False)]  # Caffe's moving_average_fraction 0.999
+    assert [layer["type"] for layer in spec["layers"]] == ["conv", "batchnorm", "relu", "batchnorm", "tanh", "flatten",
+                                                          "linear"]
+    assert alexspec.analyse(load_text(json.dumps(spec), "bn.yaml")).total_params == 216 + 16 + 8 * 16 * 16 * 10 + 10
+    with pytest.raises(ImportProblem, match=r"scale1 \(Scale, other than with a bias right after BatchNorm\)"):
+        spec_from_prototxt(CAFFE_BN.replace("scale_param { bias_term: true }", ""))
