@@ -63,6 +63,25 @@ def attribute_names(layers: tuple[ir.Layer, ...]) -> dict[str, str]:
     return result
 
 
+_NOT_VALUES = frozenset({"x", "self", "torch", "nn", "layers", "towers", "t"})
+
+
+def value_names(info: NetworkInfo, attrs: dict[str, str]) -> dict[int, str]:
+    """The variable that keeps a layer's output (by index; -1: the image) where a layer other than
+    the next one reads it; every other output lives in `x` until the next layer replaces it."""
+    kept = sorted({source for li in info.layers for source in li.sources if source != li.index - 1})
+    names, taken = {}, set(_NOT_VALUES)
+    for index in kept:
+        base = "image" if index < 0 else attrs[info.layers[index].layer.name]
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        names[index] = _identifier(name)
+    return names
+
+
 def literal(text: str) -> str:
     """The Python literal of any text: the one way text reaches generated source (repr escapes
     quotes, backslashes, newlines and every unprintable character, so the result always parses
@@ -93,6 +112,7 @@ class _Writer:
         self.net = info.network
         self.towered = self.net.towers > 1
         self.attrs = attribute_names(self.net.layers)
+        self.values = value_names(info, self.attrs)
         self.lines: list[str] = []
         self.line_map: dict[int, int] = {}
 
@@ -155,7 +175,8 @@ class _Writer:
         if isinstance(layer, ir.Dropout):
             return f"nn.Dropout({layer.p!r})"
         return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)", "relu6": "nn.ReLU6()",
-                "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "gelu": "nn.GELU()", "silu": "nn.SiLU()"}[layer.type]
+                "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "gelu": "nn.GELU()", "silu": "nn.SiLU()",
+                "add": "layers.Add()", "concat": "layers.Concat()"}[layer.type]
 
     def shape_comment(self, li: LayerInfo) -> str:
         text = _shape(li.output_shape)
@@ -252,6 +273,8 @@ class _Writer:
         """forward: a line per layer (or per layers run together), each with its output shape."""
         self.emit("    def forward(self, x: torch.Tensor) -> torch.Tensor:")
         self.emit(f"        # x: batch x {_shape(self.net.input)}")
+        if -1 in self.values:
+            self.emit(f"        {self.values[-1]} = x")
         if self.towered:
             self.emit("        x = self.towers.scatter(x)")
         gathered = False
@@ -269,7 +292,9 @@ class _Writer:
                 self.emit(f"        x = {call}(self.{self.attrs[name]}, self.{self.attrs[pool.layer.name]}, x{relu})  "
                           f"# {name} + {pool.layer.name}, one kernel: {self.shape_comment(pool)}", li.layer.loc.line)
                 continue
-            self.emit(f"        x = self.{self.attrs[name]}(x)  # {self.shape_comment(li)}", li.layer.loc.line)
+            args = ", ".join("x" if source == li.index - 1 else self.values[source] for source in li.sources)
+            kept = f"{self.values[li.index]} = " if li.index in self.values else ""
+            self.emit(f"        x = {kept}self.{self.attrs[name]}({args})  # {self.shape_comment(li)}", li.layer.loc.line)
         if self.towered and not gathered:
             self.emit(f"        return self.towers.gather(x)  # {_shape(self.info.output_shape)}")
         else:

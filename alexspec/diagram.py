@@ -1,6 +1,7 @@
 """The network as a Graphviz DOT picture, like the paper's two-tower figure.
 
-Towers stand side by side as clusters; edges that cross between towers are drawn in red;
+Towers stand side by side as clusters; edges that cross between towers are drawn in red; a
+branch leaves the layer it reads, a merge (add, concat) takes an edge from each of its inputs;
 each box names the layer, its type and its output shape (per tower where split).
 `render_svg` turns the DOT into SVG/PNG when Graphviz's `dot` program is installed.
 """
@@ -49,6 +50,8 @@ def dot(info: NetworkInfo) -> str:
         else:
             node = layer.name
             outside.append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(li.output_shape)}"];')
+            if towers == 1:  # a graph's branches and merges: each layer's edges come from what it reads
+                previous = ["input" if s < 0 else info.layers[s].layer.name for s in li.sources]
             for source in dict.fromkeys(previous):
                 edges.append(f"{source} -> {node};")
             previous, previous_split = [node] * towers, False

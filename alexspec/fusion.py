@@ -38,11 +38,16 @@ def plan(info: NetworkInfo, enabled: bool = True, lrn_pool: bool = False) -> Fus
     with `lrn_pool`)."""
     if not enabled:
         return FusionPlan()
-    layers = [li.layer for li in info.layers]
-    lrn_pools = {a.name: b.name for a, b in zip(layers, layers[1:])
-                if lrn_pool and isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
+    readers: dict[int, list[int]] = {}
+    for li in info.layers:
+        for source in li.sources:
+            readers.setdefault(source, []).append(li.index)
+    # only a layer that alone reads the one before it may run with it (a branch sees the plain output)
+    pairs = [(a.layer, b.layer) for a, b in zip(info.layers, info.layers[1:])
+             if b.sources == (a.index,) and readers.get(a.index) == [b.index]]
+    lrn_pools = {a.name: b.name for a, b in pairs if lrn_pool and isinstance(a, ir.LRN) and isinstance(b, ir.MaxPool)}
     relu_moved = {}
-    for a, b in zip(layers, layers[1:]):
+    for a, b in pairs:
         if isinstance(a, ir.Conv) and a.relu and isinstance(b, (ir.MaxPool, ir.LRN)):
             relu_moved[a.name] = b.name
     return FusionPlan(relu_moved, lrn_pools)

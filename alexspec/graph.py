@@ -23,7 +23,10 @@ def _plain(value):
 
 def layer_dict(layer: ir.Layer) -> dict:
     """One layer's IR fields, with its type first and the spec line it came from."""
-    return {"type": layer.type, **_plain(layer), "line": layer.loc.line}
+    fields = _plain(layer)
+    if not fields.get("inputs"):  # the layer before it: a chain's layers read as they did before graphs
+        fields.pop("inputs", None)
+    return {"type": layer.type, **fields, "line": layer.loc.line}
 
 
 def graph_data(info: NetworkInfo) -> dict:

@@ -9,7 +9,7 @@ a split input is grouped by the towers, a crossing layer reads every tower's cha
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Optional
 
@@ -50,6 +50,7 @@ class LayerInfo:
     rounded: tuple[str, ...] = ()  # e.g. "height 55.25 -> 55 (floor)"
     saved: Saved = Saved()
     aliases_input: bool = False  # the output is a view of the input (flatten)
+    sources: tuple[int, ...] = ()  # the layers it reads, by index (-1: the image); set by inference
 
     @property
     def params(self) -> int:
@@ -118,18 +119,18 @@ class NetworkInfo:
     def memory(self, batch: int = 1, dtype: str = "fp32") -> Memory:
         """Memory for `batch` images with activations and parameters in `dtype`."""
         size = DTYPE_BYTES[dtype]
-        root = [-1]  # the tensor each layer's output really is (views share their input's storage)
+        root = {-1: -1}  # the tensor each layer's output really is (views share their input's storage)
         for info in self.layers:
-            root.append(root[-1] if info.aliases_input else info.index)
+            root[info.index] = root[info.sources[0]] if info.aliases_input else info.index
         elements = {-1: math.prod(self.network.input)}
         elements.update({info.index: info.output_elements for info in self.layers})
-        kept: set[int] = set()
+        kept: set[int] = set()  # each tensor once, however many layers keep it (a branch point's output)
         extra = 0
         for info in self.layers:
             if info.saved.input:
-                kept.add(root[info.index])       # root[i] is the root of layer i's input
+                kept.update(root[source] for source in info.sources)
             if info.saved.output:
-                kept.add(root[info.index + 1])
+                kept.add(root[info.index])
             extra += sum(n * _FIXED_BYTES.get(kind, size) for n, kind in info.saved.extra)
         saved = sum(elements[r] for r in kept) * size + extra
         outputs = sum(info.output_elements for info in self.layers) * size
@@ -174,18 +175,26 @@ class _Inferrer:
         self.problems.append(Problem(loc, f"layers[{index}].{layer.name}", message, hint))
 
     def run(self) -> NetworkInfo:
-        shape: ir.Shape = self.net.input
-        split = False
+        index_of = {ir.IMAGE: -1}
+        outputs: dict[int, tuple[ir.Shape, bool]] = {-1: (self.net.input, False)}  # index -> (shape, split)
         infos: list[LayerInfo] = []
         for index, layer in enumerate(self.net.layers):
+            if any(name not in index_of for name in layer.inputs):  # validation said where
+                break
+            sources = tuple(index_of[name] for name in layer.inputs) or (index - 1,)
             before = len(self.problems)
-            info = self.layer(index, layer, shape, split)
+            if isinstance(layer, ir.Merge):
+                info = self.merge(layer, index, sources, outputs)
+            else:
+                info = self.layer(index, layer, *outputs[sources[0]])
             if info is None:  # the problem is recorded; later shapes would only repeat it
                 break
+            info = replace(info, sources=sources)
             if len(self.problems) == before and not self.shapes_uncertain:  # only a sound layer's expectation
                 self.check_expect(info)
             infos.append(info)
-            shape, split = info.output_shape, info.split
+            outputs[index] = (info.output_shape, info.split)
+            index_of.setdefault(layer.name, index)
         if self.net.complete and infos and len(infos) == len(self.net.layers):
             self.check_classes(infos[-1])
         raise_if_any(self.problems)
@@ -291,6 +300,23 @@ class _Inferrer:
         return LayerInfo(**common, output_shape=(layer.out,), weights=features * layer.out,
                          biases=layer.out if layer.bias else 0, macs=features * layer.out, split=towers > 1,
                          saved=Saved(input=True, output=layer.relu and not layer.dropout, extra=tuple(extra)))
+
+    def merge(self, layer: ir.Merge, index: int, sources: tuple[int, ...], outputs: dict) -> Optional[LayerInfo]:
+        """An add (inputs of one shape) or a concat (C x H x W of one H and W, or features)."""
+        shapes = [outputs[source][0] for source in sources]
+        named = ", ".join(f"{name} gives {'x'.join(map(str, shape))}" for name, shape in zip(layer.inputs, shapes))
+        if isinstance(layer, ir.Add):
+            output = shapes[0] if all(shape == shapes[0] for shape in shapes) else None
+            hint = "make the branches agree (ResNet's shortcut: a 1x1 conv with the stride and channels of the other)"
+        else:
+            same_size = len({len(shape) for shape in shapes}) == 1 and len({shape[1:] for shape in shapes}) == 1
+            output = (sum(shape[0] for shape in shapes), *shapes[0][1:]) if same_size else None
+            hint = "concatenate outputs of one height and width (or features with features)"
+        if output is None:
+            self.problem(layer.where("inputs"), layer, index, f"{layer.type} needs inputs of "
+                         f"{'one shape' if isinstance(layer, ir.Add) else 'one height and width'}: {named}", hint)
+            return None
+        return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output)
 
     def batchnorm(self, layer: ir.BatchNorm, index: int, shape: ir.Shape, split: bool, common: dict):
         if self.net.towers > 1:

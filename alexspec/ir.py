@@ -40,6 +40,7 @@ class Layer:
 
     type: ClassVar[str] = ""
     name: str
+    inputs: tuple[str, ...] = ()  # the layers it reads ("input": the image); empty: the layer before it
     expect: Optional[Expect] = None
     loc: Loc = field(default=Loc("<spec>", 1, 1), compare=False, repr=False)
     locs: Mapping[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -195,6 +196,28 @@ class SiLU(Activation):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Merge(Layer):
+    """A layer that combines the outputs of several (`inputs`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Add(Merge):
+    """The elementwise sum of inputs of one shape (a residual connection)."""
+
+    type: ClassVar[str] = "add"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Concat(Merge):
+    """The inputs side by side along channels (C x H x W: the same H and W) or features."""
+
+    type: ClassVar[str] = "concat"
+
+
+IMAGE = "input"  # what `inputs` calls the network's input image
+
+
+@dataclass(frozen=True, kw_only=True)
 class Dropout(Layer):
     type: ClassVar[str] = "dropout"
     p: float
@@ -212,8 +235,8 @@ class Softmax(Layer):
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
     cls.type: cls for cls in (Conv, Linear, LRN, MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, GlobalAvgPool,
-                              GlobalMaxPool, BatchNorm, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, GELU, SiLU, Dropout,
-                              Flatten, Softmax)}
+                              GlobalMaxPool, BatchNorm, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, GELU, SiLU, Add,
+                              Concat, Dropout, Flatten, Softmax)}
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,28 @@ def valid_specs(draw, max_image_layers: int = 6):
 
     for _ in range(draw(st.integers(0, max_image_layers))):
         kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout",
-                                     "activation", "batchnorm", "adaptive_maxpool"]))
+                                     "activation", "batchnorm", "adaptive_maxpool", "residual", "branches"]))
         c, h, w = shape
+        if kind in ("residual", "branches") and towers > 1:  # graphs are for one tower
+            continue
+        branch_point = layers[-1]["name"] if layers else "input"
+        if kind == "residual":  # conv (and maybe batchnorm) of the same shape, added to what it read
+            add({"type": "conv", "out": c, "kernel": 3, "padding": 1, "bias": draw(st.booleans())}, shape)
+            if draw(st.booleans()):
+                add(_batchnorm(draw), shape)
+            add({"type": "add", "inputs": [layers[-1]["name"], branch_point]}, shape)
+            continue
+        if kind == "branches":  # two to three convs reading one layer, concatenated
+            outs = [draw(st.integers(1, 6)) for _ in range(draw(st.integers(2, 3)))]
+            names = []
+            for out in outs:
+                kernel = draw(st.sampled_from([1, 3]))
+                add({"type": "conv", "out": out, "kernel": kernel, "padding": kernel // 2, "inputs": branch_point},
+                    (out, h, w))
+                names.append(layers[-1]["name"])
+            shape = (sum(outs), h, w)
+            add({"type": "concat", "inputs": names}, shape)
+            continue
         if kind == "conv":
             cross = towers > 1 and split and draw(st.booleans())
             inner = draw(st.sampled_from([1, 1, 2])) if (towers == 1 or (split and not cross)) else 1

@@ -132,8 +132,8 @@ def test_caffe_lrn_conversion_computes_caffe_s_function():
 
 
 def test_caffe_problems_are_named():
-    text = CAFFE_ALEXNET.replace('type: "LRN" bottom: "conv1"', 'type: "BatchNorm" bottom: "conv1"')
-    with pytest.raises(ImportProblem, match=r"norm1 \(BatchNorm\)"):
+    text = CAFFE_ALEXNET.replace('type: "LRN" bottom: "conv1"', 'type: "Deconvolution" bottom: "conv1"')
+    with pytest.raises(ImportProblem, match=r"norm1 \(Deconvolution\)"):
         spec_from_prototxt(text)
     with pytest.raises(ImportProblem, match="no input shape"):
         spec_from_prototxt('layer { name: "fc" type: "InnerProduct" inner_product_param { num_output: 2 } }')

@@ -65,12 +65,21 @@ def layer_module(info: LayerInfo) -> nn.Module:
 
 
 def torch_shapes_and_params(info: NetworkInfo, batch: int = 2):
-    """[(output shape per image, parameter count)] for every layer, as torch computes them."""
-    x = torch.randn(batch, *info.network.input)
-    result = []
+    """[(output shape per image, parameter count)] for every layer, as torch computes them; a
+    layer reads the one before it, or the layers its spec's `inputs` name (`input`: the image)."""
+    values = {"input": torch.randn(batch, *info.network.input)}
+    previous, result = "input", []
     with torch.no_grad():
         for li in info.layers:
-            module = layer_module(li)
-            x = module(x)
-            result.append((tuple(x.shape[1:]), sum(p.numel() for p in module.parameters())))
+            read = [values[name] for name in li.layer.inputs] or [values[previous]]
+            if isinstance(li.layer, ir.Add):
+                y, params = sum(read[1:], read[0]), 0
+            elif isinstance(li.layer, ir.Concat):
+                y, params = torch.cat(read, dim=1), 0
+            else:
+                module = layer_module(li)
+                y, params = module(read[0]), sum(p.numel() for p in module.parameters())
+            values[li.layer.name] = y
+            previous = li.layer.name
+            result.append((tuple(y.shape[1:]), params))
     return result

@@ -11,7 +11,8 @@ def bundled_specs() -> dict[str, Path]:
     """Each bundled spec's name and file."""
     found = importlib.util.find_spec("alexspec.specs")
     folders = list(found.submodule_search_locations or []) if found else []
-    return {entry.stem: entry for folder in folders for entry in sorted(Path(folder).glob("*.yaml"))}
+    files = [entry for folder in folders for entry in Path(folder).glob("*.yaml")]
+    return {entry.stem: entry for entry in sorted(files, key=lambda entry: entry.stem)}
 
 
 def resolve(name: str | Path) -> str:

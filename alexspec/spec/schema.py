@@ -145,6 +145,11 @@ LAYER_TYPES: dict[str, dict] = {
             "affine": {"type": "boolean", "default": True, "description": "Learn a scale and a shift per channel."},
         },
     },
+    "add": {"description": "The elementwise sum of the layers `inputs` names, all of one shape (a residual "
+                           "connection: `inputs: [conv2b, pool1]`).", "required": ["inputs"], "properties": {}},
+    "concat": {"description": "The layers `inputs` names side by side along channels (the same height and "
+                              "width), or along features (GoogLeNet's inception branches).",
+               "required": ["inputs"], "properties": {}},
     "relu": {"description": "ReLU activation.", "properties": {}},
     "relu6": {"description": "min(max(x, 0), 6) (MobileNet).", "properties": {}},
     "leaky_relu": {"description": "x where x > 0, else negative_slope * x.",
@@ -167,6 +172,12 @@ _LAYER_COMMON = {
              "description": "Unique layer name: a letter, then letters, digits or _ (64 at most). "
                             "It becomes a Python attribute in generated code."},
     "type": _enum("Layer type.", sorted(LAYER_TYPES)),
+    "inputs": {"anyOf": [{"type": "string", "pattern": NAME_PATTERN},
+                         {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN},
+                          "minItems": 1, "maxItems": 64}],
+               "x-expected": "a layer name, or a list of layer names",
+               "description": "The layers this one reads, by name (`input`: the image); each must stand above "
+                              "it. Default: the layer before it. `add` and `concat` read two or more."},
     "expect": _EXPECT,
     "note": {"type": "string", "maxLength": 500, "description": "Free text shown nowhere but the spec."},
 }

@@ -62,6 +62,7 @@ class _Builder:
                          f"give one device per tower, e.g. [{', '.join(f'cuda:{i}' for i in range(towers))}]")
         layers = tuple(self.layer(i, raw) for i, raw in enumerate(self.raw_layers))
         self.check_names(layers)
+        self.check_graph(layers, towers)
         for layer in layers[:-1]:
             if isinstance(layer, ir.Softmax):
                 self.problem(("layers", layers.index(layer)), "softmax may only be the last layer",
@@ -88,8 +89,10 @@ class _Builder:
         for key in ("shape", "params", "macs"):
             if isinstance(raw.get("expect"), dict) and key in raw["expect"]:
                 locs[f"expect.{key}"] = self.doc.loc(path + ("expect", key))
+        inputs = raw.get("inputs", ())
         common: dict[str, Any] = {"name": raw["name"], "loc": self.doc.loc(path), "locs": locs,
-                                  "expect": self.expect(raw.get("expect"))}
+                                  "expect": self.expect(raw.get("expect")),
+                                  "inputs": (inputs,) if isinstance(inputs, str) else tuple(inputs)}
         rounding = raw.get("rounding", self.data.get("rounding", "exact"))
         if kind == "conv":
             return ir.Conv(**common, out=raw["out"], kernel=_pair(raw["kernel"]), stride=_pair(get("stride")),
@@ -140,6 +143,45 @@ class _Builder:
                                    f"{first_use[layer.name].loc.line})", "give every layer its own name")
             else:
                 first_use[layer.name] = layer
+
+    def check_graph(self, layers: tuple[ir.Layer, ...], towers: int) -> None:
+        """What `inputs` names: layers above (or the image), two or more for a merge; every
+        output read by a later layer (the last one's is the network's); no graph with towers."""
+        above: dict[str, int] = {}
+        read: set[str] = set()
+        for i, layer in enumerate(layers):
+            path = ("layers", i, "inputs")
+            if layer.inputs and towers > 1:
+                self.problem(path, f"`inputs` in a network of {towers} towers is not supported yet",
+                             "use towers: 1 (its channels in groups) for a network with branches", key=True)
+            if isinstance(layer, ir.Merge) and len(layer.inputs) < 2:
+                self.problem(path, f"an {layer.type} layer combines two or more layers, `inputs` names "
+                                   f"{count(len(layer.inputs), 'layer')}", "e.g. inputs: [conv2b, pool1]")
+            if not isinstance(layer, ir.Merge) and len(layer.inputs) > 1:
+                self.problem(path, f"a {layer.type} layer reads one layer, `inputs` names {len(layer.inputs)}",
+                             "combine them first with an `add` or `concat` layer")
+            listed = not isinstance(self.raw_layers[i].get("inputs"), str)
+            for k, name in enumerate(layer.inputs):
+                if name != ir.IMAGE and name not in above:
+                    self.unknown_input(path + ((k,) if listed else ()), name, i, layers, list(above))
+                read.add(name)
+            if not layer.inputs and i:
+                read.add(layers[i - 1].name)
+            above.setdefault(layer.name, i)
+        if any(layer.inputs for layer in layers):
+            for i, layer in enumerate(layers[:-1]):
+                if layer.name not in read:
+                    self.problem(("layers", i), f"the output of {quote(layer.name)} is never read",
+                                 "name it in a later layer's `inputs`, or remove the layer")
+
+    def unknown_input(self, path: tuple, name: str, index: int, layers: tuple[ir.Layer, ...], above: list[str]):
+        position = next((j for j, other in enumerate(layers) if other.name == name), None)
+        if position is None:
+            self.problem(path, f"no layer above this one is named {quote(name)}", did_you_mean(name, above + [ir.IMAGE]))
+        else:
+            self.problem(path, f"{quote(name)} is {'this layer' if position == index else 'below this layer'}: a "
+                               "layer reads only layers above it (or `input`, the image)",
+                         "move the layer it reads above it")
 
     # --- training -----------------------------------------------------------------------
 

@@ -89,6 +89,23 @@ class MaxPool2d(nn.Module):
                 f"ceil_mode={self.ceil_mode}, relu={self.relu}, backend={self.backend!r}")
 
 
+class Add(nn.Module):
+    """The elementwise sum of its inputs (a residual connection)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+
+
+class Concat(nn.Module):
+    """Its inputs side by side along dimension 1 (channels, or features)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)
+
+
 class GlobalPool(nn.Module):
     """The mean ("mean") or maximum ("max") of each channel: (N, C, H, W) -> (N, C)."""
 

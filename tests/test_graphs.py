@@ -1,0 +1,138 @@
+"""Graph specs: layers that name their inputs, `add` and `concat`; ResNet-18 to torchvision's
+numbers, errors where a graph is wrong, the generated forward against an independent walk of
+the spec, and a residual net trained on the digits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SPECS, run_cli
+from kernel_helpers import torch
+
+import alexspec
+from alexspec import ir
+from alexspec.spec import analyse
+from alexspec.spec.loader import load_text
+
+
+def test_resnet18_has_torchvisions_parameters_and_macs():
+    info = analyse(SPECS / "resnet18.yaml")
+    assert info.total_params == 11_689_512  # torchvision's resnet18
+    assert abs(info.total_macs - 1.82e9) < 0.01e9  # "about 1.82 G MACs at 224"
+    adds = [li for li in info.layers if isinstance(li.layer, ir.Add)]
+    assert len(adds) == 8 and [li.output_shape for li in adds][::2] == [(64, 56, 56), (128, 28, 28), (256, 14, 14),
+                                                                          (512, 7, 7)]
+
+
+def _walk(module, info, x):
+    """The spec's dataflow computed layer by layer with the built module's own layers: each reads
+    the layer before it or the layers `inputs` names (independent of the generated forward)."""
+    values, previous = {"input": x}, "input"
+    for li in info.layers:
+        read = [values[name] for name in li.layer.inputs] or [values[previous]]
+        layer = getattr(module, li.layer.name)
+        values[li.layer.name] = layer(*read)
+        previous = li.layer.name
+    return values[previous]
+
+
+@pytest.mark.parametrize("spec, kept, merged", [
+    ("digits-resnet.yaml", "x = stem_relu = self.stem_relu(x)", "x = self.block1_add(x, stem_relu)"),
+    ("resnet18.yaml", "x = maxpool = self.maxpool(x)", "x = self.layer1_0_add(x, maxpool)")])
+def test_the_generated_forward_computes_the_spec_s_dataflow(spec, kept, merged):
+    built = alexspec.build(SPECS / spec, backend="torch", devices=["cpu"])
+    built.module.eval()
+    x = torch.randn(2, *built.info.network.input)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module(x), _walk(built.module, built.info, x))
+    source = built.generated.source
+    assert kept in source and merged in source  # a value a later layer reads is named, the rest stay in x
+
+
+def test_a_relu_is_not_moved_into_a_pool_where_a_branch_reads_the_conv(write_spec):
+    path = write_spec("""
+alexspec: 1
+name: branchy
+input: {channels: 1, height: 8, width: 8}
+layers:
+  - {name: conv1, type: conv, out: 4, kernel: 3, padding: 1, activation: relu}
+  - {name: pool1, type: maxpool, kernel: 2}
+  - {name: side, type: maxpool, kernel: 2, inputs: conv1}
+  - {name: both, type: add, inputs: [pool1, side]}
+  - {name: gap, type: global_maxpool}
+""")
+    fused = alexspec.build(path, backend="torch", devices=["cpu"])
+    plain = alexspec.build(path, backend="torch", devices=["cpu"], fuse=False)
+    assert fused.generated.fusion.relu_moved == {}  # the side branch must see relu(conv1) too
+    plain.module.load_state_dict(fused.module.state_dict())
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(fused.module(x), plain.module(x))
+
+
+@pytest.mark.parametrize("layers, where, says", [
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+     "  - {name: b, type: add, inputs: [a, aa]}\n", "8:38", "no layer above this one is named 'aa'; did you mean 'a'?"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1, inputs: b}\n"
+     "  - {name: b, type: conv, out: 4, kernel: 3, padding: 1}\n", "7:66", "'b' is below this layer"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+     "  - {name: b, type: conv, out: 8, kernel: 3, stride: 2, padding: 1, rounding: floor, inputs: input}\n"
+     "  - {name: c, type: add, inputs: [a, b]}\n", "9:34", "add needs inputs of one shape: a gives 4x8x8, b gives 8x4x4"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3}\n"
+     "  - {name: b, type: conv, out: 4, kernel: 3, padding: 1, inputs: input}\n"
+     "  - {name: c, type: concat, inputs: [a, b]}\n", "9:37",
+     "concat needs inputs of one height and width: a gives 4x6x6, b gives 4x8x8"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+     "  - {name: b, type: conv, out: 4, kernel: 3, padding: 1, inputs: input}\n", "7:5", "the output of 'a' is never read"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+     "  - {name: b, type: conv, out: 4, kernel: 1, inputs: [a, input]}\n", "8:54", "a conv layer reads one layer"),
+    ("  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+     "  - {name: b, type: add, inputs: [a]}\n", "8:34", "an add layer combines two or more layers"),
+])
+def test_a_wrong_graph_is_one_located_problem_each(write_spec, layers, where, says):
+    path = write_spec("alexspec: 1\nname: g\ninput: {channels: 1, height: 8, width: 8}\n\nlayers:\n\n" + layers)
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = next(line for line in result.stderr.splitlines() if says in line)
+    assert line.startswith(f"{path}:{where}:"), line
+
+
+def test_a_graph_in_a_network_of_towers_is_refused(write_spec):
+    path = write_spec("alexspec: 1\nname: g\ninput: {channels: 2, height: 8, width: 8}\ntowers: 2\nlayers:\n"
+                      "  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
+                      "  - {name: b, type: add, inputs: [a, input]}\n")
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and "`inputs` in a network of 2 towers is not supported yet" in result.stderr
+
+
+def test_a_chain_spec_s_graph_json_and_network_hash_do_not_change_with_graphs():
+    from alexspec.graph import graph_data
+    from alexspec.train.checkpoint import network_hash
+
+    info = analyse(SPECS / "alexnet.yaml")
+    assert all("inputs" not in layer for layer in graph_data(info)["layers"])  # what the hash is made of
+    explicit = (SPECS / "digits.yaml").read_text().replace("type: lrn,", "type: lrn, inputs: conv1,")
+    assert network_hash(analyse(SPECS / "digits.yaml")) != network_hash(analyse(load_text(explicit, "d.yaml")))
+    resnet = graph_data(analyse(SPECS / "digits-resnet.yaml"))
+    assert {layer["name"]: layer["inputs"] for layer in resnet["layers"] if "inputs" in layer}["mixed"] == \
+        ["branch1x1", "branch3x3"]
+
+
+def test_the_picture_draws_each_merge_from_its_inputs():
+    result = run_cli("report", "digits-resnet", "--format", "dot")
+    assert result.returncode == 0
+    edges = {line.strip() for line in result.stdout.splitlines() if "->" in line}
+    assert {"block1_bn2 -> block1_add;", "stem_relu -> block1_add;", "block1_relu -> block2_down;",
+            "branch1x1 -> mixed;", "branch3x3 -> mixed;"} <= edges
+
+
+def test_the_digits_residual_net_trains_on_cpu(tmp_path):
+    result = run_cli("train", "digits-resnet", "--epochs", "2", "-o", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "epoch"]
+    assert len(epochs) == 2 and epochs[-1]["top1_error"] < 0.2  # ten classes: chance is 0.9
+    evaluated = run_cli("eval", "digits-resnet", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "best.pt"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["top1_error"] == pytest.approx(
+        min(e["top1_error"] for e in epochs), abs=1e-9)
