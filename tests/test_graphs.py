@@ -136,3 +136,63 @@ def test_the_digits_residual_net_trains_on_cpu(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout.splitlines()[-1])["top1_error"] == pytest.approx(
         min(e["top1_error"] for e in epochs), abs=1e-9)
+
+
+def test_a_branching_torch_model_imports_as_a_graph_with_its_logits():
+    from tiny_resnet import TinyResNet
+
+    from alexspec.interop.from_torch import spec_from_torch
+
+    torch.manual_seed(0)
+    model = TinyResNet()
+    with torch.no_grad():  # running statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2)
+    imported = spec_from_torch(model, (3, 16, 16), "tiny")
+    merges = {layer["name"]: layer["inputs"] for layer in imported.spec["layers"] if layer["type"] in ("add", "concat")}
+    assert merges == {"add1": ["bn3", "relu1"], "add2": ["bn5", "bn6"], "concat1": ["conv7", "conv8"]}
+    shortcut = next(layer for layer in imported.spec["layers"] if layer["name"] == "conv6")
+    assert shortcut["inputs"] == "relu3" and shortcut["stride"] == 2 and shortcut["kernel"] == 1
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    alexspec.builder.load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    built.module.eval(), model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module(x), model(x))
+    assert built.info.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_the_import_command_writes_a_graph_spec_and_its_weights(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "alexspec", "import", "python:tiny_resnet:TinyResNet", "--input",
+                           "3,16,16", "-o", str(tmp_path / "tiny.yaml"), "--weights-out", str(tmp_path / "w.pt")],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = run_cli("report", str(tmp_path / "tiny.yaml"), "--format", "json")
+    layers = json.loads(report.stdout)["layers"]
+    assert [layer["type"] for layer in layers].count("add") == 2
+    exported = run_cli("export", str(tmp_path / "tiny.yaml"), "--checkpoint", str(tmp_path / "w.pt"),
+                       "-o", str(tmp_path / "tiny.pt2"))
+    assert exported.returncode == 0, exported.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_an_exported_graph_net_takes_any_batch(tmp_path, backend):
+    from alexspec.interop.export import export  # (the triton backend: interpreted on CPU, as every test runs it)
+
+    torch.manual_seed(1)  # export builds with the spec's initialisation: the same weights below
+    out = export(SPECS / "digits-resnet.yaml", None, "torch-export", tmp_path / "net.pt2", backend=backend)
+    program = torch.export.load(str(out)).module()
+    torch.manual_seed(1)
+    module = alexspec.compile(SPECS / "digits-resnet.yaml", backend=backend, devices=["cpu"]).eval()
+    for batch in (1, 3, 17):
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x), module(x), rtol=1e-4, atol=1e-5)

@@ -23,8 +23,10 @@ def format_for(out: Path) -> str:
 
 
 def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
-           devices=("cpu",), batch: int = 1) -> Path:
-    """Write the exported program (or ONNX model) to `out`; returns it."""
+           devices=("cpu",), batch: int = 2) -> Path:
+    """Write the exported program (or ONNX model) to `out`, its batch size dynamic (any number of
+    images; traced with `batch`, at least 2, since an exporter takes a size of 1 for a constant);
+    returns it."""
     import torch
 
     from alexspec.train import checkpoint
@@ -34,13 +36,15 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
         state = checkpoint.load(checkpoint_path, checkpoint.network_hash(built.info))
         load_state(built.module, state["model"])
     module = built.module.eval()
-    example = torch.randn(batch, *built.info.network.input, device=devices[0])
+    example = torch.randn(max(batch, 2), *built.info.network.input, device=devices[0])
     if fmt == "torch-export":
-        program = torch.export.export(module, (example,))
+        # the batch stays a symbol (an error if anything fixed it); the Triton ops' checks make the
+        # exporter note sizes from 2, and the program still runs a single image
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
         torch.export.save(program, str(out))
     elif fmt == "onnx":
         torch.onnx.export(module, (example,), str(out), input_names=["images"], output_names=["logits"],
-                          dynamo=False)
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     else:
         raise BadInput(f"--format must be torch-export or onnx, got {fmt!r}")
     return out

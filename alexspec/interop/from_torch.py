@@ -1,9 +1,11 @@
 """Specs from torch.nn models built of standard layers (torchvision's AlexNet, VGG, LeNet-style nets).
 
 The model's forward is traced with torch.fx, so the spec follows its real dataflow, not the
-order its layers were registered in. Specs are chains, so a model whose forward branches
-(a residual add, a concat of branches, a layer applied twice) is refused, naming the place.
-A ReLU right after a conv or linear layer is fused into it. A layer this spec language cannot
+order its layers were registered in: a chain, or a graph where the forward branches (a
+residual sum becomes `add`, torch.cat along channels `concat`, a layer reading anything but the
+one before it names its `inputs`). A layer applied twice (shared weights) is refused, naming
+the place. A ReLU right after a conv or linear layer is fused into it where nothing else reads
+the conv's output. A layer this spec language cannot
 express is an error naming it. As a last guard, the source model and the built spec run on
 the same random input, and the import is refused, naming the first layer whose output
 differs, unless they agree: the importer never produces a silently different network.
@@ -88,105 +90,134 @@ def _functional_layer(node, namer) -> dict | None:
     return None
 
 
-_MERGES = {operator.add: "adds two values (a residual connection)", "add": "adds two values (a residual connection)",
-           operator.mul: "multiplies two values", "cat": "concatenates branches", "mul": "multiplies two values"}
-
-
-def _chain(graph):
-    """The nodes of a forward that is a chain (each value used once, by the next node), in order.
-
-    `x.size(0)` feeding a view/reshape is allowed beside the chain. Raises ImportProblem at the
-    first branch, merge or reuse."""
+def _merge(node) -> dict | None:
+    """The merge layer a node is (a sum of two values, a concatenation along dimension 1), else None."""
     import torch
 
-    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    if node.target in (operator.add, torch.add, "add") and len(node.args) == 2 and not node.kwargs \
+            and all(hasattr(a, "op") for a in node.args):
+        return {"type": "add"}
+    if node.target in (torch.cat, "cat") and isinstance(node.args[0], (list, tuple)):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        return {"type": "concat"} if dim == 1 else None
+    return None
+
+
+def _dataflow(graph):
+    """(node, the value nodes it reads) for each node of the forward, in order; `x.size(0)` feeding
+    a view/reshape is left out. Raises ImportProblem unless the forward takes one input and
+    returns one value."""
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise ImportProblem(f"the model's forward takes {len(inputs)} inputs; alexspec imports models of one image input")
-    chain, value = [], inputs[0]
-    for node in nodes:
-        if node.op == "call_method" and node.target == "size":
-            continue
-        name = _MERGES.get(node.target) or ("concatenates branches" if node.target is torch.cat else "")
-        if name:
-            raise ImportProblem(f"{_where(node)} {name}: a spec is a chain of layers until graph specs land, so "
-                                "this model cannot be imported yet")
-        tensors = [a for a in node.all_input_nodes if not (a.op == "call_method" and a.target == "size")]
-        if tensors != [value]:
-            raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in tensors) or 'no value'} instead of "
-                                f"{value.name}: the forward branches, and a spec is a chain of layers")
-        users = [u for u in value.users if not (u.op == "call_method" and u.target == "size")]
-        if len(users) != 1:
-            raise ImportProblem(f"{value.name} is used {len(users)} times ({', '.join(u.name for u in users)}): the "
-                                "forward branches, and a spec is a chain of layers")
-        chain.append(node)
-        value = node
     (output,) = [n for n in graph.nodes if n.op == "output"]
-    if output.args[0] is not value:
-        raise ImportProblem(f"the forward returns {output.args[0]} rather than the last layer's output {value.name}")
-    return chain
+    if not hasattr(output.args[0], "op"):
+        raise ImportProblem(f"the forward returns {output.args[0]!r}; alexspec imports models that return one tensor")
+    is_size = lambda n: n.op == "call_method" and n.target == "size"  # noqa: E731
+    flow = [(node, [a for a in node.all_input_nodes if not is_size(a)]) for node in graph.nodes
+            if node.op not in ("placeholder", "output") and not is_size(node)]
+    return inputs[0], flow, output.args[0]
 
 
 def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows: str = "") -> Imported:
-    """A spec computing what `model` computes on (C, H, W) inputs (floor rounding only where needed).
+    """A spec computing what `model` computes on (C, H, W) inputs (floor rounding only where needed):
+    a chain, or a graph where the forward branches (`inputs`, `add`, `concat`).
 
     Raises ImportProblem for what a spec cannot express, and where the built spec's outputs
     differ from the model's on the same random input."""
-    from torch import nn
-
     traced = trace(model)
-    layers, sources, outputs, unsupported = [], {}, {}, []
-    namer = _Namer()
-    used_modules: set[str] = set()
-    image = True
-    for node in _chain(traced.graph):
-        previous = layers[-1] if layers else None
-        if node.op == "call_module":
-            if node.target in used_modules:
-                raise ImportProblem(f"{node.target} is applied twice in the forward (shared weights); a spec layer "
-                                    "has weights of its own")
-            used_modules.add(node.target)
-            module = traced.get_submodule(node.target)
-            if isinstance(module, nn.Identity):
-                continue
-            if isinstance(module, nn.ReLU):
-                layer = {"name": namer("relu"), "type": "relu"}
-            else:
-                layer = _layer(module, namer)
-                if layer is None:
-                    unsupported.append(f"{node.target or '<model>'} ({type(module).__name__})")
-                    continue
-                layer["note"] = f"from {node.target}"
-        else:
-            layer = _functional_layer(node, namer)
-            if layer is None:
-                unsupported.append(_where(node))
-                continue
+    image, flow, returned = _dataflow(traced.graph)
+    builder = _SpecBuilder(traced, image)
+    for node, reads in flow:
+        builder.add(node, reads)
+    if builder.unsupported:
+        raise ImportProblem(f"cannot express these layers in a spec: {', '.join(builder.unsupported)}; supported: "
+                            "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
+                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
+                            "Flatten (or torch.flatten(x, 1)), Softmax, and the sum (+) or torch.cat(dim=1) of branches")
+    if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
+        raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
+    spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
+            "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
+            "layers": builder.layers}
+    imported = Imported(_with_rounding(spec), builder.sources, builder.outputs)
+    check_same_function(model, traced, imported, input_shape)
+    return imported
+
+
+class _SpecBuilder:
+    """The spec's layers, made node by node from a traced forward."""
+
+    def __init__(self, traced, image):
+        self.traced = traced
+        self.layers: list[dict] = []
+        self.sources: dict = {}   # spec layer name -> source module name (its weights)
+        self.outputs: dict = {}   # spec layer name -> the fx node giving its output
+        self.layer_of = {image: "input"}  # fx node -> the spec layer whose output it is
+        self.is_image = {image: True}
+        self.unsupported: list[str] = []
+        self.used_modules: set[str] = set()
+        self.namer = _Namer()
+
+    def add(self, node, reads: list) -> None:
+        from torch import nn
+
+        merge = _merge(node)
+        if merge is None and len(reads) != 1:
+            raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in reads) or 'no value'}; a spec "
+                                "layer reads one value, or merges two by a sum (+) or torch.cat(..., dim=1)")
+        if merge is None and node.op == "call_module" and isinstance(self.traced.get_submodule(node.target),
+                                                                      nn.Identity):
+            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            return
+        layer = {"name": self.namer(merge["type"]), **merge} if merge is not None else self.layer(node)
+        if layer is None:  # recorded as unsupported; what reads it goes on, so that every such layer is named
+            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            return
+        read_layers = [self.layer_of[a] for a in reads]
+        previous = self.layers[-1] if self.layers else None
         if layer["type"] == "relu" and previous and previous["type"] in ("conv", "linear") \
-                and previous.get("activation") != "relu":
+                and previous.get("activation") != "relu" and read_layers == [previous["name"]] \
+                and len(reads[0].users) == 1:  # fused only where nothing else reads the conv's plain output
             previous["activation"] = "relu"
-            outputs[previous["name"]] = node
-            continue
+            self.outputs[previous["name"]], self.layer_of[node], self.is_image[node] = node, previous["name"], \
+                self.is_image[reads[0]]
+            return
+        image = self.is_image[reads[0]]
         if layer["type"] == "linear" and image:
             raise ImportProblem(f"{node.target} (Linear) is applied to the 4-D image, not to a flattened one; "
                                 "flatten before it (torch.flatten(x, 1))")
-        if layer["type"] == "flatten":
-            image = False
+        if merge is not None or read_layers != [previous["name"] if previous else "input"]:
+            layer["inputs"] = read_layers[0] if len(read_layers) == 1 else read_layers
         if layer["type"] in ("conv", "linear", "batchnorm"):
-            sources[layer["name"]] = node.target
-        layers.append(layer)
-        outputs[layer["name"]] = node
-    if unsupported:
-        raise ImportProblem(f"cannot express these layers in a spec: {', '.join(unsupported)}; supported: Conv2d, "
-                            "ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
-                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax")
-    spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
-            "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
-            "layers": layers}
-    imported = Imported(_with_rounding(spec), sources, outputs)
-    check_same_function(model, traced, imported, input_shape)
-    return imported
+            self.sources[layer["name"]] = node.target
+        self.layers.append(layer)
+        self.outputs[layer["name"]], self.layer_of[node] = node, layer["name"]
+        self.is_image[node] = image and layer["type"] not in ("flatten", "global_avgpool", "global_maxpool")
+
+    def layer(self, node) -> dict | None:
+        """The spec layer of a module call or function node; None (recorded) where there is none."""
+        from torch import nn
+
+        if node.op != "call_module":
+            layer = _functional_layer(node, self.namer)
+            if layer is None:
+                self.unsupported.append(_where(node))
+            return layer
+        module = self.traced.get_submodule(node.target)
+        stateful = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+        if node.target in self.used_modules and stateful:  # a ReLU module applied twice is two ReLUs
+            raise ImportProblem(f"{node.target} is applied twice in the forward (shared weights); a spec layer "
+                                "has weights of its own")
+        self.used_modules.add(node.target)
+        if isinstance(module, nn.ReLU):
+            return {"name": self.namer("relu"), "type": "relu"}
+        layer = _layer(module, self.namer)
+        if layer is None:
+            self.unsupported.append(f"{node.target or '<model>'} ({type(module).__name__})")
+            return None
+        layer["note"] = f"from {node.target}"
+        return layer
 
 
 def check_same_function(model, traced, imported: Imported, input_shape: tuple[int, int, int]) -> None:
@@ -217,14 +248,18 @@ def check_same_function(model, traced, imported: Imported, input_shape: tuple[in
             if _same(built.module(x), model(x)):
                 return
             Recorder(traced).run(x)
-            value = x
+            values, previous = {"input": x}, "input"
             for spec_layer in imported.spec["layers"]:
-                value = getattr(built.module, built.generated.attributes[spec_layer["name"]])(value)
+                reads = spec_layer.get("inputs", previous)
+                layer = getattr(built.module, built.generated.attributes[spec_layer["name"]])
+                value = values[spec_layer["name"]] = layer(*[values[n] for n in ([reads] if isinstance(reads, str)
+                                                                                  else reads)])
+                previous = spec_layer["name"]
                 expected = source_values[imported.outputs[spec_layer["name"]]]
                 if not _same(value, expected):
                     raise ImportProblem(f"the imported spec computes something else than the model from layer "
                                         f"{spec_layer['name']} on (output {_describe(value)}, the model's "
-                                        f"{_describe(expected)}); this model cannot be imported as a chain")
+                                        f"{_describe(expected)}); this model cannot be imported")
             raise ImportProblem("the imported spec computes something else than the model, though each traced "
                                 "layer agrees: the model's forward does more than its traced layers (hooks?)")
     finally:
