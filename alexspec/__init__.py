@@ -9,7 +9,9 @@ __version__ = "0.1.0"
 
 from alexspec.errors import Problem, SpecError
 
-__all__ = ["Problem", "SpecError", "__version__", "analyse", "build", "compile"]
+from alexspec.fold import fold_batchnorm  # noqa: E402  (imports torch only when called)
+
+__all__ = ["Problem", "SpecError", "__version__", "analyse", "build", "compile", "fold_batchnorm"]
 
 
 def analyse(source):

@@ -196,3 +196,29 @@ def test_an_exported_graph_net_takes_any_batch(tmp_path, backend):
         x = torch.randn(batch, 1, 8, 8)
         with torch.no_grad():
             torch.testing.assert_close(program(x), module(x), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_folds_into_the_conv_before_it_for_inference_and_at_export(tmp_path):
+    from alexspec.errors import BadInput
+    from alexspec.interop.export import export
+
+    torch.manual_seed(0)
+    built = alexspec.build(SPECS / "resnet18.yaml", backend="torch", devices=["cpu"])
+    with pytest.raises(BadInput, match="eval mode"):
+        alexspec.fold_batchnorm(built)
+    with torch.no_grad():
+        for module in built.module.modules():  # statistics and a scale and shift as training leaves them
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2), module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.2, 0.2)
+    built.module.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = built.module(x)
+        folded = alexspec.fold_batchnorm(built)
+        after = built.module(x)
+    assert len(folded) == 20 and ("layer2_0_down", "layer2_0_down_bn") in folded  # every conv of resnet18
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in built.module.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    program = torch.export.load(str(export(SPECS / "digits-resnet.yaml", None, "torch-export", tmp_path / "n.pt2")))
+    assert not [node for node in program.graph.nodes if "batch_norm" in str(node.target)]

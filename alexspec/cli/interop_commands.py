@@ -106,7 +106,7 @@ def cmd_export(args) -> int:
 
     fmt = args.format or format_for(Path(args.output))
     out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, fmt,
-                 Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")])
+                 Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")], log=print)
     print(f"wrote {out} ({fmt})")
     return 0
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from alexspec.builder import build, load_state
 from alexspec.errors import BadInput
+from alexspec.fold import fold_batchnorm
+from alexspec.words import count
 
 
 FORMATS_BY_SUFFIX = {".pt2": "torch-export", ".onnx": "onnx"}
@@ -23,10 +25,10 @@ def format_for(out: Path) -> str:
 
 
 def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
-           devices=("cpu",), batch: int = 2) -> Path:
+           devices=("cpu",), batch: int = 2, log=lambda line: None) -> Path:
     """Write the exported program (or ONNX model) to `out`, its batch size dynamic (any number of
-    images; traced with `batch`, at least 2, since an exporter takes a size of 1 for a constant);
-    returns it."""
+    images; traced with `batch`, at least 2, since an exporter takes a size of 1 for a constant),
+    each batchnorm after a conv folded into it (alexspec.fold); returns it."""
     import torch
 
     from alexspec.train import checkpoint
@@ -36,6 +38,10 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
         state = checkpoint.load(checkpoint_path, checkpoint.network_hash(built.info))
         load_state(built.module, state["model"])
     module = built.module.eval()
+    folded = fold_batchnorm(built)
+    if folded:
+        log(f"folded {count(len(folded), 'batchnorm')} into the conv before it ({', '.join(n for _, n in folded[:4])}"
+            f"{', ...' if len(folded) > 4 else ''})")
     example = torch.randn(max(batch, 2), *built.info.network.input, device=devices[0])
     if fmt == "torch-export":
         # the batch stays a symbol (an error if anything fixed it); the Triton ops' checks make the
