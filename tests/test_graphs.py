@@ -222,3 +222,40 @@ def test_batchnorm_folds_into_the_conv_before_it_for_inference_and_at_export(tmp
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
     program = torch.export.load(str(export(SPECS / "digits-resnet.yaml", None, "torch-export", tmp_path / "n.pt2")))
     assert not [node for node in program.graph.nodes if "batch_norm" in str(node.target)]
+
+
+CAFFE_DAG = """
+name: "dag"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 16 dim: 16 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "inc/1x1" type: "Convolution" bottom: "conv1" top: "inc/1x1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "inc/relu_1x1" type: "ReLU" bottom: "inc/1x1" top: "inc/1x1" }
+layer { name: "inc/3x3" type: "Convolution" bottom: "conv1" top: "inc/3x3"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "inc/output" type: "Concat" bottom: "inc/1x1" bottom: "inc/3x3" top: "inc/output" }
+layer { name: "res" type: "Eltwise" bottom: "inc/output" bottom: "conv1" top: "res" }
+layer { name: "pool" type: "Pooling" bottom: "res" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 10 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def test_a_caffe_dag_prototxt_imports_as_a_graph_spec():
+    from alexspec.interop.caffe import ImportProblem, spec_from_prototxt
+
+    spec = spec_from_prototxt(CAFFE_DAG)
+    by_name = {layer["name"]: layer for layer in spec["layers"]}
+    assert [layer["type"] for layer in spec["layers"]] == ["conv", "batchnorm", "relu", "conv", "conv", "concat", "add",
+                                                          "global_avgpool", "linear", "softmax"]
+    assert by_name["inc_1x1"]["activation"] == "relu" and by_name["inc_3x3"]["inputs"] == "relu1"
+    assert by_name["inc_output"]["inputs"] == ["inc_1x1", "inc_3x3"] and by_name["res"]["inputs"] == ["inc_output",
+                                                                                                      "relu1"]
+    info = analyse(load_text(json.dumps(spec), "dag.yaml"))
+    assert info.output_shape == (10,) and [li.output_shape for li in info.layers][6] == (8, 16, 16)
+    with pytest.raises(ImportProblem, match="res \\(Eltwise\\)"):
+        spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: PROD } }'))

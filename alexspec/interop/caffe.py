@@ -1,4 +1,4 @@
-"""Specs from Caffe's text prototxt (deploy nets: a chain of layers).
+"""Specs from Caffe's text prototxt (deploy nets: chains, and graphs of Concat and Eltwise layers).
 
 Caffe's conventions are translated explicitly: its LRN divides alpha by local_size (the spec
 says `convention: paper` with alpha / local_size, and a note gives Caffe's numbers), its pooling
@@ -80,68 +80,128 @@ def _window(param: dict, name: str, default=None):
 
 
 def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | None = None) -> dict:
-    """A spec for a Caffe deploy prototxt. Raises ImportProblem naming what cannot be expressed."""
+    """A spec for a Caffe deploy prototxt: a chain, or a graph where layers read other blobs than
+    the one before them (Concat, Eltwise SUM). Raises ImportProblem naming what cannot be expressed."""
     net = parse_prototxt(text)
     layers_in = net.get("layer") or net.get("layers") or []
     shape = input_shape or _input_shape(net, layers_in)
     if shape is None:
         raise ImportProblem("the prototxt gives no input shape (input_dim, input_shape or an Input layer); "
                             "pass --input C,H,W")
-    layers, unsupported, image = [], [], True
-    previous_top = None
+    reader = _BlobReader(net, layers_in)
     for raw in layers_in:
-        kind, lname = str(_one(raw, "type", "")), str(_one(raw, "name", "layer"))
-        bottom = _one(raw, "bottom")
-        if kind in ("Input", "Data", "ImageData", "SoftmaxWithLoss", "Accuracy", "Silence"):
-            continue
-        if previous_top is not None and bottom is not None and bottom != previous_top:
-            raise ImportProblem(f"layer {lname} reads {bottom!r}, not the layer before it ({previous_top!r}); only "
-                                "chains of layers can be imported")
-        previous_top = _one(raw, "top", previous_top)
-        safe = re.sub(r"\W", "_", lname)
-        safe = safe if safe[:1].isalpha() else f"l_{safe}"
-        if kind == "ReLU":
-            if layers and layers[-1]["type"] in ("conv", "linear") and "activation" not in layers[-1]:
-                layers[-1]["activation"] = "relu"
-            else:
-                layers.append({"name": safe, "type": "relu"})
-            continue
-        if kind == "BatchNorm":  # Caffe normalises without a scale and shift; a Scale layer after it adds them
-            param = _one(raw, "batch_norm_param", {})
-            layers.append({"name": safe, "type": "batchnorm", "eps": float(_one(param, "eps", 1e-5)),
-                           "momentum": round(1 - float(_one(param, "moving_average_fraction", 0.999)), 12),
-                           "affine": False, "note": f"from Caffe layer {lname}"})
-            continue
-        if kind == "Scale":
-            if layers and layers[-1]["type"] == "batchnorm" and layers[-1].get("affine") is False \
-                    and _one(_one(raw, "scale_param", {}), "bias_term", False) in (True, "true"):
-                del layers[-1]["affine"]
-                layers[-1]["note"] += f" and its Scale layer {lname}"
-            else:
-                unsupported.append(f"{lname} (Scale, other than with a bias right after BatchNorm)")
-            continue
-        if kind in ("TanH", "Sigmoid"):
-            layers.append({"name": safe, "type": kind.lower(), "note": f"from Caffe layer {lname}"})
-            continue
-        if kind == "InnerProduct" and image:
-            layers.append({"name": "flatten", "type": "flatten"})
-            image = False
-        layer = _caffe_layer(kind, safe, raw)
-        if layer is None:
-            unsupported.append(f"{lname} ({kind})")
-            continue
-        layer["note"] = f"from Caffe layer {lname}" + layer.pop("_note", "")
-        layers.append(layer)
-    if unsupported:
-        raise ImportProblem(f"cannot express these Caffe layers in a spec: {', '.join(unsupported)}; supported: "
-                            "Convolution, ReLU, TanH, Sigmoid, LRN (across channels), Pooling (MAX, AVE), "
-                            "BatchNorm (and a Scale with bias after it), InnerProduct, Dropout, Softmax")
+        reader.add(raw)
+    if reader.unsupported:
+        raise ImportProblem(f"cannot express these Caffe layers in a spec: {', '.join(reader.unsupported)}; supported: "
+                            "Convolution, ReLU, TanH, Sigmoid, LRN (across channels), Pooling (MAX, AVE, global), "
+                            "BatchNorm (and a Scale with bias after it), Concat, Eltwise (SUM), InnerProduct, "
+                            "Dropout, Softmax")
     spec = {"alexspec": 1, "name": re.sub(r"\W", "_", name or str(_one(net, "name", "caffe_net"))),
             "follows": "caffe", "input": {"channels": shape[0], "height": shape[1], "width": shape[2]},
-            "layers": layers}
+            "layers": reader.layers}
     if not spec["name"][:1].isalpha():
         spec["name"] = f"net_{spec['name']}"
     return _with_rounding(spec)
+
+
+_SKIPPED = ("Input", "Data", "ImageData", "SoftmaxWithLoss", "Accuracy", "Silence")
+
+
+class _BlobReader:
+    """The spec's layers from Caffe layers in order, following blobs: each blob holds the output of
+    one spec layer (`input` for the data), so a layer reading another blob than the last layer's
+    names its `inputs`. An in-place layer (top = bottom) rewrites its blob."""
+
+    def __init__(self, net: dict, layers_in: list):
+        self.layers: list[dict] = []
+        self.unsupported: list[str] = []
+        data = [str(b) for b in net.get("input", [])] + [str(t) for raw in layers_in if str(_one(raw, "type", "")) in
+                                                          ("Input", "Data", "ImageData") for t in raw.get("top", [])]
+        self.blob_of = {blob: "input" for blob in data or ["data"]}
+        self.is_image = {"input": True}
+        self.readers: dict[str, int] = {}  # blob -> how many layers read it (a ReLU on a blob read elsewhere stays apart)
+        for raw in layers_in:
+            for blob in raw.get("bottom", []):
+                self.readers[str(blob)] = self.readers.get(str(blob), 0) + 1
+
+    def add(self, raw: dict) -> None:
+        kind, lname = str(_one(raw, "type", "")), str(_one(raw, "name", "layer"))
+        if kind in _SKIPPED:
+            return
+        bottoms, tops = [str(b) for b in raw.get("bottom", [])], [str(t) for t in raw.get("top", [])]
+        unknown = [b for b in bottoms if b not in self.blob_of]
+        if unknown:
+            raise ImportProblem(f"layer {lname} reads {unknown[0]!r}, which no layer above it writes")
+        sources = [self.blob_of[b] for b in bottoms] or [self.last()]
+        safe = re.sub(r"\W", "_", lname)
+        safe = safe if safe[:1].isalpha() else f"l_{safe}"
+        written = self.layer(kind, safe, lname, raw, sources, bottoms, tops)
+        for top in tops or bottoms:
+            self.blob_of[top] = written if written is not None else sources[0]
+
+    def last(self) -> str:
+        return self.layers[-1]["name"] if self.layers else "input"
+
+    def layer(self, kind: str, safe: str, lname: str, raw: dict, sources: list, bottoms: list, tops: list):
+        """Append the spec layer(s) of one Caffe layer; the name of the one whose output its top holds."""
+        previous = self.layers[-1] if self.layers else None
+        in_place = bool(tops) and tops == bottoms
+        if kind == "ReLU" and previous and previous["type"] in ("conv", "linear") and "activation" not in previous \
+                and sources == [previous["name"]] and (in_place or self.readers.get(bottoms[0], 0) == 1):
+            previous["activation"] = "relu"
+            return previous["name"]
+        if kind == "Scale":
+            if previous and previous["type"] == "batchnorm" and previous.get("affine") is False \
+                    and sources == [previous["name"]] \
+                    and _one(_one(raw, "scale_param", {}), "bias_term", False) in (True, "true"):
+                del previous["affine"]
+                previous["note"] += f" and its Scale layer {lname}"
+                return previous["name"]
+            self.unsupported.append(f"{lname} (Scale, other than with a bias right after BatchNorm)")
+            return None
+        layer = self.simple_layer(kind, safe, lname, raw)
+        if layer is None:
+            self.unsupported.append(f"{lname} ({kind})")
+            return None
+        image = self.is_image.get(sources[0], False)
+        if layer["type"] == "linear" and image:  # Caffe flattens in InnerProduct
+            self.append({"name": f"{safe}_flatten", "type": "flatten"}, sources)
+            sources, image = [self.last()], False
+        self.append(layer, sources)
+        self.is_image[layer["name"]] = image and layer["type"] not in ("flatten", "global_avgpool", "global_maxpool")
+        return layer["name"]
+
+    def simple_layer(self, kind: str, safe: str, lname: str, raw: dict) -> dict | None:
+        note = f"from Caffe layer {lname}"
+        if kind == "ReLU":
+            return {"name": safe, "type": "relu", "note": note}
+        if kind in ("TanH", "Sigmoid"):
+            return {"name": safe, "type": kind.lower(), "note": note}
+        if kind == "BatchNorm":  # Caffe normalises without a scale and shift; a Scale layer after it adds them
+            param = _one(raw, "batch_norm_param", {})
+            return {"name": safe, "type": "batchnorm", "eps": float(_one(param, "eps", 1e-5)),
+                    "momentum": round(1 - float(_one(param, "moving_average_fraction", 0.999)), 12),
+                    "affine": False, "note": note}
+        if kind == "Concat":
+            param = _one(raw, "concat_param", {})
+            return {"name": safe, "type": "concat", "note": note} if _one(param, "axis", 1) == 1 else None
+        if kind == "Eltwise":
+            param = _one(raw, "eltwise_param", {})
+            plain = str(_one(param, "operation", "SUM")) in ("SUM", "1") and not param.get("coeff")
+            return {"name": safe, "type": "add", "note": note} if plain else None
+        if kind == "Pooling" and str(_one(_one(raw, "pooling_param", {}), "global_pooling", "false")).lower() == "true":
+            pool = str(_one(_one(raw, "pooling_param", {}), "pool", "MAX"))
+            return {"name": safe, "type": "global_maxpool" if pool == "MAX" else "global_avgpool", "note": note} \
+                if pool in ("MAX", "AVE") else None
+        layer = _caffe_layer(kind, safe, raw)
+        if layer is not None:
+            layer["note"] = note + layer.pop("_note", "")
+        return layer
+
+    def append(self, layer: dict, sources: list) -> None:
+        if layer["type"] in ("add", "concat") or sources != [self.last()]:
+            layer["inputs"] = sources[0] if len(sources) == 1 else sources
+        self.layers.append(layer)
 
 
 def _input_shape(net: dict, layers: list) -> tuple | None:
