@@ -39,7 +39,7 @@ def _walk(module, info, x):
 
 @pytest.mark.parametrize("spec, kept, merged", [
     ("digits-resnet.yaml", "x = stem_relu = self.stem_relu(x)", "x = self.block1_add(x, stem_relu)"),
-    ("resnet18.yaml", "x = maxpool = self.maxpool(x)", "x = self.layer1_0_add(x, maxpool)")])
+    ("resnet18.yaml", "x = maxpool = self.maxpool(x)", "x = self.layer1_1_add(x, maxpool)")])
 def test_the_generated_forward_computes_the_spec_s_dataflow(spec, kept, merged):
     built = alexspec.build(SPECS / spec, backend="torch", devices=["cpu"])
     built.module.eval()
@@ -217,7 +217,7 @@ def test_batchnorm_folds_into_the_conv_before_it_for_inference_and_at_export(tmp
         before = built.module(x)
         folded = alexspec.fold_batchnorm(built)
         after = built.module(x)
-    assert len(folded) == 20 and ("layer2_0_down", "layer2_0_down_bn") in folded  # every conv of resnet18
+    assert len(folded) == 20 and ("layer2_1_shortcut", "layer2_1_shortcut_bn") in folded  # every conv of resnet18
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in built.module.modules())
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
     program = torch.export.load(str(export(SPECS / "digits-resnet.yaml", None, "torch-export", tmp_path / "n.pt2")))

@@ -6,6 +6,7 @@ from pathlib import Path
 from alexspec.errors import SpecError, raise_if_any
 from alexspec.infer import NetworkInfo, infer
 from alexspec.ir import Network
+from alexspec.spec.blocks import expand
 from alexspec.spec.loader import Document, load_file, load_text
 from alexspec.spec.schema_check import check
 from alexspec.spec.validate import build, to_network
@@ -16,7 +17,7 @@ __all__ = ["Document", "load_file", "load_text", "to_network", "read_network", "
 def read_network(source: str | Path | Document) -> Network:
     """The validated IR of a spec file (or already loaded Document). Raises SpecError."""
     doc = source if isinstance(source, Document) else load_file(source)
-    return to_network(doc)
+    return to_network(expand(doc))
 
 
 def analyse(source: str | Path | Document) -> NetworkInfo:
@@ -25,7 +26,7 @@ def analyse(source: str | Path | Document) -> NetworkInfo:
     Raises SpecError listing every problem: schema, naming and shape problems together
     (shapes are still inferred for the layers before the first malformed one).
     """
-    doc = source if isinstance(source, Document) else load_file(source)
+    doc = expand(source if isinstance(source, Document) else load_file(source))
     checked = check(doc)
     network, more = build(doc, checked)
     problems = checked.problems + more

@@ -150,6 +150,17 @@ LAYER_TYPES: dict[str, dict] = {
     "concat": {"description": "The layers `inputs` names side by side along channels (the same height and "
                               "width), or along features (GoogLeNet's inception branches).",
                "required": ["inputs"], "properties": {}},
+    "block": {
+        "description": "A use of a block from `blocks:`, written out as its layers, `repeat` times: instance k "
+                       "names them NAME_k_LAYER (NAME_LAYER without `repeat`).",
+        "required": ["block"],
+        "properties": {
+            "block": {"type": "string", "pattern": NAME_PATTERN, "description": "The block's name in `blocks:`."},
+            "repeat": _int("Instances, one after the other.", 1, 1000, default=1),
+            "with": {"type": "object", "description": "Values of the block's parameters (`$name` in its layers); "
+                                                      "the others take their defaults."},
+        },
+    },
     "relu": {"description": "ReLU activation.", "properties": {}},
     "relu6": {"description": "min(max(x, 0), 6) (MobileNet).", "properties": {}},
     "leaky_relu": {"description": "x where x > 0, else negative_slope * x.",
@@ -274,6 +285,19 @@ def build_schema() -> dict:
                                "width": _int("Input width.", 1, MAX_SPATIAL)},
             },
             "classes": _int("Number of classes the last layer outputs (checked against it).", 1, MAX_CHANNELS),
+            "blocks": {
+                "type": "object", "description": "Reusable blocks by name, each used by `type: block` layers.",
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False, "required": ["layers"],
+                    "properties": {
+                        "params": {"type": "object", "description": "Each parameter and its default; `$name` in "
+                                                                    "the layers takes its value."},
+                        "layers": {"type": "array", "minItems": 1, "items": {"type": "object"},
+                                   "description": "The block's layers (as the spec's, with `$name` values; "
+                                                  "`$input` in `inputs`: what the block reads)."},
+                    },
+                },
+            },
             "towers": _int("Model-parallel towers (the paper: 2 GPUs). Tower-local layers split their "
                            "channels evenly between towers.", 1, MAX_TOWERS, default=1),
             "placement": {"type": "array", "minItems": 1, "maxItems": MAX_TOWERS,

@@ -12,13 +12,15 @@ from typing import Any
 from alexspec import ir
 from alexspec.errors import Problem, did_you_mean, quote, raise_if_any
 from alexspec.spec import schema as sch
+from alexspec.spec.blocks import expand
 from alexspec.spec.loader import Document
 from alexspec.spec.schema_check import SchemaResult, check
 from alexspec.words import count
 
 
 def to_network(doc: Document) -> ir.Network:
-    """The IR of a loaded spec. Raises SpecError listing every problem found."""
+    """The IR of a loaded spec (its blocks written out). Raises SpecError listing every problem found."""
+    doc = expand(doc)
     checked = check(doc)
     network, more = build(doc, checked)
     raise_if_any(checked.problems + more)
