@@ -27,10 +27,11 @@ def test_resnet18_has_torchvisions_parameters_and_macs():
 
 @pytest.mark.parametrize("spec, params, macs", [
     ("resnet50.yaml", 25_557_032, 4.09e9), ("squeezenet1_0.yaml", 1_248_424, 0.82e9),
-    ("mobilenet_v2.yaml", 3_504_872, 0.30e9)])
+    ("mobilenet_v2.yaml", 3_504_872, 0.30e9), ("googlenet.yaml", 6_624_904, 1.50e9),
+    ("densenet121.yaml", 7_978_856, 2.83e9)])
 def test_the_graph_specs_have_torchvisions_parameter_counts(spec, params, macs):
     info = analyse(SPECS / spec)
-    assert info.total_params == params  # torchvision's resnet50, squeezenet1_0, mobilenet_v2
+    assert info.total_params == params  # torchvision's resnet50, squeezenet1_0, mobilenet_v2, googlenet, densenet121
     assert abs(info.total_macs - macs) < 0.01 * macs  # as commonly published for each at 224
 
 
