@@ -269,3 +269,31 @@ def test_a_caffe_dag_prototxt_imports_as_a_graph_spec():
     assert info.output_shape == (10,) and [li.output_shape for li in info.layers][6] == (8, 16, 16)
     with pytest.raises(ImportProblem, match="res \\(Eltwise\\)"):
         spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: PROD } }'))
+
+
+@pytest.mark.parametrize("name, bundled", [
+    ("resnet18", "resnet18"), ("resnet50", "resnet50"), ("googlenet", "googlenet"), ("squeezenet1_0", "squeezenet1_0"),
+    ("mobilenet_v2", "mobilenet_v2"), ("densenet121", "densenet121"),
+    pytest.param("vgg11_bn", "vgg11-bn", marks=pytest.mark.slow)])
+def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
+    torchvision = pytest.importorskip("torchvision")
+    import yaml
+
+    from alexspec.interop.from_torch import spec_from_torch
+
+    torch.manual_seed(0)
+    options = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, **options).eval()
+    with torch.no_grad():  # batchnorm statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    imported = spec_from_torch(model, (3, 224, 224), name)  # refused unless the built spec gives the model's logits
+    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), f"{name}.yaml"))
+    shipped = analyse(SPECS / f"{bundled}.yaml")
+    assert (info.total_params, info.total_macs) == (shipped.total_params, shipped.total_macs)
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    alexspec.builder.load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)

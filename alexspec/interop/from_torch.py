@@ -87,6 +87,10 @@ def _functional_layer(node, namer) -> dict | None:
             return {"name": "flatten", "type": "flatten"}
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    if target is F.adaptive_avg_pool2d:  # MobileNetV2's and DenseNet's forward pool this way
+        size = args[1] if len(args) > 1 else node.kwargs.get("output_size")
+        if isinstance(size, int) or (isinstance(size, (tuple, list)) and all(isinstance(s, int) for s in size)):
+            return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": _pair(size)}
     return None
 
 
@@ -163,6 +167,9 @@ class _SpecBuilder:
         from torch import nn
 
         merge = _merge(node)
+        if merge is not None and merge["type"] == "concat" and len(reads) == 1:  # torch.cat([x], 1) is x
+            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            return
         if merge is None and len(reads) != 1:
             raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in reads) or 'no value'}; a spec "
                                 "layer reads one value, or merges two by a sum (+) or torch.cat(..., dim=1)")

@@ -157,7 +157,8 @@ class _Builder:
                 self.problem(path, f"`inputs` in a network of {towers} towers is not supported yet",
                              "use towers: 1 (its channels in groups) for a network with branches", key=True)
             if isinstance(layer, ir.Merge) and len(layer.inputs) < 2:
-                self.problem(path, f"an {layer.type} layer combines two or more layers, `inputs` names "
+                article = "an" if layer.type[0] in "aeiou" else "a"
+                self.problem(path, f"{article} {layer.type} layer combines two or more layers, `inputs` names "
                                    f"{count(len(layer.inputs), 'layer')}", "e.g. inputs: [conv2b, pool1]")
             if not isinstance(layer, ir.Merge) and len(layer.inputs) > 1:
                 self.problem(path, f"a {layer.type} layer reads one layer, `inputs` names {len(layer.inputs)}",
