@@ -20,6 +20,8 @@ from conftest import SPECS, TINY_TOWERS, run_cli  # noqa: E402
 from strategies import valid_specs  # noqa: E402
 
 ALL_SPECS = sorted(p.name for p in SPECS.glob("*.yaml"))
+HEAVY = {"densenet121.yaml", "resnet50.yaml", "vgg16.yaml", "vgg11-bn.yaml"}  # seconds each on a CPU: the slow stage
+BUILT_SPECS = [pytest.param(spec, marks=pytest.mark.slow) if spec in HEAVY else spec for spec in ALL_SPECS]
 
 
 def layer_outputs(build, x):
@@ -53,7 +55,7 @@ def assert_module_matches_inference(build):
     assert sum(p.numel() for p in build.module.parameters()) == build.info.total_params
 
 
-@pytest.mark.parametrize("spec", ALL_SPECS)
+@pytest.mark.parametrize("spec", BUILT_SPECS)
 def test_every_shipped_spec_builds_what_the_report_says(spec):
     assert_module_matches_inference(alexspec.build(SPECS / spec, backend="torch", devices=["cpu"], fuse=False))
 
@@ -170,7 +172,7 @@ def measured_saved_bytes(module, x):
     return sum(storages.values())
 
 
-@pytest.mark.parametrize("spec", ALL_SPECS)
+@pytest.mark.parametrize("spec", BUILT_SPECS)
 def test_report_training_memory_matches_what_autograd_saves(spec):
     build = alexspec.build(SPECS / spec, backend="torch", devices=["cpu"])
     batch = 2

@@ -46,7 +46,9 @@ def expand(doc: Document) -> Document:
 class _Expander:
     def __init__(self, doc: Document):
         self.doc = doc
-        self.blocks = doc.data.get("blocks") if isinstance(doc.data.get("blocks"), dict) else {}
+        blocks = doc.data.get("blocks")
+        self.blocks = {k: v for k, v in blocks.items() if isinstance(k, str) and isinstance(v, dict)} \
+            if isinstance(blocks, dict) else {}
         self.problems: list[Problem] = []
         self.given_at: dict = {}  # of the layer being written: template path -> where its $parameter's value is
         # locations of everything outside `layers` stay; the layers' are written anew
@@ -95,8 +97,13 @@ class _Expander:
         if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= 1000:
             self.problem(path + ("repeat",), f"repeat must be a whole number from 1 to 1000, got {repeat!r}")
             return
-        params = block.get("params") if isinstance(block.get("params"), dict) else {}
-        given = layer.get("with") if isinstance(layer.get("with"), dict) else {}
+        params = block.get("params", {})
+        given = layer.get("with", {})
+        for key, value, where in (("params", params, ("blocks", block_name, "params")), ("with", given, path + ("with",))):
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                self.problem(where, f"`{key}` maps parameter names to values, got {type(value).__name__}",
+                             "e.g. {out: 64, stride: 2}")
+                return
         for key in given:
             if key not in params:
                 self.problem(path + ("with", key), f"block {quote(block_name)} has no parameter {quote(key)}",
@@ -104,9 +111,14 @@ class _Expander:
                              key=True)
         values = {key: (given[key], path + ("with", key)) if key in given else
                   (default, ("blocks", block_name, "params", key)) for key, default in params.items()}
+        if len(out) + repeat * len(block["layers"]) > MAX_EXPANDED:
+            self.problem(path + ("repeat",) if "repeat" in layer else path, f"{repeat} x {len(block['layers'])} "
+                         f"layers of block {quote(block_name)} make more than {MAX_EXPANDED:,} layers", "use fewer repeats")
+            return
         for k in range(1, repeat + 1):
             prefix = f"{name}_{k}" if repeat > 1 else name
-            local = {b.get("name"): f"{prefix}_{b.get('name')}" for b in block["layers"] if isinstance(b, dict)}
+            local = {b["name"]: f"{prefix}_{b['name']}" for b in block["layers"]
+                     if isinstance(b, dict) and isinstance(b.get("name"), str)}
             reads = out[-1]["name"] if out and isinstance(out[-1], dict) and "name" in out[-1] else "input"
             for j, template in enumerate(block["layers"]):
                 where = ("blocks", block_name, "layers", j)
@@ -126,7 +138,7 @@ class _Expander:
             made[key] = self.substitute(value, where + (key,), values, block_name)
         if isinstance(made.get("name"), str):
             made["name"] = local.get(made["name"], made["name"])
-        if "inputs" in made:
+        if isinstance(made.get("inputs"), (str, list)):  # anything else: the schema check says what is wrong
             names = made["inputs"] if isinstance(made["inputs"], list) else [made["inputs"]]
             names = [reads if n == "$input" else local.get(n, n) if isinstance(n, str) else n for n in names]
             made["inputs"] = names if isinstance(made["inputs"], list) else names[0]
