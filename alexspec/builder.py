@@ -14,7 +14,7 @@ import yaml
 
 from alexspec.codegen import Generated, generate
 from alexspec.errors import BadInput
-from alexspec.infer import NetworkInfo
+from alexspec.network_info import NetworkInfo
 from alexspec.spec import Document, analyse, load_text
 
 

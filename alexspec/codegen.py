@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alexspec import __version__, ir
 from alexspec.fusion import FusionPlan, plan
-from alexspec.infer import LayerInfo, NetworkInfo
+from alexspec.network_info import LayerInfo, NetworkInfo
 
 # nn.Module's attributes and the names the generated class itself uses.
 _RESERVED = frozenset("""

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from alexspec.infer import NetworkInfo
+from alexspec.network_info import NetworkInfo
 from alexspec.report import type_text, window_of, window_text
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from alexspec import ir
-from alexspec.infer import NetworkInfo
+from alexspec.network_info import NetworkInfo
 
 
 @dataclass(frozen=True)

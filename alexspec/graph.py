@@ -5,7 +5,7 @@ import dataclasses
 import json
 
 from alexspec import ir
-from alexspec.infer import NetworkInfo
+from alexspec.network_info import NetworkInfo
 
 GRAPH_VERSION = 1
 

@@ -13,3 +13,13 @@ def pyplot():
     except ImportError:
         raise BadInput("plotting needs matplotlib: pip install matplotlib") from None
     return plt
+
+
+def save(fig, out):
+    """Lay `fig` out, write it to `out` (its folder made) as a PNG and close it; returns `out`."""
+    plt = pyplot()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

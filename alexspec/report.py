@@ -10,7 +10,7 @@ import io
 import json
 
 from alexspec import ir
-from alexspec.infer import DTYPE_BYTES, LayerInfo, NetworkInfo
+from alexspec.network_info import DTYPE_BYTES, LayerInfo, NetworkInfo
 from alexspec.words import count
 
 # Neurons per layer as printed in the paper (conv1-5, fc6-8). The first is a known erratum.

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from alexspec import ir
-from alexspec.infer import LayerInfo, NetworkInfo
+from alexspec.network_info import LayerInfo, NetworkInfo
 
 
 class GroupedLRN(nn.Module):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from alexspec.bench.baselines import BASELINES, describe_settings
-from alexspec.plotting import pyplot
+from alexspec.plotting import pyplot, save
 
 KINDS = ("alexspec", *BASELINES)
 # What runs recorded before baselines carried their settings ran with: no CUDA graphs, SGD unfused.
@@ -138,8 +138,4 @@ def plot(runs: list[dict], out: Path) -> Path:
         ax.set(title=f"{'training' if what == 'train' else 'inference'} images/s", ylim=(0, None))
         ax.set_xticks(range(len(runs)), labels, fontsize=7)
         ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save(fig, out)

@@ -156,7 +156,7 @@ def cmd_diff(args) -> int:
 
 def add_parsers(command) -> None:
     """Add validate, report, schema, compile and diff to the command line (`command(name, help, handler)` adds one)."""
-    from alexspec.infer import DTYPE_BYTES
+    from alexspec.network_info import DTYPE_BYTES
     from alexspec.report import FORMATS
 
     command = functools.partial(command, examples=EXAMPLES)

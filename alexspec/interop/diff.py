@@ -5,7 +5,7 @@ import difflib
 import json
 
 from alexspec.graph import layer_dict
-from alexspec.infer import LayerInfo, NetworkInfo
+from alexspec.network_info import LayerInfo, NetworkInfo
 from alexspec.words import count
 
 # Not compared: names and spec lines; expectations; and how a spec says things whose effect

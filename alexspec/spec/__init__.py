@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alexspec.errors import SpecError, raise_if_any
-from alexspec.infer import NetworkInfo, infer
+from alexspec.infer import infer
+from alexspec.network_info import NetworkInfo
 from alexspec.ir import Network
 from alexspec.spec.blocks import expand
 from alexspec.spec.loader import Document, load_file, load_text

@@ -24,7 +24,7 @@ import torch
 from alexspec.errors import BadInput
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
-from alexspec.infer import NetworkInfo
+from alexspec.network_info import NetworkInfo
 from alexspec.train import run_folder
 
 PATTERN = re.compile(r"^step-(\d{9})\.pt$")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from alexspec.errors import BadInput
-from alexspec.plotting import pyplot
+from alexspec.plotting import pyplot, save
 
 def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none."""
@@ -35,11 +35,7 @@ def plot_run(run_dir: Path) -> Path:
     for ax in (loss_ax, err_ax):
         ax.legend()
     fig.suptitle(run_dir.name)
-    fig.tight_layout()
-    out = run_dir / "curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save(fig, run_dir / "curves.png")
 
 
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
@@ -55,8 +51,4 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     err_ax.set(title="validation top-1 error (%)", xlabel="epoch")
     for ax in (loss_ax, err_ax):
         ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save(fig, out)
