@@ -18,7 +18,7 @@ __all__ = ["Document", "load_file", "load_text", "to_network", "read_network", "
 def read_network(source: str | Path | Document) -> Network:
     """The validated IR of a spec file (or already loaded Document). Raises SpecError."""
     doc = source if isinstance(source, Document) else load_file(source)
-    return to_network(expand(doc))
+    return to_network(doc)
 
 
 def analyse(source: str | Path | Document) -> NetworkInfo:
