@@ -13,10 +13,7 @@ from alexspec.errors import BadInput
 
 def foldable_pairs(info) -> list[tuple[str, str]]:
     """(conv, batchnorm) names where the batchnorm reads only the conv and nothing else reads it."""
-    readers: dict[int, list[int]] = {}
-    for li in info.layers:
-        for source in li.sources:
-            readers.setdefault(source, []).append(li.index)
+    readers = info.readers()
     pairs = []
     for li in info.layers:
         if isinstance(li.layer, ir.BatchNorm) and len(li.sources) == 1 and li.sources[0] >= 0:

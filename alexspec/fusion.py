@@ -38,10 +38,7 @@ def plan(info: NetworkInfo, enabled: bool = True, lrn_pool: bool = False) -> Fus
     with `lrn_pool`)."""
     if not enabled:
         return FusionPlan()
-    readers: dict[int, list[int]] = {}
-    for li in info.layers:
-        for source in li.sources:
-            readers.setdefault(source, []).append(li.index)
+    readers = info.readers()
     # only a layer that alone reads the one before it may run with it (a branch sees the plain output)
     pairs = [(a.layer, b.layer) for a, b in zip(info.layers, info.layers[1:])
              if b.sources == (a.index,) and readers.get(a.index) == [b.index]]

@@ -103,6 +103,14 @@ class NetworkInfo:
     def total_macs(self) -> int:
         return sum(info.macs for info in self.layers)
 
+    def readers(self) -> dict[int, list[int]]:
+        """Each output's readers: layer index (-1: the image) -> the indices of the layers that read it."""
+        found: dict[int, list[int]] = {}
+        for info in self.layers:
+            for source in info.sources:
+                found.setdefault(source, []).append(info.index)
+        return found
+
     @property
     def output_shape(self) -> ir.Shape:
         return self.layers[-1].output_shape

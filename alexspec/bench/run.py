@@ -164,6 +164,8 @@ class _Bench:
     def _timed_run(self, kind: str, levers: dict, label: str, profile_into: dict | None) -> dict:
         import torch
 
+        from alexspec.train.step import autocast
+
         gc.collect()  # the previous candidate's module, graphs and memory go first
         if self.cuda:
             torch.cuda.empty_cache()
@@ -182,7 +184,7 @@ class _Bench:
 
         def infer():
             step_begins()
-            with torch.no_grad(), step_autocast(self.device, self.precision):
+            with torch.no_grad(), autocast(self.device, self.precision):
                 runnable(x)
 
         start = time.perf_counter()
@@ -222,12 +224,6 @@ class _Bench:
             result.update(repeats=self.repeats, train_img_s_range=[round(min(trains), 1), round(max(trains), 1)],
                           infer_img_s_range=[round(min(infers), 1), round(max(infers), 1)])
         return result
-
-
-def step_autocast(device: str, precision: str):
-    from alexspec.train.step import autocast
-
-    return autocast(device, precision)
 
 
 def available_levers(cuda: bool, precision: str) -> dict:
