@@ -102,6 +102,11 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def _other_activation(layer: ir.Conv | ir.Linear) -> str:
+    """The `activation=` argument of a conv or linear layer whose activation is not ReLU (or none)."""
+    return f", activation={literal(layer.activation)}" if layer.activation not in ("none", "relu") else ""
+
+
 class _Writer:
     def __init__(self, info: NetworkInfo, devices: tuple[str, ...] | None, backend: str, fusion: FusionPlan):
         self.info, self.fusion = info, fusion
@@ -132,13 +137,15 @@ class _Writer:
         layer, towered = li.layer, self.towered
         if isinstance(layer, ir.Conv):
             args = (f"{li.input_shape[0]}, {layer.out}, kernel={layer.kernel}, stride={layer.stride}, "
-                    f"padding={layer.padding}")
-            flags = f"bias={layer.bias}, relu={layer.relu and layer.name not in self.fusion.relu_moved}"
+                    f"padding={layer.padding}" + (f", dilation={layer.dilation}" if layer.dilation != (1, 1) else ""))
+            flags = f"bias={layer.bias}, relu={layer.relu and layer.name not in self.fusion.relu_moved}" \
+                    + _other_activation(layer)
             if towered:
                 return f"t.conv({args}, groups={layer.groups}, {flags}, reads={literal(self.reads(li))})"
             return f"layers.Conv2d({args}, groups={li.groups}, {flags}, backend=backend)"
         if isinstance(layer, ir.Linear):
-            args = f"{li.input_shape[0]}, {layer.out}, bias={layer.bias}, relu={layer.relu}, dropout={layer.dropout!r}"
+            args = (f"{li.input_shape[0]}, {layer.out}, bias={layer.bias}, relu={layer.relu}, dropout={layer.dropout!r}"
+                    + _other_activation(layer))
             return f"t.linear({args}, reads={literal(self.reads(li))})" if towered else f"layers.Linear({args})"
         if isinstance(layer, ir.LRN):
             args = (f"{layer.size}, alpha={layer.alpha!r}, beta={layer.beta!r}, k={layer.k!r}, "

@@ -18,7 +18,7 @@ def foldable_pairs(info) -> list[tuple[str, str]]:
     for li in info.layers:
         if isinstance(li.layer, ir.BatchNorm) and len(li.sources) == 1 and li.sources[0] >= 0:
             conv = info.layers[li.sources[0]]
-            if isinstance(conv.layer, ir.Conv) and not conv.layer.relu and readers[conv.index] == [li.index]:
+            if isinstance(conv.layer, ir.Conv) and conv.layer.activation == "none" and readers[conv.index] == [li.index]:
                 pairs.append((conv.layer.name, li.layer.name))
     return pairs
 

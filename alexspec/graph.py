@@ -26,6 +26,11 @@ def layer_dict(layer: ir.Layer) -> dict:
     fields = _plain(layer)
     if not fields.get("inputs"):  # the layer before it: a chain's layers read as they did before graphs
         fields.pop("inputs", None)
+    if isinstance(layer, (ir.Conv, ir.Linear)):  # written as before these keys, so older checkpoints match
+        if fields["activation"] in ("none", "relu"):
+            fields["relu"] = fields.pop("activation") == "relu"
+        if fields.get("dilation") == [1, 1]:
+            fields.pop("dilation")
     return {"type": layer.type, **fields, "line": layer.loc.line}
 
 

@@ -142,7 +142,7 @@ class _Inferrer:
         return LayerInfo(**common, output_shape=(layer.out, out_h, out_w), weights=layer.out * per_output,
                          biases=layer.out if layer.bias else 0, macs=layer.out * out_h * out_w * per_output,
                          groups=groups, split=self.net.towers > 1, rounded=notes,
-                         saved=Saved(input=True, output=layer.relu))
+                         saved=Saved(input=True, output=layer.activation != "none"))
 
     def linear(self, layer: ir.Linear, index: int, shape: ir.Shape, split: bool, common: dict):
         towers = self.net.towers
@@ -157,13 +157,14 @@ class _Inferrer:
             return None
         features = shape[0]
         extra: list[tuple[int, str]] = []
-        if layer.relu and layer.dropout:
-            extra.append((layer.out, "act"))  # the ReLU output, which dropout then replaces
+        activated = layer.activation != "none"
+        if activated and layer.dropout:
+            extra.append((layer.out, "act"))  # the activation's output, which dropout then replaces
         if layer.dropout:
             extra.append((layer.out, "bool"))
         return LayerInfo(**common, output_shape=(layer.out,), weights=features * layer.out,
                          biases=layer.out if layer.bias else 0, macs=features * layer.out, split=towers > 1,
-                         saved=Saved(input=True, output=layer.relu and not layer.dropout, extra=tuple(extra)))
+                         saved=Saved(input=True, output=activated and not layer.dropout, extra=tuple(extra)))
 
     def merge(self, layer: ir.Merge, index: int, sources: tuple[int, ...], outputs: dict) -> Optional[LayerInfo]:
         """An add (inputs of one shape) or a concat (C x H x W of one H and W, or features)."""
@@ -235,7 +236,8 @@ class _Inferrer:
         A square case is checked once, so a problem is not reported twice.
         """
         first = index == 0
-        axes = list(zip(("height", "width"), size, layer.kernel, layer.stride, layer.padding))
+        kernel = layer.extent if isinstance(layer, ir.Conv) else layer.kernel
+        axes = list(zip(("height", "width"), size, kernel, layer.stride, layer.padding))
         if axes[0][1:] == axes[1][1:]:
             out, notes = self.window(layer, index, "height and width", *axes[0][1:], first)
             return (out, out), notes

@@ -14,6 +14,9 @@ from typing import ClassVar, Mapping, Optional
 from alexspec.errors import Loc
 
 Pair = tuple[int, int]
+# The activations a conv or linear layer applies to its output by `activation:` (leaky_relu with its
+# default slope, 0.01): ReLU runs in the conv kernel's epilogue, the others as torch ops after it.
+FUSED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for features; one image, no batch
 
 
@@ -57,12 +60,22 @@ class Conv(Layer):
     kernel: Pair
     stride: Pair = (1, 1)
     padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
     groups: int = 1          # within a tower when towers == "local"
     bias: bool = True
-    relu: bool = False
+    activation: str = "none"  # "none" or one of FUSED_ACTIVATIONS
     towers: str = "local"    # "local" | "cross"
     rounding: str = "exact"  # "exact" | "floor" | "ceil", already resolved from the spec default
     init: Init = Init()
+
+    @property
+    def relu(self) -> bool:
+        return self.activation == "relu"
+
+    @property
+    def extent(self) -> Pair:
+        """The input window one output reads: the kernel, spread by the dilation."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,10 +83,14 @@ class Linear(Layer):
     type: ClassVar[str] = "linear"
     out: int
     bias: bool = True
-    relu: bool = False
+    activation: str = "none"
     dropout: float = 0.0
     towers: str = "local"
     init: Init = Init()
+
+    @property
+    def relu(self) -> bool:
+        return self.activation == "relu"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,8 +35,8 @@ def human_count(n: float) -> str:
 
 def type_text(layer: ir.Layer) -> str:
     text = layer.type
-    if getattr(layer, "relu", False):
-        text += "+relu"
+    if getattr(layer, "activation", "none") != "none":
+        text += f"+{layer.activation}"
     if getattr(layer, "dropout", 0):
         text += f"+drop{layer.dropout:g}"
     if isinstance(layer, ir.LRN):
@@ -46,14 +46,21 @@ def type_text(layer: ir.Layer) -> str:
 
 def window_of(layer: ir.Layer) -> dict | None:
     if isinstance(layer, (ir.Conv, ir.Pool)):
-        return {"kernel": list(layer.kernel), "stride": list(layer.stride), "padding": list(layer.padding)}
+        window = {"kernel": list(layer.kernel), "stride": list(layer.stride), "padding": list(layer.padding)}
+        if getattr(layer, "dilation", (1, 1)) != (1, 1):
+            window["dilation"] = list(layer.dilation)
+        return window
     return None
 
 
 def window_text(window: dict | None) -> str:
     if window is None:
         return ""
-    return "/".join(str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}" for v in window.values())
+    text = "/".join(str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}" for k, v in window.items() if k != "dilation")
+    if "dilation" in window:
+        d = window["dilation"]
+        text += f" d{d[0]}" if d[0] == d[1] else f" d{d[0]}x{d[1]}"
+    return text
 
 
 def _tower_role(info: LayerInfo, towers: int, previous_split: bool) -> str:

@@ -82,14 +82,21 @@ def valid_specs(draw, max_image_layers: int = 6):
             kh, kw = draw(st.integers(1, min(h, 7))), draw(st.integers(1, min(w, 7)))
             ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
             sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            dilation = draw(st.sampled_from([1, 1, 1, 2, 3]))
+            eh, ew = dilation * (kh - 1) + 1, dilation * (kw - 1) + 1  # the window a dilated kernel reads
+            if eh > h + 2 * ph or ew > w + 2 * pw:
+                dilation, eh, ew = 1, kh, kw
             layer = {"type": "conv", "out": out, "kernel": kh if kh == kw else [kh, kw],
                      "stride": sh if sh == sw else [sh, sw], "padding": ph if ph == pw else [ph, pw],
-                     "activation": draw(st.sampled_from(["relu", "none"])), "bias": draw(st.booleans())}
+                     "activation": draw(st.sampled_from(["relu", "relu", "none", "none", *ACTIVATIONS])),
+                     "bias": draw(st.booleans())}
+            if dilation > 1:
+                layer["dilation"] = dilation
             if inner > 1:
                 layer["groups"] = inner
             if cross:
                 layer["towers"] = "cross"
-            shape, split = (out, window_out(h, kh, sh, ph), window_out(w, kw, sw, pw)), towers > 1
+            shape, split = (out, window_out(h, eh, sh, ph), window_out(w, ew, sw, pw)), towers > 1
             add(layer, shape)
         elif kind in ("maxpool", "avgpool"):
             kh, kw = draw(st.integers(1, min(h, 4))), draw(st.integers(1, min(w, 4)))
@@ -125,7 +132,7 @@ def valid_specs(draw, max_image_layers: int = 6):
     add({"type": ending}, shape)
     for _ in range(draw(st.integers(1, 3))):
         out = towers * draw(st.integers(1, 8))
-        layer = {"type": "linear", "out": out, "activation": draw(st.sampled_from(["relu", "none"])),
+        layer = {"type": "linear", "out": out, "activation": draw(st.sampled_from(["relu", "none", *ACTIVATIONS])),
                  "dropout": draw(st.sampled_from([0, 0, 0.5]))}
         if towers > 1:
             layer["towers"] = "cross"

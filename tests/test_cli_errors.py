@@ -154,7 +154,7 @@ def test_a_bad_set_value_is_blamed_on_the_set_argument_not_on_the_spec_file():
 
 
 @pytest.mark.parametrize("extra, said", [
-    ("dilation: 2", "unknown key 'dilation' for a conv layer; conv keys are: activation, bias, expect"),
+    ("weight_decay: 0.1", "unknown key 'weight_decay' for a conv layer; conv keys are: activation, bias, dilation"),
     ("dropout: 0.5", "unknown key 'dropout' for a conv layer; conv keys are: "),
     ("padding_mode: zeros", "unknown key 'padding_mode' for a conv layer; conv keys are: "),
     ('expect: {shape: "10"}', "expected a list, got the text '10'; write a list, e.g. [10]"),

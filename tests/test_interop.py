@@ -59,6 +59,23 @@ def test_round_trip_gives_the_same_logits(make, shape, params):
         torch.testing.assert_close(build.module.eval()(x), original(x), rtol=1e-5, atol=1e-5)
 
 
+def test_a_dilated_conv_net_imports_with_its_logits_from_torch_and_its_shapes_from_caffe():
+    torch.manual_seed(0)
+    atrous = nn.Sequential(nn.Conv2d(3, 8, 3, padding=2, dilation=2), nn.ReLU(),
+                           nn.Conv2d(8, 8, 3, dilation=(1, 3)), nn.Flatten(), nn.Linear(8 * 14 * 10, 4)).eval()
+    imported = spec_from_torch(atrous, (3, 16, 16), "atrous")
+    assert [layer.get("dilation") for layer in imported.spec["layers"][:2]] == [2, [1, 3]]
+    build = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(build.module, imported.convert_state_dict(atrous.state_dict()))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(build.module.eval()(x), atrous(x))
+    caffe = spec_from_prototxt(CAFFE_ALEXNET.replace("num_output: 384 pad: 1 kernel_size: 3 }",
+                                                     "num_output: 384 pad: 2 dilation: 2 kernel_size: 3 }"))
+    shapes = {li.layer.name: li.output_shape for li in alexspec.build(caffe, backend="torch", devices=["cpu"]).info.layers}
+    assert shapes["conv3"] == (384, 13, 13) and shapes["pool5"] == (256, 6, 6)  # (13 + 4 - 5) + 1: the size kept
+
+
 def test_torchvision_alexnet_imports_with_floor_rounding_said():
     spec = spec_from_torch(torchvision_style_alexnet(), (3, 224, 224), "tv").spec
     assert spec["rounding"] == "floor"

@@ -172,3 +172,70 @@ def test_caffe_batchnorm_and_its_scale_import_as_one_batchnorm():
     assert alexspec.analyse(load_text(json.dumps(spec), "bn.yaml")).total_params == 216 + 16 + 8 * 16 * 16 * 10 + 10
     with pytest.raises(ImportProblem, match=r"scale1 \(Scale, other than with a bias right after BatchNorm\)"):
         spec_from_prototxt(CAFFE_BN.replace("scale_param { bias_term: true }", ""))
+
+
+FUSED = """
+alexspec: 1
+name: fused_activations
+input: {channels: 2, height: 9, width: 9}
+layers:
+  - {name: c_relu6, type: conv, out: 4, kernel: 3, padding: 1, activation: relu6}
+  - {name: c_leaky, type: conv, out: 4, kernel: 3, padding: 2, dilation: 2, activation: leaky_relu}
+  - {name: c_tanh, type: conv, out: 4, kernel: [3, 1], dilation: [2, 1], activation: tanh, expect: {shape: [4, 5, 9]}}
+  - {name: c_sigmoid, type: conv, out: 4, kernel: 1, activation: sigmoid}
+  - {name: c_gelu, type: conv, out: 4, kernel: 3, padding: 1, activation: gelu}
+  - {name: c_silu, type: conv, out: 4, kernel: 3, padding: 1, activation: silu}
+  - {name: flat, type: flatten}
+  - {name: fc_gelu, type: linear, out: 6, activation: gelu}
+  - {name: fc_tanh, type: linear, out: 3, activation: tanh}
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_fused_activations_and_dilation_compute_what_torch_does(backend):
+    import torch
+    import torch.nn.functional as F
+
+    built = alexspec.build(load_text(FUSED, "fused.yaml"), backend=backend, devices=["cpu"])
+    m = built.module
+    x = torch.randn(2, 2, 9, 9, requires_grad=True)
+    y = m(x)
+    by_hand = F.relu6(F.conv2d(x, m.c_relu6.weight, m.c_relu6.bias, padding=1))
+    by_hand = F.leaky_relu(F.conv2d(by_hand, m.c_leaky.weight, m.c_leaky.bias, padding=2, dilation=2), 0.01)
+    by_hand = torch.tanh(F.conv2d(by_hand, m.c_tanh.weight, m.c_tanh.bias, dilation=(2, 1)))
+    by_hand = torch.sigmoid(F.conv2d(by_hand, m.c_sigmoid.weight, m.c_sigmoid.bias))
+    by_hand = F.gelu(F.conv2d(by_hand, m.c_gelu.weight, m.c_gelu.bias, padding=1))
+    by_hand = F.silu(F.conv2d(by_hand, m.c_silu.weight, m.c_silu.bias, padding=1))
+    by_hand = F.gelu(F.linear(by_hand.flatten(1), m.fc_gelu.weight, m.fc_gelu.bias))
+    by_hand = torch.tanh(F.linear(by_hand, m.fc_tanh.weight, m.fc_tanh.bias))
+    torch.testing.assert_close(y, by_hand)
+    grad = torch.randn_like(y)
+    ours = torch.autograd.grad(y, [x, m.c_silu.weight], grad)
+    torch.testing.assert_close(ours, torch.autograd.grad(by_hand, [x, m.c_silu.weight], grad))
+    shapes = {li.layer.name: li.output_shape for li in built.info.layers}
+    assert shapes["c_leaky"] == (4, 9, 9) and shapes["c_tanh"] == (4, 5, 9)  # (9 + 4 - 5) + 1; 9 - 5 + 1
+    assert built.info.layers[1].weights == 4 * 4 * 3 * 3  # dilation spreads the taps, it adds none
+
+
+def test_the_report_names_each_fused_activation_and_dilation(write_spec):
+    result = run_cli("report", str(write_spec(FUSED)))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
+    assert "conv+relu6" in rows["c_relu6"] and "conv+silu" in rows["c_silu"] and "linear+tanh" in rows["fc_tanh"]
+    assert "3/1/2 d2" in rows["c_leaky"] and "3x1/1/0 d2x1" in rows["c_tanh"]
+
+
+def test_an_unknown_fused_activation_lists_the_ones_there_are(write_spec):
+    result = run_cli("validate", str(write_spec(FUSED.replace("activation: silu", "activation: swish"))))
+    assert result.returncode == 2
+    assert "spec.yaml:" in result.stderr.splitlines()[0]
+    assert "swish" in result.stderr and "gelu" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("spec, digest", [("alexnet.yaml", "f3a2e5839beac661"), ("digits.yaml", "ee4f3fc6654937dc"),
+                                          ("resnet18.yaml", "d15a258e975146f2")])
+def test_checkpoints_written_before_activation_keys_still_match_their_spec(spec, digest):
+    from alexspec.train.checkpoint import network_hash
+
+    assert network_hash(analyse(SPECS / spec)) == digest  # as version 0.1 wrote them, before `dilation` and
+    # the fused activations besides relu

@@ -24,12 +24,17 @@ class GroupedLRN(nn.Module):
         return self.lrn(x.reshape(n * self.groups, c // self.groups, h, w)).reshape(n, c, h, w)
 
 
+def activation_module(kind: str, negative_slope: float = 0.01) -> nn.Module:
+    return {"relu6": nn.ReLU6(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(), "silu": nn.SiLU(),
+            "leaky_relu": nn.LeakyReLU(negative_slope)}[kind]
+
+
 def layer_module(info: LayerInfo) -> nn.Module:
     layer = info.layer
     parts: list[nn.Module] = []
     if isinstance(layer, ir.Conv):
         parts.append(nn.Conv2d(info.input_shape[0], layer.out, layer.kernel, layer.stride, layer.padding,
-                               groups=info.groups, bias=layer.bias))
+                               layer.dilation, groups=info.groups, bias=layer.bias))
     elif isinstance(layer, ir.Linear):
         parts.append(nn.Linear(info.input_shape[0], layer.out, bias=layer.bias))
     elif isinstance(layer, ir.LRN):
@@ -49,8 +54,7 @@ def layer_module(info: LayerInfo) -> nn.Module:
         norm = nn.BatchNorm2d if len(info.input_shape) == 3 else nn.BatchNorm1d
         parts.append(norm(info.input_shape[0], eps=layer.eps, momentum=layer.momentum, affine=layer.affine))
     elif isinstance(layer, ir.Activation):
-        parts.append({"relu6": nn.ReLU6(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(),
-                      "silu": nn.SiLU(), "leaky_relu": nn.LeakyReLU(getattr(layer, "negative_slope", 0.01))}[layer.type])
+        parts.append(activation_module(layer.type, getattr(layer, "negative_slope", 0.01)))
     elif isinstance(layer, ir.Flatten):
         parts.append(nn.Flatten())
     elif isinstance(layer, ir.Dropout):
@@ -59,6 +63,8 @@ def layer_module(info: LayerInfo) -> nn.Module:
         parts.append(nn.Softmax(dim=1))
     if isinstance(layer, ir.ReLU) or getattr(layer, "relu", False):
         parts.append(nn.ReLU())
+    elif getattr(layer, "activation", "none") != "none":
+        parts.append(activation_module(layer.activation))
     if getattr(layer, "dropout", 0):
         parts.append(nn.Dropout(layer.dropout))
     return nn.Sequential(*parts)

@@ -222,10 +222,11 @@ def _input_shape(net: dict, layers: list) -> tuple | None:
 def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
     if kind == "Convolution":
         p = _one(raw, "convolution_param", {})
-        if _one(p, "dilation", 1) != 1:
-            return None
         layer = {"name": name, "type": "conv", "out": _one(p, "num_output"), "kernel": _window(p, "kernel"),
                  "stride": _window(p, "stride", 1), "padding": _window(p, "pad", 0)}
+        dilation = [int(d) for d in p.get("dilation", [])]
+        if dilation and set(dilation) != {1}:
+            layer["dilation"] = dilation[0] if len(dilation) == 1 else dilation[:2]
         if _one(p, "group", 1) != 1:
             layer["groups"] = _one(p, "group")
         if str(_one(p, "bias_term", "true")).lower() == "false":

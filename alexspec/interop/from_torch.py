@@ -291,10 +291,12 @@ def _layer(module, namer) -> dict | None:
     from torch import nn
 
     if isinstance(module, nn.Conv2d):
-        if module.dilation not in ((1, 1), 1) or isinstance(module.padding, str) or module.padding_mode != "zeros":
+        if isinstance(module.padding, str) or module.padding_mode != "zeros":
             return None
         layer = {"name": namer("conv"), "type": "conv", "out": module.out_channels,
                  "kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": _pair(module.padding)}
+        if _pair(module.dilation) != 1:
+            layer["dilation"] = _pair(module.dilation)
         if module.groups != 1:
             layer["groups"] = module.groups
         if module.bias is None:

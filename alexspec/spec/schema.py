@@ -10,6 +10,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from alexspec.ir import FUSED_ACTIVATIONS
+
 VERSION = 1
 SCHEMA_ID = "https://alexspec.dev/schema/v1.json"
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
@@ -66,7 +68,9 @@ _ROUNDING = _enum("How a fractional output size is rounded: `exact` makes a frac
 _TOWERS = _enum("`local`: each tower sees only its own channels (grouped by towers). "
                 "`cross`: every tower reads all towers' channels (the paper's conv3, fc6-8).",
                 ["local", "cross"], default="local")
-_RELU = _enum("Fused activation applied to the output.", ["relu", "none"], default="none")
+_ACTIVATION = _enum("Activation applied to the output: `relu` runs in the conv kernel's epilogue, the others "
+                    "as torch ops after it (`leaky_relu` with slope 0.01; for another, a `leaky_relu` layer).",
+                    ["none", *FUSED_ACTIVATIONS], default="none")
 _POOL_WINDOW = {
     "kernel": _pair("Window size.", 1, MAX_KERNEL),
     "stride": _pair("Step between windows. Default: the kernel size.", 1, MAX_KERNEL),
@@ -76,16 +80,19 @@ _POOL_WINDOW = {
 
 LAYER_TYPES: dict[str, dict] = {
     "conv": {
-        "description": "2-D convolution, optionally with fused bias and ReLU.",
+        "description": "2-D convolution, optionally with fused bias and activation.",
         "required": ["out", "kernel"],
         "properties": {
             "out": _int("Output channels (all towers together)."),
             "kernel": _pair("Kernel size.", 1, MAX_KERNEL),
             "stride": _pair("Stride.", 1, MAX_KERNEL, default=1),
             "padding": _pair("Zero padding on each side.", 0, MAX_KERNEL, default=0),
+            "dilation": _pair("Spacing between kernel taps (atrous convolution): a k x k kernel reads a window of "
+                              "dilation*(k-1)+1. Dilated convs run torch's conv on either backend.", 1, MAX_KERNEL,
+                              default=1),
             "groups": _int("Channel groups (within a tower when `towers: local`).", 1, 4096, default=1),
             "bias": {"type": "boolean", "default": True, "description": "Learn a bias per output channel."},
-            "activation": _RELU,
+            "activation": _ACTIVATION,
             "towers": _TOWERS,
             "rounding": _ROUNDING,
             "init": _INIT,
@@ -97,7 +104,7 @@ LAYER_TYPES: dict[str, dict] = {
         "properties": {
             "out": _int("Output features (all towers together)."),
             "bias": {"type": "boolean", "default": True, "description": "Learn a bias per output."},
-            "activation": _RELU,
+            "activation": _ACTIVATION,
             "dropout": _num("Dropout probability applied to the output in training (after the "
                             "activation), as the paper does on fc6 and fc7.", minimum=0, exclusiveMaximum=1,
                             default=0),

@@ -98,11 +98,11 @@ class _Builder:
         rounding = raw.get("rounding", self.data.get("rounding", "exact"))
         if kind == "conv":
             return ir.Conv(**common, out=raw["out"], kernel=_pair(raw["kernel"]), stride=_pair(get("stride")),
-                           padding=_pair(get("padding")), groups=get("groups"), bias=get("bias"),
-                           relu=get("activation") == "relu", towers=get("towers"), rounding=rounding,
+                           padding=_pair(get("padding")), dilation=_pair(get("dilation")), groups=get("groups"),
+                           bias=get("bias"), activation=get("activation"), towers=get("towers"), rounding=rounding,
                            init=self.init(raw.get("init")))
         if kind == "linear":
-            return ir.Linear(**common, out=raw["out"], bias=get("bias"), relu=get("activation") == "relu",
+            return ir.Linear(**common, out=raw["out"], bias=get("bias"), activation=get("activation"),
                              dropout=float(get("dropout")), towers=get("towers"), init=self.init(raw.get("init")))
         if kind == "lrn":
             return ir.LRN(**common, size=raw["size"], alpha=float(get("alpha")), beta=float(get("beta")),

@@ -18,22 +18,39 @@ from alexspec.kernels.ops.lrn import lrn
 from alexspec.kernels.ops.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.ops.maxpool import max_pool2d
 
+# The activations besides ReLU that a Conv2d or Linear applies to its output (`activation=`).
+ACTIVATIONS = {"none": lambda x: x, "relu6": nn.functional.relu6, "leaky_relu": nn.functional.leaky_relu,
+               "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu, "silu": nn.functional.silu}
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (relu: relu=True), got {activation!r}")
+    return activation
+
+
 class Conv2d(nn.Module):
-    """Conv2d with bias and an optional fused ReLU; PyTorch's default initialisation."""
+    """Conv2d with bias and an optional fused ReLU, or another activation after it; PyTorch's default
+    initialisation. A dilated conv runs torch's conv on either backend (the kernels take dilation 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
-                 bias: bool = True, relu: bool = False, backend: str = "triton"):
+                 bias: bool = True, relu: bool = False, backend: str = "triton", dilation=1,
+                 activation: str = "none"):
         super().__init__()
         conv = nn.Conv2d(in_channels, out_channels, as_pair("kernel", kernel), stride, padding, groups=groups,
                          bias=bias)
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding = as_pair("stride", stride), as_pair("padding", padding)
+        self.dilation, self.activation = as_pair("dilation", dilation), _check_activation(activation)
         self.groups, self.relu, self.backend = groups, relu, check_backend(backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backend == "torch":
+        return ACTIVATIONS[self.activation](self._conv(x))
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "torch" or self.dilation != (1, 1):
             return reference.conv2d_bias_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups,
-                                              self.relu)
+                                              self.relu, self.dilation)
         weight, bias = self.weight, self.bias
         device = x.device.type
         if torch.is_autocast_enabled(device):  # as autocast treats aten's conv: compute in the autocast dtype
@@ -44,8 +61,11 @@ class Conv2d(nn.Module):
 
     def extra_repr(self) -> str:
         oc, icg, kh, kw = self.weight.shape
-        return (f"{icg * self.groups}, {oc}, kernel={(kh, kw)}, stride={self.stride}, padding={self.padding}, "
-                f"groups={self.groups}, bias={self.bias is not None}, relu={self.relu}, backend={self.backend!r}")
+        dilation = f", dilation={self.dilation}" if self.dilation != (1, 1) else ""
+        activation = f", activation={self.activation!r}" if self.activation != "none" else ""
+        return (f"{icg * self.groups}, {oc}, kernel={(kh, kw)}, stride={self.stride}, padding={self.padding}"
+                f"{dilation}, groups={self.groups}, bias={self.bias is not None}, relu={self.relu}{activation}, "
+                f"backend={self.backend!r}")
 
 
 class LRN(nn.Module):
@@ -134,21 +154,22 @@ def lrn_max_pool(norm: LRN, pool: MaxPool2d, x: torch.Tensor, relu: bool = False
 
 
 class Linear(nn.Linear):
-    """nn.Linear with an optional fused ReLU and dropout on its output (the paper's fc6, fc7)."""
+    """nn.Linear with an optional ReLU (or another activation) and dropout on its output (the paper's
+    fc6, fc7)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, relu: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, activation: str = "none"):
         super().__init__(in_features, out_features, bias=bias)
-        self.relu, self.dropout = relu, dropout
+        self.relu, self.dropout, self.activation = relu, dropout, _check_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().forward(x)
-        if self.relu:
-            x = torch.relu(x)
+        x = torch.relu(x) if self.relu else ACTIVATIONS[self.activation](x)
         return nn.functional.dropout(x, self.dropout, self.training) if self.dropout else x
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}"
+        activation = f", activation={self.activation!r}" if self.activation != "none" else ""
+        return super().extra_repr() + f", relu={self.relu}{activation}, dropout={self.dropout}"
 
 
 def init_parameters(module: nn.Module, std: Optional[float] = None, bias: Optional[float] = None) -> None:

@@ -98,19 +98,22 @@ class Towers(nn.Module):
         return TowerParallel([make(self.towers) for _ in range(self.towers)], self.devices, reads)
 
     def conv(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0, groups: int = 1,
-             bias: bool = True, relu: bool = False, reads: str = "local") -> nn.Module:
+             bias: bool = True, relu: bool = False, reads: str = "local", dilation=1,
+             activation: str = "none") -> nn.Module:
         """A conv whose `out_channels` (all towers) are divided among the towers."""
         def make(parts: int) -> nn.Module:
             local = reads == "local" and self.towers > 1
             inputs = in_channels // parts if local else in_channels
             grouping = groups * (self.towers // parts if local else 1)
-            return Conv2d(inputs, out_channels // parts, kernel, stride, padding, grouping, bias, relu, self.backend)
+            return Conv2d(inputs, out_channels // parts, kernel, stride, padding, grouping, bias, relu, self.backend,
+                          dilation, activation)
         return self._build(make, reads)
 
     def linear(self, in_features: int, out_features: int, bias: bool = True, relu: bool = False,
-               dropout: float = 0.0, reads: str = "cross") -> nn.Module:
+               dropout: float = 0.0, reads: str = "cross", activation: str = "none") -> nn.Module:
         """A linear layer whose `out_features` are divided among the towers; it reads all features."""
-        return self._build(lambda parts: Linear(in_features, out_features // parts, bias, relu, dropout), reads)
+        return self._build(lambda parts: Linear(in_features, out_features // parts, bias, relu, dropout, activation),
+                           reads)
 
     def lrn(self, size: int, alpha: float, beta: float, k: float, convention: str, groups: int = 1,
             reads: str = "local", relu: bool = False) -> nn.Module:

@@ -80,9 +80,9 @@ def max_pool2d(x: torch.Tensor, kernel, stride=None, padding=0, ceil_mode: bool 
 
 
 def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
-                     padding=0, groups: int = 1, relu: bool = True) -> torch.Tensor:
+                     padding=0, groups: int = 1, relu: bool = True, dilation=1) -> torch.Tensor:
     """conv2d + bias, then ReLU when `relu`."""
-    y = F.conv2d(x, weight, bias, stride, padding, 1, groups)
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     return F.relu(y) if relu else y
 
 
