@@ -296,6 +296,18 @@ class Training:
 
 
 @dataclass(frozen=True)
+class BlockUse:
+    """A `type: block` layer of the spec: `repeat` instances of `block`, written out as the layers
+    layers[first : first + count]."""
+
+    name: str
+    block: str
+    repeat: int
+    first: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Network:
     """A validated network: what to build, before any shape is known."""
 
@@ -310,6 +322,7 @@ class Network:
     training: Optional[Training] = None
     file: str = field(default="<spec>", compare=False)
     complete: bool = field(default=True, compare=False)  # False: the spec's later layers were unusable
+    block_uses: tuple[BlockUse, ...] = field(default=(), compare=False)  # how the spec wrote them: a report's
 
     def device_of(self, tower: int) -> str:
         """The device tower `tower` runs on."""

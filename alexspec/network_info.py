@@ -145,6 +145,15 @@ class NetworkInfo:
                        sum(i.output_elements // towers if i.split else i.output_elements for i in self.layers))
                 for t in range(towers)]
 
+    def block_totals(self) -> list[Totals]:
+        """Each block use's layers summed, labelled by the use's name (the towers' shares together)."""
+        totals = []
+        for use in self.network.block_uses:
+            span = self.layers[use.first:use.first + use.count]
+            totals.append(Totals(use.name, sum(i.params for i in span), sum(i.macs for i in span),
+                                 sum(i.output_elements for i in span)))
+        return totals
+
     def device_totals(self) -> list[Totals]:
         """Sums of the tower totals per device of the placement."""
         by_device: dict[str, list[Totals]] = {}

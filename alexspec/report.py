@@ -101,6 +101,11 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
         "per_tower": [{"tower": t, "device": net.device_of(t), "params": tt.params, "macs": tt.macs,
                        "output_bytes": tt.output_elements * size * batch}
                       for t, tt in enumerate(info.tower_totals())],
+        "per_block": [{"name": use.name, "block": use.block, "repeat": use.repeat, "layers": use.count,
+                       "output_shape": list(info.layers[use.first + use.count - 1].output_shape),
+                       "params": t.params, "params_percent": round(100 * t.params / total, 2), "macs": t.macs,
+                       "output_bytes": t.output_elements * size * batch}
+                      for use, t in zip(net.block_uses, info.block_totals())],
         "per_device": [{"device": d.label, "params": d.params, "macs": d.macs,
                         "output_bytes": d.output_elements * size * batch} for d in info.device_totals()],
         "total_params": info.total_params, "total_macs": info.total_macs,
@@ -157,7 +162,11 @@ def _cells(row: dict, batch: int) -> list[str]:
 
 
 def _total_rows(data: dict) -> list[list[str]]:
-    rows = []
+    """The rows under the layers: each block use, each tower and device where there are several, the total."""
+    rows = [["", f"block {b['name']}", f"{b['block']} x{b['repeat']}" if b["repeat"] > 1 else b["block"],
+             "x".join(map(str, [data["batch"], *b["output_shape"]])), "", "", "", "", f"{b['params']:,}",
+             f"{b['params_percent']:.1f}", human_count(b["macs"]), human_bytes(b["output_bytes"])]
+            for b in data["per_block"]]
     if data["towers"] > 1:
         rows += [["", f"tower {t['tower']}", "", "", "", "", str(t["tower"]), t["device"], f"{t['params']:,}", "",
                   human_count(t["macs"]), human_bytes(t["output_bytes"])] for t in data["per_tower"]]

@@ -83,3 +83,29 @@ def test_a_spec_with_blocks_compiles_and_trains(tmp_path, write_spec):
     assert result.returncode == 0, result.stderr
     kept = tmp_path / "run" / "spec.yaml"  # the spec as written, blocks and all, and the same network
     assert "block: residual" in kept.read_text() and analyse(kept).total_params == analyse(path).total_params
+
+
+def test_the_report_sums_each_block_use_as_torchvision_counts_resnet18s_stages():
+    import json
+
+    torchvision = pytest.importorskip("torchvision")
+    result = run_cli("report", "resnet18", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    blocks = json.loads(result.stdout)["per_block"]
+    stages: dict[str, int] = {}
+    for block in blocks:  # layer2 is written as two uses, its first block (down) and the rest
+        stages[block["name"].split("_")[0]] = stages.get(block["name"].split("_")[0], 0) + block["params"]
+    model = torchvision.models.resnet18()
+    assert stages == {f"layer{k}": sum(p.numel() for p in getattr(model, f"layer{k}").parameters())
+                      for k in range(1, 5)}
+    first = blocks[0]
+    assert (first["block"], first["repeat"], first["output_shape"]) == ("basic", 2, [64, 56, 56])
+    assert first["macs"] == 4 * 64 * 64 * 9 * 56 * 56  # four 3x3 convs at 56x56
+
+
+def test_the_table_has_a_row_per_block_use(write_spec):
+    result = run_cli("report", str(write_spec(SPEC)))
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "│ block " in line]
+    assert len(rows) == 2 and "residual x3" in rows[0] and "1x4x8x8" in rows[0]
+    assert f"{3 * (4 * 4 * 9 + 4)}" in rows[0] and f"{4 * 4 * 9 + 4}" in rows[1]

@@ -21,6 +21,7 @@ import copy
 import re
 
 from alexspec.errors import Problem, SpecError, did_you_mean, quote
+from alexspec.ir import BlockUse
 from alexspec.spec.loader import Document
 
 MAX_EXPANDED = 10_000  # layers after expansion, as schema.MAX_LAYERS
@@ -40,7 +41,7 @@ def expand(doc: Document) -> Document:
     if expander.problems:
         raise SpecError(expander.problems)
     expanded = {**{k: v for k, v in data.items()}, "layers": layers}
-    return Document(doc.file, expanded, expander.value_locs, expander.key_locs)
+    return Document(doc.file, expanded, expander.value_locs, expander.key_locs, tuple(expander.uses))
 
 
 class _Expander:
@@ -50,6 +51,7 @@ class _Expander:
         self.blocks = {k: v for k, v in blocks.items() if isinstance(k, str) and isinstance(v, dict)} \
             if isinstance(blocks, dict) else {}
         self.problems: list[Problem] = []
+        self.uses: list[BlockUse] = []  # each block layer, with the span of layers it became
         self.given_at: dict = {}  # of the layer being written: template path -> where its $parameter's value is
         # locations of everything outside `layers` stay; the layers' are written anew
         self.value_locs = {p: loc for p, loc in doc.value_locs.items() if p[:1] != ("layers",)}
@@ -115,6 +117,7 @@ class _Expander:
             self.problem(path + ("repeat",) if "repeat" in layer else path, f"{repeat} x {len(block['layers'])} "
                          f"layers of block {quote(block_name)} make more than {MAX_EXPANDED:,} layers", "use fewer repeats")
             return
+        self.uses.append(BlockUse(name, block_name, repeat, len(out), repeat * len(block["layers"])))
         for k in range(1, repeat + 1):
             prefix = f"{name}_{k}" if repeat > 1 else name
             local = {b["name"]: f"{prefix}_{b['name']}" for b in block["layers"]

@@ -55,6 +55,7 @@ class Document:
     data: Any
     value_locs: dict = field(default_factory=dict, repr=False)
     key_locs: dict = field(default_factory=dict, repr=False)
+    block_uses: tuple = field(default=(), repr=False)  # ir.BlockUse of each block written out (spec.blocks)
 
     def loc(self, path: Path_, key: bool = False) -> Loc:
         """Where `path` is written (its key when `key` is set), else its nearest parent."""

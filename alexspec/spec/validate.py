@@ -75,7 +75,8 @@ class _Builder:
             name=d["name"], input=(d["input"]["channels"], d["input"]["height"], d["input"]["width"]),
             layers=layers, towers=towers, placement=placement, classes=d.get("classes"),
             follows=d.get("follows", ""), description=d.get("description", ""),
-            training=training, file=self.doc.file, complete=self.complete)
+            training=training, file=self.doc.file, complete=self.complete,
+            block_uses=self.doc.block_uses if self.complete else ())
 
     # --- layers -------------------------------------------------------------------------
 
