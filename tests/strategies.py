@@ -191,3 +191,46 @@ def mutated(draw, spec: dict):
         elif action == "add" and isinstance(parent, dict):
             parent[draw(st.sampled_from(["kernal", "towers", "groups", "out", "extra"]))] = draw(JUNK)
     return spec
+
+
+@st.composite
+def block_specs(draw):
+    """(spec using `blocks:`, expected output shape of every written-out layer): a stem, then uses of
+    a plain block (conv, maybe an activation) and of a residual one (conv, batchnorm, add to
+    `$input`), each with `with` values and maybe `repeat`."""
+    channels, size = draw(st.integers(1, 3)), draw(st.integers(6, 16))
+    blocks = {
+        "plain": {"params": {"out": 4, "kernel": 3, "activation": "relu"},
+                  "layers": [{"name": "conv", "type": "conv", "out": "$out", "kernel": "$kernel",
+                              "activation": "$activation"}]},
+        "residual": {"params": {"width": 4},
+                     "layers": [{"name": "conv", "type": "conv", "out": "$width", "kernel": 3, "padding": 1},
+                                {"name": "bn", "type": "batchnorm"},
+                                {"name": "add", "type": "add", "inputs": ["bn", "$input"]},
+                                {"name": "act", "type": "relu"}]},
+    }
+    layers = [{"name": "stem", "type": "conv", "out": 4, "kernel": 1}]
+    shapes, (c, h) = [(4, size, size)], (4, size)
+    for u in range(draw(st.integers(1, 4))):
+        repeat = draw(st.integers(1, 3))
+        use = {"name": f"use{u}", "type": "block", "block": draw(st.sampled_from(["plain", "residual"]))}
+        if repeat > 1:
+            use["repeat"] = repeat
+        if use["block"] == "plain":
+            out, kernel = draw(st.integers(1, 6)), draw(st.sampled_from([1, 1, 3]))
+            if h - repeat * (kernel - 1) < 1:
+                kernel = 1
+            use["with"] = {"out": out, "kernel": kernel, "activation": draw(st.sampled_from(["relu", "none", "tanh"]))}
+            for _ in range(repeat):
+                h -= kernel - 1
+                shapes.append((out, h, h))
+            c = out
+        else:
+            use["with"] = {"width": c}  # the add needs the block's input channels
+            shapes += [(c, h, h)] * (4 * repeat)
+        layers.append(use)
+    layers.append({"name": "gap", "type": "global_avgpool"})
+    shapes.append((c,))
+    spec = {"alexspec": 1, "name": "blocks", "input": {"channels": channels, "height": size, "width": size},
+            "blocks": blocks, "layers": layers}
+    return spec, shapes

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from alexspec.errors import SpecError
 from alexspec.spec import analyse, load_text
 from conftest import SPECS, has_torch
-from strategies import mutated, valid_specs
+from strategies import block_specs, mutated, valid_specs
 
 PROFILE = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -35,6 +35,26 @@ def test_random_valid_specs_match_a_plain_torch_build(case):
     spec, _ = case
     info = analyse_dict(spec)
     assert torch_shapes_and_params(info) == [(li.output_shape, li.params) for li in info.layers]
+
+
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block_specs())
+def test_random_specs_with_blocks_infer_what_the_formula_and_torch_say(case):
+    from torch_build import torch_shapes_and_params
+
+    spec, shapes = case
+    info = analyse_dict(spec)
+    assert [li.output_shape for li in info.layers] == shapes
+    assert torch_shapes_and_params(info) == [(li.output_shape, li.params) for li in info.layers]
+    assert [use.name for use in info.network.block_uses] == [layer["name"] for layer in spec["layers"][1:-1]]
+    assert sum(t.params for t in info.block_totals()) == info.total_params - info.layers[0].params
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(block_specs().flatmap(lambda case: mutated(case[0])))
+def test_mutated_specs_with_blocks_raise_only_spec_errors(spec):
+    _check_only_spec_errors(yaml.safe_dump(spec, sort_keys=False))
 
 
 def _check_only_spec_errors(text: str) -> None:
