@@ -127,8 +127,8 @@ class _Writer:
             self.line_map[len(self.lines)] = spec_line
 
     def reads(self, li: LayerInfo) -> str:
-        previous_split = li.index > 0 and self.info.layers[li.index - 1].split
-        if not previous_split:
+        source = li.sources[0] if li.sources else li.index - 1
+        if source < 0 or not self.info.layers[source].split:
             return "shared"
         return "cross" if getattr(li.layer, "towers", "local") == "cross" else "local"
 
@@ -154,6 +154,11 @@ class _Writer:
             if towered:
                 return f"t.lrn({args}, groups={layer.groups}, reads={literal(self.reads(li))}{relu})"
             return f"layers.LRN({args}, groups={li.groups}, backend=backend{relu})"
+        if towered and isinstance(layer, ir.BatchNorm):
+            return (f"t.batchnorm({li.input_shape[0]}, eps={layer.eps!r}, momentum={layer.momentum!r}, "
+                    f"affine={layer.affine}, image={len(li.input_shape) == 3})")
+        if towered and isinstance(layer, ir.Merge):
+            return "t.add()" if isinstance(layer, ir.Add) else f"t.concat(split={li.split})"
         plain = self.plain_layer(li, relu=li.layer.name in self.relu_into)
         if towered and not isinstance(layer, ir.Softmax):
             return f"t.each(lambda: {plain})"

@@ -27,8 +27,8 @@ def dot(info: NetworkInfo) -> str:
              '  rankdir=TB; newrank=true; node [shape=box, style="rounded,filled", fillcolor="#eef3fb", '
              'fontname="Helvetica", fontsize=10]; edge [color="#555555"];',
              f'  input [shape=ellipse, fillcolor="#ffffff", label="input\\n{_shape(net.input)}"];']
-    previous = ["input"] * towers  # node of each tower's current activation
-    previous_split = False
+    nodes_of = {-1: ["input"] * towers}  # layer index (-1: the image) -> the node of each tower's share
+    split_of = {-1: False}
     clusters: dict[int, list[str]] = {t: [] for t in range(towers)}
     outside: list[str] = []
     edges: list[str] = []
@@ -38,23 +38,22 @@ def dot(info: NetworkInfo) -> str:
         kind = type_text(layer) + (f" {window}" if window else "")
         if li.split and towers > 1:
             per_tower = (li.output_shape[0] // towers, *li.output_shape[1:])
-            crosses = previous_split and getattr(layer, "towers", "local") == "cross"
             nodes = [f"{layer.name}_t{t}" for t in range(towers)]
             for t, node in enumerate(nodes):
                 clusters[t].append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(per_tower)}"];')
-                sources = previous if crosses else [previous[t]]
-                for s, source in enumerate(sources):
-                    style = ' [color="#c0392b", penwidth=1.5]' if crosses and s != t else ""
-                    edges.append(f"{source} -> {node}{style};")
-            previous, previous_split = nodes, True
+                for source in li.sources:
+                    crosses = split_of[source] and getattr(layer, "towers", "local") == "cross"
+                    for s, source_node in enumerate(nodes_of[source] if crosses else [nodes_of[source][t]]):
+                        style = ' [color="#c0392b", penwidth=1.5]' if crosses and s != t else ""
+                        edges.append(f"{source_node} -> {node}{style};")
         else:
             node = layer.name
+            nodes = [node] * towers
             outside.append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(li.output_shape)}"];')
-            if towers == 1:  # a graph's branches and merges: each layer's edges come from what it reads
-                previous = ["input" if s < 0 else info.layers[s].layer.name for s in li.sources]
-            for source in dict.fromkeys(previous):
-                edges.append(f"{source} -> {node};")
-            previous, previous_split = [node] * towers, False
+            for source_node in dict.fromkeys(n for source in li.sources for n in nodes_of[source]):
+                edges.append(f"{source_node} -> {node};")
+        nodes_of[li.index], split_of[li.index] = nodes, li.split and towers > 1
+    previous = nodes_of[info.layers[-1].index]
     for t in range(towers):
         if clusters[t]:
             lines.append(f"  subgraph cluster_tower{t} {{")

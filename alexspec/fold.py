@@ -39,12 +39,22 @@ def fold_batchnorm(built) -> list[tuple[str, str]]:
     with torch.no_grad():
         for conv_name, norm_name in pairs:
             conv, norm = getattr(module, attrs[conv_name]), getattr(module, attrs[norm_name])
-            scale = torch.rsqrt(norm.running_var + norm.eps)
-            if norm.affine:
-                scale = scale * norm.weight
-            shift = -norm.running_mean * scale + (norm.bias if norm.affine else 0)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bias * scale + shift)
+            # towers on devices of their own: a conv and a batchnorm per tower
+            for conv_part, norm_part in zip(getattr(conv, "parts", [conv]), getattr(norm, "parts", [norm])):
+                _fold(conv_part, norm_part)
             setattr(module, attrs[norm_name], nn.Identity())
     return pairs
+
+
+def _fold(conv, norm) -> None:
+    """w' = w * s, b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps)."""
+    import torch
+    from torch import nn
+
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale + (norm.bias if norm.affine else 0)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(bias * scale + shift)

@@ -5,7 +5,8 @@ floor((in + 2*pad - kernel) / stride) + 1 and PyTorch's ceil-mode rule; a fracti
 error under `exact` rounding. Towers: an activation is either *shared* (the input image,
 seen whole by every tower) or *split* (each tower holds channels/towers of it). Conv and
 linear layers always produce split outputs in a multi-tower net; a tower-local layer reading
-a split input is grouped by the towers, a crossing layer reads every tower's channels.
+a split input is grouped by the towers, a crossing layer reads every tower's channels. An add
+or concat combines split outputs tower by tower (or shared ones), never the two kinds.
 """
 from __future__ import annotations
 
@@ -170,6 +171,13 @@ class _Inferrer:
         """An add (inputs of one shape) or a concat (C x H x W of one H and W, or features)."""
         shapes = [outputs[source][0] for source in sources]
         named = ", ".join(f"{name} gives {'x'.join(map(str, shape))}" for name, shape in zip(layer.inputs, shapes))
+        splits = {outputs[source][1] for source in sources}
+        if len(splits) > 1:  # towers: one tower's channels cannot meet every tower's
+            shared = [name for name, source in zip(layer.inputs, sources) if not outputs[source][1]]
+            self.problem(layer.where("inputs"), layer, index, f"{layer.type} combines outputs split across "
+                         f"{self.net.towers} towers with {' and '.join(map(repr, shared))}, which every tower "
+                         "holds whole", "pass the shared input through a conv first, so that it is split as well")
+            return None
         if isinstance(layer, ir.Add):
             output = shapes[0] if all(shape == shapes[0] for shape in shapes) else None
             hint = "make the branches agree (ResNet's shortcut: a 1x1 conv with the stride and channels of the other)"
@@ -181,12 +189,13 @@ class _Inferrer:
             self.problem(layer.where("inputs"), layer, index, f"{layer.type} needs inputs of "
                          f"{'one shape' if isinstance(layer, ir.Add) else 'one height and width'}: {named}", hint)
             return None
-        return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output)
+        return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output, split=splits.pop())
 
     def batchnorm(self, layer: ir.BatchNorm, index: int, shape: ir.Shape, split: bool, common: dict):
-        if self.net.towers > 1:
-            self.problem(layer.loc, layer, index, f"batchnorm in a network of {self.net.towers} towers is not "
-                         "supported yet", "use towers: 1 (one tower, its channels in groups where it had several)")
+        if self.net.towers > 1 and not split:
+            self.problem(layer.loc, layer, index, f"batchnorm of an input every one of the {self.net.towers} towers "
+                         "holds whole (the image) would give each tower statistics of its own",
+                         "normalise after the first conv, whose output the towers split")
             return None
         affine = shape[0] if layer.affine else 0
         return LayerInfo(**common, output_shape=shape, weights=affine, biases=affine, split=split,

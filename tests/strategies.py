@@ -50,7 +50,7 @@ def valid_specs(draw, max_image_layers: int = 6):
         kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout",
                                      "activation", "batchnorm", "adaptive_maxpool", "residual", "branches"]))
         c, h, w = shape
-        if kind in ("residual", "branches") and towers > 1:  # graphs are for one tower
+        if kind == "residual" and towers > 1 and not split:  # an add of split and shared outputs is refused
             continue
         branch_point = layers[-1]["name"] if layers else "input"
         if kind == "residual":  # conv (and maybe batchnorm) of the same shape, added to what it read
@@ -60,14 +60,14 @@ def valid_specs(draw, max_image_layers: int = 6):
             add({"type": "add", "inputs": [layers[-1]["name"], branch_point]}, shape)
             continue
         if kind == "branches":  # two to three convs reading one layer, concatenated
-            outs = [draw(st.integers(1, 6)) for _ in range(draw(st.integers(2, 3)))]
+            outs = [towers * draw(st.integers(1, 6 // towers)) for _ in range(draw(st.integers(2, 3)))]
             names = []
             for out in outs:
                 kernel = draw(st.sampled_from([1, 3]))
                 add({"type": "conv", "out": out, "kernel": kernel, "padding": kernel // 2, "inputs": branch_point},
                     (out, h, w))
                 names.append(layers[-1]["name"])
-            shape = (sum(outs), h, w)
+            shape, split = (sum(outs), h, w), towers > 1
             add({"type": "concat", "inputs": names}, shape)
             continue
         if kind == "conv":
@@ -118,7 +118,7 @@ def valid_specs(draw, max_image_layers: int = 6):
         elif kind == "activation":
             add(_activation(draw), shape)
         elif kind == "batchnorm":
-            if towers == 1:  # batchnorm in a network of towers is refused
+            if towers == 1 or split:  # towers may not normalise the image they all hold whole
                 add(_batchnorm(draw), shape)
         elif kind == "adaptive_maxpool":
             oh, ow = draw(st.integers(1, h)), draw(st.integers(1, w))
@@ -138,7 +138,7 @@ def valid_specs(draw, max_image_layers: int = 6):
             layer["towers"] = "cross"
         shape = (out,)
         add(layer, shape)
-        if towers == 1 and draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 3)) == 0:  # a linear layer's output is split across towers too
             add(_batchnorm(draw), shape)
         if draw(st.integers(0, 3)) == 0:
             add(_activation(draw), shape)

@@ -107,14 +107,6 @@ def test_a_wrong_graph_is_one_located_problem_each(write_spec, layers, where, sa
     assert line.startswith(f"{path}:{where}:"), line
 
 
-def test_a_graph_in_a_network_of_towers_is_refused(write_spec):
-    path = write_spec("alexspec: 1\nname: g\ninput: {channels: 2, height: 8, width: 8}\ntowers: 2\nlayers:\n"
-                      "  - {name: a, type: conv, out: 4, kernel: 3, padding: 1}\n"
-                      "  - {name: b, type: add, inputs: [a, input]}\n")
-    result = run_cli("validate", str(path))
-    assert result.returncode == 2 and "`inputs` in a network of 2 towers is not supported yet" in result.stderr
-
-
 def test_a_chain_spec_s_graph_json_and_network_hash_do_not_change_with_graphs():
     from alexspec.graph import graph_data
     from alexspec.train.checkpoint import network_hash

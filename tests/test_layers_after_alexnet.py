@@ -101,24 +101,6 @@ def test_an_imported_model_with_the_new_layers_gives_its_logits():
         torch.testing.assert_close(built.module(x), model(x))
 
 
-def test_batchnorm_in_a_network_of_towers_is_refused_where_it_stands(write_spec):
-    path = write_spec("""
-alexspec: 1
-name: towered
-input: {channels: 3, height: 8, width: 8}
-towers: 2
-layers:
-  - {name: conv1, type: conv, out: 8, kernel: 3}
-  - {name: bn1, type: batchnorm}
-  - {name: flatten, type: flatten}
-  - {name: fc, type: linear, out: 4, towers: cross}
-""")
-    result = run_cli("report", str(path))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"{path.name}:8:5" in result.stderr and "batchnorm in a network of 2 towers is not supported" in \
-        result.stderr
-
-
 def test_batchnorm_statistics_train_into_the_checkpoint_and_the_plot_overlays_two_runs(tmp_path, write_spec):
     import torch
 

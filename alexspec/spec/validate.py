@@ -64,7 +64,7 @@ class _Builder:
                          f"give one device per tower, e.g. [{', '.join(f'cuda:{i}' for i in range(towers))}]")
         layers = tuple(self.layer(i, raw) for i, raw in enumerate(self.raw_layers))
         self.check_names(layers)
-        self.check_graph(layers, towers)
+        self.check_graph(layers)
         for layer in layers[:-1]:
             if isinstance(layer, ir.Softmax):
                 self.problem(("layers", layers.index(layer)), "softmax may only be the last layer",
@@ -147,16 +147,13 @@ class _Builder:
             else:
                 first_use[layer.name] = layer
 
-    def check_graph(self, layers: tuple[ir.Layer, ...], towers: int) -> None:
+    def check_graph(self, layers: tuple[ir.Layer, ...]) -> None:
         """What `inputs` names: layers above (or the image), two or more for a merge; every
-        output read by a later layer (the last one's is the network's); no graph with towers."""
+        output read by a later layer (the last one's is the network's)."""
         above: dict[str, int] = {}
         read: set[str] = set()
         for i, layer in enumerate(layers):
             path = ("layers", i, "inputs")
-            if layer.inputs and towers > 1:
-                self.problem(path, f"`inputs` in a network of {towers} towers is not supported yet",
-                             "use towers: 1 (its channels in groups) for a network with branches", key=True)
             if isinstance(layer, ir.Merge) and len(layer.inputs) < 2:
                 article = "an" if layer.type[0] in "aeiou" else "a"
                 self.problem(path, f"{article} {layer.type} layer combines two or more layers, `inputs` names "

@@ -10,9 +10,14 @@ builds each layer in the right form:
 - `reads="cross"`: each tower reads every tower's channels (the paper's conv3 and fc6-8):
   the towers' activations are first gathered onto every device.
 
+An add or a concat combines split outputs tower by tower. On one device a split output's
+channels are tower 0's then tower 1's, so a concat there interleaves its inputs per tower
+([a0 b0 a1 b1], not [a0 a1 b0 b1]): the layout each tower would hold on a device of its own.
+
 Checkpoints always hold the one-device layout: a tower-parallel layer's state_dict
-concatenates its towers' weights along the output dimension (tower 0 first), and loading
-splits them again, so a checkpoint moves between a one-device and a multi-device build.
+concatenates its towers' weights and per-channel buffers (batchnorm's running statistics)
+along the output dimension (tower 0 first), and loading splits them again, so a checkpoint
+moves between a one-device and a multi-device build.
 """
 from __future__ import annotations
 
@@ -48,21 +53,54 @@ class TowerParallel(nn.Module):
     def extra_repr(self) -> str:
         return f"reads={self.reads!r}, devices={self.devices}"
 
+    def _state_names(self) -> list[str]:
+        """What each part saves: its parameters and its buffers (a batchnorm's statistics)."""
+        return list(self.parts[0].state_dict())
+
     @staticmethod
     def _merge_towers(module, state_dict, prefix, local_metadata):
-        names = [name for name, _ in module.parts[0].named_parameters()]
-        for name in names:
+        for name in module._state_names():
             keys = [f"{prefix}parts.{i}.{name}" for i in range(len(module.parts))]
-            state_dict[prefix + name] = torch.cat([state_dict.pop(key).to(module.devices[0]) for key in keys], 0)
+            values = [state_dict.pop(key).to(module.devices[0]) for key in keys]
+            # a 0-dim buffer (batchnorm's count of batches) is the same in every tower
+            state_dict[prefix + name] = torch.cat(values, 0) if values[0].dim() else values[0]
 
     @staticmethod
     def _split_towers(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                       error_msgs):
-        for name, _ in module.parts[0].named_parameters():
+        for name in module._state_names():
             if prefix + name in state_dict:
                 merged = state_dict.pop(prefix + name)
-                for i, chunk in enumerate(torch.chunk(merged, len(module.parts), dim=0)):
+                chunks = torch.chunk(merged, len(module.parts), dim=0) if merged.dim() else [merged] * len(module.parts)
+                for i, chunk in enumerate(chunks):
                     state_dict[f"{prefix}parts.{i}.{name}"] = chunk
+
+
+class TowerMerge(nn.Module):
+    """An add or concat of per-tower lists: tower i's output combines every input's tower i."""
+
+    def __init__(self, merge: nn.Module):
+        super().__init__()
+        self.merge = merge
+
+    def forward(self, *inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.merge(*xs) for xs in zip(*inputs)]
+
+
+class TowerConcat(nn.Module):
+    """A concat of split outputs on one device: each tower's channels of every input, tower by tower."""
+
+    def __init__(self, towers: int):
+        super().__init__()
+        self.towers = towers
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        batch, rest = xs[0].shape[0], xs[0].shape[2:]
+        per_tower = [x.reshape(batch, self.towers, -1, *rest) for x in xs]
+        return torch.cat(per_tower, dim=2).reshape(batch, -1, *rest)
+
+    def extra_repr(self) -> str:
+        return f"towers={self.towers}"
 
 
 class Towers(nn.Module):
@@ -122,6 +160,22 @@ class Towers(nn.Module):
             grouping = groups * (self.towers // parts if reads == "local" else 1)
             return LRN(size, alpha, beta, k, convention, grouping, self.backend, relu)
         return self._build(make, reads)
+
+    def batchnorm(self, channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                  image: bool = True) -> nn.Module:
+        """A batchnorm of a split output (`channels`: all towers'), each tower normalising its own."""
+        kind = nn.BatchNorm2d if image else nn.BatchNorm1d
+        return self._build(lambda parts: kind(channels // parts, eps=eps, momentum=momentum, affine=affine), "local")
+
+    def add(self) -> nn.Module:
+        """The sum of outputs of one kind (split or shared), tower by tower."""
+        return TowerMerge(layers.Add()) if self.parallel else layers.Add()
+
+    def concat(self, split: bool = True) -> nn.Module:
+        """Outputs side by side, tower by tower: split ones interleaved per tower on one device."""
+        if self.parallel:
+            return TowerMerge(layers.Concat())
+        return TowerConcat(self.towers) if split else layers.Concat()
 
     def each(self, make: Callable[[], nn.Module]) -> nn.Module:
         """A parameter-free layer (pooling, ReLU, dropout, flatten) applied in every tower."""
