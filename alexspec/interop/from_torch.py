@@ -287,21 +287,42 @@ def _describe(value) -> str:
     return f"{shape}, mean {float(value.float().mean()):.4g}" if value.numel() else shape
 
 
+def _conv_layer(module, namer) -> dict | None:
+    """A conv layer for an nn.Conv2d (None for string padding or padding other than zeros)."""
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+        return None
+    layer = {"name": namer("conv"), "type": "conv", "out": module.out_channels,
+             "kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": _pair(module.padding)}
+    if _pair(module.dilation) != 1:
+        layer["dilation"] = _pair(module.dilation)
+    if module.groups != 1:
+        layer["groups"] = module.groups
+    if module.bias is None:
+        layer["bias"] = False
+    return layer
+
+
+def _pool_layer(module, namer) -> dict | None:
+    """A maxpool or avgpool layer (None for what a spec cannot say: dilation, indices, divisors)."""
+    from torch import nn
+
+    is_max = isinstance(module, nn.MaxPool2d)
+    if is_max and (module.dilation not in (1, (1, 1)) or module.return_indices):
+        return None
+    if not is_max and (not module.count_include_pad or module.divisor_override):
+        return None
+    layer = {"name": namer("pool" if is_max else "avgpool"), "type": "maxpool" if is_max else "avgpool",
+             "kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": _pair(module.padding)}
+    if module.ceil_mode:
+        layer["rounding"] = "ceil"
+    return layer
+
+
 def _layer(module, namer) -> dict | None:
     from torch import nn
 
     if isinstance(module, nn.Conv2d):
-        if isinstance(module.padding, str) or module.padding_mode != "zeros":
-            return None
-        layer = {"name": namer("conv"), "type": "conv", "out": module.out_channels,
-                 "kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": _pair(module.padding)}
-        if _pair(module.dilation) != 1:
-            layer["dilation"] = _pair(module.dilation)
-        if module.groups != 1:
-            layer["groups"] = module.groups
-        if module.bias is None:
-            layer["bias"] = False
-        return layer
+        return _conv_layer(module, namer)
     if isinstance(module, nn.Linear):
         return {"name": namer("fc"), "type": "linear", "out": module.out_features,
                 **({"bias": False} if module.bias is None else {})}
@@ -309,16 +330,7 @@ def _layer(module, namer) -> dict | None:
         return {"name": namer("norm"), "type": "lrn", "size": module.size, "alpha": module.alpha, "beta": module.beta,
                 "k": module.k, "convention": "torch"}
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        if isinstance(module, nn.MaxPool2d) and (module.dilation not in (1, (1, 1)) or module.return_indices):
-            return None
-        if isinstance(module, nn.AvgPool2d) and (not module.count_include_pad or module.divisor_override):
-            return None
-        layer = {"name": namer("pool" if isinstance(module, nn.MaxPool2d) else "avgpool"),
-                 "type": "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool",
-                 "kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": _pair(module.padding)}
-        if module.ceil_mode:
-            layer["rounding"] = "ceil"
-        return layer
+        return _pool_layer(module, namer)
     if isinstance(module, nn.AdaptiveAvgPool2d):
         size = module.output_size
         if size is None or (isinstance(size, tuple) and None in size):
