@@ -23,6 +23,7 @@ def bench_json(out, *args):
     return result, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_on_cpu_writes_the_result(tmp_path):
     out = tmp_path / "bench.json"
     result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", "--cold-start", *QUICK)
@@ -44,6 +45,7 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
     assert "training step spends its time" in result.stdout and f"{top['ms_per_step']:7.3f} ms  {top['op']}" in result.stdout
 
 
+@pytest.mark.slow
 def test_cpu_figures(tmp_path):
     out = tmp_path / "cpu.json"
     _, data = bench_json(out, "--cpu-figures")
@@ -57,6 +59,7 @@ def test_bad_baseline_name():
     assert result.returncode == 2 and "--compare takes baselines among eager, eager-graphed" in result.stderr
 
 
+@pytest.mark.slow
 def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
     out = tmp_path / "bench.json"
     result, data = bench_json(out, "lenet5", "--compare", "", *QUICK, "--ablate")
@@ -110,6 +113,7 @@ def test_a_captured_training_step_replays_what_eager_steps_do():
         torch.testing.assert_close(replayed, eager)
 
 
+@pytest.mark.slow
 def test_history_summarises_the_runs_in_a_folder(tmp_path):
     results = tmp_path / "results"
     _, data = bench_json(results / "bench-a.json", "lenet5", "--precision", "fp32", "--compare", "eager", *QUICK)
@@ -144,6 +148,7 @@ def test_history_of_a_missing_folder_is_bad_input(tmp_path):
     assert result.returncode == 2 and "no such folder of benchmark results" in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_run_script_refuses_unknown_stages_and_a_machine_without_cuda(tmp_path):
     import os
 
@@ -255,6 +260,7 @@ def test_a_profiled_first_step_names_the_functions_it_spent_its_time_in():
     assert "profile" not in first_step(str(SPECS / "lenet5.yaml"), 2, "fp32")
 
 
+@pytest.mark.slow
 def test_a_first_step_records_where_python_read_its_bytecode(tmp_path):
     # a process that writes no bytecode, where the packages have none, compiles their source
     # again: seconds for torch._dynamo, which the optimizer imports
@@ -297,6 +303,7 @@ def test_a_start_up_run_says_where_its_first_step_went():
     assert describe_start("warm_cache", quiet).count("\n") == 0
 
 
+@pytest.mark.slow
 def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_path):
     # as triton's Autotuner.check_disk_cache writes them: the key, then (config.__dict__, timings) pairs
     entry = tmp_path / "ab12" / "_lrn_forward_kernel.autotune.json"
@@ -318,6 +325,7 @@ def test_autotune_choices_gathers_each_launchs_winner_from_a_triton_cache(tmp_pa
     assert "1 autotuned launches and 1 conv choices" in done.stdout
 
 
+@pytest.mark.slow
 def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(tmp_path):
     result, data = bench_json(tmp_path / "b.json", "lenet5", "--precision", "fp32", "--compare",
                               "eager,eager-graphed", "--repeats", "3", *QUICK)
@@ -337,6 +345,7 @@ def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(t
         result.stdout
 
 
+@pytest.mark.slow
 def test_on_cpu_the_default_comparison_says_why_it_leaves_torch_compile_out(tmp_path):
     result, data = bench_json(tmp_path / "b.json", "lenet5", "--precision", "fp32", "--steps", "1", "--warmup", "0")
     assert "torch.compile spends minutes compiling: comparing with eager only" in result.stdout

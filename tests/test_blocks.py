@@ -74,6 +74,7 @@ def test_a_block_cannot_hold_a_block_or_take_inputs():
         analyse(load_text(SPEC.replace("repeat: 3}", "repeat: 3, inputs: stem}"), "i.yaml"))
 
 
+@pytest.mark.slow
 def test_a_spec_with_blocks_compiles_and_trains(tmp_path, write_spec):
     path = write_spec(SPEC.replace("input: {channels: 4, height: 8, width: 8}",
                                    "input: {channels: 1, height: 8, width: 8}\nclasses: 10").replace(

@@ -40,6 +40,7 @@ def newest(run_dir: Path) -> dict:
     return checkpoint.load(checkpoint.latest(run_dir), resume=True)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_any_step_of_an_epoch_resumes_to_the_same_run(tmp_path):
     whole = train(tmp_path / "whole")
     per_epoch = whole.steps // 2
@@ -71,6 +72,7 @@ def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resuming_from_a_file_writes_only_in_the_new_run_folder(tmp_path):
     train(tmp_path / "made", max_steps=2)
     user = tmp_path / "V"
@@ -109,6 +111,7 @@ def test_pruning_deletes_only_the_checkpoints_the_run_folder_s_runs_wrote(tmp_pa
                                                                               "step-000000006.pt"]
 
 
+@pytest.mark.slow
 def test_a_new_run_never_takes_over_a_folder_that_holds_other_files(tmp_path):
     own = tmp_path / "own"
     own.mkdir()
@@ -131,6 +134,7 @@ def tensor_data_offset(path: Path) -> int:
     return info.header_offset + 30 + name_length + extra_length
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_the_weights_is_refused(tmp_path):
     train(tmp_path / "run", max_steps=1)
     good = checkpoint.latest(tmp_path / "run")
@@ -179,6 +183,7 @@ def test_files_that_are_no_checkpoint_say_so(tmp_path, content, said):
     assert result.returncode == 2 and said in result.stderr and "could run code" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_printed_continue_command_continues_the_same_recipe(tmp_path):
     run = tmp_path / "run"
     first = run_cli("train", "digits", "--epochs", "3", "--set", "training.lr=0.05", "--set", "training.batch=512",
@@ -195,12 +200,14 @@ def test_the_printed_continue_command_continues_the_same_recipe(tmp_path):
     assert [m["epoch"] for m in epochs(run)] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_run_refused_for_its_data_leaves_no_run_folder(tmp_path):
     result = run_cli("train", "digits", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_eval_takes_a_run_folder_and_says_when_ten_crops_are_only_mirror_images(tmp_path):
     train(tmp_path / "run", max_steps=1)
     result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run"))
@@ -214,6 +221,7 @@ def test_eval_takes_a_run_folder_and_says_when_ten_crops_are_only_mirror_images(
     assert result.returncode == 2 and "a folder with no checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(tmp_path):
     config = TrainConfig(devices=["cpu"], out=str(tmp_path / "lenet"), data="synthetic", max_steps=1)
     start(ROOT / "specs" / "lenet5.yaml", config, log=lambda *_: None)

@@ -128,6 +128,7 @@ def test_spec_initialisation_is_applied():
     assert abs(module.fc6.weight.std().item() - 0.01) < 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["digits.yaml", "lenet5.yaml"])
 def test_triton_backend_equals_torch_backend(spec):
     torch.manual_seed(0)
@@ -216,6 +217,7 @@ layers:
     assert build.module(torch.randn(2, 1, 8, 8)).shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_compile_cli_writes_an_importable_package(tmp_path):
     result = run_cli("compile", str(SPECS / "alexnet.yaml"), "-o", "build", "--devices", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -57,6 +57,7 @@ def compiled_for_sm90(script: str, cache, autotune: str = "quick", device_name: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_conv_its_relu_free_twin_and_a_bias_free_one_share_one_binary_per_config(cache):
     found = compiled_for_sm90("""
 x = torch.randn(2, 16, 9, 9)
@@ -71,6 +72,7 @@ print(json.dumps({"count": len(compiled), "ptx_targets": [k.asm["ptx"].count(".t
     assert found["ptx_targets"] == [1] * found["count"]  # compiled for the H100, not run anywhere
 
 
+@pytest.mark.slow
 def test_a_module_step_is_compiled_ahead_and_the_module_left_as_it_was(tmp_path, cache):
     spec = tmp_path / "towers.yaml"
     spec.write_text(TINY_TOWERS)
@@ -95,6 +97,7 @@ print(json.dumps({{"first": first, "again": again, "same": same, "no_grads": all
     assert found["same"] and found["no_grads"] and found["training"] and found["rng_kept"]
 
 
+@pytest.mark.slow
 def test_a_module_steps_backward_runs_where_triton_compiles_asynchronously(tmp_path, cache):
     # on a GPU autograd runs a backward in a thread of its own, where Triton's async compile mode
     # (a context variable) is not set: the backward's kernels would compile one by one there
@@ -115,6 +118,7 @@ print(json.dumps({{"seen": seen, "after": torch.autograd.is_multithreading_enabl
     assert found["after"]  # autograd's threads back as they were
 
 
+@pytest.mark.slow
 def test_each_kernel_signature_has_its_launcher_prepared_once_before_the_first_launch(cache):
     # triton 3.6 builds a launcher with gcc, from the kernel's signature alone, at a kernel's
     # first launch, one after the other; compiling ahead prepares it in the pool, right after

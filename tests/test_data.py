@@ -76,6 +76,7 @@ training: {lr: 0.05, batch: 4, epochs: 2, augmentation: {resize: 20, crop: 16, f
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prepared", [False, True])
 def test_training_on_an_image_folder_and_on_shards(tmp_path, prepared):
     source = make_folder(tmp_path / "imgs", size=(30, 26))
@@ -90,6 +91,7 @@ def test_training_on_an_image_folder_and_on_shards(tmp_path, prepared):
     assert epochs[-1]["kind"] == "epoch" and epochs[-1]["top1_error"] <= 0.5
 
 
+@pytest.mark.slow
 def test_wrong_image_size_is_explained(tmp_path):
     (tmp_path / "pets.yaml").write_text(SPEC.replace("height: 16, width: 16", "height: 32, width: 32")
                                         .replace("crop: 16", "crop: 32").replace("resize: 20", "resize: 40"))

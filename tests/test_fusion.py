@@ -95,6 +95,7 @@ def test_fused_towers_equal_unfused(devices, lrn_pool):
     assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_specs(), st.booleans())
 def test_random_specs_fused_equal_unfused(case, lrn_pool):

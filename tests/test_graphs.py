@@ -128,6 +128,7 @@ def test_the_picture_draws_each_merge_from_its_inputs():
             "branch1x1 -> mixed;", "branch3x3 -> mixed;"} <= edges
 
 
+@pytest.mark.slow
 def test_the_digits_residual_net_trains_on_cpu(tmp_path):
     result = run_cli("train", "digits-resnet", "--epochs", "2", "-o", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
@@ -165,6 +166,7 @@ def test_a_branching_torch_model_imports_as_a_graph_with_its_logits():
     assert built.info.total_params == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_the_import_command_writes_a_graph_spec_and_its_weights(tmp_path):
     import os
     import subprocess
@@ -185,6 +187,7 @@ def test_the_import_command_writes_a_graph_spec_and_its_weights(tmp_path):
     assert exported.returncode == 0, exported.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_an_exported_graph_net_takes_any_batch(tmp_path, backend):
     from alexspec.interop.export import export  # (the triton backend: interpreted on CPU, as every test runs it)

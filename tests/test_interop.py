@@ -155,6 +155,7 @@ def test_caffe_problems_are_named():
         spec_from_prototxt('layer { name: "fc" type: "InnerProduct" inner_product_param { num_output: 2 } }')
 
 
+@pytest.mark.slow
 def test_import_cli_from_a_python_factory_with_weights(tmp_path):
     (tmp_path / "mynets.py").write_text("from torch import nn\n"
                                         "def LeNet():\n    return nn.Sequential(" + ", ".join([
@@ -173,6 +174,7 @@ def test_import_cli_from_a_python_factory_with_weights(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_torch_export_runs_like_the_module(tmp_path):
     run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
@@ -188,6 +190,7 @@ def test_torch_export_runs_like_the_module(tmp_path):
     torch.testing.assert_close(program.module()(x), module.eval()(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_export_runs_like_the_module(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

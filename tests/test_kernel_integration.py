@@ -99,6 +99,7 @@ def test_the_profiler_names_each_eager_op_and_its_backward():
     assert z.grad_fn.name() == "alexspec_max_poolBackward"
 
 
+@pytest.mark.slow
 def test_torch_compile_traces_without_graph_breaks():
     torch.manual_seed(0)
     model = TinyAlexNet()
@@ -135,6 +136,7 @@ def test_cuda_graph_capture():
     torch.testing.assert_close(out, model(x))
 
 
+@pytest.mark.slow
 def test_benchmark_script_runs_and_writes_json(tmp_path):
     import json
     import subprocess

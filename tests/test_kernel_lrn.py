@@ -112,11 +112,13 @@ def test_relu_on_load_passes_no_gradient_below_zero_and_keeps_nan():
     assert lrn(torch.tensor([float("nan")]).reshape(1, 1, 1, 1), 3, relu=True).isnan().all()  # as torch.relu
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     x = torch.randn(1, 6, 3, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: lrn(t, 3, 0.3, 0.75, 1.0, groups=2), (x,))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 2), groups=st.integers(1, 3), per_group=st.integers(1, 6), h=st.integers(1, 6),
        w=st.integers(1, 6), size=st.integers(1, 7), alpha=st.floats(0, 1), beta=st.floats(0, 2),

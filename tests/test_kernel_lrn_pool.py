@@ -59,6 +59,7 @@ def test_windows_that_leave_pixels_unvisited_give_them_zero_gradient():
                                                        False], torch.float64)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(channels=st.integers(1, 9), size=st.integers(1, 6), groups=st.sampled_from([1, 2, 3]),
        height=st.integers(3, 9), width=st.integers(3, 9), kernel=st.integers(2, 3), stride=st.integers(1, 3),
@@ -94,6 +95,7 @@ def visited(height, width, kernel, stride, padding, ceil_mode):
     return mask
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(height=st.integers(3, 11), width=st.integers(3, 11), kernel=st.integers(1, 4), stride=st.integers(1, 4),
        padding=st.integers(0, 2), ceil_mode=st.booleans(), layout=st.sampled_from(list(FORMATS)))
@@ -142,6 +144,7 @@ def test_the_ops_leave_out_what_only_a_backward_reads():
     assert idx.numel() == scale.numel() == lrn_scale.numel() == pool_idx.numel() == 0
 
 
+@pytest.mark.slow
 def test_opcheck_and_compile():
     x = torch.randn(2, 4, 7, 7, requires_grad=True)
     torch.library.opcheck(torch.ops.alexspec.lrn_max_pool2d_forward.default,

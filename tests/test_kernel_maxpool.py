@@ -69,6 +69,7 @@ def test_saved_argmax_is_compact():
     assert int(idx.min()) >= 0 and int(idx.max()) <= 8
 
 
+@pytest.mark.slow
 def test_gradcheck_float64():
     x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: max_pool2d(t, 3, 2, 1, True, True), (x,))

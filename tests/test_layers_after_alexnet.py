@@ -101,6 +101,7 @@ def test_an_imported_model_with_the_new_layers_gives_its_logits():
         torch.testing.assert_close(built.module(x), model(x))
 
 
+@pytest.mark.slow
 def test_batchnorm_statistics_train_into_the_checkpoint_and_the_plot_overlays_two_runs(tmp_path, write_spec):
     import torch
 

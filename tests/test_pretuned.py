@@ -221,6 +221,7 @@ def test_an_h100_table_is_shipped_for_alexnet_at_batch_256():
             "_max_pool_forward_kernel", "_max_pool_backward_kernel"} <= set(table["autotune"])
 
 
+@pytest.mark.slow
 def test_pretune_makes_a_table_from_a_gathered_record(tmp_path, monkeypatch):
     record = {"autotune": [{"kernel": "_k", "key": [1024, 96, "torch.bfloat16"], "best": {**described(CONFIGS[1]),
                                                                                           "pre_hook": None},

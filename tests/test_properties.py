@@ -70,6 +70,7 @@ def _check_only_spec_errors(text: str) -> None:
 SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(SPECS.glob("*.yaml"))]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(SHIPPED).flatmap(mutated))
 def test_mutated_shipped_specs_raise_only_spec_errors(spec):

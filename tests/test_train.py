@@ -45,6 +45,7 @@ def test_default_training_learns_real_digits(tmp_path):
 SMALL = ["digits", "--epochs", "2", "--set", "training.batch=128"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert run_cli("train", *SMALL, "--out", str(tmp_path / "whole")).returncode == 0
     first = run_cli("train", *SMALL, "--out", str(tmp_path / "parts"), "--max-steps", "7")
@@ -75,6 +76,7 @@ def wait_for(path_glob, run_dir: Path, timeout: float = 120) -> None:
     raise AssertionError(f"nothing matched {path_glob} in {run_dir}")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_and_exits_0(tmp_path):
     run_dir = tmp_path / "run"
     proc = start_training(["digits", "--epochs", "50", "--set", "training.batch=16", "--out", str(run_dir),
@@ -129,6 +131,7 @@ def test_sigkill_while_saving_never_leaves_a_broken_latest_checkpoint(tmp_path):
         step = state["step"]
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_refused_without_harm(tmp_path):
     run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))
     assert run.returncode == 0
@@ -158,6 +161,7 @@ def test_bad_checkpoints_are_refused_without_harm(tmp_path):
     assert {p: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_diverging_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path):
     result = run_cli("train", "digits", "--epochs", "3", "--set", "init.std=10", "--set", "training.lr=100",
                      "--checkpoint-every", "1", "--out", str(tmp_path / "run"))
@@ -167,6 +171,7 @@ def test_a_diverging_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint(t
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+@pytest.mark.slow
 def test_the_trainer_is_generic_lenet5_and_d2l(tmp_path):
     result = run_cli("train", "lenet5", "--data", "synthetic", "--epochs", "3", "--batch", "16",
                      "--out", str(tmp_path / "lenet"))
@@ -179,6 +184,7 @@ def test_the_trainer_is_generic_lenet5_and_d2l(tmp_path):
     assert checkpoint.load(checkpoint.latest(tmp_path / "d2l"))["step"] == 2
 
 
+@pytest.mark.slow
 def test_overrides_are_validated_like_the_spec(tmp_path):
     result = run_cli("train", "digits", "--set", "training.lr=-1", "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and "training.lr: must be greater than 0, got -1" in result.stderr
@@ -209,6 +215,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(tmp_path):
     result = run_cli("train", "digits", "--epochs", "5", "--precision", "bf16", "--channels-last",
                      "--out", str(tmp_path / "run"))
@@ -232,6 +239,7 @@ def test_tower_split_combined_with_ddp(tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_resume_on_another_placement_keeps_the_weights(tmp_path):
     spec = tmp_path / "towers.yaml"
     spec.write_text(TINY_TOWERS)
@@ -248,6 +256,7 @@ def test_resume_on_another_placement_keeps_the_weights(tmp_path):
     assert third.returncode == 0 and checkpoint.load(checkpoint.latest(tmp_path / "run"))["step"] == 5
 
 
+@pytest.mark.slow
 def test_cuda_graphs_on_where_they_cannot_be_is_a_clear_error(tmp_path):
     result = run_cli("train", "digits", "--device", "cpu", "--cuda-graphs", "on", "--max-steps", "1",
                      "--out", str(tmp_path / "run"))

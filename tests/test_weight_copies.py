@@ -102,6 +102,7 @@ def test_dampening_is_refused(towers):
 SMALL_BF16 = ["digits", "--epochs", "1", "--max-steps", "8", "--precision", "bf16", "--channels-last"]
 
 
+@pytest.mark.slow
 def test_the_trainer_takes_copies_for_bf16_sgd_and_trains_as_autocast_does(tmp_path):
     on = run_cli("train", *SMALL_BF16, "--out", str(tmp_path / "on"))
     off = run_cli("train", *SMALL_BF16, "--weight-copies", "off", "--out", str(tmp_path / "off"))
@@ -144,6 +145,7 @@ def test_gpu_a_graphed_bf16_run_on_copies_trains_as_autocast(tmp_path):
         torch.testing.assert_close(runs["on"][key], runs["off"][key], rtol=1e-3, atol=1e-4, msg=key)
 
 
+@pytest.mark.slow
 def test_the_sgd_step_compiles_ahead_for_an_h100_without_spilling(tmp_path):
     # the stand-in GPU of alexspec.kernels.tuning.ahead: what the trainer compiles before a graphed bf16 run
     import os
