@@ -292,3 +292,138 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+# GoogLeNet's Table 1 (Szegedy et al. 2014): each inception's #1x1, #3x3 reduce, #3x3, #5x5 reduce,
+# #5x5 and pool proj filters, and its output (channels, size). (The table's params column is left
+# out: its figures do not follow from its own filter counts, e.g. 463K for 4c's 497.5K.)
+GOOGLENET_TABLE_1 = {
+    "3a": ((64, 96, 128, 16, 32, 32), (256, 28)), "3b": ((128, 128, 192, 32, 96, 64), (480, 28)),
+    "4a": ((192, 96, 208, 16, 48, 64), (512, 14)), "4b": ((160, 112, 224, 24, 64, 64), (512, 14)),
+    "4c": ((128, 128, 256, 24, 64, 64), (512, 14)), "4d": ((112, 144, 288, 32, 64, 64), (528, 14)),
+    "4e": ((256, 160, 320, 32, 128, 128), (832, 14)), "5a": ((256, 160, 320, 32, 128, 128), (832, 7)),
+    "5b": ((384, 192, 384, 48, 128, 128), (1024, 7))}
+
+
+def googlenet_deploy_prototxt() -> str:
+    """BVLC GoogLeNet's deploy.prototxt as Caffe's model zoo lays it out (its layer names, in-place
+    ReLUs, LRN, Caffe's rounding-up pooling, an inception as four branches and a Concat)."""
+    layers = []
+
+    def conv(name, bottom, out, kernel, stride=1, pad=0):
+        layers.append(f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" convolution_param '
+                      f'{{ num_output: {out} kernel_size: {kernel} stride: {stride} pad: {pad} }} }}')
+        layers.append(f'layer {{ name: "{name}_relu" type: "ReLU" bottom: "{name}" top: "{name}" }}')
+        return name
+
+    def pool(name, bottom, kernel, stride, pad=0, kind="MAX"):
+        layers.append(f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}" pooling_param '
+                      f'{{ pool: {kind} kernel_size: {kernel} stride: {stride} pad: {pad} }} }}')
+        return name
+
+    def lrn(name, bottom):
+        layers.append(f'layer {{ name: "{name}" type: "LRN" bottom: "{bottom}" top: "{name}" lrn_param '
+                      f'{{ local_size: 5 alpha: 0.0001 beta: 0.75 }} }}')
+        return name
+
+    top = lrn("pool1/norm1", pool("pool1/3x3_s2", conv("conv1/7x7_s2", "data", 64, 7, 2, 3), 3, 2))
+    top = conv("conv2/3x3", conv("conv2/3x3_reduce", top, 64, 1), 192, 3, pad=1)
+    top = pool("pool2/3x3_s2", lrn("conv2/norm2", top), 3, 2)
+    for stage, ((n1, r3, n3, r5, n5, proj), _) in GOOGLENET_TABLE_1.items():
+        at = f"inception_{stage}"
+        branches = [conv(f"{at}/1x1", top, n1, 1),
+                    conv(f"{at}/3x3", conv(f"{at}/3x3_reduce", top, r3, 1), n3, 3, pad=1),
+                    conv(f"{at}/5x5", conv(f"{at}/5x5_reduce", top, r5, 1), n5, 5, pad=2),
+                    conv(f"{at}/pool_proj", pool(f"{at}/pool", top, 3, 1, 1), proj, 1)]
+        layers.append(f'layer {{ name: "{at}/output" type: "Concat" ' + " ".join(f'bottom: "{b}"' for b in branches)
+                      + f' top: "{at}/output" }}')
+        top = f"{at}/output"
+        if stage in ("3b", "4e"):
+            top = pool(f"pool{3 if stage == '3b' else 4}/3x3_s2", top, 3, 2)
+    top = pool("pool5/7x7_s1", top, 7, 1, kind="AVE")
+    layers.append(f'layer {{ name: "pool5/drop_7x7_s1" type: "Dropout" bottom: "{top}" top: "{top}" '
+                  'dropout_param { dropout_ratio: 0.4 } }')
+    layers.append(f'layer {{ name: "loss3/classifier" type: "InnerProduct" bottom: "{top}" top: "loss3/classifier" '
+                  'inner_product_param { num_output: 1000 } }')
+    layers.append('layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }')
+    return ('name: "GoogleNet"\nlayer { name: "data" type: "Input" top: "data" '
+            'input_param { shape: { dim: 10 dim: 3 dim: 224 dim: 224 } } }\n' + "\n".join(layers) + "\n")
+
+
+def test_bvlc_googlenet_s_deploy_prototxt_imports_to_the_paper_s_table_1():
+    from alexspec.interop.caffe import spec_from_prototxt
+
+    spec = spec_from_prototxt(googlenet_deploy_prototxt())
+    info = analyse(load_text(json.dumps(spec), "googlenet.yaml"))
+    by_name = {li.layer.name: li for li in info.layers}
+    assert by_name["pool1_3x3_s2"].output_shape == (64, 56, 56)  # Caffe rounds 55.5 up
+    assert by_name["pool2_3x3_s2"].output_shape == (192, 28, 28)
+    reads = 192  # conv2's channels, then each inception's output
+    for stage, ((n1, r3, n3, r5, n5, proj), (channels, size)) in GOOGLENET_TABLE_1.items():
+        at = f"inception_{stage}_"
+        assert n1 + n3 + n5 + proj == channels and by_name[at + "output"].output_shape == (channels, size, size), stage
+        weights = reads * (n1 + r3 + r5 + proj) + r3 * n3 * 9 + r5 * n5 * 25
+        assert sum(li.weights for name, li in by_name.items() if name.startswith(at)) == weights, stage
+        reads = channels
+    assert by_name["pool5_7x7_s1"].output_shape == (1024, 1, 1) and info.output_shape == (1000,)
+    built = alexspec.build(spec, backend="torch", devices=["cpu"])
+    with torch.no_grad():
+        probabilities = built.module.eval()(torch.randn(1, 3, 224, 224))
+    assert probabilities.shape == (1, 1000) and abs(probabilities.sum().item() - 1) < 1e-4
+    assert round(by_name["loss3_classifier"].weights / 1024) == 1000
+
+
+def resnet50_deploy_prototxt() -> str:
+    """The original ResNet-50's deploy prototxt as its authors laid it out: conv, BatchNorm and Scale
+    in place, bias-free convs, branch1 the projection shortcut, the stride on branch2a's 1x1, an
+    Eltwise sum and its ReLU."""
+    layers = []
+
+    def conv_bn(name, bottom, out, kernel, stride=1, pad=0, relu=True):
+        layers.append(f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+                      f'convolution_param {{ num_output: {out} kernel_size: {kernel} pad: {pad} stride: {stride} '
+                      'bias_term: false } }')
+        suffix = name.replace("res", "", 1) if name.startswith("res") else "_" + name
+        layers.append(f'layer {{ name: "bn{suffix}" type: "BatchNorm" bottom: "{name}" top: "{name}" '
+                      'batch_norm_param { use_global_stats: true } }')
+        layers.append(f'layer {{ name: "scale{suffix}" type: "Scale" bottom: "{name}" top: "{name}" '
+                      'scale_param { bias_term: true } }')
+        if relu:
+            layers.append(f'layer {{ name: "{name}_relu" type: "ReLU" bottom: "{name}" top: "{name}" }}')
+        return name
+
+    top = conv_bn("conv1", "data", 64, 7, 2, 3)
+    layers.append('layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" '
+                  'pooling_param { kernel_size: 3 stride: 2 pool: MAX } }')
+    top = "pool1"
+    for stage, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), start=2):
+        for b in range(blocks):
+            at = f"res{stage}{'abcdef'[b]}"
+            stride = 2 if b == 0 and stage > 2 else 1
+            shortcut = conv_bn(f"{at}_branch1", top, 4 * width, 1, stride, relu=False) if b == 0 else top
+            branch = conv_bn(f"{at}_branch2a", top, width, 1, stride)
+            branch = conv_bn(f"{at}_branch2b", branch, width, 3, 1, 1)
+            branch = conv_bn(f"{at}_branch2c", branch, 4 * width, 1, relu=False)
+            layers.append(f'layer {{ name: "{at}" type: "Eltwise" bottom: "{shortcut}" bottom: "{branch}" top: "{at}" }}')
+            layers.append(f'layer {{ name: "{at}_relu" type: "ReLU" bottom: "{at}" top: "{at}" }}')
+            top = at
+    layers.append(f'layer {{ name: "pool5" type: "Pooling" bottom: "{top}" top: "pool5" '
+                  'pooling_param { kernel_size: 7 stride: 1 pool: AVE } }')
+    layers.append('layer { name: "fc1000" type: "InnerProduct" bottom: "pool5" top: "fc1000" '
+                  'inner_product_param { num_output: 1000 } }')
+    layers.append('layer { name: "prob" type: "Softmax" bottom: "fc1000" top: "prob" }')
+    return 'name: "ResNet-50"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 224\ninput_dim: 224\n' \
+        + "\n".join(layers) + "\n"
+
+
+def test_the_original_resnet50_deploy_prototxt_imports_with_torchvision_s_parameters():
+    from alexspec.interop.caffe import spec_from_prototxt
+
+    spec = spec_from_prototxt(resnet50_deploy_prototxt())
+    info = analyse(load_text(json.dumps(spec), "resnet50.yaml"))
+    assert info.total_params == 25_557_032  # torchvision's resnet50: the same weights, the stride elsewhere
+    by_name = {li.layer.name: li for li in info.layers}
+    assert by_name["pool1"].output_shape == (64, 56, 56)  # Caffe rounds 55.5 up
+    assert [by_name[f"res{s}a"].output_shape for s in (2, 3, 4, 5)] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14),
+                                                                       (2048, 7, 7)]
+    assert sum(isinstance(li.layer, ir.BatchNorm) for li in info.layers) == 53 and info.output_shape == (1000,)
