@@ -427,3 +427,40 @@ def test_the_original_resnet50_deploy_prototxt_imports_with_torchvision_s_parame
     assert [by_name[f"res{s}a"].output_shape for s in (2, 3, 4, 5)] == [(256, 56, 56), (512, 28, 28), (1024, 14, 14),
                                                                        (2048, 7, 7)]
     assert sum(isinstance(li.layer, ir.BatchNorm) for li in info.layers) == 53 and info.output_shape == (1000,)
+
+
+@pytest.mark.slow
+def test_importing_torchvision_s_resnet50_with_its_weights_round_trips_to_its_logits(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    from alexspec.train import checkpoint
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    with torch.no_grad():  # statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    torch.save(model.state_dict(), tmp_path / "resnet50.pth")  # as a downloaded torchvision file is
+    done = run_cli("import", "torchvision:resnet50", "--weights", str(tmp_path / "resnet50.pth"),
+                   "-o", str(tmp_path / "r50.yaml"), "--weights-out", str(tmp_path / "r50.pt"))
+    assert done.returncode == 0, done.stderr
+    built = alexspec.build(str(tmp_path / "r50.yaml"), backend="torch", devices=["cpu"])
+    state = checkpoint.load(tmp_path / "r50.pt", checkpoint.network_hash(built.info))
+    alexspec.builder.load_state(built.module, state["model"])
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_import_weights_that_do_not_fit_the_model_are_refused_with_what_differs(tmp_path):
+    pytest.importorskip("torchvision")
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    result = run_cli("import", "torchvision:alexnet", "--weights", str(tmp_path / "wrong.pth"),
+                     "-o", str(tmp_path / "a.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "wrong.pth: does not fit the model" in result.stderr and not (tmp_path / "a.yaml").exists()
+    (tmp_path / "code.pth").write_bytes(b"\x80\x04cos\nsystem\n.")
+    result = run_cli("import", "torchvision:alexnet", "--weights", str(tmp_path / "code.pth"), "-o",
+                     str(tmp_path / "a.yaml"))
+    assert result.returncode == 2 and "could run code" in result.stderr and not (tmp_path / "a.yaml").exists()

@@ -13,6 +13,7 @@ EXAMPLES = {
     "import": """
         examples:
           alexspec import torchvision:alexnet -o specs/tv.yaml           (needs torchvision; no download)
+          alexspec import torchvision:resnet50 --weights resnet50.pth -o r50.yaml --weights-out r50.pt
           alexspec import python:mypkg.models:LeNet --input 1,32,32 -o lenet.yaml --weights-out lenet.pt
           alexspec import caffe deploy.prototxt -o caffe.yaml
     """,
@@ -49,11 +50,16 @@ def cmd_import(args) -> int:
             text = Path(args.path).read_text()
         except OSError as exc:
             raise ImportProblem(f"{args.path}: {exc.strerror}") from None
+        if args.weights:
+            raise ImportProblem("--weights loads a torch model's state dict; Caffe's .caffemodel is not read (convert "
+                                "it with Caffe's tools to a PyTorch state dict keyed by the spec's layer names)")
         spec, imported = spec_from_prototxt(text, args.name, args.input), None
     else:
         from alexspec.interop.from_torch import spec_from_torch
 
         model, default_name = _torch_model(args.source)
+        if args.weights:
+            _load_weights(model, Path(args.weights))
         imported = spec_from_torch(model, args.input or (3, 224, 224), args.name or default_name,
                                    follows=args.source.split(":", 1)[0])
         spec = imported.spec
@@ -72,6 +78,21 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _load_weights(model, path: Path) -> None:
+    """Load a state dict file (torch.save of tensors, e.g. torchvision's resnet50-*.pth) into `model`."""
+    from alexspec.interop.from_torch import ImportProblem
+    from alexspec.train import checkpoint
+
+    state = checkpoint.read_tensors(path)
+    if not isinstance(state, dict) or not all(hasattr(value, "shape") for value in state.values()):
+        raise ImportProblem(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(" ".join(str(exc).splitlines()[1:3]).split()).rstrip(".")  # the keys or shapes at fault
+        raise ImportProblem(f"{path}: does not fit the model: {detail}; give the weights of this model") from None
+
+
 def _torch_model(source: str):
     """A model instance from torchvision:NAME or python:MODULE:CALLABLE."""
     import importlib
@@ -87,7 +108,7 @@ def _torch_model(source: str):
         factory = getattr(models, rest, None)
         if factory is None:
             raise ImportProblem(f"torchvision.models has no {rest!r}")
-        return factory(weights=None), rest  # never downloads: weights come from --weights-file
+        return factory(weights=None), rest  # never downloads: weights come from --weights
     if kind == "python":
         module_name, _, attr = rest.partition(":")
         if not module_name or not attr:
@@ -121,6 +142,8 @@ def add_parsers(command) -> None:
     p.add_argument("--input", type=_shape_arg, metavar="C,H,W", help="input shape (default 3,224,224 for "
                    "torch models; Caffe's from the prototxt)")
     p.add_argument("--name", help="network name (default: the model's)")
+    p.add_argument("--weights", metavar="FILE", help="load this state dict into the model first (torch models: "
+                   "e.g. torchvision's resnet50-*.pth, saved beforehand; nothing is downloaded)")
     p.add_argument("--weights-out", metavar="FILE", help="also write the model's weights as an alexspec checkpoint "
                    "(torch models; Caffe's .caffemodel is not read)")
 

@@ -164,6 +164,12 @@ def check_network(path: Path, state: dict, expected_hash: str) -> None:
                               f"{expected_hash}); use the spec it was trained from")
 
 
+def read_tensors(path: Path) -> dict:
+    """Any file torch.save wrote of tensors and plain values (a torchvision .pth), read without
+    running code; CheckpointError for anything else."""
+    return _read(Path(path))
+
+
 def _read(path: Path) -> dict:
     """What torch.load(weights_only=True) finds in a file torch.save wrote; CheckpointError otherwise."""
     with open(path, "rb") as handle:
