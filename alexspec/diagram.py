@@ -28,7 +28,6 @@ def dot(info: NetworkInfo) -> str:
              'fontname="Helvetica", fontsize=10]; edge [color="#555555"];',
              f'  input [shape=ellipse, fillcolor="#ffffff", label="input\\n{_shape(net.input)}"];']
     nodes_of = {-1: ["input"] * towers}  # layer index (-1: the image) -> the node of each tower's share
-    split_of = {-1: False}
     clusters: dict[int, list[str]] = {t: [] for t in range(towers)}
     outside: list[str] = []
     edges: list[str] = []
@@ -42,7 +41,8 @@ def dot(info: NetworkInfo) -> str:
             for t, node in enumerate(nodes):
                 clusters[t].append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(per_tower)}"];')
                 for source in li.sources:
-                    crosses = split_of[source] and getattr(layer, "towers", "local") == "cross"
+                    split = source >= 0 and info.layers[source].split
+                    crosses = split and getattr(layer, "towers", "local") == "cross"
                     for s, source_node in enumerate(nodes_of[source] if crosses else [nodes_of[source][t]]):
                         style = ' [color="#c0392b", penwidth=1.5]' if crosses and s != t else ""
                         edges.append(f"{source_node} -> {node}{style};")
@@ -52,7 +52,7 @@ def dot(info: NetworkInfo) -> str:
             outside.append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(li.output_shape)}"];')
             for source_node in dict.fromkeys(n for source in li.sources for n in nodes_of[source]):
                 edges.append(f"{source_node} -> {node};")
-        nodes_of[li.index], split_of[li.index] = nodes, li.split and towers > 1
+        nodes_of[li.index] = nodes
     previous = nodes_of[info.layers[-1].index]
     for t in range(towers):
         if clusters[t]:

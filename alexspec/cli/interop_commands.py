@@ -84,7 +84,7 @@ def _load_weights(model, path: Path) -> None:
     from alexspec.train import checkpoint
 
     state = checkpoint.read_tensors(path)
-    if not isinstance(state, dict) or not all(hasattr(value, "shape") for value in state.values()):
+    if not checkpoint.is_state_dict(state):
         raise ImportProblem(f"{path}: not a state dict (a mapping of parameter names to tensors)")
     try:
         model.load_state_dict(state)

@@ -242,6 +242,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_state_dict(value) -> bool:
+    """Whether `value` is a mapping of parameter names to tensors (what load_state_dict takes)."""
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
 def _form_problem(state, resume: bool) -> str:
     """What is missing or malformed in a loaded checkpoint ('' when nothing): the weights always,
     and with `resume` everything a run continues from."""
@@ -249,9 +254,7 @@ def _form_problem(state, resume: bool) -> str:
         return f"it holds {type(state).__name__}, not a mapping"
     if not isinstance(state.get("network_hash"), str):
         return "no network hash (network_hash)"
-    model = state.get("model")
-    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in model.items()):
+    if not is_state_dict(state.get("model")):
         return "`model` is not a mapping of parameter names to tensors"
     if not resume:
         return ""
