@@ -75,6 +75,23 @@ def test_the_weight_gradient_summed_in_slices_is_the_whole_sum(case, slices, mon
                                 [x, weight, bias], torch.float64)
 
 
+def test_deterministic_algorithms_sum_the_weight_gradient_in_one_slice(monkeypatch):
+    # slices add into dw in the order they finish; torch's deterministic mode gets one slice, one add
+    monkeypatch.setattr(conv_triton, "slices", lambda pixels, tiles, device: pytest.fail("cut into slices"))
+    x, weight, bias, stride, padding, groups = make("conv2 5x5 pad 2 groups 2")
+    dy = torch.randn(2, 20, 9, 9)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        dw, db = conv_triton.weight_grad(dy, x, weight.shape, [stride] * 2, [padding] * 2, groups, bias=True)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    expected = torch.ops.aten.convolution_backward(dy, x, weight, [20], [stride] * 2, [padding] * 2, [1, 1],
+                                                   False, [0, 0], groups, [False, True, True])
+    torch.testing.assert_close(dw, expected[1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db, expected[2], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("config", conv_triton._WEIGHT_GRAD_CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
 def test_every_weight_gradient_tile_gives_the_same_answer(config):
     x, weight, bias, stride, padding, groups = make("conv5 3x3 pad 1 groups 2, odd")

@@ -9,8 +9,8 @@ Backward: the ReLU mask (y > 0) is applied to dy, then, again by whichever was f
 first timed, either aten.convolution_backward (cuDNN on a GPU) or Triton: the input gradient
 of a stride-1 conv is the forward kernel run on dy with the weight flipped and transposed
 (cuDNN for other strides), the weight gradient a second implicit GEMM (dy^T times the input
-patches, its long sum over N*OH*OW pixels cut into slices whose partial sums are added
-afterwards), the bias gradient a sum of dy. Where both gradients are asked for and Triton
+patches, its long sum over N*OH*OW pixels cut into slices that each add their part into the
+gradient) that also sums dy into the bias gradient. Where both gradients are asked for and Triton
 computes dx, the two mixes are timed too (Triton's dx with cuDNN's dw, and the reverse).
 Where the input has a channel count cuDNN's channels-last kernels cannot vectorise (AlexNet's
 conv1: 3), cuDNN on the channels zero-padded to 8 is timed too, both ways ("cudnn_c8").
@@ -41,8 +41,12 @@ def _triton_backward(dy, x, weight, has_bias, stride, padding, groups, output_ma
             dx = conv_triton.input_grad(dy, weight, padding, groups)
         else:
             dx = conv_cudnn.backward(dy, x, weight, False, stride, padding, groups, [True, False, False])[0]
-    dw = conv_triton.weight_grad(dy, x, weight.shape, stride, padding, groups) if output_mask[1] else None
-    db = dy.sum(dim=(0, 2, 3)) if output_mask[2] and has_bias else None
+    dw = db = None
+    with_db = output_mask[2] and has_bias
+    if output_mask[1]:  # db in the same pass over dy
+        dw, db = conv_triton.weight_grad(dy, x, weight.shape, stride, padding, groups, bias=with_db)
+    elif with_db:
+        db = dy.sum(dim=(0, 2, 3))
     return dx, dw, db
 
 

@@ -6,11 +6,14 @@ Per group g the output is a GEMM: M = N*OH*OW output pixels, N = OC/groups chann
 K = (IC/groups)*KH*KW taps, with the input patch matrix gathered on the fly (no im2col
 buffer) and K ordered (kh, kw, ic) so that channels-last input is read in contiguous runs.
 The weight gradient is dy^T times the input patches, its long sum over N*OH*OW pixels cut into
-slices whose partial sums are added afterwards.
+slices that each add their partial sum into the gradient (an atomic fp32 add, in the weight's own
+layout: no buffer of parts, no pass to add them up); the bias gradient, the sum of dy, is taken
+in the same pass over dy.
 """
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 
@@ -99,25 +102,30 @@ if triton is not None:
                             for bo, bk, bm, w, s in ((32, 32, 32, 4, 2), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3),
                                                      (128, 64, 64, 4, 3), (64, 64, 64, 4, 4))]
 
-    @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"])
-    @triton.jit
-    def _conv_weight_grad_kernel(x_ptr, dy_ptr, part_ptr, M, OCG, K, ICG, H, W, OH, OW, inv_ohw, inv_ow,
-                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT,
+    # dw and db are sums that each slice adds into: zeroed again before each config is timed
+    @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"], reset_to_zero=["dw_ptr", "db_ptr"])
+    @triton.jit(do_not_specialize=["has_bias"])
+    def _conv_weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, M, OCG, K, ICG, H, W, OH, OW, inv_ohw, inv_ow,
+                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT, has_bias,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
                                  UPCAST: tl.constexpr, BLOCK_OC: tl.constexpr, BLOCK_K: tl.constexpr,
                                  BLOCK_M: tl.constexpr):
         """One (out channels, taps) tile of group g's weight gradient, summed over one slice of
-        the output pixels: sum_m dy[m, oc] * patch[m, (kh, kw, ic)], stored as that slice's part."""
+        the output pixels: sum_m dy[m, oc] * patch[m, (kh, kw, ic)], added into dw (OC, ICg, KH,
+        KW); the programs of the first taps tile also add sum_m dy[m, oc] into db where has_bias."""
         k_tiles = tl.cdiv(K, BLOCK_K)
+        k_tile = tl.program_id(0) % k_tiles
         oc = (tl.program_id(0) // k_tiles) * BLOCK_OC + tl.arange(0, BLOCK_OC)
-        k = (tl.program_id(0) % k_tiles) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k = k_tile * BLOCK_K + tl.arange(0, BLOCK_K)
         g, part = tl.program_id(1) // SPLIT, tl.program_id(1) % SPLIT
         oc_ok, k_ok = oc < OCG, k < K
         # offsets in int32 (x has under 2**31 elements, and dy: check_weight_grad_takes)
         taps = (g * ICG) * sxc + _tap_offset(k, ICG, KW, sxc, sxh, sxw)
         dy_channel = (g * OCG + oc) * syc
-        acc = tl.zeros((BLOCK_OC, BLOCK_K), dtype=tl.float64 if FP64 else tl.float32)
+        acc_type = tl.float64 if FP64 else tl.float32
+        acc = tl.zeros((BLOCK_OC, BLOCK_K), dtype=acc_type)
+        bias_acc = tl.zeros((BLOCK_OC,), dtype=acc_type)
         m_end = tl.minimum((part + 1) * M_PER_SPLIT, M)
         for m0 in range(part * M_PER_SPLIT, m_end, BLOCK_M):
             m = m0 + tl.arange(0, BLOCK_M)
@@ -141,8 +149,12 @@ if triton is not None:
                 acc += tl.dot(dy_t, a, out_dtype=tl.float64)
             else:
                 acc += tl.dot(dy_t, a, input_precision=PRECISION)
-        parts = part_ptr + (tl.program_id(1) * OCG + oc).to(tl.int64)[:, None] * K + k[None, :]
-        tl.store(parts, acc, mask=oc_ok[:, None] & k_ok[None, :])
+            bias_acc += tl.sum(dy_t.to(acc_type), axis=1)
+        channel = g * OCG + oc
+        ic, tap = k % ICG, k // ICG  # dw[oc, ic, kh, kw] lies at oc*K + ic*KH*KW + (kh*KW + kw)
+        tl.atomic_add(dw_ptr + channel[:, None] * K + (ic * (KH * KW) + tap)[None, :], acc,
+                      mask=oc_ok[:, None] & k_ok[None, :], sem="relaxed")
+        tl.atomic_add(db_ptr + channel, bias_acc, mask=oc_ok & (k_tile == 0) & (has_bias != 0), sem="relaxed")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -213,24 +225,28 @@ def multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
-def weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride, padding, groups) -> torch.Tensor:
-    """dL/dweight by the weight-gradient kernel: fp32 (fp64) partial sums per slice, added here."""
+def weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride, padding, groups,
+                bias: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(dL/dweight, dL/dbias where `bias`, else None) by the weight-gradient kernel, summed in
+    fp32 (fp64 for fp64). Its slices add in whatever order they finish, so the last bits may differ
+    from run to run; under torch.use_deterministic_algorithms(True) it sums in one slice."""
     n, _, h, w = x.shape
     oc, icg, kh, kw = weight_shape
     oh, ow = dy.shape[2:]
     check_weight_grad_takes(dy)
     ocg, k, pixels = oc // groups, icg * kh * kw, n * oh * ow
-    split = slices(pixels, triton.cdiv(ocg, 64) * triton.cdiv(k, 64) * groups, x.device)
-    parts = torch.empty((groups * split, ocg, k), device=x.device,
-                        dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    split = 1 if torch.are_deterministic_algorithms_enabled() else \
+        slices(pixels, triton.cdiv(ocg, 64) * triton.cdiv(k, 64) * groups, x.device)
+    sums = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw = torch.zeros(weight_shape, device=x.device, dtype=sums)
+    db = torch.zeros(oc if bias else 1, device=x.device, dtype=sums)
     grid = lambda meta: (triton.cdiv(ocg, meta["BLOCK_OC"]) * triton.cdiv(k, meta["BLOCK_K"]), groups * split)
     _conv_weight_grad_kernel[grid](
-        x, dy, parts, pixels, ocg, k, icg, h, w, oh, ow, 1.0 / (oh * ow), 1.0 / ow, *x.stride(), *dy.stride(),
-        triton.cdiv(pixels, split), split,
+        x, dy, dw, db, pixels, ocg, k, icg, h, w, oh, ow, 1.0 / (oh * ow), 1.0 / ow, *x.stride(), *dy.stride(),
+        triton.cdiv(pixels, split), split, int(bias),
         KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64,
         PRECISION=precision(x), UPCAST=INTERPRET and x.dtype == torch.bfloat16)
-    dw = parts.view(groups, split, ocg, kh, kw, icg).sum(1)  # K ran over (kh, kw, ic)
-    return dw.permute(0, 1, 4, 2, 3).to(x.dtype).contiguous().view(oc, icg, kh, kw)
+    return dw.to(x.dtype), db.to(x.dtype) if bias else None
 
 
 def input_grad(dy: torch.Tensor, weight: torch.Tensor, padding, groups) -> torch.Tensor:

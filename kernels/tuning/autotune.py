@@ -14,7 +14,7 @@ from alexspec.kernels.tuning import pretuned
 from alexspec.kernels.tuning.stopwatch import Stopwatch
 
 
-def autotune(configs: list, key: list[str], prune=None):
+def autotune(configs: list, key: list[str], prune=None, reset_to_zero=None):
     """triton.autotune over `configs` on a GPU, its choices kept in Triton's disk cache: a later
     process compiles (loads) only the config chosen for each key and times nothing. A new
     key's configs are compiled all at once in threads before they are timed one by one, each
@@ -22,10 +22,12 @@ def autotune(configs: list, key: list[str], prune=None):
     Only the first config (nothing compiled or timed but it) under the interpreter and with
     ALEXSPEC_AUTOTUNE=quick, which trades some speed for a faster first step. `prune(configs,
     named_args, **constants)` may drop configs for a launch before any is compiled. Within
-    ahead.compile_ahead() a launch compiles its configs and runs nothing."""
+    ahead.compile_ahead() a launch compiles its configs and runs nothing. The tensors named in
+    `reset_to_zero` (ones a kernel adds into) are zeroed before each config is timed."""
     quick = INTERPRET or settings.current().autotune == "quick"
     tuner = triton.autotune(configs=configs[:1] if quick else configs, key=key, cache_results=not INTERPRET,
-                            do_bench=_short_bench, prune_configs_by={"early_config_prune": prune} if prune else None)
+                            reset_to_zero=reset_to_zero, do_bench=_short_bench,
+                            prune_configs_by={"early_config_prune": prune} if prune else None)
     return lambda fn: _offering(configs, _compiled_ahead_when_asked(tuner(fn) if quick else
                                                                    compiling_in_parallel(tuner(fn))))
 
