@@ -92,6 +92,17 @@ def test_deterministic_algorithms_sum_the_weight_gradient_in_one_slice(monkeypat
     torch.testing.assert_close(db, expected[2], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("config", conv_triton._CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
+def test_every_forward_tile_gives_the_same_answer(config):
+    # channels that fill no tile, and more pixels than the largest tile's 128
+    x, weight, bias, stride, padding, groups = make("conv3 3x3 pad 1")
+    x = torch.randn(4, 24, 6, 7).to(memory_format=torch.channels_last)
+    with conv_choice.using("triton"), only_config(config, conv_triton._conv_forward_kernel):
+        ours = conv2d_bias_relu(x, weight, bias, stride, padding, groups)
+    torch.testing.assert_close(ours, reference.conv2d_bias_relu(x, weight, bias, stride, padding, groups),
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("config", conv_triton._WEIGHT_GRAD_CONFIGS, ids=lambda c: f"{c.kwargs}-warps{c.num_warps}")
 def test_every_weight_gradient_tile_gives_the_same_answer(config):
     x, weight, bias, stride, padding, groups = make("conv5 3x3 pad 1 groups 2, odd")

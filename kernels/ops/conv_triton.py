@@ -23,7 +23,8 @@ from alexspec.kernels.tuning.autotune import autotune
 if triton is not None:
     _CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
                 for bm, bn, bk, w, s in ((64, 32, 32, 4, 2), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3),
-                                         (64, 64, 64, 4, 3), (128, 32, 64, 4, 4), (64, 128, 32, 4, 4))]
+                                         (64, 64, 64, 4, 3), (128, 32, 64, 4, 4), (64, 128, 32, 4, 4),
+                                         (128, 128, 64, 8, 3))]
 
     @triton.jit
     def _quotient(n, inverse):
