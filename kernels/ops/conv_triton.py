@@ -103,18 +103,19 @@ if triton is not None:
                             for bo, bk, bm, w, s in ((32, 32, 32, 4, 2), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3),
                                                      (128, 64, 64, 4, 3), (64, 64, 64, 4, 4))]
 
-    # dw and db are sums that each slice adds into: zeroed again before each config is timed
-    @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"], reset_to_zero=["dw_ptr", "db_ptr"])
-    @triton.jit(do_not_specialize=["has_bias"])
-    def _conv_weight_grad_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, M, OCG, K, ICG, H, W, OH, OW, inv_ohw, inv_ow,
-                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT, has_bias,
+    # sums_ptr: dw, then db, which each slice adds into: zeroed again before each config is timed
+    @autotune(_WEIGHT_GRAD_CONFIGS, key=["M", "OCG", "K", "sxc", "KH", "KW", "SPLIT"], reset_to_zero=["sums_ptr"])
+    @triton.jit(do_not_specialize=["has_bias", "db_start"])
+    def _conv_weight_grad_kernel(x_ptr, dy_ptr, sums_ptr, M, OCG, K, ICG, H, W, OH, OW, inv_ohw, inv_ow,
+                                 sxn, sxc, sxh, sxw, syn, syc, syh, syw, M_PER_SPLIT, SPLIT, has_bias, db_start,
                                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                                  PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
                                  UPCAST: tl.constexpr, BLOCK_OC: tl.constexpr, BLOCK_K: tl.constexpr,
                                  BLOCK_M: tl.constexpr):
         """One (out channels, taps) tile of group g's weight gradient, summed over one slice of
         the output pixels: sum_m dy[m, oc] * patch[m, (kh, kw, ic)], added into dw (OC, ICg, KH,
-        KW); the programs of the first taps tile also add sum_m dy[m, oc] into db where has_bias."""
+        KW) at the start of sums; the programs of the first taps tile also add sum_m dy[m, oc] into
+        db, from sums[db_start], where has_bias."""
         k_tiles = tl.cdiv(K, BLOCK_K)
         k_tile = tl.program_id(0) % k_tiles
         oc = (tl.program_id(0) // k_tiles) * BLOCK_OC + tl.arange(0, BLOCK_OC)
@@ -153,9 +154,10 @@ if triton is not None:
             bias_acc += tl.sum(dy_t.to(acc_type), axis=1)
         channel = g * OCG + oc
         ic, tap = k % ICG, k // ICG  # dw[oc, ic, kh, kw] lies at oc*K + ic*KH*KW + (kh*KW + kw)
-        tl.atomic_add(dw_ptr + channel[:, None] * K + (ic * (KH * KW) + tap)[None, :], acc,
+        tl.atomic_add(sums_ptr + channel[:, None] * K + (ic * (KH * KW) + tap)[None, :], acc,
                       mask=oc_ok[:, None] & k_ok[None, :], sem="relaxed")
-        tl.atomic_add(db_ptr + channel, bias_acc, mask=oc_ok & (k_tile == 0) & (has_bias != 0), sem="relaxed")
+        tl.atomic_add(sums_ptr + db_start + channel, bias_acc, mask=oc_ok & (k_tile == 0) & (has_bias != 0),
+                      sem="relaxed")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -238,16 +240,16 @@ def weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride, padding
     ocg, k, pixels = oc // groups, icg * kh * kw, n * oh * ow
     split = 1 if torch.are_deterministic_algorithms_enabled() else \
         slices(pixels, triton.cdiv(ocg, 64) * triton.cdiv(k, 64) * groups, x.device)
-    sums = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dw = torch.zeros(weight_shape, device=x.device, dtype=sums)
-    db = torch.zeros(oc if bias else 1, device=x.device, dtype=sums)
+    sums = torch.zeros(oc * k + (oc if bias else 0), device=x.device,  # dw, then db
+                       dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     grid = lambda meta: (triton.cdiv(ocg, meta["BLOCK_OC"]) * triton.cdiv(k, meta["BLOCK_K"]), groups * split)
     _conv_weight_grad_kernel[grid](
-        x, dy, dw, db, pixels, ocg, k, icg, h, w, oh, ow, 1.0 / (oh * ow), 1.0 / ow, *x.stride(), *dy.stride(),
-        triton.cdiv(pixels, split), split, int(bias),
+        x, dy, sums, pixels, ocg, k, icg, h, w, oh, ow, 1.0 / (oh * ow), 1.0 / ow, *x.stride(), *dy.stride(),
+        triton.cdiv(pixels, split), split, int(bias), oc * k,
         KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], FP64=x.dtype == torch.float64,
         PRECISION=precision(x), UPCAST=INTERPRET and x.dtype == torch.bfloat16)
-    return dw.to(x.dtype), db.to(x.dtype) if bias else None
+    dw, db = sums[:oc * k].view(weight_shape), sums[oc * k:]
+    return dw.to(x.dtype), db.to(x.dtype, copy=True) if bias else None  # db a tensor of its own, not a view
 
 
 def input_grad(dy: torch.Tensor, weight: torch.Tensor, padding, groups) -> torch.Tensor:
