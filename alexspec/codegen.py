@@ -127,8 +127,7 @@ class _Writer:
             self.line_map[len(self.lines)] = spec_line
 
     def reads(self, li: LayerInfo) -> str:
-        source = li.sources[0]  # the layer it reads (-1: the image)
-        if source < 0 or not self.info.layers[source].split:
+        if not self.info.is_split(li.sources[0]):
             return "shared"
         return "cross" if getattr(li.layer, "towers", "local") == "cross" else "local"
 

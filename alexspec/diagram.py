@@ -41,8 +41,7 @@ def dot(info: NetworkInfo) -> str:
             for t, node in enumerate(nodes):
                 clusters[t].append(f'{node} [label="{layer.name}\\n{kind}\\n{_shape(per_tower)}"];')
                 for source in li.sources:
-                    split = source >= 0 and info.layers[source].split
-                    crosses = split and getattr(layer, "towers", "local") == "cross"
+                    crosses = info.is_split(source) and getattr(layer, "towers", "local") == "cross"
                     for s, source_node in enumerate(nodes_of[source] if crosses else [nodes_of[source][t]]):
                         style = ' [color="#c0392b", penwidth=1.5]' if crosses and s != t else ""
                         edges.append(f"{source_node} -> {node}{style};")

@@ -111,6 +111,11 @@ class NetworkInfo:
                 found.setdefault(source, []).append(info.index)
         return found
 
+    def is_split(self, index: int) -> bool:
+        """Whether output `index` (a layer's; -1: the image, which every tower reads whole) is split
+        across the towers."""
+        return index >= 0 and self.layers[index].split
+
     @property
     def output_shape(self) -> ir.Shape:
         return self.layers[-1].output_shape
