@@ -195,6 +195,14 @@ def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     x: (N, C, H, W) NCHW or channels-last; weight: (OC, C/groups, KH, KW); bias: (OC,) or None;
     all one dtype (fp32/bf16/fp16; fp64 for checks) on one device. stride, padding: int or (h, w).
     """
+    stride, padding = check_conv_arguments(x, weight, bias, stride, padding, groups)
+    weight = weight.contiguous()
+    return call(conv_forward, _eager_conv, x, weight, bias, list(stride), list(padding), groups, bool(relu))
+
+
+def check_conv_arguments(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding,
+                         groups: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(stride, padding) as (h, w) pairs; ValueError naming what is wrong with a conv's arguments."""
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
     check_tensor("weight", weight, ndim=4)
@@ -218,5 +226,4 @@ def conv2d_bias_relu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     if min(sizes) < 1:
         raise ValueError(f"x of spatial size {tuple(x.shape[2:])} is too small for kernel {(kh, kw)} "
                          f"with padding {padding} (output {sizes})")
-    weight = weight.contiguous()
-    return call(conv_forward, _eager_conv, x, weight, bias, list(stride), list(padding), groups, bool(relu))
+    return stride, padding

@@ -57,6 +57,32 @@ if triton is not None:
             ok &= (iw >= 0) & (iw < W)
         return ok
 
+    @triton.jit
+    def _conv_tile(x_ptr, w_ptr, g, m, oc, m_ok, oc_ok, OCG, K, ICG, H, W, OH, OW, sxn, sxc, sxh, sxw,
+                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                   PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
+                   UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """The (pixels m, out channels oc) tile of group g's conv, without bias, summed over every
+        tap: the implicit GEMM's main loop. Returns the sums and each pixel's image, row and column."""
+        image, pixel = m // (OH * OW), m % (OH * OW)
+        oh, ow = pixel // OW, pixel % OW
+        top, left = oh * SH - PH, ow * SW - PW  # each window's first input pixel
+        windows = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc + top * sxh + left * sxw
+        w_base = w_ptr + g.to(tl.int64) * K * OCG
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if FP64 else tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            a_ok = _in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW)
+            a = tl.load(windows[:, None] + _tap_offset(k, ICG, KW, sxc, sxh, sxw)[None, :], mask=a_ok, other=0.0)
+            b = tl.load(w_base + k[:, None] * OCG + oc[None, :], mask=(k < K)[:, None] & oc_ok[None, :], other=0.0)
+            if UPCAST:  # the interpreter's bf16 tl.dot is wrong (triton 3.8); bf16 -> fp32 is exact
+                a, b = a.to(tl.float32), b.to(tl.float32)
+            if FP64:
+                acc += tl.dot(a, b, out_dtype=tl.float64)
+            else:
+                acc += tl.dot(a, b, input_precision=PRECISION)
+        return acc, image, oh, ow
+
     # The epilogue's bias and ReLU are run-time flags, not compile-time ones: a conv, the same conv
     # with its ReLU moved into the next layer and its input gradient (no bias, no ReLU) share one
     # compiled kernel, which saves a cold start a third of the conv compilations. They are passed
@@ -73,27 +99,12 @@ if triton is not None:
         m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         oc = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok, oc_ok = m < M, oc < OCG
-        image, pixel = m // (OH * OW), m % (OH * OW)
-        oh, ow = pixel // OW, pixel % OW
-        top, left = oh * SH - PH, ow * SW - PW  # each window's first input pixel
-        windows = x_ptr + image.to(tl.int64) * sxn + (g * ICG).to(tl.int64) * sxc + top * sxh + left * sxw
-        w_base = w_ptr + g.to(tl.int64) * K * OCG
-        acc_type = tl.float64 if FP64 else tl.float32
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_type)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            a_ok = _in_window(m_ok, k, K, ICG, top, left, H, W, KW, PH, PW)
-            a = tl.load(windows[:, None] + _tap_offset(k, ICG, KW, sxc, sxh, sxw)[None, :], mask=a_ok, other=0.0)
-            b = tl.load(w_base + k[:, None] * OCG + oc[None, :], mask=(k < K)[:, None] & oc_ok[None, :], other=0.0)
-            if UPCAST:  # the interpreter's bf16 tl.dot is wrong (triton 3.8); bf16 -> fp32 is exact
-                a, b = a.to(tl.float32), b.to(tl.float32)
-            if FP64:
-                acc += tl.dot(a, b, out_dtype=tl.float64)
-            else:
-                acc += tl.dot(a, b, input_precision=PRECISION)
+        acc, image, oh, ow = _conv_tile(x_ptr, w_ptr, g, m, oc, m_ok, oc_ok, OCG, K, ICG, H, W, OH, OW,
+                                        sxn, sxc, sxh, sxw, KH, KW, SH, SW, PH, PW, FP64, PRECISION, UPCAST,
+                                        BLOCK_M, BLOCK_N, BLOCK_K)
         channel = g * OCG + oc
         if has_bias:
-            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc_type)[None, :]
+            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc.dtype)[None, :]
         if relu:
             acc = tl.maximum(acc, 0.0)
         y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc

@@ -230,10 +230,15 @@ def check_lrn_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k
     """Raise ValueError naming what is wrong with x or an LRN argument."""
     check_tensor("x", x, ndim=4)
     image_layout("x", x)
+    check_lrn_settings(x.shape[1], size, alpha, beta, k, groups)
+
+
+def check_lrn_settings(channels: int, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
+    """Raise ValueError naming what is wrong with an LRN argument for `channels` channels."""
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive int, got {size!r}")
-    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups:
-        raise ValueError(f"groups must be a positive int dividing the {x.shape[1]} channels, got {groups!r}")
+    if not isinstance(groups, int) or groups < 1 or channels % groups:
+        raise ValueError(f"groups must be a positive int dividing the {channels} channels, got {groups!r}")
     if beta < 0 or k < 0 or alpha < 0:
         raise ValueError(f"alpha, beta and k must be >= 0, got {alpha}, {beta}, {k}")
 
