@@ -45,15 +45,16 @@ def module_class(generated: Generated, filename: str):
 
 
 def build(spec: str | Path | dict | Document, backend: str = "auto",
-          devices: Optional[Sequence[str]] = None, fuse: bool = True, fuse_lrn_pool: bool = False) -> Build:
+          devices: Optional[Sequence[str]] = None, fuse: bool = True, fuse_lrn_pool: bool = False,
+          fuse_conv_lrn: bool = False) -> Build:
     """Analyse `spec` and instantiate its module on `devices` (default: the spec's placement).
     `fuse=False` runs every layer on its own, `fuse_lrn_pool=True` each LRN + max pool as one
-    kernel (see alexspec.fusion).
+    kernel, `fuse_conv_lrn=True` each conv + ReLU + LRN that fits (see alexspec.fusion).
 
     Raises SpecError for a bad spec and BadInput for an impossible backend or device list.
     """
     info = analyse(spec_source(spec))
-    generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool)
+    generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool, fuse_conv_lrn=fuse_conv_lrn)
     cls = module_class(generated, f"<alexspec {info.network.name}>")
     module = cls(backend=backend, devices=tuple(devices) if devices else tuple(info.network.placement))
     return Build(module, info, generated, _backend_of(module), module.backend_reason)

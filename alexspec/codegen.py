@@ -112,6 +112,7 @@ class _Writer:
         self.info, self.fusion = info, fusion
         self.relu_into = set(fusion.relu_moved.values())
         self.fused_pools = {pool: lrn for lrn, pool in fusion.lrn_pool.items()}
+        self.fused_lrns = {lrn: conv for conv, lrn in fusion.conv_lrn.items()}
         self.default_devices = tuple(devices or info.network.placement)
         self.default_backend = backend
         self.net = info.network
@@ -294,8 +295,14 @@ class _Writer:
                 self.emit("        x = self.towers.gather(x)")
                 gathered = True
             name = li.layer.name
-            if name in self.fused_pools:
-                continue  # ran with its LRN
+            if name in self.fused_pools or name in self.fused_lrns:
+                continue  # ran with the layer before it
+            if name in self.fusion.conv_lrn:
+                norm = self.info.layers[li.index + 1]
+                call = "self.towers.conv_lrn" if self.towered else "layers.conv_lrn"
+                self.emit(f"        x = {call}(self.{self.attrs[name]}, self.{self.attrs[norm.layer.name]}, x)  "
+                          f"# {name} + {norm.layer.name}, one kernel: {self.shape_comment(norm)}", li.layer.loc.line)
+                continue
             if name in self.fusion.lrn_pool:
                 pool = self.info.layers[li.index + 1]
                 call = "self.towers.lrn_max_pool" if self.towered else "layers.lrn_max_pool"
@@ -313,11 +320,11 @@ class _Writer:
 
 
 def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto",
-             fuse: bool = True, fuse_lrn_pool: bool = False) -> Generated:
+             fuse: bool = True, fuse_lrn_pool: bool = False, fuse_conv_lrn: bool = False) -> Generated:
     """The module source for an inferred network; `devices` and `backend` become its defaults
     (devices: the spec's placement unless given). `fuse`: apply `alexspec.fusion`'s plan,
-    `fuse_lrn_pool`: with its opt-in LRN + max-pool kernels."""
-    fusion = plan(info, fuse, fuse_lrn_pool)
+    `fuse_lrn_pool` / `fuse_conv_lrn`: with its opt-in LRN + max-pool / conv + LRN kernels."""
+    fusion = plan(info, fuse, fuse_lrn_pool, fuse_conv_lrn)
     writer = _Writer(info, devices, backend, fusion)
     source = writer.source()
     return Generated(source, class_name(info.network.name), writer.attrs, writer.line_map, fusion)

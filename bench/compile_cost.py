@@ -63,14 +63,14 @@ def one_start(spec: str, batch: int, precision: str, arch: int, threads: int | N
             **pretuned.what_served(as_gpu)}
 
 
-def step_inputs(spec: str, batch: int, precision: str):
+def step_inputs(spec: str, batch: int, precision: str, fuse_conv_lrn: bool = False):
     """(module, batch) of SPEC's triton-backend module on CPU, as `alexspec bench` steps it: bf16
-    runs channels-last. Call within ahead.stand_in_gpu()."""
+    runs channels-last; `fuse_conv_lrn`: with that opt-in fusion. Call within ahead.stand_in_gpu()."""
     import torch
 
     from alexspec.builder import build
 
-    built = build(spec, backend="triton", devices=["cpu"])
+    built = build(spec, backend="triton", devices=["cpu"], fuse_conv_lrn=fuse_conv_lrn)
     module, x = built.module, torch.randn(batch, *built.info.network.input)
     if precision == "bf16":
         module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -124,9 +124,9 @@ def _tuners() -> list:
     """The autotuned kernels of alexspec.kernels."""
     from triton.runtime.autotuner import Autotuner
 
-    from alexspec.kernels.ops import conv_triton, lrn, lrn_pool, maxpool
+    from alexspec.kernels.ops import conv_lrn, conv_triton, lrn, lrn_pool, maxpool
 
-    modules = [conv_triton, lrn, lrn_pool, maxpool]
+    modules = [conv_triton, conv_lrn, lrn, lrn_pool, maxpool]
     return [value for module in modules for value in vars(module).values() if isinstance(value, Autotuner)]
 
 

@@ -1,7 +1,7 @@
 """Registers, spills, shared memory and instructions of every kernel binary a step compiles, on a CPU.
 
     python bench/kernel_resources.py [SPEC] [--batch 16] [--precision bf16|fp32] [--arch 90]
-                                     [--kernel NAME] [--out FILE]
+                                     [--kernel NAME] [--fuse-conv-lrn] [--out FILE]
 
 Compiles every autotune config of every Triton kernel one training step of SPEC launches, for
 a CUDA GPU of compute capability --arch, with no GPU (as bench/compile_cost.py does), then
@@ -25,7 +25,7 @@ import compile_cost  # noqa: E402  (a sibling script)
 BLOCK_PREFIX = "BLOCK_"
 
 
-def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict]:
+def compiled_step(spec: str, batch: int, precision: str, arch: int, fuse_conv_lrn: bool = False) -> list[dict]:
     """One row per binary the step compiled: kernel, its other compile-time constants (the
     shape), its config, and its resources."""
     import torch
@@ -35,7 +35,7 @@ def compiled_step(spec: str, batch: int, precision: str, arch: int) -> list[dict
 
     compile_cost._fully_connected_in_fp32()
     with ahead.stand_in_gpu(arch):
-        module, x = compile_cost.step_inputs(spec, batch, precision)
+        module, x = compile_cost.step_inputs(spec, batch, precision, fuse_conv_lrn)
         if not ahead.compile_module_ahead(module, x, torch.bfloat16 if precision == "bf16" else None):
             raise RuntimeError("compiling the step failed (see the warning above)")
     rows = []
@@ -72,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for (default 90)")
     parser.add_argument("--kernel", help="only the binaries of kernels whose name contains this")
+    parser.add_argument("--fuse-conv-lrn", action="store_true",
+                        help="the step of the module compiled with --fuse-conv-lrn (its conv + LRN kernels)")
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: this compiles the kernels (on CPU, for a GPU that is not there)")
     compile_cost.check_spec(parser, args.spec)
-    rows = compiled_step(args.spec, args.batch, args.precision, args.arch)
+    rows = compiled_step(args.spec, args.batch, args.precision, args.arch, args.fuse_conv_lrn)
     rows = [r for r in rows if args.kernel is None or args.kernel in r["kernel"]]
     print_table(rows)
     spilling = [r for r in rows if r["spilled_bytes"]]

@@ -2,8 +2,10 @@
 
     python bench/kernels.py [--batch 128 256] [--out bench/results/kernels-DEVICE-DATE.json]
 
-For each op (LRN, overlapping max-pool, conv + bias + ReLU, and ReLU + LRN + max-pool fused
-into one kernel against the three torch ops it replaces), fp32 NCHW and bf16 channels-last,
+For each op (LRN, overlapping max-pool, conv + bias + ReLU, ReLU + LRN + max-pool fused into one
+kernel against the three torch ops it replaces, and conv1's and conv2's conv + ReLU + per-tower
+LRN in one kernel against cuDNN's conv, ReLU and torch's LRN on each tower's half of the
+channels), fp32 NCHW and bf16 channels-last,
 forward and forward+backward (each call from no gradients): milliseconds, effective GB/s (LRN,
 pool) or TFLOP/s (conv), each as a fraction of what this device does in the same run (a large
 copy's bandwidth, a large matmul's TFLOP/s), and the ratio to torch's own op
@@ -31,7 +33,7 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from alexspec.kernels import conv2d_bias_relu, lrn, lrn_max_pool2d, max_pool2d  # noqa: E402
+from alexspec.kernels import conv2d_bias_relu, conv2d_bias_relu_lrn, lrn, lrn_max_pool2d, max_pool2d  # noqa: E402
 
 LRN_SHAPES = {"norm1": (96, 55, 55), "norm2": (256, 27, 27)}
 POOL_SHAPES = {"pool1": (96, 55, 55), "pool2": (256, 27, 27), "pool5": (256, 13, 13)}
@@ -39,6 +41,7 @@ CONV_SHAPES = {  # name: (input C, H, out, kernel, stride, padding, groups)
     "conv1": (3, 227, 96, 11, 4, 0, 1), "conv2": (96, 27, 256, 5, 1, 2, 2), "conv3": (256, 13, 384, 3, 1, 1, 1),
     "conv4": (384, 13, 384, 3, 1, 1, 2), "conv5": (384, 13, 256, 3, 1, 1, 2),
 }
+CONV_LRN_LAYERS = ("conv1", "conv2")  # each followed by an LRN within each of the two towers' channels
 SMOKE = {"lrn": {"norm": (8, 9, 9)}, "pool": {"pool": (8, 9, 9)}, "conv": {"conv": (3, 19, 8, 5, 2, 0, 1)}}
 SETTINGS = [(torch.bfloat16, torch.channels_last, "nhwc"), (torch.float32, torch.contiguous_format, "nchw")]
 
@@ -195,6 +198,19 @@ def run(batches, device, smoke, results: list, hardware: dict):
                     name, "conv+bias+relu", lambda t, w, b: conv2d_bias_relu(t, w, b, s, p, g),
                     lambda t, w, b: F.relu(F.conv2d(t, w, b, s, p, 1, g)), [x, weight, bias],
                     lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s", graphed)])
+                if smoke or name in CONV_LRN_LAYERS:
+                    record([{**tag, **r} for r in bench_op(
+                        f"{name}+norm", "conv+relu+lrn",
+                        lambda t, w, b: conv2d_bias_relu_lrn(t, w, b, s, p, g, 5, 1e-4, 0.75, 2.0, lrn_groups=2),
+                        lambda t, w, b: towers_lrn(F.relu(F.conv2d(t, w, b, s, p, 1, g))), [x, weight, bias],
+                        lambda mode: flops * (1 if mode == "fwd" else 3), measure, "TFLOP/s", graphed)])
+
+
+def towers_lrn(y: torch.Tensor) -> torch.Tensor:
+    """torch's LRN (paper alpha 1e-4) within each half of y's channels: the towers' LRN as a user
+    writes it in torch, which has no grouped LRN."""
+    torch_lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+    return torch.cat([torch_lrn(half) for half in y.chunk(2, dim=1)], dim=1)
 
 
 def print_row(row: dict) -> None:

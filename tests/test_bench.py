@@ -69,6 +69,7 @@ def test_ablation_records_each_lever_it_could_turn_off(tmp_path):
         assert data["levers"][name] == {"on": False, "why": "needs CUDA"}
     opt_in = data["levers"]["lrn_pool_fusion"]  # off by default, timed turned on
     assert opt_in["on"] is False and "alexspec with lrn_pool_fusion" in result.stdout
+    assert data["levers"]["conv_lrn_fusion"]["on"] is False and "alexspec with conv_lrn_fusion" in result.stdout
     rounding = 5e-4 + 1e-9  # a speed-up is stored to 3 decimals, from the images/s stored beside it
     assert opt_in["train_speedup"] == pytest.approx(
         opt_in["with"]["train_img_s"] / data["results"]["alexspec"]["train_img_s"], abs=rounding)

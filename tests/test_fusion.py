@@ -27,6 +27,17 @@ def test_opted_in_alexnet_fuses_both_norm_pool_pairs_and_moves_three_relus():
                                                                                        enabled=False)
 
 
+def test_opted_in_alexnet_runs_norm1_and_norm2_in_their_convs_epilogues():
+    fusion = plan(analyse(SPECS / "alexnet.yaml"), conv_lrn=True, lrn_pool=True)
+    # a tower's 48 and 128 channels fit a tile; an LRN in a conv is not also fused with its pool
+    assert fusion.conv_lrn == {"conv1": "norm1", "conv2": "norm2"} and fusion.lrn_pool == {}
+    assert fusion.relu_moved == {"conv5": "pool5"}  # conv1's and conv2's ReLUs stay in their kernels
+    caffe = plan(analyse(SPECS / "caffe-alexnet.yaml"), conv_lrn=True)
+    assert caffe.conv_lrn == {"conv1": "norm1"}  # Caffe's norm2 spans both groups' 256 channels
+    assert caffe.relu_moved["conv2"] == "norm2"
+    assert plan(analyse(SPECS / "zfnet.yaml"), conv_lrn=True).conv_lrn == {}  # its LRNs follow pools
+
+
 def test_lenet_has_no_lrn_and_moves_its_pooled_relus():
     fusion = plan(analyse(SPECS / "lenet5.yaml"))
     assert fusion.lrn_pool == {} and fusion.relu_moved == {"c1": "s2", "c3": "s4"}  # c5 feeds flatten: kept
@@ -65,6 +76,14 @@ def test_compile_fuse_lrn_pool_opts_in(tmp_path):
         "alexnet_1gpu.py").read_text()
 
 
+def test_compile_fuse_conv_lrn_opts_in(tmp_path):
+    said = run_cli("compile", "alexnet-1gpu", "-o", str(tmp_path), "--fuse-conv-lrn").stdout
+    assert "fused: conv1 + norm1: one conv + ReLU + LRN kernel; conv2 + norm2: one conv + ReLU + LRN kernel;" in said
+    source = (tmp_path / "alexnet_1gpu.py").read_text()
+    assert "x = layers.conv_lrn(self.conv1, self.norm1, x)  # conv1 + norm1, one kernel: 96x55x55" in source
+    assert "x = self.norm1(x)" not in source and "x = self.pool1(x)" in source
+
+
 def assert_same_function(fused, unfused, x):
     """Same weights, same outputs and same gradients."""
     unfused.load_state_dict(fused.state_dict())
@@ -76,33 +95,58 @@ def assert_same_function(fused, unfused, x):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("lrn_pool", [False, True])
+OPT_INS = {"default": {}, "lrn_pool": dict(fuse_lrn_pool=True), "conv_lrn": dict(fuse_conv_lrn=True),
+           "both": dict(fuse_lrn_pool=True, fuse_conv_lrn=True)}
+
+
+@pytest.mark.parametrize("opt_in", OPT_INS)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_fused_digits_equals_unfused_torch(backend, lrn_pool):
+def test_fused_digits_equals_unfused_torch(backend, opt_in):
     torch.manual_seed(0)
-    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"], fuse_lrn_pool=lrn_pool)
+    fused = alexspec.compile(SPECS / "digits.yaml", backend=backend, devices=["cpu"], **OPT_INS[opt_in])
     unfused = alexspec.compile(SPECS / "digits.yaml", backend="torch", devices=["cpu"], fuse=False)
     assert_same_function(fused, unfused, torch.randn(3, 1, 8, 8) * 4)
 
 
-@pytest.mark.parametrize("lrn_pool", [False, True])
+# an LRN after a conv that reads every tower's channels, and a second conv + LRN pair
+CROSS_CONV_LRN = TINY_TOWERS.replace("towers: cross}\n",
+                                     "towers: cross}\n  - {name: norm2, type: lrn, size: 5, alpha: 0.05, k: 2}\n", 1)
+
+
+@pytest.mark.parametrize("opt_in", OPT_INS)
 @pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu"]])
-def test_fused_towers_equal_unfused(devices, lrn_pool):
+@pytest.mark.parametrize("text", [TINY_TOWERS, CROSS_CONV_LRN], ids=["tiny", "cross conv + lrn"])
+def test_fused_towers_equal_unfused(text, devices, opt_in):
     torch.manual_seed(0)
-    doc = load_text(TINY_TOWERS, "tiny.yaml")
-    fused = alexspec.compile(doc, backend="triton", devices=devices, fuse_lrn_pool=lrn_pool)
+    doc = load_text(text, "tiny.yaml")
+    fused = alexspec.compile(doc, backend="triton", devices=devices, **OPT_INS[opt_in])
     unfused = alexspec.compile(doc, backend="torch", devices=devices, fuse=False)
     assert_same_function(fused, unfused, torch.randn(2, 1, 8, 8) * 4)
 
 
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu"]])
+def test_opted_in_towers_run_the_conv_lrn_kernel_once_a_tower(devices, monkeypatch):
+    from alexspec.kernels.nn import layers
+
+    calls = []
+    kernel = layers.conv2d_bias_relu_lrn
+    monkeypatch.setattr(layers, "conv2d_bias_relu_lrn", lambda *args: calls.append(args[-1]) or kernel(*args))
+    net = alexspec.compile(load_text(CROSS_CONV_LRN, "tiny.yaml"), backend="triton", devices=devices,
+                           fuse_conv_lrn=True)
+    net(torch.randn(2, 1, 8, 8)).sum().backward()
+    # lrn_groups: on one device each LRN normalises 2 towers of 4 channels; on two, each tower its own 4
+    assert calls == ([2, 2] if len(devices) == 1 else [1, 1, 1, 1])
+    assert net.conv1.weight.grad is not None if len(devices) == 1 else net.conv1.parts[0].weight.grad is not None
+
+
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_specs(), st.booleans())
-def test_random_specs_fused_equal_unfused(case, lrn_pool):
+@given(valid_specs(), st.sampled_from(list(OPT_INS)))
+def test_random_specs_fused_equal_unfused(case, opt_in):
     spec, _ = case
     torch.manual_seed(0)
     for fused_backend, batch in (("torch", 3), ("triton", 1)):  # the interpreter is slow: one image
-        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"], fuse_lrn_pool=lrn_pool)
+        fused = alexspec.compile(spec, backend=fused_backend, devices=["cpu"], **OPT_INS[opt_in])
         unfused = alexspec.compile(spec, backend="torch", devices=["cpu"], fuse=False)
         x = torch.randn(batch, *fused.input_shape) * 3
         assert_same_function(fused, unfused, x)

@@ -160,7 +160,7 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
             assert row["of_matmul_peak"] == pytest.approx(row["TFLOP/s"] / hardware["matmul_TFLOP/s_float32"],
                                                           abs=1e-3)
     ops = {(row["op"], row["pass"]) for row in report["results"]}
-    assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool")
+    assert ops == {(op, mode) for op in ("lrn", "maxpool", "conv+bias+relu", "relu+lrn+maxpool", "conv+relu+lrn")
                    for mode in ("fwd", "fwd+bwd")}
     assert all(row["ms"] > 0 and row["torch_ms"] > 0 for row in report["results"])
     assert all(row["ms_graphed"] is None for row in report["results"])  # CUDA graphs only on a GPU

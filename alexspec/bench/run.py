@@ -41,12 +41,14 @@ def _timed(fn, steps: int, synchronize) -> float:
 
 
 # The speed levers `--ablate` turns off one at a time (all are on in the headline alexspec figure).
-OPT_IN = ("lrn_pool_fusion",)  # levers off by default, timed turned on by the ablation
+OPT_IN = ("lrn_pool_fusion", "conv_lrn_fusion")  # levers off by default, timed turned on by the ablation
 
 
 LEVERS = {
     "fusion": "conv ReLUs moved into the max pool after them (alexspec.fusion)",
     "lrn_pool_fusion": "LRN + max pool as one kernel (opt-in: the ablation times it turned on)",
+    "conv_lrn_fusion": "conv + ReLU + LRN as one kernel, the LRN in the conv's epilogue, where a tower's channels "
+                       "fit a tile (opt-in: the ablation times it turned on)",
     "channels_last": "NHWC activations (bf16 only)",
     "fused_optimizer": "SGD updating every parameter in one fused kernel",
     "weight_copies": "bf16 only, with fused_optimizer: the conv and fc layers run on bf16 copies of the weights that "
@@ -143,7 +145,8 @@ class _Bench:
 
         if kind == "alexspec":
             built = build(self.spec, backend="triton" if self.cuda else "torch", devices=[self.device],
-                          fuse=levers["fusion"], fuse_lrn_pool=levers["lrn_pool_fusion"])
+                          fuse=levers["fusion"], fuse_lrn_pool=levers["lrn_pool_fusion"],
+                          fuse_conv_lrn=levers["conv_lrn_fusion"])
         else:
             built = build(self.spec, backend="torch", devices=[self.device], fuse=False)
         module = built.module
@@ -242,7 +245,7 @@ def available_levers(cuda: bool, precision: str) -> dict:
 def baseline_levers(all_levers: dict, kind: str) -> dict:
     """The levers a baseline runs with: its own optimizer and CUDA graphs, none of alexspec's."""
     how = BASELINES[kind]
-    return {**all_levers, "fusion": False, "lrn_pool_fusion": False, "weight_copies": False,
+    return {**all_levers, "fusion": False, "lrn_pool_fusion": False, "conv_lrn_fusion": False, "weight_copies": False,
             "fused_optimizer": how["fused_sgd"], "cuda_graphs": how["cuda_graphs"] == "step"}
 
 

@@ -105,7 +105,8 @@ def cmd_compile(args) -> int:
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
                                  f"{count(info.network.towers, 'tower')}", "give one device, or one per tower")])
-    generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool)
+    generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool,
+                         fuse_conv_lrn=args.fuse_conv_lrn)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,10 @@ def add_parsers(command) -> None:
     p.add_argument("--fuse-lrn-pool", action="store_true",
                    help="also run each LRN + max pool as one kernel (off by default: slower on an H100 than "
                         "the two kernels apart; see alexspec.fusion)")
+    p.add_argument("--fuse-conv-lrn", action="store_true",
+                   help="also run each conv + ReLU + LRN whose LRN groups fit one tile (AlexNet's conv1 + norm1, "
+                        "conv2 + norm2) as one kernel, the LRN in the conv's epilogue (off until measured on a GPU; "
+                        "see alexspec.fusion)")
     p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
     p.add_argument("a", metavar="A", help=SPEC_HELP)
     p.add_argument("b", metavar="B", help=SPEC_HELP)

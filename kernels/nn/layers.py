@@ -14,6 +14,7 @@ from alexspec.kernels.nn.backend import check_backend, resolve_backend, resolve_
 from alexspec.kernels.ops import reference
 from alexspec.kernels.ops.launch import as_pair
 from alexspec.kernels.ops.conv import conv2d_bias_relu
+from alexspec.kernels.ops.conv_lrn import WIDEST_GROUP, conv2d_bias_relu_lrn
 from alexspec.kernels.ops.lrn import lrn
 from alexspec.kernels.ops.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.ops.maxpool import max_pool2d
@@ -51,13 +52,34 @@ class Conv2d(nn.Module):
         if self.backend == "torch" or self.dilation != (1, 1):
             return reference.conv2d_bias_relu(x, self.weight, self.bias, self.stride, self.padding, self.groups,
                                               self.relu, self.dilation)
+        x, weight, bias = self._operands(x)
+        return conv2d_bias_relu(x, weight, bias, self.stride, self.padding, self.groups, self.relu)
+
+    def _operands(self, x: torch.Tensor):
+        """x, weight and bias as the kernel takes them: in the autocast dtype where autocast is on,
+        as autocast treats aten's conv."""
         weight, bias = self.weight, self.bias
         device = x.device.type
-        if torch.is_autocast_enabled(device):  # as autocast treats aten's conv: compute in the autocast dtype
+        if torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
-        return conv2d_bias_relu(x, weight, bias, self.stride, self.padding, self.groups, self.relu)
+        return x, weight, bias
+
+    def takes_lrn(self, norm: "LRN") -> bool:
+        """Whether `norm` can run in this conv's epilogue (conv_lrn): both on the triton backend,
+        a conv + ReLU the kernel takes, and each LRN group inside one conv group, of at most
+        WIDEST_GROUP channels."""
+        channels = self.weight.shape[0]
+        return (self.backend == norm.backend == "triton" and self.relu and self.activation == "none"
+                and self.dilation == (1, 1) and not norm.relu and norm.groups % self.groups == 0
+                and channels % norm.groups == 0 and channels // norm.groups <= WIDEST_GROUP)
+
+    def with_lrn(self, norm: "LRN", x: torch.Tensor) -> torch.Tensor:
+        """norm(self(x)) in one kernel, the LRN in the conv's epilogue (where takes_lrn)."""
+        x, weight, bias = self._operands(x)
+        return conv2d_bias_relu_lrn(x, weight, bias, self.stride, self.padding, self.groups, norm.size, norm.alpha,
+                                    norm.beta, norm.k, norm.convention, norm.groups)
 
     def extra_repr(self) -> str:
         oc, icg, kh, kw = self.weight.shape
@@ -151,6 +173,12 @@ def lrn_max_pool(norm: LRN, pool: MaxPool2d, x: torch.Tensor, relu: bool = False
         return lrn_max_pool2d(x, norm.size, norm.alpha, norm.beta, norm.k, norm.convention, norm.groups,
                               pool.kernel, pool.stride, pool.padding, pool.ceil_mode, relu)
     return pool(norm(torch.relu(x) if relu else x))
+
+
+def conv_lrn(conv: Conv2d, norm: LRN, x: torch.Tensor) -> torch.Tensor:
+    """norm(conv(x)): one kernel where the conv can take the LRN into its epilogue
+    (Conv2d.takes_lrn), the two layers' own ops elsewhere (the torch backend included)."""
+    return conv.with_lrn(norm, x) if conv.takes_lrn(norm) else norm(conv(x))
 
 
 class Linear(nn.Linear):

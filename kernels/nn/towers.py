@@ -46,9 +46,13 @@ class TowerParallel(nn.Module):
         self.register_load_state_dict_pre_hook(TowerParallel._split_towers)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [part(x) for part, x in zip(self.parts, self.inputs(xs))]
+
+    def inputs(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What each part reads of the towers' activations `xs`."""
         if self.reads == "cross":  # every tower reads all towers' channels, in tower order
-            xs = [torch.cat([x.to(device) for x in xs], dim=1) for device in self.devices]
-        return [part(x) for part, x in zip(self.parts, xs)]
+            return [torch.cat([x.to(device) for x in xs], dim=1) for device in self.devices]
+        return xs
 
     def extra_repr(self) -> str:
         return f"reads={self.reads!r}, devices={self.devices}"
@@ -180,6 +184,12 @@ class Towers(nn.Module):
     def each(self, make: Callable[[], nn.Module]) -> nn.Module:
         """A parameter-free layer (pooling, ReLU, dropout, flatten) applied in every tower."""
         return self._build(lambda parts: make(), "local")
+
+    def conv_lrn(self, conv: nn.Module, norm: nn.Module, x):
+        """`layers.conv_lrn` of layers this builder made, in every tower."""
+        if not self.parallel:
+            return layers.conv_lrn(conv, norm, x)
+        return [layers.conv_lrn(c, n, xi) for c, n, xi in zip(conv.parts, norm.parts, conv.inputs(x))]
 
     def lrn_max_pool(self, norm: nn.Module, pool: nn.Module, x, relu: bool = False):
         """`layers.lrn_max_pool` of layers this builder made, in every tower."""
