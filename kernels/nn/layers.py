@@ -14,7 +14,7 @@ from alexspec.kernels.nn.backend import check_backend, resolve_backend, resolve_
 from alexspec.kernels.ops import reference
 from alexspec.kernels.ops.launch import as_pair
 from alexspec.kernels.ops.conv import conv2d_bias_relu
-from alexspec.kernels.ops.conv_lrn import WIDEST_GROUP, conv2d_bias_relu_lrn
+from alexspec.kernels.ops.conv_lrn import conv2d_bias_relu_lrn, takes as conv_lrn_takes
 from alexspec.kernels.ops.lrn import lrn
 from alexspec.kernels.ops.lrn_pool import lrn_max_pool2d
 from alexspec.kernels.ops.maxpool import max_pool2d
@@ -68,12 +68,10 @@ class Conv2d(nn.Module):
 
     def takes_lrn(self, norm: "LRN") -> bool:
         """Whether `norm` can run in this conv's epilogue (conv_lrn): both on the triton backend,
-        a conv + ReLU the kernel takes, and each LRN group inside one conv group, of at most
-        WIDEST_GROUP channels."""
-        channels = self.weight.shape[0]
+        a conv + ReLU the kernel takes, and LRN groups it takes (kernels.ops.conv_lrn.takes)."""
         return (self.backend == norm.backend == "triton" and self.relu and self.activation == "none"
-                and self.dilation == (1, 1) and not norm.relu and norm.groups % self.groups == 0
-                and channels % norm.groups == 0 and channels // norm.groups <= WIDEST_GROUP)
+                and self.dilation == (1, 1) and not norm.relu
+                and conv_lrn_takes(self.weight.shape[0], self.groups, norm.groups))
 
     def with_lrn(self, norm: "LRN", x: torch.Tensor) -> torch.Tensor:
         """norm(self(x)) in one kernel, the LRN in the conv's epilogue (where takes_lrn)."""

@@ -61,17 +61,12 @@ if triton is not None:
         """One (pixels, LRN group) tile: z = LRN(relu(conv + bias)); with SAVE also the conv +
         bias (c) and the LRN's scale, for the backward. Program (i, j, g) takes pixel block i and
         LRN group j of conv group g."""
-        g = tl.program_id(2)
-        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         rel = tl.arange(0, BLOCK_N)
-        oc = tl.program_id(1) * LRN_C + rel
-        m_ok, oc_ok = m < M, rel < LRN_C
-        acc, image, oh, ow = _conv_tile(x_ptr, w_ptr, g, m, oc, m_ok, oc_ok, OCG, K, ICG, H, W, OH, OW,
-                                        sxn, sxc, sxh, sxw, KH, KW, SH, SW, PH, PW, FP64, PRECISION, UPCAST,
-                                        BLOCK_M, BLOCK_N, BLOCK_K)
-        channel = g * OCG + oc
-        if has_bias:
-            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc.dtype)[None, :]
+        oc_ok = rel < LRN_C
+        acc, m_ok, image, oh, ow, channel = _conv_tile(x_ptr, w_ptr, b_ptr, tl.program_id(1) * LRN_C + rel, oc_ok,
+                                                       M, OCG, K, ICG, H, W, OH, OW, sxn, sxc, sxh, sxw, has_bias,
+                                                       KH, KW, SH, SW, PH, PW, FP64, PRECISION, UPCAST,
+                                                       BLOCK_M, BLOCK_N, BLOCK_K)
         offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
         ok = m_ok[:, None] & oc_ok[None, :]
         if SAVE:
@@ -159,6 +154,12 @@ conv_lrn_forward.register_autograd(_backward, setup_context=_setup_context)
 _eager_conv_lrn = eager_function(_conv_lrn_forward, _conv_lrn_backward, _setup_context, _backward)
 
 
+def takes(channels: int, groups: int, lrn_groups: int) -> bool:
+    """Whether the kernel takes an LRN of `lrn_groups` groups after a conv of `channels` outputs
+    in `groups` groups: each LRN group inside one conv group, of at most WIDEST_GROUP channels."""
+    return lrn_groups % groups == 0 and channels % lrn_groups == 0 and channels // lrn_groups <= WIDEST_GROUP
+
+
 def conv2d_bias_relu_lrn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride=1,
                          padding=0, groups: int = 1, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
                          k: float = 2.0, convention: str = "paper", lrn_groups: Optional[int] = None) -> torch.Tensor:
@@ -173,7 +174,7 @@ def conv2d_bias_relu_lrn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     stride, padding = conv.check_conv_arguments(x, weight, bias, stride, padding, groups)
     oc = weight.shape[0]
     lrn.check_lrn_settings(oc, size, alpha, beta, k, lrn_groups)
-    if lrn_groups % groups or oc // lrn_groups > WIDEST_GROUP:
+    if not takes(oc, groups, lrn_groups):
         raise ValueError(f"the LRN's {lrn_groups} groups of {oc // lrn_groups} channels must each lie inside one of "
                          f"the conv's {groups} groups and hold at most {WIDEST_GROUP} channels: run the conv and "
                          f"the LRN apart (conv2d_bias_relu, then lrn)")

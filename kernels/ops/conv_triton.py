@@ -58,12 +58,17 @@ if triton is not None:
         return ok
 
     @triton.jit
-    def _conv_tile(x_ptr, w_ptr, g, m, oc, m_ok, oc_ok, OCG, K, ICG, H, W, OH, OW, sxn, sxc, sxh, sxw,
+    def _conv_tile(x_ptr, w_ptr, b_ptr, oc, oc_ok, M, OCG, K, ICG, H, W, OH, OW, sxn, sxc, sxh, sxw, has_bias,
                    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                    PH: tl.constexpr, PW: tl.constexpr, FP64: tl.constexpr, PRECISION: tl.constexpr,
                    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """The (pixels m, out channels oc) tile of group g's conv, without bias, summed over every
-        tap: the implicit GEMM's main loop. Returns the sums and each pixel's image, row and column."""
+        """The tile of this program's pixels (block program_id(0)) and out channels oc of group
+        program_id(2): the implicit GEMM's main loop summed over every tap, plus the bias where
+        has_bias. Returns the sums, which pixels exist, each pixel's image, row and column, and
+        each channel's number among all groups'."""
+        g = tl.program_id(2)
+        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_ok = m < M
         image, pixel = m // (OH * OW), m % (OH * OW)
         oh, ow = pixel // OW, pixel % OW
         top, left = oh * SH - PH, ow * SW - PW  # each window's first input pixel
@@ -81,7 +86,10 @@ if triton is not None:
                 acc += tl.dot(a, b, out_dtype=tl.float64)
             else:
                 acc += tl.dot(a, b, input_precision=PRECISION)
-        return acc, image, oh, ow
+        channel = g * OCG + oc
+        if has_bias:
+            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc.dtype)[None, :]
+        return acc, m_ok, image, oh, ow, channel
 
     # The epilogue's bias and ReLU are run-time flags, not compile-time ones: a conv, the same conv
     # with its ReLU moved into the next layer and its input gradient (no bias, no ReLU) share one
@@ -95,16 +103,11 @@ if triton is not None:
                              PH: tl.constexpr, PW: tl.constexpr,
                              FP64: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        g = tl.program_id(2)
-        m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         oc = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        m_ok, oc_ok = m < M, oc < OCG
-        acc, image, oh, ow = _conv_tile(x_ptr, w_ptr, g, m, oc, m_ok, oc_ok, OCG, K, ICG, H, W, OH, OW,
-                                        sxn, sxc, sxh, sxw, KH, KW, SH, SW, PH, PW, FP64, PRECISION, UPCAST,
-                                        BLOCK_M, BLOCK_N, BLOCK_K)
-        channel = g * OCG + oc
-        if has_bias:
-            acc += tl.load(b_ptr + channel, mask=oc_ok, other=0.0).to(acc.dtype)[None, :]
+        oc_ok = oc < OCG
+        acc, m_ok, image, oh, ow, channel = _conv_tile(x_ptr, w_ptr, b_ptr, oc, oc_ok, M, OCG, K, ICG, H, W, OH, OW,
+                                                       sxn, sxc, sxh, sxw, has_bias, KH, KW, SH, SW, PH, PW, FP64,
+                                                       PRECISION, UPCAST, BLOCK_M, BLOCK_N, BLOCK_K)
         if relu:
             acc = tl.maximum(acc, 0.0)
         y_offs = (image.to(tl.int64) * syn + oh * syh + ow * syw)[:, None] + channel[None, :] * syc
