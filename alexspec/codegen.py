@@ -285,10 +285,10 @@ class _Writer:
         """forward: a line per layer (or per layers run together), each with its output shape."""
         self.emit("    def forward(self, x: torch.Tensor) -> torch.Tensor:")
         self.emit(f"        # x: batch x {_shape(self.net.input)}")
-        if -1 in self.values:
-            self.emit(f"        {self.values[-1]} = x")
         if self.towered:
             self.emit("        x = self.towers.scatter(x)")
+        if -1 in self.values:  # kept as the towers read it (on a device per tower: a copy on each)
+            self.emit(f"        {self.values[-1]} = x")
         gathered = False
         for li in self.info.layers:
             if self.towered and isinstance(li.layer, ir.Softmax) and not gathered:

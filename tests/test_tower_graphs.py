@@ -142,3 +142,29 @@ def test_the_picture_draws_each_tower_s_branches_merges_and_crossings():
     assert {"conv2a_t0 -> sum_t0;", "relu1_t0 -> sum_t0;", "sum_t1 -> cat_t1;", "conv2b_t1 -> cat_t1;",
             "relu1_t0 -> conv2b_t0;", 'relu1_t1 -> conv2b_t0 [color="#c0392b", penwidth=1.5];'} <= edges
     assert not any(edge.startswith("sum_t0 -> conv2b") or edge.startswith("relu1_t1 -> sum_t0") for edge in edges)
+
+
+IMAGE_READ_TWICE = """\
+alexspec: 1
+name: two_stems
+input: {channels: 1, height: 5, width: 5}
+towers: 2
+layers:
+  - {name: a, type: conv, out: 4, kernel: 1}
+  - {name: b, type: conv, out: 2, kernel: 3, padding: 1, inputs: input}
+  - {name: cat, type: concat, inputs: [a, b]}
+"""
+
+
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu"]], ids=["one-device", "device-per-tower"])
+def test_a_second_reader_of_the_image_reads_it_as_the_towers_do(write_spec, devices):
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    module = alexspec.build(write_spec(IMAGE_READ_TWICE), backend="torch", devices=devices).module
+    state = module.state_dict()
+    half = {key: value.chunk(2, 0) for key, value in state.items()}
+    x = torch.randn(3, 1, 5, 5)
+    by_hand = torch.cat([torch.cat([F.conv2d(x, half["a.weight"][t], half["a.bias"][t]),
+                                    F.conv2d(x, half["b.weight"][t], half["b.bias"][t], padding=1)], 1)
+                         for t in range(2)], 1)
+    torch.testing.assert_close(module(x), by_hand, rtol=1e-5, atol=1e-6)
