@@ -197,3 +197,14 @@ def test_bundled_specs_are_found_by_name_by_the_library_too():
         loader.load_file("nosuch")
     with pytest.raises(SpecError, match="cannot read the file"):  # too long to be a path: no OSError escapes
         loader.load_file("a" * 300)
+
+
+def test_a_folder_is_read_as_the_spec_it_holds_or_refused_with_a_hint(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "spec.yaml").write_text("alexspec: 1\nname: held\n")
+    doc = loader.load_file(tmp_path / "run")
+    assert doc.file == str(tmp_path / "run" / "spec.yaml") and doc.data["name"] == "held"
+    with pytest.raises(SpecError) as info:
+        loader.load_file(tmp_path)
+    (message,) = [str(p) for p in info.value.problems]
+    assert message.startswith(f"{tmp_path}:1:1: is a folder, not a spec file") and "spec.yaml" in message

@@ -336,3 +336,43 @@ def test_a_kept_loss_is_a_copy_which_a_replayed_graph_cannot_overwrite():
     assert first == (1, 0.1, 1.5) and second[:2] == (2, 0.1) and math.isnan(second[2])
     pending.add(3, 0.05, torch.tensor(2.0))
     assert pending.read() == [(3, 0.05, 2.0)] and pending.read() == [] and len(pending) == 0
+
+
+def test_a_run_folder_serves_as_the_spec_with_its_overrides_checkpoint_and_data(tmp_path, capsys):
+    from alexspec import build
+    from alexspec.builder import load_state
+    from alexspec.cli import main
+
+    run_dir = str(tmp_path / "run")
+    # fc3 narrowed from 128 to 64 on the command line: the bundled spec no longer fits the weights
+    assert main(["train", "digits", "--set", "layers.6.out=64", "--data", "synthetic", "--epochs", "1",
+                 "--batch", "128", "--device", "cpu", "--out", run_dir]) == 0
+    assert f"alexspec eval {run_dir}" in capsys.readouterr().out
+    epoch = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"][-1]
+
+    assert main(["eval", "digits", "--checkpoint", run_dir, "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err  # the plain spec's network is another one: the error names the run's
+    assert "saved from another network" in err and f"give {run_dir} as SPEC" in err
+
+    assert main(["eval", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("digits on synthetic (128 images")  # the run's data, not the default digits
+    found = json.loads(out.splitlines()[-1])
+    assert found["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert found["top1_error"] == epoch["top1_error"]
+    assert found["val_loss"] == pytest.approx(epoch["val_loss"], rel=1e-5)
+
+    assert main(["export", run_dir, "-o", str(tmp_path / "run.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "run.pt2"))
+    built = build(str(tmp_path / "run" / "spec.yaml"), "torch", ["cpu"])
+    load_state(built.module, checkpoint.load(tmp_path / "run" / "checkpoints" / "best.pt")["model"])
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(program.module()(x), built.module.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_eval_without_weights_says_where_to_give_them(capsys):
+    from alexspec.cli import main
+
+    assert main(["eval", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "give --checkpoint CKPT" in err and "a run folder as SPEC" in err

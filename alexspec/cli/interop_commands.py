@@ -19,6 +19,7 @@ EXAMPLES = {
     """,
     "export": """
         examples:
+          alexspec export runs/d -o digits.onnx            a run folder: the spec it trained, its best.pt
           alexspec export digits --checkpoint runs/d/checkpoints/best.pt --format torch-export -o digits.pt2
           alexspec export alexnet --checkpoint CKPT --format onnx -o alexnet.onnx
     """,
@@ -125,8 +126,11 @@ def _torch_model(source: str):
 def cmd_export(args) -> int:
     from alexspec.interop.export import export, format_for
 
+    from alexspec.spec.bundled import run_folder_of
+
     fmt = args.format or format_for(Path(args.output))
-    out = export(resolve_spec(args.spec), Path(args.checkpoint) if args.checkpoint else None, fmt,
+    weights = args.checkpoint or run_folder_of(args.spec)
+    out = export(resolve_spec(args.spec), Path(weights) if weights else None, fmt,
                  Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")], log=print)
     print(f"wrote {out} ({fmt})")
     return 0
@@ -149,7 +153,8 @@ def add_parsers(command) -> None:
 
     p = command("export", "Export a (trained) spec for inference: torch.export or ONNX.", cmd_export)
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
-    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export (default: the spec's initialisation)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export: a checkpoint file, or a run folder (its best.pt, else its newest "
+                   "checkpoint); default: the run folder given as SPEC, else the spec's initialisation")
     p.add_argument("--format", "-f", choices=("torch-export", "onnx"),
                    help="default: from the file's name (.pt2: torch-export, .onnx: onnx)")
     p.add_argument("--output", "-o", required=True, metavar="FILE")

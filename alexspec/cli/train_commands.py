@@ -21,6 +21,7 @@ EXAMPLES = {
     """,
     "eval": """
         examples:
+          alexspec eval runs/d                 a run folder: the spec it trained, its best.pt, its data
           alexspec eval digits --checkpoint runs/d/checkpoints/best.pt
           alexspec eval alexnet --checkpoint CKPT --data DIR --crops 10     the paper's 10-crop test
     """,
@@ -73,7 +74,8 @@ def cmd_train(args) -> int:
     elif result.last:
         print(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
               f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
-              f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves)")
+              f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves, "
+              f"`alexspec eval {result.run_dir}` evaluates its best checkpoint)")
     else:
         print(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
     return 0
@@ -84,11 +86,20 @@ def cmd_eval(args) -> int:
 
     from alexspec.train.evaluate import evaluate_checkpoint
 
+    from alexspec.errors import BadInput
+    from alexspec.spec.bundled import run_folder_of
+    from alexspec.train.run_folder import recorded_data
+
+    run_dir = run_folder_of(args.spec)
+    if args.checkpoint is None and run_dir is None:
+        raise BadInput("which weights? give --checkpoint CKPT (a checkpoint file or a run folder), or a run folder "
+                       "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
+    data = args.data or (recorded_data(run_dir) if run_dir is not None else None) or "digits"
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
-    found = evaluate_checkpoint(_spec_document(args.spec, []), Path(args.checkpoint), args.data, args.crops,
+    found = evaluate_checkpoint(_spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
                                 args.backend, devices, args.precision, args.channels_last,
                                 log=lambda line: print(line, file=sys.stderr))
-    print(f"{found['network']} on {args.data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
+    print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
           f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
     print(json_module.dumps({key: found[key] for key in ("checkpoint", "crops", "val_loss", "top1_error", "top5_error")}))
     return 0
@@ -117,12 +128,12 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _run_options(p, data_default: str | None = "digits") -> None:
-    """The options train and eval share: data, devices, backend, precision, memory format."""
-    p.add_argument("--data", default=data_default, metavar="SOURCE",
+def _run_options(p, run_data: str) -> None:
+    """The options train and eval share: data, devices, backend, precision, memory format.
+    `run_data` says when --data defaults to a run's (the command reads it when --data is None)."""
+    p.add_argument("--data", metavar="SOURCE",
                    help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
-                        "from prepare-data (default: digits" + ("" if data_default else
-                                                                 "; a resumed run: the run's data") + ")")
+                        f"from prepare-data (default: digits; {run_data}: the run's data)")
     p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
                    "(cuda:0,cuda:1); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
@@ -136,7 +147,7 @@ def add_parsers(command) -> None:
 
     p = command("train", "Train a spec on a data source with the spec's recipe; resumable.", cmd_train)
     p.add_argument("spec", nargs="?", default="digits", metavar="SPEC", help=SPEC_HELP + " (default: digits)")
-    _run_options(p, data_default=None)
+    _run_options(p, "a resumed run")
     p.add_argument("--epochs", type=positive_int, help="default: the spec's training.epochs")
     p.add_argument("--batch", type=positive_int, help="global batch (default: the spec's training.batch)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="RUN_DIR",
@@ -167,11 +178,12 @@ def add_parsers(command) -> None:
 
     p = command("eval", "Evaluate a checkpoint on the validation split (top-1/top-5 error).", cmd_eval)
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="a checkpoint file, or a run folder (its best.pt, else its newest checkpoint)")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="a checkpoint file, or a run folder (its best.pt, else its newest checkpoint); default: "
+                        "the run folder given as SPEC")
     p.add_argument("--crops", type=int, choices=(1, 10), help="1: centre; 10: corners, centre and flips "
                    "(default: the spec's training.eval.crops)")
-    _run_options(p)
+    _run_options(p, "a run folder as SPEC")
 
     p = command("prepare-data", "Convert an image folder (train/ val/, a folder per class) to uint8 shards.",
                 cmd_prepare_data)

@@ -35,7 +35,7 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
 
     built = build(spec, "torch" if fmt == "onnx" else backend, list(devices))
     if checkpoint_path is not None:
-        state = checkpoint.load(checkpoint_path, checkpoint.network_hash(built.info))
+        state = checkpoint.load(checkpoint.in_run_folder(checkpoint_path), checkpoint.network_hash(built.info))
         load_state(built.module, state["model"])
     module = built.module.eval()
     folded = fold_batchnorm(built)

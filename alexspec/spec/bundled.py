@@ -15,9 +15,24 @@ def bundled_specs() -> dict[str, Path]:
     return {entry.stem: entry for entry in sorted(files, key=lambda entry: entry.stem)}
 
 
+RUN_SPEC = "spec.yaml"  # what a run folder of `alexspec train` holds: the spec as run, its --set values applied
+
+
+def run_folder_of(name: str | Path) -> Path | None:
+    """The folder `name` where it is one holding a RUN_SPEC (a run folder), else None."""
+    try:
+        return Path(name) if (Path(name) / RUN_SPEC).is_file() else None
+    except OSError:  # say, a name too long for a path
+        return None
+
+
 def resolve(name: str | Path) -> str:
-    """A spec path as given, or the file of the bundled spec named `name` where no such path exists."""
+    """A spec path as given, a run folder's spec (RUN_SPEC), or the file of the bundled spec named
+    `name` where no such path exists."""
     text = str(name)
+    run_dir = run_folder_of(text)
+    if run_dir is not None:
+        return str(run_dir / RUN_SPEC)
     try:
         exists = Path(text).exists()
     except OSError:  # say, a name too long for a path: it names no file, and the loader says so

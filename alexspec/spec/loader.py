@@ -81,7 +81,7 @@ class Document:
 def load_file(path: str | Path) -> Document:
     """Read and load a spec file, or the bundled spec of that name (`alexnet`). Raises SpecError
     for a missing, unreadable or bad file."""
-    from alexspec.spec.bundled import bundled_specs, resolve
+    from alexspec.spec.bundled import RUN_SPEC, bundled_specs, resolve
 
     path = name = resolve(path)
     try:
@@ -91,6 +91,9 @@ def load_file(path: str | Path) -> Document:
                                      f"{MAX_BYTES:,}", "is it a spec? a spec is a page of YAML")])
         with open(path, "rb") as handle:
             raw = handle.read(MAX_BYTES + 1)  # a file that grew since stat() is still cut off
+    except IsADirectoryError:
+        raise SpecError([Problem(Loc(name, 1, 1), "", "is a folder, not a spec file",
+                                 f"give a spec file, or a run folder of `alexspec train` (it holds {RUN_SPEC})")]) from None
     except FileNotFoundError:
         raise SpecError([Problem(Loc(name, 1, 1), "", "no such file",
                                  f"check the path, or name a bundled spec: {', '.join(bundled_specs())}")]) from None

@@ -25,6 +25,7 @@ from alexspec.errors import BadInput
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
 from alexspec.network_info import NetworkInfo
+from alexspec.spec.bundled import RUN_SPEC, run_folder_of
 from alexspec.train import run_folder
 
 PATTERN = re.compile(r"^step-(\d{9})\.pt$")
@@ -79,8 +80,17 @@ def to_bytes(state: dict) -> bytes:
     return buffer.getvalue()
 
 
+CHECKPOINTS = "checkpoints"  # the folder of a run folder that holds its checkpoints
+
+
 def folder(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
+
+
+def home_of(path: Path) -> Path | None:
+    """The folder whose CHECKPOINTS folder holds the checkpoint file at `path`, else None."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == CHECKPOINTS else None
 
 
 def save(run_dir: Path, state: dict, step: int, keep: int = 3, best: bool = False) -> Path:
@@ -160,8 +170,11 @@ def check_network(path: Path, state: dict, expected_hash: str) -> None:
     """CheckpointError unless the checkpoint at `path` (loaded as `state`) is of the network whose
     hash is `expected_hash`."""
     if state["network_hash"] != expected_hash:
+        home = home_of(path)
+        run_dir = run_folder_of(home) if home is not None else None
+        where = f" (its run folder's, {run_dir / RUN_SPEC}: give {run_dir} as SPEC)" if run_dir else ""
         raise CheckpointError(f"{path}: saved from another network (hash {state['network_hash']}, this spec "
-                              f"{expected_hash}); use the spec it was trained from")
+                              f"{expected_hash}); use the spec it was trained from{where}")
 
 
 def read_tensors(path: Path) -> dict:

@@ -14,8 +14,10 @@ from pathlib import Path
 from alexspec import __version__
 from alexspec.errors import BadInput
 from alexspec.fsutil import remove_stray_temporaries, write_atomic
+from alexspec.spec.bundled import RUN_SPEC
 
 MARKER = "alexspec-run.json"
+RECIPE = "config.json"
 
 
 def is_run_folder(path: Path) -> bool:
@@ -87,8 +89,18 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
 
 
 def write_recipe(run_dir: Path, spec: dict, config: dict) -> None:
-    """spec.yaml (the spec as run, overrides applied) and config.json (everything else it ran with)."""
+    """RUN_SPEC (the spec as run, overrides applied) and RECIPE (everything else it ran with)."""
     import yaml
 
-    write_atomic(Path(run_dir) / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
-    write_atomic(Path(run_dir) / "config.json", json.dumps(config, indent=2) + "\n")
+    write_atomic(Path(run_dir) / RUN_SPEC, yaml.safe_dump(spec, sort_keys=False))
+    write_atomic(Path(run_dir) / RECIPE, json.dumps(config, indent=2) + "\n")
+
+
+def recorded_data(run_dir: Path) -> str | None:
+    """The data source the run in `run_dir` trained on, as its RECIPE records it (None where it
+    records none)."""
+    try:
+        data = json.loads((Path(run_dir) / RECIPE).read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return data if isinstance(data, str) else None

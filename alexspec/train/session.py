@@ -34,7 +34,7 @@ def _resume_target(config: TrainConfig) -> tuple[Optional[Path], Optional[Path]]
         if found is None:
             raise checkpoint.CheckpointError(f"{target}: no checkpoint to resume from (no checkpoints/step-*.pt)")
     else:
-        found, home = target, target.parent.parent if target.parent.name == "checkpoints" else None
+        found, home = target, checkpoint.home_of(target)
     if out is None and home is not None and run_folder.is_run_folder(home):
         out = home
     return found, out
