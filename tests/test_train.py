@@ -369,6 +369,11 @@ def test_a_run_folder_serves_as_the_spec_with_its_overrides_checkpoint_and_data(
     x = torch.randn(3, 1, 8, 8)
     torch.testing.assert_close(program.module()(x), built.module.eval()(x), rtol=1e-5, atol=1e-5)
 
+    assert main(["train", run_dir, "--resume", "--epochs", "2"]) == 0  # continues the run in its folder
+    assert f"resumed from {tmp_path / 'run' / 'checkpoints'}" in capsys.readouterr().out
+    assert [m["epoch"] for m in metrics(tmp_path / "run") if m["kind"] == "epoch"] == [1, 2]
+    assert checkpoint.load(checkpoint.latest(tmp_path / "run"))["model"]["fc3.weight"].shape[0] == 64
+
 
 def test_eval_without_weights_says_where_to_give_them(capsys):
     from alexspec.cli import main

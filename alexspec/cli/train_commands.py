@@ -16,6 +16,7 @@ EXAMPLES = {
           alexspec train alexnet --data /data/imagenet-shards --devices cuda:0,cuda:1 --precision bf16
           alexspec train alexnet --set training.lr=0.02 --set training.batch=256
           alexspec train digits -o runs/d --resume             continue the newest checkpoint in runs/d
+          alexspec train runs/d --resume --epochs 40           the same, with the spec runs/d ran, to epoch 40
           torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
         exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
     """,
@@ -65,8 +66,11 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
+    from alexspec.spec.bundled import run_folder_of
     from alexspec.train.session import start
 
+    if args.resume == "" and not args.output and run_folder_of(args.spec):
+        args.resume = args.spec  # `alexspec train RUN_DIR --resume`: continue that run
     result = start(args.spec, _train_config(args))
     if result.stopped_by_signal or result.stopped_at_max_steps:
         print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train {args.spec} "

@@ -28,7 +28,7 @@ def _resume_target(config: TrainConfig) -> tuple[Optional[Path], Optional[Path]]
     target = Path(config.resume) if config.resume else out
     if target is None:
         raise checkpoint.CheckpointError("--resume alone continues the run in -o/--output: give -o RUN_DIR, or "
-                                         "--resume RUN_DIR, or --resume CHECKPOINT_FILE")
+                                         "--resume RUN_DIR, or --resume CHECKPOINT_FILE, or the run folder as SPEC")
     if target.is_dir():
         found, home = checkpoint.latest(target), target
         if found is None:
