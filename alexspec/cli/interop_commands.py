@@ -125,7 +125,6 @@ def _torch_model(source: str):
 
 def cmd_export(args) -> int:
     from alexspec.interop.export import export, format_for
-
     from alexspec.spec.bundled import run_folder_of
 
     fmt = args.format or format_for(Path(args.output))
@@ -153,8 +152,9 @@ def add_parsers(command) -> None:
 
     p = command("export", "Export a (trained) spec for inference: torch.export or ONNX.", cmd_export)
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
-    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export: a checkpoint file, or a run folder (its best.pt, else its newest "
-                   "checkpoint); default: the run folder given as SPEC, else the spec's initialisation")
+    p.add_argument("--checkpoint", metavar="CKPT", help="weights to export: a checkpoint file, or a run folder (its "
+                   "best.pt, else its newest checkpoint); default: the run folder given as SPEC, else the spec's "
+                   "initialisation")
     p.add_argument("--format", "-f", choices=("torch-export", "onnx"),
                    help="default: from the file's name (.pt2: torch-export, .onnx: onnx)")
     p.add_argument("--output", "-o", required=True, metavar="FILE")

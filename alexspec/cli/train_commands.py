@@ -88,10 +88,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import json as json_module
 
-    from alexspec.train.evaluate import evaluate_checkpoint
-
     from alexspec.errors import BadInput
     from alexspec.spec.bundled import run_folder_of
+    from alexspec.train.evaluate import evaluate_checkpoint
     from alexspec.train.run_folder import recorded_data
 
     run_dir = run_folder_of(args.spec)
