@@ -13,7 +13,7 @@ from conftest import ROOT, SPECS, run_cli
 
 pytest.importorskip("torch")
 
-QUICK = ("--steps", "1", "--warmup", "0", "--batch", "4")  # checks the command, times nothing meaningful
+QUICK = ("--steps", "1", "--min-time", "0", "--warmup", "0", "--batch", "4")  # checks the command, times nothing meaningful
 
 
 def bench_json(out, *args):
@@ -26,8 +26,12 @@ def bench_json(out, *args):
 @pytest.mark.slow
 def test_bench_on_cpu_writes_the_result(tmp_path):
     out = tmp_path / "bench.json"
-    result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", "--cold-start", *QUICK)
+    result, data = bench_json(out, "lenet5", "--precision", "fp32", "--compare", "eager", "--cold-start", *QUICK,
+                              "--min-time", "0.05")
     assert "no CUDA device: benchmarking the torch backend on CPU" in result.stdout
+    assert "profiler_start" not in result.stdout + result.stderr  # the profiler's own log stays off the console
+    assert data["min_time_s"] == 0.05 and data["steps"] == 1
+    assert all(data["results"][kind][f"{what}_steps"] >= 1 for kind in ("alexspec", "eager") for what in ("train", "infer"))
     assert set(data["startup"]) == {"cold_cache", "warm_cache"}  # no layer-by-layer start without a GPU
     for name in ("cold_cache", "warm_cache"):  # each from a process of its own, timed from outside too
         start = data["startup"][name]
@@ -57,6 +61,37 @@ def test_cpu_figures(tmp_path):
 def test_bad_baseline_name():
     result = run_cli("bench", "lenet5", "--compare", "tensorflow")
     assert result.returncode == 2 and "--compare takes baselines among eager, eager-graphed" in result.stderr
+
+
+@pytest.mark.parametrize("value, said", [("-1", "must be from 0 to 3600 seconds, got -1"),
+                                         ("nan", "must be from 0 to 3600 seconds, got nan"),
+                                         ("soon", "expected a number of seconds, got 'soon'")])
+def test_a_bad_min_time_is_bad_input(value, said):
+    result = run_cli("bench", "lenet5", "--min-time", value)
+    assert result.returncode == 2 and f"--min-time: {said}" in result.stderr
+
+
+def test_a_timing_runs_more_steps_where_steps_would_last_less_than_the_min_time(monkeypatch):
+    from alexspec.bench import run as bench
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def call():  # a step of 2 ms on a clock that moves only when a step runs
+        clock["now"] += 0.002
+        clock["calls"] += 1
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+    timing = object.__new__(bench._Bench)
+    timing.batch, timing.warmup, timing.repeats, timing.synchronize = 8, 2, 3, lambda: None
+    timing.steps, timing.min_seconds = 5, 0.1
+    steps, rates = timing._rates(call)
+    assert steps == 50 and rates == pytest.approx([8 / 0.002] * 3)  # 50 steps of 2 ms: 0.1 s a timing
+    assert clock["calls"] == 2 + 1 + 3 * 50  # warm-up, the one call that sizes a timing, the timings
+    timing.steps = 80  # --steps that already last longer: exactly --steps
+    assert timing._rates(call)[0] == 80
+    timing.steps, timing.min_seconds = 5, 0  # no minimum: exactly --steps, and no sizing call
+    clock["calls"] = 0
+    assert timing._rates(call)[0] == 5 and clock["calls"] == 2 + 3 * 5
 
 
 @pytest.mark.slow

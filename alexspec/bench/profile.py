@@ -4,6 +4,12 @@ from __future__ import annotations
 import os
 
 
+def quiet_profiler_log() -> None:
+    """Keep the profiler's own log lines (Kineto's) off the console, unless KINETO_LOG_LEVEL says
+    otherwise: level 6 is past every level it logs at (torch 2.14 prints its start and stop at 5)."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+
 def profile_step(step, device: str, top: int = 12) -> list[dict]:
     """The most expensive ops of two calls of a training step (torch profiler): on CUDA each op
     with the device time of the kernels it launched itself, as a share of all kernel time; on
@@ -12,7 +18,7 @@ def profile_step(step, device: str, top: int = 12) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
     import torch
 
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler's own log lines off the console
+    quiet_profiler_log()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(2):

@@ -6,7 +6,7 @@ candidate's training step is alexspec.train.step's, the one `alexspec train` run
 under autocast, the spec's loss, backward, the optimizer's update; on bf16 weight copies and
 as one CUDA graph where its levers say so).
 Reported: images/s for a training step and for inference (the median of --repeats timings,
-with their spread), the ratio to each baseline and the headline against the strongest,
+with their spread; each timing at least --steps steps and --min-time seconds), the ratio to each baseline and the headline against the strongest,
 warm-up/compile time, peak memory, achieved FLOP/s (and the fraction of the device's peak
 where known), and a per-op time breakdown of the alexspec step (alexspec.bench.profile).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import math
 import platform
 import statistics
 import time
@@ -113,13 +114,14 @@ class _Bench:
     """What every candidate of one `run` shares: the device, the inputs, the reference weights,
     the timing; `measure` times one candidate."""
 
-    def __init__(self, spec, batch: int, precision: str, steps: int, warmup: int, repeats: int, log):
+    def __init__(self, spec, batch: int, precision: str, steps: int, warmup: int, repeats: int, min_seconds: float,
+                 log):
         import torch
 
         from alexspec.builder import build
 
         self.spec, self.batch, self.precision, self.log = spec, batch, precision, log
-        self.steps, self.warmup, self.repeats = steps, warmup, repeats
+        self.steps, self.warmup, self.repeats, self.min_seconds = steps, warmup, repeats, min_seconds
         self.cuda = torch.cuda.is_available()
         self.device = "cuda" if self.cuda else "cpu"
         self.synchronize = torch.cuda.synchronize if self.cuda else (lambda: None)
@@ -200,10 +202,10 @@ class _Bench:
             profile_into["ops"] = profile_step(train, self.device)
         while step.graph is not None and not step.recorded:  # the warm-up steps and the recording
             train()
-        trains = self._rates(train)
+        train_steps, trains = self._rates(train)
         module.eval()
-        infers = self._rates(captured(infer) if levers["cuda_graphs"] else infer)
-        result = self._result(trains, infers, first)
+        infer_steps, infers = self._rates(captured(infer) if levers["cuda_graphs"] else infer)
+        result = {**self._result(trains, infers, first), "train_steps": train_steps, "infer_steps": infer_steps}
         if compiled_ahead is not None:
             result["compile_ahead_s"] = compiled_ahead  # part of first_step_s
         if self.cuda:
@@ -212,11 +214,16 @@ class _Bench:
                  f"first step {result['first_step_s']:.2f} s")
         return result
 
-    def _rates(self, run) -> list[float]:
-        """Images/s of `run`, after --warmup calls, timed --repeats times over --steps calls each."""
+    def _rates(self, run) -> tuple[int, list[float]]:
+        """(calls a timing, images/s of `run` timed --repeats times), after --warmup calls. A timing
+        runs --steps calls, or as many more as one call (timed once, untimed otherwise) says will last
+        --min-time seconds: a few milliseconds' timing is mostly the machine's noise."""
         for _ in range(self.warmup):
             run()
-        return [self.batch / _timed(run, self.steps, self.synchronize) for _ in range(self.repeats)]
+        steps = self.steps
+        if self.min_seconds > 0:
+            steps = max(steps, math.ceil(self.min_seconds / _timed(run, 1, self.synchronize)))
+        return steps, [self.batch / _timed(run, steps, self.synchronize) for _ in range(self.repeats)]
 
     def _result(self, trains: list[float], infers: list[float], first: float) -> dict:
         train_img_s = statistics.median(trains)
@@ -250,16 +257,18 @@ def baseline_levers(all_levers: dict, kind: str) -> dict:
 
 
 def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune: bool, steps: int,
-        warmup: int, ablate: bool = False, log=print, progress=lambda partial: None, repeats: int = 1) -> dict:
+        warmup: int, ablate: bool = False, log=print, progress=lambda partial: None, repeats: int = 1,
+        min_seconds: float = 0.0) -> dict:
     """Benchmark `spec` against the baselines named in `compare` (BASELINES); returns the JSON-ready
-    result. Each images/s is the median of `repeats` timings of `steps` steps, with their spread.
+    result. Each images/s is the median of `repeats` timings, with their spread, each timing of
+    `steps` steps or as many more as last `min_seconds`.
     `progress` gets the result so far (with "complete": False) after each measurement, so an
     interrupted run keeps what it timed."""
     import torch
 
     from alexspec.kernels.tuning import conv_choice
 
-    bench = _Bench(spec, batch, precision, steps, warmup, repeats, log)
+    bench = _Bench(spec, batch, precision, steps, warmup, repeats, min_seconds, log)
     cuda = bench.cuda
     all_levers = available_levers(cuda, precision)
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or "cpu")
@@ -269,7 +278,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     def summary(complete: bool) -> dict:
         return {"spec": str(spec), "device": name, "cuda": cuda, "batch": batch, "precision": precision,
                 "levers_on": [n for n, on in all_levers.items() if on], "max_autotune": max_autotune,
-                "steps": steps, "warmup": warmup, "repeats": repeats,
+                "steps": steps, "min_time_s": min_seconds, "warmup": warmup, "repeats": repeats,
                 "autotune": settings.current().autotune, "headline": headline(results),
                 "spec_to_module_s": round(bench.build_seconds, 3), "results": results, "levers": levers,
                 "profile": profiled.get("ops", []), "conv_choices": conv_choice.choices(), **versions(),

@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec
+from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec, seconds
 from alexspec.errors import Loc, Problem, SpecError
 
 EXAMPLES = {
@@ -57,9 +57,9 @@ def cmd_bench(args) -> int:
               f"{figures['compiler_import_s']:.3f} s (imports torch: {figures['compiler_imports_torch']}); "
               f"validate + infer of 1,000 layers {figures['validate_infer_1000_layers_s']:.3f} s")
     if not args.cpu_figures or args.spec:
-        import os
+        from alexspec.bench.profile import quiet_profiler_log
 
-        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # before torch loads: the profiler's log stays quiet
+        quiet_profiler_log()  # before torch loads
         import torch
 
         from alexspec.bench import baselines, run, startup
@@ -84,7 +84,8 @@ def cmd_bench(args) -> int:
                 results.write({**result, **partial}, out)
 
         result.update(run.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, plan["steps"],
-                              args.warmup, args.ablate, progress=keep, repeats=plan["repeats"]))
+                              args.warmup, args.ablate, progress=keep, repeats=plan["repeats"],
+                              min_seconds=args.min_time))
     else:
         out = _bench_out(args.output, False)
     if out:
@@ -116,7 +117,10 @@ def add_parsers(command) -> None:
                         "(default on CUDA: all but compile-max-autotune; on CPU: eager)")
     p.add_argument("--max-autotune", action="store_true",
                    help="also compare with torch.compile max-autotune, its CUDA graphs on (minutes to compile)")
-    p.add_argument("--steps", type=positive_int, help="timed steps (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--steps", type=positive_int, help="timed steps, at least (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--min-time", type=seconds, default=0.2, metavar="SECONDS",
+                   help="each timing runs more than --steps steps where they take less than this (default 0.2 s: "
+                        "a few milliseconds' timing measures mostly the machine's noise; 0: exactly --steps)")
     p.add_argument("--repeats", type=positive_int, help="time each figure this many times and report the median and "
                    "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")

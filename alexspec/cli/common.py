@@ -44,6 +44,17 @@ def print_problems(error: SpecError) -> None:
     print(f"{count} problem{'s' if count != 1 else ''} in {', '.join(files)}", file=sys.stderr)
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more (an hour at most)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 3600 seconds, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
