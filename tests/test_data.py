@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,48 @@ def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):
     assert json.loads((tmp_path / "shards" / "index.json").read_text())["classes"] == ["cat", "dog"]
     (tmp_path / "shards" / "val.labels.npy").unlink()
     with pytest.raises(DataError, match="not a complete shard folder"):
+        read_shards(tmp_path / "shards")
+
+
+def test_shards_written_again_and_stopped_midway_are_the_old_ones_or_refused(tmp_path, monkeypatch):
+    source = make_folder(tmp_path / "imgs")
+    write_shards(image_folder(source, size=8), tmp_path / "shards")
+    old = read_shards(tmp_path / "shards")
+    old_images = np.array(old.val.images)
+    saved = np.save
+
+    def stopped_at_the_val_labels(handle, labels):  # a full disk or Ctrl-C while writing at another size
+        if "val" in handle.name:
+            raise KeyboardInterrupt
+        saved(handle, labels)
+
+    monkeypatch.setattr(np, "save", stopped_at_the_val_labels)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(image_folder(source, size=12), tmp_path / "shards")
+    kept = read_shards(tmp_path / "shards")  # every file written aside: the old shards, whole
+    assert np.array_equal(np.array(kept.val.images), old_images) and kept.val.images.shape[-1] == 8
+
+    monkeypatch.setattr(np, "save", saved)
+    moved = []
+
+    def stopped_after_two_names(self, target):
+        if len(moved) == 2:
+            raise KeyboardInterrupt
+        moved.append(target)
+        return Path.rename(self, target)
+
+    monkeypatch.setattr(Path, "replace", stopped_after_two_names)
+    with pytest.raises(KeyboardInterrupt):  # stopped while the new files take their names
+        write_shards(image_folder(source, size=12), tmp_path / "shards")
+    with pytest.raises(DataError, match="not a complete shard folder"):  # no index over a mix of old and new
+        read_shards(tmp_path / "shards")
+
+
+def test_shards_whose_images_are_not_what_the_index_says_are_refused(tmp_path):
+    write_shards(image_folder(make_folder(tmp_path / "imgs"), size=8), tmp_path / "shards")
+    images = tmp_path / "shards" / "train.images.u8"
+    images.write_bytes(images.read_bytes() * 2)  # 12 images of 3x8x8 where 12 were written, and as many again
+    with pytest.raises(DataError, match=r"train.images.u8 holds 4,608 bytes where index.json says 2,304 \(12x3x8x8\)"):
         read_shards(tmp_path / "shards")
 
 

@@ -196,6 +196,7 @@ def test_onnx_export_runs_like_the_module(tmp_path):
     pytest.importorskip("onnx")
     result = run_cli("export", "alexnet-1gpu", "--format", "onnx", "-o", str(tmp_path / "a.onnx"))
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr  # the exporter's note on the LRN's padding is not the user's problem
     torch.manual_seed(0)  # the export used the spec's initialisation: compare on the same weights
     from alexspec.interop.export import export
     module_file = tmp_path / "b.onnx"
@@ -208,6 +209,31 @@ def test_onnx_export_runs_like_the_module(tmp_path):
     (out,) = session.run(None, {"images": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), module(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_onnx_export_says_what_it_wrote_and_nothing_else(tmp_path):
+    pytest.importorskip("onnx")
+    result = run_cli("export", "digits", "-o", str(tmp_path / "digits.onnx"))
+    assert result.returncode == 0 and result.stdout.endswith("(onnx)\n"), result.stderr
+    assert result.stderr == ""  # no exporter warnings about the LRN's padding
+    assert (tmp_path / "digits.onnx").stat().st_size > 4 * 43_786  # digits' 43,786 fp32 weights are in it
+
+
+@pytest.mark.parametrize("fmt, writer", [("torch-export", "torch.export.save"), ("onnx", "torch.onnx.export")])
+def test_a_failed_export_leaves_the_file_it_would_replace(tmp_path, monkeypatch, fmt, writer):
+    from alexspec.interop.export import export
+
+    def breaks(*args, **kwargs):  # writes part of the program, then fails (a full disk, Ctrl-C)
+        file = args[1] if fmt == "torch-export" else args[2]
+        file.write(b"half a program")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(writer, breaks)
+    out = tmp_path / "digits.model"
+    out.write_bytes(b"an earlier export")
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(SPECS / "digits.yaml", None, fmt, out)
+    assert out.read_bytes() == b"an earlier export" and list(tmp_path.iterdir()) == [out]
 
 
 def test_diff_names_exactly_the_changed_layers():

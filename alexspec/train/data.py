@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -239,21 +241,32 @@ def _resize_center(image, size: int):
 
 
 def write_shards(dataset: Dataset, out: Path) -> None:
-    """Write a dataset as uint8 shards: <split>.images.u8 (memmap), <split>.labels.npy, index.json."""
+    """Write a dataset as uint8 shards: <split>.images.u8 (memmap), <split>.labels.npy, index.json.
+
+    Every file is written in full under a temporary name first; then the old index goes, the files
+    take their names and the new index is written last. A folder that a stopped run left behind
+    holds its old shards or no index (refused by read_shards), never an index over other data."""
     from alexspec.fsutil import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     index = {"format": "alexspec-shards-1", "classes": dataset.classes, "splits": {}}
+    written = []  # (temporary, final name)
     for name, split in (("train", dataset.train), ("val", dataset.val)):
         images = split.images.numpy() if isinstance(split.images, torch.Tensor) else np.asarray(split.images)
-        tmp = out / f".{name}.images.u8.tmp"
-        memmap = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=images.shape)
+        written.append((out / f".{name}.images.u8.tmp", out / f"{name}.images.u8"))
+        memmap = np.memmap(written[-1][0], dtype=np.uint8, mode="w+", shape=images.shape)
         memmap[:] = images
         memmap.flush()
         del memmap
-        tmp.replace(out / f"{name}.images.u8")
-        np.save(out / f"{name}.labels.npy", split.labels.numpy())
+        written.append((out / f".{name}.labels.npy.tmp", out / f"{name}.labels.npy"))
+        with open(written[-1][0], "wb") as handle:
+            np.save(handle, split.labels.numpy())
+            handle.flush()
+            os.fsync(handle.fileno())
         index["splits"][name] = {"count": int(images.shape[0]), "shape": list(images.shape[1:])}
+    (out / "index.json").unlink(missing_ok=True)
+    for temporary, final in written:
+        temporary.replace(final)
     write_atomic(out / "index.json", json.dumps(index, indent=2) + "\n")
 
 
@@ -264,8 +277,13 @@ def read_shards(root: Path) -> Dataset:
         splits = {}
         for name in ("train", "val"):
             info = index["splits"][name]
-            images = np.memmap(root / f"{name}.images.u8", dtype=np.uint8, mode="r",
-                               shape=(info["count"], *info["shape"]))
+            shape = (info["count"], *info["shape"])
+            found = (root / f"{name}.images.u8").stat().st_size
+            if found != math.prod(shape):
+                raise DataError(f"{root}: {name}.images.u8 holds {found:,} bytes where index.json says "
+                                f"{math.prod(shape):,} ({'x'.join(map(str, shape))}); write it again with "
+                                "`alexspec prepare-data`")
+            images = np.memmap(root / f"{name}.images.u8", dtype=np.uint8, mode="r", shape=shape)
             labels = torch.from_numpy(np.load(root / f"{name}.labels.npy").astype(np.int64))
             if len(labels) != info["count"]:
                 raise DataError(f"{root}: {name} has {len(labels)} labels for {info['count']} images")
