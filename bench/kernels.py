@@ -14,7 +14,7 @@ way, in the same process; on a GPU also ours replayed as a CUDA graph (its GPU t
 the host's launch overhead).
 Writes JSON with the device, versions and date.
 `--smoke` runs tiny shapes on CPU under TRITON_INTERPRET=1 (checks the script, times nothing
-meaningful).
+meaningful, and so writes JSON only where --out says: bench/results/ keeps GPU runs).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from alexspec.fsutil import write_atomic  # noqa: E402
 from alexspec.kernels import conv2d_bias_relu, conv2d_bias_relu_lrn, lrn, lrn_max_pool2d, max_pool2d  # noqa: E402
 
 LRN_SHAPES = {"norm1": (96, 55, 55), "norm2": (256, 27, 27)}
@@ -232,7 +233,8 @@ def environment(device: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--out", help="JSON file to write (default: bench/results/kernels-<device>-<date>.json)")
+    parser.add_argument("--out", help="JSON file to write (default: bench/results/kernels-<device>-<date>.json; "
+                                      "with --smoke, none)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under the Triton interpreter")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
@@ -251,11 +253,20 @@ def main(argv=None) -> int:
         print(f"interrupted after {len(results)} rows", file=sys.stderr)
     report = {**environment(device), "smoke": args.smoke, "complete": complete, "hardware": hardware,
               "cudnn_benchmark": torch.backends.cudnn.benchmark, "results": results}
-    out = Path(args.out or f"bench/results/kernels-{report['device'].replace(' ', '_')}-{report['date']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    out = output_file(args.out, report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
     return 0 if complete else 1
+
+
+def output_file(out: str | None, report: dict) -> Path | None:
+    """Where the report goes: --out, else bench/results/ for a GPU run; a smoke run's timings are
+    not results, so without --out it writes none."""
+    if out or report["smoke"]:
+        return Path(out) if out else None
+    return Path(f"bench/results/kernels-{report['device'].replace(' ', '_')}-{report['date']}.json")
 
 
 if __name__ == "__main__":

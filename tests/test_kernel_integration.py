@@ -166,6 +166,21 @@ def test_benchmark_script_runs_and_writes_json(tmp_path):
     assert all(row["ms_graphed"] is None for row in report["results"])  # CUDA graphs only on a GPU
 
 
+def test_a_smoke_run_of_the_kernel_benchmark_keeps_its_timings_out_of_the_results_folder():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "bench" / "kernels.py")
+    bench_kernels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_kernels)
+    smoke, gpu_run = {"smoke": True, "device": "cpu", "date": "2026-12-06"}, \
+        {"smoke": False, "device": "NVIDIA H200", "date": "2026-12-06"}
+    assert bench_kernels.output_file(None, smoke) is None
+    assert str(bench_kernels.output_file("smoke.json", smoke)) == "smoke.json"
+    assert str(bench_kernels.output_file(None, gpu_run)) == "bench/results/kernels-NVIDIA_H200-2026-12-06.json"
+
+
 def test_both_backends_compute_the_same_function():
     torch.manual_seed(0)
     triton_model = TinyAlexNet()
