@@ -13,7 +13,7 @@ from conftest import ROOT, SPECS, run_cli
 
 pytest.importorskip("torch")
 
-QUICK = ("--steps", "1", "--min-time", "0", "--warmup", "0", "--batch", "4")  # checks the command, times nothing meaningful
+QUICK = ("--steps", "1", "--min-time", "0", "--warmup", "0", "--batch", "4")  # checks the command, times nothing
 
 
 def bench_json(out, *args):
@@ -31,7 +31,8 @@ def test_bench_on_cpu_writes_the_result(tmp_path):
     assert "no CUDA device: benchmarking the torch backend on CPU" in result.stdout
     assert "profiler_start" not in result.stdout + result.stderr  # the profiler's own log stays off the console
     assert data["min_time_s"] == 0.05 and data["steps"] == 1
-    assert all(data["results"][kind][f"{what}_steps"] >= 1 for kind in ("alexspec", "eager") for what in ("train", "infer"))
+    assert all(data["results"][kind][f"{what}_steps"] >= 1
+               for kind in ("alexspec", "eager") for what in ("train", "infer"))
     assert set(data["startup"]) == {"cold_cache", "warm_cache"}  # no layer-by-layer start without a GPU
     for name in ("cold_cache", "warm_cache"):  # each from a process of its own, timed from outside too
         start = data["startup"][name]

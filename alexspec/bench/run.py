@@ -6,9 +6,10 @@ candidate's training step is alexspec.train.step's, the one `alexspec train` run
 under autocast, the spec's loss, backward, the optimizer's update; on bf16 weight copies and
 as one CUDA graph where its levers say so).
 Reported: images/s for a training step and for inference (the median of --repeats timings,
-with their spread; each timing at least --steps steps and --min-time seconds), the ratio to each baseline and the headline against the strongest,
-warm-up/compile time, peak memory, achieved FLOP/s (and the fraction of the device's peak
-where known), and a per-op time breakdown of the alexspec step (alexspec.bench.profile).
+with their spread; each timing at least --steps steps and --min-time seconds), the ratio to
+each baseline and the headline against the strongest, warm-up/compile time, peak memory,
+achieved FLOP/s (and the fraction of the device's peak where known), and a per-op time
+breakdown of the alexspec step (alexspec.bench.profile).
 """
 from __future__ import annotations
 
@@ -222,7 +223,7 @@ class _Bench:
             run()
         steps = self.steps
         if self.min_seconds > 0:
-            steps = max(steps, math.ceil(self.min_seconds / _timed(run, 1, self.synchronize)))
+            steps = max(steps, math.ceil(self.min_seconds / max(_timed(run, 1, self.synchronize), 1e-9)))
         return steps, [self.batch / _timed(run, steps, self.synchronize) for _ in range(self.repeats)]
 
     def _result(self, trains: list[float], infers: list[float], first: float) -> dict:
