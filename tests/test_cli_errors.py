@@ -1,6 +1,8 @@
 """Every class of bad spec, through the real command line: one located line per problem, exit 2."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import HEADER, locate, run_cli, spec_text
@@ -151,6 +153,50 @@ def test_a_bad_set_value_is_blamed_on_the_set_argument_not_on_the_spec_file():
     assert lines[0].startswith("--set training.lr=-1:1:1: training.lr: must be greater than 0")
     assert lines[1].startswith("--set training.lrr=0.1:1:1: training.lrr: unknown key 'lrr'")
     assert "digits.yaml" not in result.stderr
+
+
+SMALL_NET = """\
+alexspec: 1
+name: small
+input: {channels: 3, height: 32, width: 32}
+layers:
+  - {name: conv, type: conv, out: 8, kernel: 3}
+  - {name: pool, type: maxpool, kernel: 2}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 10}
+"""
+
+
+def test_set_names_a_layer_by_its_name_or_index_in_report_validate_and_compile(write_spec, tmp_path):
+    spec = str(write_spec(SMALL_NET))
+    for layer in ("conv", "0"):  # a 5x5 conv of 3 channels to 16: 32 -> 28, pooled to 14
+        result = run_cli("report", spec, "--format", "json", "--set", f"layers.{layer}.out=16",
+                         "--set", "layers.conv.kernel=5")
+        assert result.returncode == 0, result.stderr
+        conv, pool, _, fc = json.loads(result.stdout)["layers"]
+        assert conv["output_shape"] == [16, 28, 28] and conv["params"] == 16 * 3 * 5 * 5 + 16
+        assert pool["output_shape"] == [16, 14, 14] and fc["params"] == 16 * 14 * 14 * 10 + 10
+    result = run_cli("validate", spec, "--set", "layers.fc.out=12")
+    assert result.returncode == 0 and "output 12" in result.stdout
+    result = run_cli("compile", spec, "--set", "layers.conv.out=5", "-o", str(tmp_path / "build"))
+    assert result.returncode == 0, result.stderr
+    assert "self.conv = layers.Conv2d(3, 5, kernel=(3, 3)" in (tmp_path / "build" / "small.py").read_text()
+
+
+@pytest.mark.parametrize("assignment, said", [
+    ("layers.conv8.out=5", "layers.conv8.out: 'conv8' names no item of layers; name one of conv, pool, flatten, fc, "
+                           "or give an index (0 to 3)"),
+    ("layers.4.out=5", "'4' names no item of layers"),
+    ("layers.conv.outt=5", "layers[0].conv.outt: unknown key 'outt' for a conv layer; did you mean 'out'?"),
+    ("output.classes=5", "output: unknown key 'output' for this mapping"),  # a key --set added, not the file's
+    ("name.first=x", "name is a value, not a mapping or a list, so it has no 'first'"),
+])
+def test_a_bad_set_path_is_blamed_on_the_set_argument(write_spec, assignment, said):
+    spec = write_spec(SMALL_NET)
+    result = run_cli("validate", str(spec), "--set", assignment)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"--set {assignment}:1:1: ") and said in result.stderr, result.stderr
+    assert str(spec) not in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("extra, said", [

@@ -36,6 +36,22 @@ def resolve_spec(name: str) -> str:
     return resolve(name)
 
 
+def spec_document(spec: str, overrides: list[str]):
+    """The loaded spec (a path, a bundled name or a run folder) with each --set KEY=VALUE applied."""
+    from alexspec.spec import load_file
+    from alexspec.spec.overrides import apply_overrides
+
+    doc = load_file(spec)
+    return apply_overrides(doc, overrides) if overrides else doc
+
+
+def add_set_option(parser) -> None:
+    """--set KEY=VALUE, repeatable: a spec key changed before the spec is checked."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a key of the spec before it is checked, e.g. training.lr=0.02 or "
+                             "layers.conv1.stride=2 (a layer by its name or index; repeatable)")
+
+
 def print_problems(error: SpecError) -> None:
     for problem in error.problems:
         print(problem, file=sys.stderr)

@@ -7,7 +7,8 @@ import shutil
 import sys
 
 from alexspec import analyse
-from alexspec.cli.common import EXIT_BAD_INPUT, SPEC_HELP, positive_int, print_problems, write_out
+from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, positive_int, print_problems,
+                                 spec_document, write_out)
 from alexspec.errors import Loc, Problem, SpecError
 from alexspec.words import count
 
@@ -54,7 +55,7 @@ def cmd_validate(args) -> int:
     failed = False
     for spec in args.specs:
         try:
-            info = analyse(spec)
+            info = analyse(spec_document(spec, args.set))
         except SpecError as error:
             print_problems(error)
             failed = True
@@ -68,7 +69,7 @@ def cmd_validate(args) -> int:
 def cmd_report(args) -> int:
     from alexspec.report import render
 
-    info = analyse(args.spec)
+    info = analyse(spec_document(args.spec, args.set))
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() and not args.output else None
     text = render(info, args.format, args.batch, args.dtype, width)
     if args.output:
@@ -100,7 +101,7 @@ def cmd_compile(args) -> int:
     from alexspec.graph import graph_json
     from alexspec.report import render as render_report
 
-    info = analyse(args.spec)
+    info = analyse(spec_document(args.spec, args.set))
     devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
@@ -163,6 +164,7 @@ def add_parsers(command) -> None:
     command = functools.partial(command, examples=EXAMPLES)
     p = command("validate", "Check specs and list every problem with file:line:col and a fix.", cmd_validate)
     p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    add_set_option(p)
 
     p = command("report", "Show every layer's shape, params, MACs and memory, with totals.", cmd_report)
     p.add_argument("spec", nargs="?", default="alexnet", metavar="SPEC", help=SPEC_HELP + " (default: alexnet)")
@@ -171,6 +173,7 @@ def add_parsers(command) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="fp32",
                    help="activation and parameter dtype for memory (default: fp32)")
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    add_set_option(p)
 
     p = command("schema", "Print the spec language's JSON Schema (or its markdown reference).", cmd_schema)
     p.add_argument("--format", "-f", choices=("json", "markdown"), default="json", help="default: json")
@@ -178,6 +181,7 @@ def add_parsers(command) -> None:
     p = command("compile", "Compile a spec into a PyTorch module, with its IR, report and diagram.", cmd_compile)
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
+    add_set_option(p)
     p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
                    "tower (tower parallel) or one (towers become groups); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",

@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, positive_int
+from alexspec.cli.common import SPEC_HELP, add_set_option, positive_int, spec_document
 from alexspec.words import count
 
 EXAMPLES = {
@@ -39,14 +39,6 @@ EXAMPLES = {
                                                           the two runs' curves overlaid (the paper's Figure 1)
     """,
 }
-
-
-def _spec_document(spec: str, overrides: list[str]):
-    from alexspec.spec import load_file
-    from alexspec.spec.overrides import apply_overrides
-
-    doc = load_file(spec)
-    return apply_overrides(doc, overrides) if overrides else doc
 
 
 def _train_config(args):
@@ -99,7 +91,7 @@ def cmd_eval(args) -> int:
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
     data = args.data or (recorded_data(run_dir) if run_dir is not None else None) or "digits"
     devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
-    found = evaluate_checkpoint(_spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
+    found = evaluate_checkpoint(spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
                                 args.backend, devices, args.precision, args.channels_last,
                                 log=lambda line: print(line, file=sys.stderr))
     print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
@@ -159,8 +151,7 @@ def add_parsers(command) -> None:
                    help="continue from a checkpoint file or a run folder's newest (alone: the -o folder's), "
                         "with the run's data, epochs, batch, seed and --set values unless given again; it "
                         "writes in the checkpoint's run folder, or in -o/--output")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. training.lr=0.02 (repeatable)")
+    add_set_option(p)
     p.add_argument("--seed", type=int, help="default: the spec's training.seed")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",
                    help="also checkpoint every STEPS steps (default: at the end of each epoch)")
