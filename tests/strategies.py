@@ -156,14 +156,14 @@ JUNK = st.one_of(
     st.sampled_from(["conv", "maxpool", "cross", "exact", "ceil", "3", "1e12", "-3", "x; import os"]))
 
 
-def _paths(value, prefix=()):
+def value_paths(value, prefix=()):
     yield prefix
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _paths(item, prefix + (key,))
+            yield from value_paths(item, prefix + (key,))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _paths(item, prefix + (i,))
+            yield from value_paths(item, prefix + (i,))
 
 
 @st.composite
@@ -173,7 +173,7 @@ def mutated(draw, spec: dict):
 
     spec = copy.deepcopy(spec)
     for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(spec) if p]
+        paths = [p for p in value_paths(spec) if p]
         if not paths:
             break
         path = draw(st.sampled_from(paths))

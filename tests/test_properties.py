@@ -7,9 +7,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from alexspec.errors import SpecError
-from alexspec.spec import analyse, load_text
+from alexspec.spec import analyse, load_file, load_text
 from conftest import SPECS, has_torch
-from strategies import block_specs, mutated, valid_specs
+from strategies import JUNK, block_specs, mutated, valid_specs, value_paths
 
 PROFILE = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,8 +58,13 @@ def test_mutated_specs_with_blocks_raise_only_spec_errors(spec):
 
 
 def _check_only_spec_errors(text: str) -> None:
+    _check_only_located_problems(lambda: load_text(text, "fuzz.yaml"))
+
+
+def _check_only_located_problems(document) -> None:
+    """Loading `document()` and analysing it succeeds or raises a SpecError of located one-line problems."""
     try:
-        analyse(load_text(text, "fuzz.yaml"))
+        analyse(document())
     except SpecError as error:
         assert error.problems
         for problem in error.problems:
@@ -68,6 +73,7 @@ def _check_only_spec_errors(text: str) -> None:
 
 
 SHIPPED = [yaml.safe_load(p.read_text()) for p in sorted(SPECS.glob("*.yaml"))]
+SHIPPED_DOCS = [(p, yaml.safe_load(p.read_text())) for p in sorted(SPECS.glob("*.yaml"))]
 
 
 @pytest.mark.slow
@@ -81,6 +87,35 @@ def test_mutated_shipped_specs_raise_only_spec_errors(spec):
 @given(valid_specs().flatmap(lambda case: mutated(case[0])))
 def test_mutated_random_specs_raise_only_spec_errors(spec):
     _check_only_spec_errors(yaml.safe_dump(spec, sort_keys=False))
+
+
+@st.composite
+def set_assignments(draw, spec: dict) -> list[str]:
+    """One to three `--set KEY=VALUE` of a spec: a real path (a list item by its name or its index), maybe
+    with a step that is not there, and a value written as YAML or as raw text."""
+    assignments = []
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from([p for p in value_paths(spec) if p]))
+        parts, node = [], spec
+        for step in path:
+            named = isinstance(node, list) and isinstance(node[step], dict) and isinstance(node[step].get("name"), str)
+            parts.append(node[step]["name"] if named and draw(st.booleans()) else str(step))
+            node = node[step]
+        if draw(st.integers(0, 3)) == 0:
+            parts.insert(draw(st.integers(0, len(parts))), draw(st.sampled_from(["x", "99", "conv1", "", "-1"])))
+        value = draw(st.one_of(JUNK.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix(
+            "\n...")), st.text(max_size=8)))
+        assignments.append(".".join(parts) + "=" + value)
+    return assignments
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SHIPPED_DOCS).flatmap(lambda doc: st.tuples(st.just(doc), set_assignments(doc[1]))))
+def test_random_set_values_on_shipped_specs_raise_only_spec_errors(case):
+    from alexspec.spec.overrides import apply_overrides
+
+    (file, _), assignments = case
+    _check_only_located_problems(lambda: apply_overrides(load_file(file), assignments))
 
 
 @settings(max_examples=200, deadline=None)
