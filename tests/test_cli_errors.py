@@ -183,6 +183,14 @@ def test_set_names_a_layer_by_its_name_or_index_in_report_validate_and_compile(w
     assert "self.conv = layers.Conv2d(3, 5, kernel=(3, 3)" in (tmp_path / "build" / "small.py").read_text()
 
 
+def test_compile_into_a_file_says_it_is_a_file_and_leaves_it(write_spec):
+    spec = write_spec(SMALL_NET)
+    result = run_cli("compile", str(spec), "-o", str(spec))
+    assert result.returncode == 2
+    assert "cannot create the output folder (it is a file, not a folder); choose another folder with -o" in result.stderr
+    assert spec.read_text() == SMALL_NET
+
+
 @pytest.mark.parametrize("assignment, said", [
     ("layers.conv8.out=5", "layers.conv8.out: 'conv8' names no item of layers; name one of conv, pool, flatten, fc, "
                            "or give an index (0 to 3)"),

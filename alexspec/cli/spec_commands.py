@@ -112,7 +112,8 @@ def cmd_compile(args) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({exc.strerror})",
+        why = "it is a file, not a folder" if out.is_file() else exc.strerror
+        raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({why})",
                                  "choose another folder with -o")]) from None
     name = info.network.name
     written = {f"{name}.py": generated.source, "graph.json": graph_json(info),
