@@ -39,6 +39,14 @@ def test_image_folder_resizes_and_labels(tmp_path):
     assert (means[:6, 0] > means[:6, 1]).all() and (means[6:, 1] > means[6:, 0]).all()
 
 
+def test_an_image_too_large_to_decode_safely_is_skipped_not_a_traceback(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "imgs", per_class=100, size=(8, 8))
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(root / "train" / "cat" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # 480 pixels: over twice the limit, a decompression bomb
+    data = image_folder(root, size=8)
+    assert data.skipped == 1 and len(data.train) == 200
+
+
 def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
     few = image_folder(make_folder(tmp_path / "few", per_class=100, size=(8, 8), corrupt=1), size=8)
     assert few.skipped == 2 and len(few.train) == 200

@@ -213,7 +213,7 @@ def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
                 try:
                     with Image.open(file) as image:
                         image = _resize_center(image.convert(mode), size)
-                except (UnidentifiedImageError, OSError, ValueError):
+                except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
                     skipped += 1
                     continue
                 array = np.asarray(image, dtype=np.uint8)
