@@ -183,6 +183,16 @@ def test_set_names_a_layer_by_its_name_or_index_in_report_validate_and_compile(w
     assert "self.conv = layers.Conv2d(3, 5, kernel=(3, 3)" in (tmp_path / "build" / "small.py").read_text()
 
 
+@pytest.mark.parametrize("args, said", [
+    (("train", "--workers", "-1"), "argument --workers: must be from 0 to 16777216, got -1"),
+    (("bench", "digits", "--warmup", "-5"), "argument --warmup: must be from 0 to 16777216, got -5"),
+    (("train", "--epochs", "two"), "argument --epochs: expected a whole number, got 'two'"),
+])
+def test_counts_below_their_least_are_refused(args, said):
+    result = run_cli(*args)
+    assert result.returncode == 2 and said in result.stderr
+
+
 def test_compile_into_a_file_says_it_is_a_file_and_leaves_it(write_spec):
     spec = write_spec(SMALL_NET)
     result = run_cli("compile", str(spec), "-o", str(spec))

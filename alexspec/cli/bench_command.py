@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, positive_int, resolve_spec, seconds
+from alexspec.cli.common import SPEC_HELP, non_negative_int, positive_int, resolve_spec, seconds
 from alexspec.errors import Loc, Problem, SpecError
 
 EXAMPLES = {
@@ -123,7 +123,7 @@ def add_parsers(command) -> None:
                         "a few milliseconds' timing measures mostly the machine's noise; 0: exactly --steps)")
     p.add_argument("--repeats", type=positive_int, help="time each figure this many times and report the median and "
                    "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
                    help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")

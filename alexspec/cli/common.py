@@ -72,10 +72,18 @@ def seconds(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if not 1 <= value <= 1 << 24:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {1 << 24}, got {value}")
+    if not least <= value <= 1 << 24:
+        raise argparse.ArgumentTypeError(f"must be from {least} to {1 << 24}, got {value}")
     return value

@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, add_set_option, positive_int, spec_document
+from alexspec.cli.common import SPEC_HELP, add_set_option, non_negative_int, positive_int, spec_document
 from alexspec.words import count
 
 EXAMPLES = {
@@ -160,7 +160,8 @@ def add_parsers(command) -> None:
                    help="write a step's loss to metrics.jsonl every STEPS steps (default 20); the losses are "
                         "read from the GPU once per window, so 1 makes every step wait for the GPU")
     p.add_argument("--max-steps", type=positive_int, help="stop (with a checkpoint) after this many steps")
-    p.add_argument("--workers", type=int, default=4, help="threads reading shard batches ahead (default 4)")
+    p.add_argument("--workers", type=non_negative_int, default=4,
+                   help="threads reading shard batches ahead (default 4; 0: read in the training thread)")
     p.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
                    help="replay the training step as one CUDA graph (no per-kernel launch cost); auto: on one "
                         "CUDA device in one process (default: auto)")
