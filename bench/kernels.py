@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ if "--smoke" in sys.argv:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from alexspec.fsutil import write_atomic  # noqa: E402
+from alexspec.bench import results as bench_results  # noqa: E402
 from alexspec.kernels import conv2d_bias_relu, conv2d_bias_relu_lrn, lrn, lrn_max_pool2d, max_pool2d  # noqa: E402
 
 LRN_SHAPES = {"norm1": (96, 55, 55), "norm2": (256, 27, 27)}
@@ -255,8 +254,7 @@ def main(argv=None) -> int:
               "cudnn_benchmark": torch.backends.cudnn.benchmark, "results": results}
     out = output_file(args.out, report)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(report, indent=2) + "\n")
+        bench_results.write(report, out)
         print(f"wrote {out}")
     return 0 if complete else 1
 

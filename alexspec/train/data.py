@@ -278,10 +278,10 @@ def read_shards(root: Path) -> Dataset:
         for name in ("train", "val"):
             info = index["splits"][name]
             shape = (info["count"], *info["shape"])
-            found = (root / f"{name}.images.u8").stat().st_size
-            if found != math.prod(shape):
+            found, expected = (root / f"{name}.images.u8").stat().st_size, math.prod(shape)
+            if found != expected:
                 raise DataError(f"{root}: {name}.images.u8 holds {found:,} bytes where index.json says "
-                                f"{math.prod(shape):,} ({'x'.join(map(str, shape))}); write it again with "
+                                f"{expected:,} ({'x'.join(map(str, shape))}); write it again with "
                                 "`alexspec prepare-data`")
             images = np.memmap(root / f"{name}.images.u8", dtype=np.uint8, mode="r", shape=shape)
             labels = torch.from_numpy(np.load(root / f"{name}.labels.npy").astype(np.int64))
