@@ -256,6 +256,18 @@ def test_diff_names_exactly_the_changed_layers():
     assert run_cli("diff", "alexnet", "lenet5", "--exit-code").returncode == 1
 
 
+def test_diff_names_a_layer_that_moved():
+    # AlexNet normalises before pooling, ZFNet after: the same LRN layers at another place
+    data = json.loads(run_cli("diff", "alexnet", "zfnet", "--format", "json").stdout)
+    moved = {layer["name"]: layer for layer in data["moved"]}
+    assert set(moved) == {"norm1", "norm2"} and moved["norm1"]["after"] == ["conv1", "pool1"]
+    assert moved["norm2"]["fields"]["output_shape"] == [[256, 27, 27], [256, 13, 13]]
+    assert data["only_in_a"] == [] and data["only_in_b"] == []
+    result = run_cli("diff", "alexnet", "zfnet", "--exit-code")
+    assert result.returncode == 1 and result.stdout.rstrip().endswith("moved: norm1, norm2")
+    assert "norm1.after" in result.stdout and "only in" not in result.stdout
+
+
 class Fire(nn.Module):
     """SqueezeNet's Fire module: a squeeze conv, then two expand convs whose outputs are concatenated."""
 

@@ -81,10 +81,36 @@ def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
         ("total_params", a.total_params, b.total_params), ("total_macs", a.total_macs, b.total_macs),
         ("output_shape", list(a.output_shape), list(b.output_shape))) if va != vb}
     renamed = [[la.layer.name, lb.layer.name] for la, lb in matched if la.layer.name != lb.layer.name]
+    moved = _moved(a, b, only_a, only_b)
+    only_a = [li for li in only_a if li.layer.name not in moved]
+    only_b = [li for li in only_b if li.layer.name not in moved]
     return {"a": a.network.file, "b": b.network.file, "network": network, "changed": changed,
+            "moved": list(moved.values()),
             "only_in_a": [{"name": li.layer.name, **_facts(li)} for li in only_a],
             "only_in_b": [{"name": li.layer.name, **_facts(li)} for li in only_b], "renamed": renamed,
-            "same": not (network or changed or only_a or only_b)}
+            "same": not (network or changed or moved or only_a or only_b)}
+
+
+def _moved(a: NetworkInfo, b: NetworkInfo, only_a: list, only_b: list) -> dict[str, dict]:
+    """Layers of one name and type that each spec has, at another place (ZFNet's pool1 before norm1,
+    AlexNet's after): by name, each with the layer before it in A and in B and the fields that differ."""
+    in_b = {li.layer.name: li for li in only_b}
+    moved = {}
+    for la in only_a:
+        lb = in_b.get(la.layer.name)
+        if lb is None or lb.layer.type != la.layer.type:
+            continue
+        fa, fb = _facts(la), _facts(lb)
+        moved[la.layer.name] = {
+            "name": la.layer.name, "type": la.layer.type, "after": [_before(a, la), _before(b, lb)],
+            "fields": {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}}
+    return moved
+
+
+def _before(net: NetworkInfo, li: LayerInfo) -> str | None:
+    """The name of the layer just before `li` in its spec (None for the first)."""
+    at = next(i for i, x in enumerate(net.layers) if x is li)
+    return net.layers[at - 1].layer.name if at else None
 
 
 def _value(v) -> str:
@@ -113,6 +139,9 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
     rows += [(key, _value(va), _value(vb)) for key, (va, vb) in data["network"].items()]
     for layer in data["changed"]:
         rows += [(f"{layer['name']}.{key}", _value(va), _value(vb)) for key, (va, vb) in layer["fields"].items()]
+    for layer in data["moved"]:
+        rows += [(f"{layer['name']}.after", *(after or "(first)" for after in layer["after"]))]
+        rows += [(f"{layer['name']}.{key}", _value(va), _value(vb)) for key, (va, vb) in layer["fields"].items()]
     rows += [(f"{layer['name']}", f"{layer['type']} {_value(layer['output_shape'])}", "-") for layer in data["only_in_a"]]
     rows += [(f"{layer['name']}", "-", f"{layer['type']} {_value(layer['output_shape'])}") for layer in data["only_in_b"]]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -120,6 +149,7 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
     changed = sorted({layer["name"] for layer in data["changed"]})
     verb = "differs" if len(changed) == 1 else "differ"
     summary = (f"{count(len(changed), 'layer')} {verb} ({', '.join(changed)})" if changed else "no shared layer differs") + \
+        (f"; moved: {', '.join(l['name'] for l in data['moved'])}" if data["moved"] else "") + \
         (f"; only in A: {', '.join(l['name'] for l in data['only_in_a'])}" if data["only_in_a"] else "") + \
         (f"; only in B: {', '.join(l['name'] for l in data['only_in_b'])}" if data["only_in_b"] else "")
     return "\n".join(lines + [summary]) + "\n"

@@ -22,7 +22,9 @@ def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",
         if on_cuda and triton_available():
             return "triton", "triton kernels on CUDA"
         if not on_cuda:
-            return "torch", f"torch reference ops: the Triton kernels need CUDA, the devices are {', '.join(devices)}"
+            mixed = any(str(d).startswith("cuda") for d in devices)
+            return "torch", "torch reference ops: the Triton kernels need CUDA" + (
+                f" on every device, not {', '.join(devices)}" if mixed else "")
         return "torch", "torch reference ops: triton is not installed"
     if backend == "triton":
         if not triton_available():
