@@ -7,6 +7,8 @@ fused SGD and their own CUDA graphs. The headline is the ratio to the strongest 
 """
 from __future__ import annotations
 
+import statistics
+
 from alexspec.errors import BadInput
 
 
@@ -95,10 +97,19 @@ def rate(result: dict, what: str) -> str:
 
 
 def speedups(ours: dict, other: dict) -> dict:
-    """train_speedup and infer_speedup: our images/s over another run's (medians); where both were
-    timed repeatedly, also the range the ratio can take within their timings' ranges."""
+    """train_speedup and infer_speedup: our images/s over another run's. Where the two were timed in
+    interleaved rounds (`*_img_s_rounds`, on a CPU), the median of each round's ratio and the range of
+    those ratios: a round's two timings are seconds apart, so the machine's drift over the run cancels.
+    Otherwise the ratio of the medians and, where both were timed repeatedly, the range it can take
+    within their timings' ranges."""
     found = {}
     for what in ("train", "infer"):
+        rounds = f"{what}_img_s_rounds"
+        if rounds in ours and rounds in other:
+            ratios = [a / b for a, b in zip(ours[rounds], other[rounds], strict=True)]
+            found[f"{what}_speedup"] = round(statistics.median(ratios), 3)
+            found[f"{what}_speedup_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+            continue
         found[f"{what}_speedup"] = round(ours[f"{what}_img_s"] / other[f"{what}_img_s"], 3)
         if f"{what}_img_s_range" in ours and f"{what}_img_s_range" in other:
             (low, high), (other_low, other_high) = ours[f"{what}_img_s_range"], other[f"{what}_img_s_range"]
@@ -107,11 +118,13 @@ def speedups(ours: dict, other: dict) -> dict:
 
 
 def ratio_text(result: dict, what: str) -> str:
-    """x1.23, with the range it can take (x1.10-x1.30) where the timings were repeated."""
+    """x1.23, with the range it took over interleaved rounds (x1.10-x1.30 in 3 rounds), or can take
+    within the timings' ranges, where the timings were repeated."""
     text = f"x{result[f'alexspec_{what}_speedup']}"
     if f"alexspec_{what}_speedup_range" in result:
         low, high = result[f"alexspec_{what}_speedup_range"]
-        text += f" (x{low}-x{high} within the timings' ranges)"
+        rounds = result.get(f"{what}_img_s_rounds")
+        text += f" (x{low}-x{high} " + (f"in {len(rounds)} interleaved rounds)" if rounds else "within the timings' ranges)")
     return text
 
 

@@ -19,6 +19,8 @@ import math
 import platform
 import statistics
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from alexspec import settings
 from alexspec.bench.baselines import (BASELINES, describe_settings, headline, optimizer_name, rate, ratio_text,
@@ -111,6 +113,24 @@ def training_step(built, module, runnable, precision: str, fused: bool, copies: 
                         loss_function(network, training), precision, graph=graph)
 
 
+@dataclass
+class _Ready:
+    """A candidate built and warm: its module, a training step and an inference to time, and what its
+    first step took (with the Triton kernels compiled ahead, where they were)."""
+    module: object
+    train: Callable[[], None]
+    infer: Callable[[], None]
+    first: float
+    compiled_ahead: float | None
+
+
+def _conv_mode(levers: dict):
+    """Convs as alexspec chooses them per shape (triton_conv on), or all by cuDNN."""
+    from alexspec.kernels.tuning import conv_choice
+
+    return conv_choice.using(conv_choice.mode() if levers["triton_conv"] else "cudnn")
+
+
 class _Bench:
     """What every candidate of one `run` shares: the device, the inputs, the reference weights,
     the timing; `measure` times one candidate."""
@@ -162,12 +182,46 @@ class _Bench:
 
     def measure(self, kind: str, levers: dict, label: str, profile_into: dict | None = None) -> dict:
         """Images/s of `kind`'s training step and inference with `levers`, and what its first step took."""
-        from alexspec.kernels.tuning import conv_choice
+        return next(self.measure_all([(kind, levers, label, profile_into)]))[1]
 
-        with conv_choice.using(conv_choice.mode() if levers["triton_conv"] else "cudnn"):
-            return self._timed_run(kind, levers, label, profile_into)
+    def measure_all(self, candidates: list[tuple]):
+        """Yields (label, figures) for each (kind, levers, label, profile_into) in `candidates`.
 
-    def _timed_run(self, kind: str, levers: dict, label: str, profile_into: dict | None) -> dict:
+        On a GPU one after another: each candidate's CUDA graphs and memory are gone before the
+        next is built, and its peak memory is its own. On a CPU interleaved: every candidate is
+        built and warmed first, then each of the --repeats rounds times them all in turn, so the
+        machine's drift over the run (other work, clocks, caches) falls on every candidate alike
+        and does not become a ratio between them."""
+        if self.cuda:
+            for kind, levers, label, profile_into in candidates:
+                ready = self._ready(kind, levers, profile_into)
+                with _conv_mode(levers):
+                    train_steps, trains = self._rates(ready.train)
+                    ready.module.eval()
+                    infer = captured(ready.infer) if levers["cuda_graphs"] else ready.infer
+                    infer_steps, infers = self._rates(infer)
+                yield label, self._figures(label, ready, trains, infers, train_steps, infer_steps)
+                del ready, infer
+            return
+        ready = [self._ready(kind, levers, profile_into) for kind, levers, _, profile_into in candidates]
+        sizes = [self._sized(run, levers) for run, (_, levers, _, _) in zip(ready, candidates)]
+        timings = [([], []) for _ in ready]
+        for _ in range(self.repeats):
+            for run, (_, levers, _, _), (train_steps, infer_steps), (trains, infers) in zip(ready, candidates, sizes,
+                                                                                          timings):
+                with _conv_mode(levers):
+                    run.module.train()
+                    trains.append(self.batch / _timed(run.train, train_steps, self.synchronize))
+                    run.module.eval()
+                    infers.append(self.batch / _timed(run.infer, infer_steps, self.synchronize))
+        for (_, _, label, _), run, (train_steps, infer_steps), (trains, infers) in zip(candidates, ready, sizes, timings):
+            figures = self._figures(label, run, trains, infers, train_steps, infer_steps)
+            yield label, {**figures, "train_img_s_rounds": [round(r, 1) for r in trains],
+                          "infer_img_s_rounds": [round(r, 1) for r in infers]}
+
+    def _ready(self, kind: str, levers: dict, profile_into: dict | None) -> _Ready:
+        """`kind` with `levers` built, its first step taken (and profiled into `profile_into`), its
+        CUDA graph recorded where it has one: a training step and an inference to time."""
         import torch
 
         from alexspec.train.step import autocast
@@ -176,39 +230,52 @@ class _Bench:
         if self.cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        built, module, runnable = self.candidate(kind, levers)
-        x = self.x.contiguous(memory_format=torch.channels_last) if levers["channels_last"] else self.x
-        step = training_step(built, module, runnable, self.precision, levers["fused_optimizer"],
-                             levers["weight_copies"], levers["cuda_graphs"])
-        # torch.compile's own CUDA graphs are told where a step begins (their outputs are then reused)
-        inductor_graphs = BASELINES.get(kind, {}).get("cuda_graphs") == "inductor"
-        step_begins = torch.compiler.cudagraph_mark_step_begin if inductor_graphs else (lambda: None)
+        with _conv_mode(levers):
+            built, module, runnable = self.candidate(kind, levers)
+            x = self.x.contiguous(memory_format=torch.channels_last) if levers["channels_last"] else self.x
+            step = training_step(built, module, runnable, self.precision, levers["fused_optimizer"],
+                                 levers["weight_copies"], levers["cuda_graphs"])
+            # torch.compile's own CUDA graphs are told where a step begins (their outputs are then reused)
+            inductor_graphs = BASELINES.get(kind, {}).get("cuda_graphs") == "inductor"
+            step_begins = torch.compiler.cudagraph_mark_step_begin if inductor_graphs else (lambda: None)
 
-        def train():
-            step_begins()
-            step(x, self.labels)
+            def train():
+                step_begins()
+                step(x, self.labels)
 
-        def infer():
-            step_begins()
-            with torch.no_grad(), autocast(self.device, self.precision):
-                runnable(x)
+            def infer():
+                step_begins()
+                with torch.no_grad(), autocast(self.device, self.precision):
+                    runnable(x)
 
-        start = time.perf_counter()
-        module.train()
-        compiled_ahead = step.compile_ahead(x) if kind == "alexspec" and self.cuda else None
-        train()
-        self.synchronize()
-        first = time.perf_counter() - start
-        if profile_into is not None:
-            profile_into["ops"] = profile_step(train, self.device)
-        while step.graph is not None and not step.recorded:  # the warm-up steps and the recording
+            start = time.perf_counter()
+            module.train()
+            compiled_ahead = step.compile_ahead(x) if kind == "alexspec" and self.cuda else None
             train()
-        train_steps, trains = self._rates(train)
-        module.eval()
-        infer_steps, infers = self._rates(captured(infer) if levers["cuda_graphs"] else infer)
-        result = {**self._result(trains, infers, first), "train_steps": train_steps, "infer_steps": infer_steps}
-        if compiled_ahead is not None:
-            result["compile_ahead_s"] = compiled_ahead  # part of first_step_s
+            self.synchronize()
+            first = time.perf_counter() - start
+            if profile_into is not None:
+                profile_into["ops"] = profile_step(train, self.device)
+            while step.graph is not None and not step.recorded:  # the warm-up steps and the recording
+                train()
+        return _Ready(module, train, infer, first, compiled_ahead)
+
+    def _sized(self, run: _Ready, levers: dict) -> tuple[int, int]:
+        """(train, infer) calls a timing of `run`, each after its warm-up (see _steps)."""
+        with _conv_mode(levers):
+            run.module.train()
+            train_steps = self._steps(run.train)
+            run.module.eval()
+            return train_steps, self._steps(run.infer)
+
+    def _figures(self, label: str, ready: _Ready, trains: list[float], infers: list[float], train_steps: int,
+                 infer_steps: int) -> dict:
+        """One candidate's figures from its timings, printed."""
+        import torch
+
+        result = {**self._result(trains, infers, ready.first), "train_steps": train_steps, "infer_steps": infer_steps}
+        if ready.compiled_ahead is not None:
+            result["compile_ahead_s"] = ready.compiled_ahead  # part of first_step_s
         if self.cuda:
             result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
         self.log(f"{label:24} train {rate(result, 'train')}   infer {rate(result, 'infer')}   "
@@ -216,15 +283,18 @@ class _Bench:
         return result
 
     def _rates(self, run) -> tuple[int, list[float]]:
-        """(calls a timing, images/s of `run` timed --repeats times), after --warmup calls. A timing
-        runs --steps calls, or as many more as one call (timed once, untimed otherwise) says will last
-        --min-time seconds: a few milliseconds' timing is mostly the machine's noise."""
+        """(calls a timing, images/s of `run` timed --repeats times), after its warm-up (see _steps)."""
+        steps = self._steps(run)
+        return steps, [self.batch / _timed(run, steps, self.synchronize) for _ in range(self.repeats)]
+
+    def _steps(self, run) -> int:
+        """Calls a timing of `run`, after --warmup calls: --steps, or as many more as one call (timed
+        once) says will last --min-time seconds: a few milliseconds' timing is mostly the machine's noise."""
         for _ in range(self.warmup):
             run()
-        steps = self.steps
-        if self.min_seconds > 0:
-            steps = max(steps, math.ceil(self.min_seconds / max(_timed(run, 1, self.synchronize), 1e-9)))
-        return steps, [self.batch / _timed(run, steps, self.synchronize) for _ in range(self.repeats)]
+        if self.min_seconds <= 0:
+            return self.steps
+        return max(self.steps, math.ceil(self.min_seconds / max(_timed(run, 1, self.synchronize), 1e-9)))
 
     def _result(self, trains: list[float], infers: list[float], first: float) -> dict:
         train_img_s = statistics.median(trains)
@@ -285,10 +355,17 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
                 "profile": profiled.get("ops", []), "conv_choices": conv_choice.choices(), **versions(),
                 "date": datetime.date.today().isoformat(), "complete": complete}
 
-    results["alexspec"] = _measure_alexspec(bench, all_levers, profiled, peak)
-    progress(summary(False))
     for kind in compare:
-        results[kind] = _measure_baseline(bench, all_levers, kind, results["alexspec"])
+        if BASELINES[kind]["cuda_graphs"] and not cuda:
+            log(f"{kind:24} skipped: its CUDA graphs need CUDA")
+            results[kind] = {"skipped": "needs CUDA (CUDA graphs)", "settings": _settings(kind)}
+    candidates = [("alexspec", all_levers, "alexspec", profiled)] + [
+        (kind, baseline_levers(all_levers, kind), kind, None) for kind in compare if kind not in results]
+    for label, figures in bench.measure_all(candidates):
+        if label == "alexspec":
+            results["alexspec"] = _alexspec_figures(bench, figures, all_levers, profiled, peak)
+        else:
+            results[label] = _baseline_figures(bench, label, figures, results["alexspec"])
         progress(summary(False))
     for what, said in headline(results).items():
         log(f"headline, {what}: x{said['speedup']} the strongest baseline, {said['baseline']} "
@@ -299,11 +376,10 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
     return summary(True)
 
 
-def _measure_alexspec(bench: _Bench, all_levers: dict, profiled: dict, peak: float | None) -> dict:
-    """The headline alexspec figures (every lever on), its profile and its conv choices, printed."""
+def _alexspec_figures(bench: _Bench, result: dict, all_levers: dict, profiled: dict, peak: float | None) -> dict:
+    """The headline alexspec figures (every lever on) with its settings; its profile and conv choices printed."""
     from alexspec.kernels.tuning import conv_choice
 
-    result = bench.measure("alexspec", all_levers, "alexspec", profiled)
     result["spec_to_warm_module_s"] = round(bench.build_seconds + result["first_step_s"], 2)
     if peak:
         result["fraction_of_peak"] = round(result["train_tflops"] / peak, 4)
@@ -318,14 +394,17 @@ def _measure_alexspec(bench: _Bench, all_levers: dict, profiled: dict, peak: flo
     return result
 
 
-def _measure_baseline(bench: _Bench, all_levers: dict, kind: str, ours: dict) -> dict:
-    """One baseline's figures and alexspec's ratios to them (skipped where it needs CUDA)."""
+def _settings(kind: str) -> dict:
+    """How baseline `kind` runs, as the JSON records it."""
     how = BASELINES[kind]
-    ran = {"mode": how["compile"] or "eager", "cuda_graphs": how["cuda_graphs"], "optimizer": optimizer_name(how["fused_sgd"])}
-    if how["cuda_graphs"] and not bench.cuda:
-        bench.log(f"{kind:24} skipped: its CUDA graphs need CUDA")
-        return {"skipped": "needs CUDA (CUDA graphs)", "settings": ran}
-    result = {**bench.measure(kind, baseline_levers(all_levers, kind), kind), "settings": ran}
+    return {"mode": how["compile"] or "eager", "cuda_graphs": how["cuda_graphs"],
+            "optimizer": optimizer_name(how["fused_sgd"])}
+
+
+def _baseline_figures(bench: _Bench, kind: str, result: dict, ours: dict) -> dict:
+    """One baseline's figures with its settings and alexspec's ratios to them, printed."""
+    ran = _settings(kind)
+    result = {**result, "settings": ran}
     result.update({f"alexspec_{key}": value for key, value in speedups(ours, result).items()})
     bench.log(f"alexspec vs {kind} ({describe_settings(ran)}): training {ratio_text(result, 'train')}, "
               f"inference {ratio_text(result, 'infer')}")
@@ -333,14 +412,23 @@ def _measure_baseline(bench: _Bench, all_levers: dict, kind: str, ours: dict) ->
 
 
 def _ablate(bench: _Bench, all_levers: dict, lever: str, ours: dict) -> dict:
-    """What `lever` is worth: alexspec timed with it off (or, opt-in, on), or why it could not be."""
-    if all_levers[lever]:
-        off = bench.measure("alexspec", {**all_levers, lever: False}, f"alexspec without {lever}")
-        found = {"on": True, "without": off, **speedups(ours, off)}
-    elif lever in OPT_IN:  # off by default: time what turning it on does
-        with_it = bench.measure("alexspec", {**all_levers, lever: True}, f"alexspec with {lever}")
-        found = {"on": False, "with": with_it, **speedups(with_it, ours)}
-    else:
+    """What `lever` is worth: alexspec timed with it off (or, opt-in, on), or why it could not be.
+    On a GPU against the headline figure; on a CPU against alexspec timed again, interleaved with it
+    (see _Bench.measure_all)."""
+    if not all_levers[lever] and lever not in OPT_IN:
         return {"on": False, "why": why_off(lever, bench.cuda, bench.precision)}
+    changed = {**all_levers, lever: not all_levers[lever]}  # off, or (opt-in) on
+    label = f"alexspec {'without' if all_levers[lever] else 'with'} {lever}"
+    if bench.cuda:
+        figures = bench.measure("alexspec", changed, label)
+    else:
+        (_, ours), (_, figures) = bench.measure_all([("alexspec", all_levers, "alexspec (all levers)", None),
+                                                     ("alexspec", changed, label, None)])
+    if all_levers[lever]:
+        found = {"on": True, "without": figures, **speedups(ours, figures)}
+    else:
+        found = {"on": False, "with": figures, **speedups(figures, ours)}
+    if not bench.cuda:
+        found["alexspec_again"] = ours
     bench.log(f"  {lever}: training x{found['train_speedup']}, inference x{found['infer_speedup']}")
     return found

@@ -122,7 +122,8 @@ def add_parsers(command) -> None:
                    help="each timing runs more than --steps steps where they take less than this (default 0.2 s: "
                         "a few milliseconds' timing measures mostly the machine's noise; 0: exactly --steps)")
     p.add_argument("--repeats", type=positive_int, help="time each figure this many times and report the median and "
-                   "range (default: 1 on CUDA, 3 on CPU, where timings move more)")
+                   "range (default: 1 on CUDA, 3 on CPU, where timings move more; on CPU in rounds, every candidate "
+                   "timed in turn in each, and each ratio the median of the rounds')")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
                    help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
