@@ -96,7 +96,7 @@ def test_a_timing_runs_more_steps_where_steps_would_last_less_than_the_min_time(
     assert timing._rates(call)[0] == 5 and clock["calls"] == 2 + 3 * 5
 
 
-def test_on_a_cpu_every_candidate_is_timed_in_turn_in_each_round(monkeypatch):
+def test_on_a_cpu_every_candidate_is_timed_in_turn_in_each_round_and_on_a_gpu_one_after_another(monkeypatch):
     from alexspec.bench import run as bench
 
     calls = []
@@ -120,11 +120,18 @@ def test_on_a_cpu_every_candidate_is_timed_in_turn_in_each_round(monkeypatch):
     timing.cuda, timing.batch, timing.warmup, timing.repeats, timing.synchronize = False, 8, 1, 2, lambda: None
     timing.steps, timing.min_seconds, timing.log, timing.flops_per_image = 1, 0, lambda line: None, 1
     monkeypatch.setattr(timing, "_ready", ready)
-    levers = {"triton_conv": False}
+    levers = {"triton_conv": False, "cuda_graphs": False}
     measured = dict(timing.measure_all([("a", levers, "a", None), ("b", levers, "b", None)]))
     in_turn = ["a.train()", "a step", "a.eval()", "a infer", "b.train()", "b step", "b.eval()", "b infer"]
     assert calls == in_turn * 3  # a's and b's warm-up call, then a and b in turn, round after round
     assert set(measured) == {"a", "b"} and len(measured["a"]["train_img_s_rounds"]) == 2
+
+    calls.clear()  # on a GPU (stood in for): one candidate after another, each with the device to itself
+    timing.cuda = True
+    monkeypatch.setattr("torch.cuda.max_memory_allocated", lambda: 0)
+    measured = dict(timing.measure_all([("a", levers, "a", None), ("b", levers, "b", None)]))
+    assert calls == [step for kind in "ab" for step in [f"{kind} step"] * 3 + [f"{kind}.eval()"] + [f"{kind} infer"] * 3]
+    assert set(measured) == {"a", "b"} and "train_img_s_rounds" not in measured["a"]
 
 
 def test_candidates_timed_in_the_same_rounds_compare_round_by_round():
