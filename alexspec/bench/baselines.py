@@ -29,9 +29,12 @@ SLOW_TO_COMPILE = ("compile-max-autotune",)  # minutes of autotuning: only with 
 
 
 def defaults(cuda: bool) -> dict:
-    """Batch, timed steps and repeats when the command line names none: AlexNet's batch 256 on a GPU; on
-    a CPU a small batch, timed three times (its timings move more)."""
-    return {"batch": 256, "steps": 20, "repeats": 1} if cuda else {"batch": 8, "steps": 2, "repeats": 3}
+    """Batch, timed steps, repeats and precision when the command line names none: AlexNet's batch 256
+    in bf16 on a GPU; on a CPU a small batch in fp32 (what `alexspec train` runs there), timed seven
+    times (its timings move more)."""
+    if cuda:
+        return {"batch": 256, "steps": 20, "repeats": 1, "precision": "bf16"}
+    return {"batch": 8, "steps": 2, "repeats": 7, "precision": "fp32"}
 
 
 def default_baselines(cuda: bool, max_autotune: bool) -> list[str]:
@@ -124,19 +127,21 @@ def ratio_text(result: dict, what: str) -> str:
     if f"alexspec_{what}_speedup_range" in result:
         low, high = result[f"alexspec_{what}_speedup_range"]
         rounds = result.get(f"{what}_img_s_rounds")
-        text += f" (x{low}-x{high} " + (f"in {len(rounds)} interleaved rounds)" if rounds else "within the timings' ranges)")
+        where = f"in {len(rounds)} interleaved rounds" if rounds else "within the timings' ranges"
+        text += f" (x{low}-x{high} {where})"
     return text
 
 
 def plan(cuda: bool, batch: int | None = None, steps: int | None = None, repeats: int | None = None,
-         compare: str | None = None, max_autotune: bool = False) -> dict:
-    """What a `alexspec bench` run times where the command line leaves it open: batch, steps and
-    repeats (defaults), the baselines (default_baselines, or --compare's, max-autotune added with
+         compare: str | None = None, max_autotune: bool = False, precision: str | None = None) -> dict:
+    """What a `alexspec bench` run times where the command line leaves it open: batch, steps,
+    repeats and precision (defaults), the baselines (default_baselines, or --compare's, max-autotune added with
     --max-autotune) and a note to print (None: nothing to say)."""
     default = defaults(cuda)
     names = default_baselines(cuda, max_autotune) if compare is None else parse_baselines(compare)
     if max_autotune and "compile-max-autotune" not in names:
         names.append("compile-max-autotune")
     return {"batch": batch or default["batch"], "steps": steps or default["steps"],
-            "repeats": repeats or default["repeats"], "compare": names,
+            "repeats": repeats or default["repeats"], "precision": precision or default["precision"],
+            "compare": names,
             "note": cpu_note() if compare is None and not cuda else None}

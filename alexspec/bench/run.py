@@ -214,7 +214,8 @@ class _Bench:
                     trains.append(self.batch / _timed(run.train, train_steps, self.synchronize))
                     run.module.eval()
                     infers.append(self.batch / _timed(run.infer, infer_steps, self.synchronize))
-        for (_, _, label, _), run, (train_steps, infer_steps), (trains, infers) in zip(candidates, ready, sizes, timings):
+        for (_, _, label, _), run, (train_steps, infer_steps), (trains, infers) in zip(candidates, ready, sizes,
+                                                                                      timings):
             figures = self._figures(label, run, trains, infers, train_steps, infer_steps)
             yield label, {**figures, "train_img_s_rounds": [round(r, 1) for r in trains],
                           "infer_img_s_rounds": [round(r, 1) for r in infers]}

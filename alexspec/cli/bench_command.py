@@ -65,16 +65,17 @@ def cmd_bench(args) -> int:
         from alexspec.bench import baselines, run, startup
 
         cuda = torch.cuda.is_available()
-        plan = baselines.plan(cuda, args.batch, args.steps, args.repeats, args.compare, args.max_autotune)
+        plan = baselines.plan(cuda, args.batch, args.steps, args.repeats, args.compare, args.max_autotune,
+                              args.precision)
         if plan["note"]:
             print(plan["note"])
-        batch, compare = plan["batch"], plan["compare"]
+        batch, compare, precision = plan["batch"], plan["compare"], plan["precision"]
         spec = resolve_spec(args.spec or "alexnet")
         if args.cold_start:
             print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
                   + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "
                      "timing every choice)..." if cuda else ")..."))
-            result["startup"] = startup.startup(spec, batch, args.precision, layer_by_layer=cuda, profiled=cuda)
+            result["startup"] = startup.startup(spec, batch, precision, layer_by_layer=cuda, profiled=cuda)
             for name, figures in result["startup"].items():
                 print(startup.describe_start(name, figures))
         out = _bench_out(args.output, cuda)
@@ -83,7 +84,7 @@ def cmd_bench(args) -> int:
             if out:
                 results.write({**result, **partial}, out)
 
-        result.update(run.run(spec, batch, args.precision, compare, "compile-max-autotune" in compare, plan["steps"],
+        result.update(run.run(spec, batch, precision, compare, "compile-max-autotune" in compare, plan["steps"],
                               args.warmup, args.ablate, progress=keep, repeats=plan["repeats"],
                               min_seconds=args.min_time))
     else:
@@ -109,7 +110,8 @@ def add_parsers(command) -> None:
     p = command("bench", "Time training and inference against the PyTorch baselines a user would pick.", cmd_bench)
     p.add_argument("spec", nargs="?", metavar="SPEC", help=SPEC_HELP + " (default: alexnet)")
     p.add_argument("--batch", type=positive_int, help="default: 256 on CUDA, 8 on CPU")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="default: bf16 (channels-last)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="default: bf16 (channels-last) on CUDA; fp32 on CPU, as `alexspec train` runs there")
     p.add_argument("--compare", metavar="LIST",
                    help="baselines, comma-separated: eager (SGD foreach), eager-graphed (the whole step as a CUDA "
                         "graph, fused SGD), compile (torch.compile default, fused SGD), compile-reduce-overhead, "
@@ -122,7 +124,7 @@ def add_parsers(command) -> None:
                    help="each timing runs more than --steps steps where they take less than this (default 0.2 s: "
                         "a few milliseconds' timing measures mostly the machine's noise; 0: exactly --steps)")
     p.add_argument("--repeats", type=positive_int, help="time each figure this many times and report the median and "
-                   "range (default: 1 on CUDA, 3 on CPU, where timings move more; on CPU in rounds, every candidate "
+                   "range (default: 1 on CUDA, 7 on CPU, where timings move more; on CPU in rounds, every candidate "
                    "timed in turn in each, and each ratio the median of the rounds')")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
