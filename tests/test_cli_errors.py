@@ -201,6 +201,16 @@ def test_compile_into_a_file_says_it_is_a_file_and_leaves_it(write_spec):
     assert spec.read_text() == SMALL_NET
 
 
+def test_compile_output_named_like_a_module_file_is_refused(tmp_path):
+    out = tmp_path / "net.py"  # compile writes a folder: this would have become the folder net.py/
+    result = run_cli("compile", "lenet5", "-o", str(out))
+    assert result.returncode == 2 and not out.exists()
+    assert f"{out}:1:1: -o names the output folder, where lenet5.py, graph.json, report.json and lenet5.dot are " \
+           "written; give a folder, e.g. -o build (writes build/lenet5.py)" in result.stderr
+    out.mkdir()  # a folder that is named so already is one
+    assert run_cli("compile", "lenet5", "-o", str(out)).returncode == 0 and (out / "lenet5.py").is_file()
+
+
 @pytest.mark.parametrize("assignment, said", [
     ("layers.conv8.out=5", "layers.conv8.out: 'conv8' names no item of layers; name one of conv, pool, flatten, fc, "
                            "or give an index (0 to 3)"),

@@ -109,13 +109,17 @@ def cmd_compile(args) -> int:
     generated = generate(info, devices, args.backend, fuse=not args.no_fuse, fuse_lrn_pool=args.fuse_lrn_pool,
                          fuse_conv_lrn=args.fuse_conv_lrn)
     out = Path(args.output)
+    name = info.network.name
+    if out.suffix == ".py" and not out.is_dir():  # `-o net.py` would make a folder named net.py
+        raise SpecError([Problem(Loc(str(out), 1, 1), "", f"-o names the output folder, where {name}.py, graph.json, "
+                                 f"report.json and {name}.dot are written", "give a folder, e.g. -o build "
+                                 f"(writes build/{name}.py)")])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         why = "it is a file, not a folder" if out.is_file() else exc.strerror
         raise SpecError([Problem(Loc(str(out), 1, 1), "", f"cannot create the output folder ({why})",
                                  "choose another folder with -o")]) from None
-    name = info.network.name
     written = {f"{name}.py": generated.source, "graph.json": graph_json(info),
                "report.json": render_report(info, "json"), f"{name}.dot": dot(info)}
     for file, text in written.items():
