@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -172,6 +173,35 @@ def test_import_cli_from_a_python_factory_with_weights(tmp_path):
     result = run_cli("export", str(tmp_path / "lenet.yaml"), "--checkpoint", str(tmp_path / "w.pt"),
                      "-o", str(tmp_path / "lenet.pt2"))
     assert result.returncode == 0, result.stderr
+
+
+def test_import_finds_a_module_in_the_current_folder_and_says_what_the_users_code_raised(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "mynets.py").write_text("from torch import nn\n"
+                                        "def Small():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())\n"
+                                        "class NeedsArgs(nn.Module):\n    def __init__(self, n):\n"
+                                        "        super().__init__()\n")
+    (tmp_path / "raises.py").write_text("x = 1\nraise RuntimeError('no GPU here')\n")
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    console = Path(sys.executable).with_name("alexspec")  # the installed command: its sys.path lacks the folder
+    done = subprocess.run([str(console), "import", "python:mynets:Small", "--input", "1,5,5", "-o", "small.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load((tmp_path / "small.yaml").read_text())["layers"][0]["out"] == 2
+    for source, said in [
+            ("mynets:NeedsArgs", "mynets:NeedsArgs() raised TypeError: NeedsArgs.__init__() missing 1 required "
+                                 "positional argument: 'n'; the callable must make the model with no arguments"),
+            ("mynets:Nope", f"cannot load mynets:Nope: mynets ({tmp_path / 'mynets.py'}) has no 'Nope'"),
+            ("raises:f", f"cannot load raises:f: importing raises raised RuntimeError: no GPU here "
+                         f"({tmp_path / 'raises.py'}:2)"),
+            ("broken:f", f"importing broken raised SyntaxError: invalid syntax ({tmp_path / 'broken.py'}:1)"),
+            ("nomodule:f", "cannot load nomodule:f: No module named 'nomodule' (modules are looked for in the "
+                           "current folder and on PYTHONPATH)")]:
+        result = run_cli("import", f"python:{source}", "-o", "x.yaml", cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "x.yaml").exists()
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """Commands between alexspec and other tools: import, export."""
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import argparse
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
 
 from alexspec import analyse
 from alexspec.cli.common import SPEC_HELP, resolve_spec
@@ -115,12 +117,32 @@ def _torch_model(source: str):
         if not module_name or not attr:
             raise ImportProblem(f"python:{rest} names no callable: write python:MODULE:CALLABLE, e.g. "
                                 "python:mynets:LeNet (a function or class returning the model)")
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # a module in the current folder, as `python -m` finds it
         try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ImportProblem(f"cannot load {rest}: {exc}") from None
-        return factory(), attr.lower()
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportProblem(f"cannot load {rest}: {exc} (modules are looked for in the current folder and "
+                                "on PYTHONPATH)") from None
+        except Exception as exc:  # the module's own code failed: its error, not ours
+            raise ImportProblem(f"cannot load {rest}: importing {module_name} raised {_error(exc)}") from None
+        factory = getattr(module, attr, None)
+        if factory is None:
+            raise ImportProblem(f"cannot load {rest}: {module_name} ({module.__file__}) has no {attr!r}")
+        try:
+            return factory(), attr.lower()
+        except Exception as exc:
+            raise ImportProblem(f"{rest}() raised {_error(exc)}; the callable must make the model with no "
+                                "arguments (wrap it: def make(): return Net(10))") from None
     raise ImportProblem(f"unknown source {source!r}: use torchvision:NAME, python:MODULE:CALLABLE or caffe PATH")
+
+
+def _error(exc: Exception) -> str:
+    """An exception from the user's code in one line: its type, message and where it was raised."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}:{exc.lineno})"
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != __file__]
+    return f"{type(exc).__name__}: {exc}" + (f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else "")
 
 
 def cmd_export(args) -> int:
