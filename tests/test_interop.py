@@ -85,6 +85,17 @@ def test_torchvision_alexnet_imports_with_floor_rounding_said():
     assert "rounding" not in lenet_spec  # every size divides: no rounding needed
 
 
+@pytest.mark.parametrize("shape, said", [((3, 32, 32), "expected input[2, 3, 32, 32] to have 1 channels"),
+                                          ((1, 4, 4), "Kernel size can't be greater than actual input size")])
+def test_an_input_shape_the_model_does_not_take_is_said_as_such(shape, said):
+    model = lenet()  # 1x32x32 in; before, these were a weights mismatch or a problem in an unseen spec
+    with pytest.raises(ImportProblem) as caught:
+        spec_from_torch(model, shape, "lenet")
+    assert f"the model does not run on {'x'.join(map(str, shape))} inputs (" in str(caught.value)
+    assert said in str(caught.value) and str(caught.value).endswith("give its input shape with --input C,H,W")
+    assert model.training  # left in the mode it came in
+
+
 def test_unsupported_layers_are_named():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 2))
     with pytest.raises(ImportProblem, match=r"1 \(InstanceNorm2d\)"):

@@ -130,6 +130,7 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     Raises ImportProblem for what a spec cannot express, and where the built spec's outputs
     differ from the model's on the same random input."""
     traced = trace(model)
+    _runs_on(model, input_shape)
     image, flow, returned = _dataflow(traced.graph)
     builder = _SpecBuilder(traced, image)
     for node, reads in flow:
@@ -147,6 +148,23 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     imported = Imported(_with_rounding(spec), builder.sources, builder.outputs)
     check_same_function(model, traced, imported, input_shape)
     return imported
+
+
+def _runs_on(model, input_shape: tuple[int, int, int]) -> None:
+    """ImportProblem, with PyTorch's reason, unless `model` runs on a batch of (C, H, W) inputs."""
+    import torch
+
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *input_shape))
+    except Exception as exc:  # the model's own forward refused the shape: say so, and how to give another
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportProblem(f"the model does not run on {'x'.join(map(str, input_shape))} inputs ({first_line}); "
+                            "give its input shape with --input C,H,W") from None
+    finally:
+        model.train(training)
 
 
 class _SpecBuilder:
