@@ -167,6 +167,18 @@ def test_caffe_problems_are_named():
         spec_from_prototxt('layer { name: "fc" type: "InnerProduct" inner_product_param { num_output: 2 } }')
 
 
+@pytest.mark.parametrize("text, said", [
+    ('name: "x"\nlayer { name: "fc"\n', "x.prototxt:2:7: this '{' is never closed; close it with '}'"),
+    ('name: "x"\n  }\n', "x.prototxt:2:3: this '}' closes no '{'; remove it"),
+    ('name: "x"\n: 3\n', "x.prototxt:2:1: unexpected ':'; a field name was expected (name: value, or name { ... })"),
+    ('name: "x"\n', "x.prototxt: the prototxt gives no input shape")])
+def test_a_prototxt_that_does_not_parse_is_located(tmp_path, text, said):
+    (tmp_path / "x.prototxt").write_text(text)
+    result = run_cli("import", "caffe", "x.prototxt", "-o", "x.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and f"alexspec import: {said}" in result.stderr, result.stderr
+    assert not (tmp_path / "x.yaml").exists()
+
+
 @pytest.mark.slow
 def test_import_cli_from_a_python_factory_with_weights(tmp_path):
     (tmp_path / "mynets.py").write_text("from torch import nn\n"

@@ -56,7 +56,11 @@ def cmd_import(args) -> int:
         if args.weights:
             raise ImportProblem("--weights loads a torch model's state dict; Caffe's .caffemodel is not read (convert "
                                 "it with Caffe's tools to a PyTorch state dict keyed by the spec's layer names)")
-        spec, imported = spec_from_prototxt(text, args.name, args.input), None
+        try:
+            spec, imported = spec_from_prototxt(text, args.name, args.input), None
+        except ImportProblem as exc:  # named by the file (and, where parsing failed, LINE:COL)
+            said = str(exc)
+            raise ImportProblem(f"{args.path}:{said}" if said[:1].isdigit() else f"{args.path}: {said}") from None
     else:
         from alexspec.interop.from_torch import spec_from_torch
 

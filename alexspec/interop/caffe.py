@@ -16,44 +16,48 @@ _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|(
 
 
 def parse_prototxt(text: str) -> dict:
-    """Protobuf text format -> {field: [values]} (nested messages as dicts)."""
-    tokens = []
+    """Protobuf text format -> {field: [values]} (nested messages as dicts). A problem is an
+    ImportProblem starting `LINE:COL: `."""
+    tokens = []  # (kind, value, "line:col")
     for match in _TOKEN.finditer(text):
         comment, string, punct, word = match.groups()
+        start = match.start(match.lastindex) if match.lastindex else match.start()
+        where = f"{text.count(chr(10), 0, start) + 1}:{start - text.rfind(chr(10), 0, start)}"
         if string is not None:
-            tokens.append(("value", string[1:-1]))
+            tokens.append(("value", string[1:-1], where))
         elif punct is not None:
-            tokens.append((punct, punct))
+            tokens.append((punct, punct, where))
         elif word is not None:
-            tokens.append(("word", word))
+            tokens.append(("word", word, where))
     position = 0
 
-    def message(closing: bool) -> dict:
+    def message(opened_at: str | None) -> dict:
         nonlocal position
         fields: dict = {}
         while position < len(tokens):
-            kind, value = tokens[position]
+            kind, value, where = tokens[position]
             if kind == "}":
-                if not closing:
-                    raise ImportProblem("unbalanced '}' in the prototxt")
+                if opened_at is None:
+                    raise ImportProblem(f"{where}: this '}}' closes no '{{'; remove it")
                 position += 1
                 return fields
             if kind != "word":
-                raise ImportProblem(f"unexpected {value!r} in the prototxt")
+                raise ImportProblem(f"{where}: unexpected {value!r}; a field name was expected (name: value, "
+                                    "or name { ... })")
             position += 1
             if position < len(tokens) and tokens[position][0] == ":":
                 position += 1
             if position < len(tokens) and tokens[position][0] == "{":
                 position += 1
-                fields.setdefault(value, []).append(message(True))
+                fields.setdefault(value, []).append(message(tokens[position - 1][2]))
             elif position < len(tokens):
                 fields.setdefault(value, []).append(_scalar(tokens[position][1]))
                 position += 1
-        if closing:
-            raise ImportProblem("a '{' in the prototxt is never closed")
+        if opened_at is not None:
+            raise ImportProblem(f"{opened_at}: this '{{' is never closed; close it with '}}'")
         return fields
 
-    return message(False)
+    return message(None)
 
 
 def _scalar(text: str):
