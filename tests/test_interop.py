@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -165,18 +167,55 @@ def test_caffe_problems_are_named():
         spec_from_prototxt(text)
     with pytest.raises(ImportProblem, match="no input shape"):
         spec_from_prototxt('layer { name: "fc" type: "InnerProduct" inner_product_param { num_output: 2 } }')
+    with pytest.raises(ImportProblem, match="layer norm1: lrn_param.local_size must be a whole number of channels, "
+                                            "1 or more, got 0"):
+        spec_from_prototxt(CAFFE_ALEXNET.replace("local_size: 5", "local_size: 0", 1))
+    relu_reading_the_last = CAFFE_ALEXNET.replace('type: "ReLU" bottom: "conv1" top: "conv1"', 'type: "ReLU"')
+    assert spec_from_prototxt(relu_reading_the_last)["layers"][0]["activation"] == "relu"  # a bottom-less ReLU
 
 
 @pytest.mark.parametrize("text, said", [
     ('name: "x"\nlayer { name: "fc"\n', "x.prototxt:2:7: this '{' is never closed; close it with '}'"),
     ('name: "x"\n  }\n', "x.prototxt:2:3: this '}' closes no '{'; remove it"),
     ('name: "x"\n: 3\n', "x.prototxt:2:1: unexpected ':'; a field name was expected (name: value, or name { ... })"),
-    ('name: "x"\n', "x.prototxt: the prototxt gives no input shape")])
-def test_a_prototxt_that_does_not_parse_is_located(tmp_path, text, said):
+    ('name: "x"\n', "x.prototxt: the prototxt gives no input shape"),
+    ("layer: 3\n", "x.prototxt: layer must be a message (layer { ... }), got 3"),
+    ('input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "c" type: "Convolution" '
+     'convolution_param { num_output: "x" kernel_size: 3 } }', "x.prototxt: layer c: convolution_param.num_output must "
+                                                              "be a number, got 'x'"),
+    ('input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "c" type: "Convolution" '
+     'convolution_param { num_output: 0 kernel_size: 3 } }', "x.prototxt: the network makes no valid spec: "
+                                                            "layers[0].c.out: must be at least 1, got 0")])
+def test_a_prototxt_that_does_not_parse_or_fit_is_located(tmp_path, text, said):
     (tmp_path / "x.prototxt").write_text(text)
     result = run_cli("import", "caffe", "x.prototxt", "-o", "x.yaml", cwd=tmp_path)
     assert result.returncode == 2 and f"alexspec import: {said}" in result.stderr, result.stderr
     assert not (tmp_path / "x.yaml").exists()
+
+
+PROTOTXT_WORDS = ["{", "}", ":", '"x"', "3", "0", "-1", "2.5", "1e9", "layer", "name", "type", "bottom", "top",
+                  '"Convolution"', '"Pooling"', '"InnerProduct"', '"Concat"', '"Eltwise"', '"BatchNorm"', '"Scale"',
+                  "convolution_param", "pooling_param", "num_output", "kernel_size", "stride", "pad", "group",
+                  "input_dim", "input_shape", "dim", "pool", "MAX", "global_pooling", "true", '"data"', '"conv1"']
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["delete", "insert", "replace"]), st.integers(0, 10 ** 6),
+                          st.sampled_from(PROTOTXT_WORDS)), min_size=1, max_size=4))
+def test_edited_prototxts_import_or_raise_only_import_problems(edits):
+    tokens = re.findall(r'"[^"]*"|[{}:]|[^\s{}:]+', CAFFE_ALEXNET)
+    for edit, at, word in edits:
+        at %= len(tokens)
+        if edit == "delete":
+            del tokens[at]
+        else:
+            tokens[at:at + (edit == "replace")] = [word]
+    try:
+        spec = spec_from_prototxt(" ".join(tokens))
+    except ImportProblem as problem:
+        assert "\n" not in str(problem) and "<dict>" not in str(problem)
+    else:
+        assert spec["layers"]
 
 
 @pytest.mark.slow

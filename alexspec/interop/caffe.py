@@ -69,6 +69,29 @@ def _scalar(text: str):
     return text
 
 
+# Fields read as messages (`name { ... }`) and as numbers; a prototxt that gives another form is refused
+# by _check_form, naming the field, before anything reads it.
+_MESSAGES = {"layer", "layers", "input_shape", "shape"}
+_NUMBERS = {"input_dim", "dim", "num_output", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h", "stride_w",
+            "pad", "pad_h", "pad_w", "group", "dilation", "local_size", "alpha", "beta", "k", "eps",
+            "moving_average_fraction", "axis", "dropout_ratio"}
+
+
+def _check_form(message: dict, where: str = "") -> None:
+    """ImportProblem for the first field in `message` (recursively) that is not in the form Caffe
+    gives it: a message where _MESSAGES or a `*_param` says so, a number where _NUMBERS does."""
+    for key, values in message.items():
+        for value in values:
+            inside = f"{where}{key}"
+            if key in _MESSAGES or key.endswith("_param"):
+                if not isinstance(value, dict):
+                    raise ImportProblem(f"{inside} must be a message ({key} {{ ... }}), got {value!r}")
+                name = value.get("name", [None])[0] if key in ("layer", "layers") else None
+                _check_form(value, f"layer {name}: " if name is not None else f"{inside}.")
+            elif key in _NUMBERS and (isinstance(value, (dict, bool)) or not isinstance(value, (int, float))):
+                raise ImportProblem(f"{inside} must be a number, got {value!r}")
+
+
 def _one(message: dict, key: str, default=None):
     values = message.get(key)
     return values[0] if values else default
@@ -87,6 +110,7 @@ def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | 
     """A spec for a Caffe deploy prototxt: a chain, or a graph where layers read other blobs than
     the one before them (Concat, Eltwise SUM). Raises ImportProblem naming what cannot be expressed."""
     net = parse_prototxt(text)
+    _check_form(net)
     layers_in = net.get("layer") or net.get("layers") or []
     shape = input_shape or _input_shape(net, layers_in)
     if shape is None:
@@ -151,7 +175,7 @@ class _BlobReader:
         previous = self.layers[-1] if self.layers else None
         in_place = bool(tops) and tops == bottoms
         if kind == "ReLU" and previous and previous["type"] in ("conv", "linear") and "activation" not in previous \
-                and sources == [previous["name"]] and (in_place or self.readers.get(bottoms[0], 0) == 1):
+                and sources == [previous["name"]] and (in_place or not bottoms or self.readers.get(bottoms[0], 0) == 1):
             previous["activation"] = "relu"
             return previous["name"]
         if kind == "Scale":
@@ -241,6 +265,9 @@ def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
         if str(_one(p, "norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
             return None
         size, alpha = _one(p, "local_size", 5), float(_one(p, "alpha", 1.0))
+        if not isinstance(size, int) or size < 1:
+            raise ImportProblem(f"layer {name}: lrn_param.local_size must be a whole number of channels, 1 or more, "
+                                f"got {size!r}")
         return {"name": name, "type": "lrn", "size": size, "alpha": alpha / size, "beta": float(_one(p, "beta", 0.75)),
                 "k": float(_one(p, "k", 1.0)), "convention": "paper",
                 "_note": f"; Caffe's alpha {alpha:g} is divided by local_size {size}: alpha {alpha / size:g} in "

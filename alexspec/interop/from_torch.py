@@ -381,6 +381,12 @@ def _layer(module, namer) -> dict | None:
     return None
 
 
+def _not_a_spec(error: SpecError) -> ImportProblem:
+    """The problems of the spec an import made, by their place in it (its lines are in no file)."""
+    said = "; ".join(f"{p.path}: {p.message}" + (f" ({p.hint})" if p.hint else "") for p in error.problems)
+    return ImportProblem(f"the network makes no valid spec: {said}")
+
+
 def _with_rounding(spec: dict) -> dict:
     """`spec` as it is if every size divides; else with `rounding: floor` (what PyTorch did) and a
     description saying where fractions were dropped."""
@@ -390,9 +396,12 @@ def _with_rounding(spec: dict) -> dict:
     except SpecError as error:
         fractions = [p for p in error.problems if "is not an integer" in p.message]
         if not fractions or len(fractions) != len(error.problems):
-            raise
+            raise _not_a_spec(error) from None
     floored = {**spec, "rounding": "floor"}
-    info = analyse(spec_source(floored))
+    try:
+        info = analyse(spec_source(floored))
+    except SpecError as error:
+        raise _not_a_spec(error) from None
     notes = [f"{li.layer.name}: {note}" for li in info.layers for note in li.rounded]
     ordered = {k: floored[k] for k in ("alexspec", "name", "follows") if k in floored}
     ordered["description"] = ("Imported from PyTorch, which rounds output sizes down; this spec does too "
