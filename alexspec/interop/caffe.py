@@ -88,7 +88,7 @@ def _check_form(message: dict, where: str = "") -> None:
                     raise ImportProblem(f"{inside} must be a message ({key} {{ ... }}), got {value!r}")
                 name = value.get("name", [None])[0] if key in ("layer", "layers") else None
                 _check_form(value, f"layer {name}: " if name is not None else f"{inside}.")
-            elif key in _NUMBERS and (isinstance(value, (dict, bool)) or not isinstance(value, (int, float))):
+            elif key in _NUMBERS and not isinstance(value, (int, float)):
                 raise ImportProblem(f"{inside} must be a number, got {value!r}")
 
 

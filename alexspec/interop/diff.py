@@ -72,8 +72,7 @@ def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
     matched, only_a, only_b = pairs(a, b)
     changed = []
     for la, lb in matched:
-        fa, fb = _facts(la), _facts(lb)
-        fields = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+        fields = _differing(la, lb)
         if fields:
             changed.append({"name": _label(la, lb), "fields": fields})
     network = {key: [va, vb] for key, va, vb in (
@@ -92,19 +91,23 @@ def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
 
 
 def _moved(a: NetworkInfo, b: NetworkInfo, only_a: list, only_b: list) -> dict[str, dict]:
-    """Layers of one name and type that each spec has, at another place (ZFNet's pool1 before norm1,
-    AlexNet's after): by name, each with the layer before it in A and in B and the fields that differ."""
+    """Layers of one name and type that each spec has, at another place (ZFNet's norm1 after pool1,
+    AlexNet's before it): by name, each with the layer before it in A and in B and the fields that differ."""
     in_b = {li.layer.name: li for li in only_b}
     moved = {}
     for la in only_a:
         lb = in_b.get(la.layer.name)
         if lb is None or lb.layer.type != la.layer.type:
             continue
-        fa, fb = _facts(la), _facts(lb)
-        moved[la.layer.name] = {
-            "name": la.layer.name, "type": la.layer.type, "after": [_before(a, la), _before(b, lb)],
-            "fields": {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}}
+        moved[la.layer.name] = {"name": la.layer.name, "type": la.layer.type,
+                                "after": [_before(a, la), _before(b, lb)], "fields": _differing(la, lb)}
     return moved
+
+
+def _differing(la: LayerInfo, lb: LayerInfo) -> dict:
+    """Each compared field (see _facts) whose values differ between two layers: name -> [a's, b's]."""
+    fa, fb = _facts(la), _facts(lb)
+    return {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
 
 
 def _before(net: NetworkInfo, li: LayerInfo) -> str | None:
