@@ -111,10 +111,9 @@ def test_on_a_cpu_every_candidate_is_timed_in_turn_in_each_round_and_on_a_gpu_on
         def eval(self):
             calls.append(f"{self.name}.eval()")
 
-    def ready(kind, levers, profile_into):
-        module = Module(kind)
-        return bench._Ready(module, lambda: calls.append(f"{kind} step"), lambda: calls.append(f"{kind} infer"), 0.0,
-                            None)
+    def ready(kind, levers, label, profile_into):
+        return bench._Ready(label, levers, Module(kind), lambda: calls.append(f"{kind} step"),
+                            lambda: calls.append(f"{kind} infer"), 0.0, None)
 
     timing = object.__new__(bench._Bench)
     timing.cuda, timing.batch, timing.warmup, timing.repeats, timing.synchronize = False, 8, 1, 2, lambda: None

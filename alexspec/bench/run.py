@@ -115,8 +115,10 @@ def training_step(built, module, runnable, precision: str, fused: bool, copies: 
 
 @dataclass
 class _Ready:
-    """A candidate built and warm: its module, a training step and an inference to time, and what its
-    first step took (with the Triton kernels compiled ahead, where they were)."""
+    """A candidate built and warm: its label and levers, its module, a training step and an inference to
+    time, and what its first step took (with the Triton kernels compiled ahead, where they were)."""
+    label: str
+    levers: dict
     module: object
     train: Callable[[], None]
     infer: Callable[[], None]
@@ -193,34 +195,32 @@ class _Bench:
         machine's drift over the run (other work, clocks, caches) falls on every candidate alike
         and does not become a ratio between them."""
         if self.cuda:
-            for kind, levers, label, profile_into in candidates:
-                ready = self._ready(kind, levers, profile_into)
-                with _conv_mode(levers):
+            for candidate in candidates:
+                ready = self._ready(*candidate)
+                with _conv_mode(ready.levers):
                     train_steps, trains = self._rates(ready.train)
                     ready.module.eval()
-                    infer = captured(ready.infer) if levers["cuda_graphs"] else ready.infer
+                    infer = captured(ready.infer) if ready.levers["cuda_graphs"] else ready.infer
                     infer_steps, infers = self._rates(infer)
-                yield label, self._figures(label, ready, trains, infers, train_steps, infer_steps)
+                yield ready.label, self._figures(ready, trains, infers, train_steps, infer_steps)
                 del ready, infer
             return
-        ready = [self._ready(kind, levers, profile_into) for kind, levers, _, profile_into in candidates]
-        sizes = [self._sized(run, levers) for run, (_, levers, _, _) in zip(ready, candidates)]
+        ready = [self._ready(*candidate) for candidate in candidates]
+        sizes = [self._sized(run) for run in ready]
         timings = [([], []) for _ in ready]
         for _ in range(self.repeats):
-            for run, (_, levers, _, _), (train_steps, infer_steps), (trains, infers) in zip(ready, candidates, sizes,
-                                                                                          timings):
-                with _conv_mode(levers):
+            for run, (train_steps, infer_steps), (trains, infers) in zip(ready, sizes, timings):
+                with _conv_mode(run.levers):
                     run.module.train()
                     trains.append(self.batch / _timed(run.train, train_steps, self.synchronize))
                     run.module.eval()
                     infers.append(self.batch / _timed(run.infer, infer_steps, self.synchronize))
-        for (_, _, label, _), run, (train_steps, infer_steps), (trains, infers) in zip(candidates, ready, sizes,
-                                                                                      timings):
-            figures = self._figures(label, run, trains, infers, train_steps, infer_steps)
-            yield label, {**figures, "train_img_s_rounds": [round(r, 1) for r in trains],
+        for run, (train_steps, infer_steps), (trains, infers) in zip(ready, sizes, timings):
+            figures = self._figures(run, trains, infers, train_steps, infer_steps)
+            yield run.label, {**figures, "train_img_s_rounds": [round(r, 1) for r in trains],
                           "infer_img_s_rounds": [round(r, 1) for r in infers]}
 
-    def _ready(self, kind: str, levers: dict, profile_into: dict | None) -> _Ready:
+    def _ready(self, kind: str, levers: dict, label: str, profile_into: dict | None) -> _Ready:
         """`kind` with `levers` built, its first step taken (and profiled into `profile_into`), its
         CUDA graph recorded where it has one: a training step and an inference to time."""
         import torch
@@ -259,17 +259,17 @@ class _Bench:
                 profile_into["ops"] = profile_step(train, self.device)
             while step.graph is not None and not step.recorded:  # the warm-up steps and the recording
                 train()
-        return _Ready(module, train, infer, first, compiled_ahead)
+        return _Ready(label, levers, module, train, infer, first, compiled_ahead)
 
-    def _sized(self, run: _Ready, levers: dict) -> tuple[int, int]:
+    def _sized(self, run: _Ready) -> tuple[int, int]:
         """(train, infer) calls a timing of `run`, each after its warm-up (see _steps)."""
-        with _conv_mode(levers):
+        with _conv_mode(run.levers):
             run.module.train()
             train_steps = self._steps(run.train)
             run.module.eval()
             return train_steps, self._steps(run.infer)
 
-    def _figures(self, label: str, ready: _Ready, trains: list[float], infers: list[float], train_steps: int,
+    def _figures(self, ready: _Ready, trains: list[float], infers: list[float], train_steps: int,
                  infer_steps: int) -> dict:
         """One candidate's figures from its timings, printed."""
         import torch
@@ -279,7 +279,7 @@ class _Bench:
             result["compile_ahead_s"] = ready.compiled_ahead  # part of first_step_s
         if self.cuda:
             result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-        self.log(f"{label:24} train {rate(result, 'train')}   infer {rate(result, 'infer')}   "
+        self.log(f"{ready.label:24} train {rate(result, 'train')}   infer {rate(result, 'infer')}   "
                  f"first step {result['first_step_s']:.2f} s")
         return result
 
