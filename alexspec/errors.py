@@ -62,6 +62,13 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
         raise SpecError(problems)
 
 
+def first_line(exc: BaseException, limit: int) -> str:
+    """The first line of an exception's message, at most `limit` characters (its type's name where
+    the message is empty): another library's error, quoted in one of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def quote(value: object, limit: int = 60) -> str:
     """A user's value, quoted and escaped for a one-line message, shortened when long."""
     text = repr(value) if isinstance(value, str) else str(value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, field
 
-from alexspec.errors import BadInput, SpecError
+from alexspec.errors import BadInput, SpecError, first_line
 from alexspec.builder import spec_source
 from alexspec.spec import analyse
 
@@ -63,8 +63,8 @@ def trace(model):
     try:
         return torch.fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds for data-dependent Python in forward()
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ImportProblem(f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: {first}); "
+        raise ImportProblem(f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: "
+                            f"{first_line(exc, 160)}); "
                             "alexspec imports models whose forward is a fixed sequence of layers") from None
 
 
@@ -160,8 +160,8 @@ def _runs_on(model, input_shape: tuple[int, int, int]) -> None:
         with torch.no_grad():
             model(torch.zeros(2, *input_shape))
     except Exception as exc:  # the model's own forward refused the shape: say so, and how to give another
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportProblem(f"the model does not run on {'x'.join(map(str, input_shape))} inputs ({first_line}); "
+        raise ImportProblem(f"the model does not run on {'x'.join(map(str, input_shape))} inputs "
+                            f"({first_line(exc, 160)}); "
                             "give its input shape with --input C,H,W") from None
     finally:
         model.train(training)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from alexspec.errors import BadInput
+from alexspec.errors import BadInput, first_line
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
 from alexspec.network_info import NetworkInfo
@@ -202,9 +202,9 @@ def _read(path: Path) -> dict:
         if foreign:
             raise CheckpointError(f"{path}: refused: it holds more than tensors and plain values (it imports "
                                   f"{', '.join(foreign[:3])}), so loading it could run code") from None
-        raise CheckpointError(f"{path}: truncated or corrupt ({_first_line(exc)}); use an earlier checkpoint") from None
+        raise CheckpointError(f"{path}: truncated or corrupt ({first_line(exc, 120)}); use an earlier checkpoint") from None
     except Exception as exc:  # torch raises many kinds for a damaged archive: none of them is a bug here
-        raise CheckpointError(f"{path}: truncated or corrupt ({type(exc).__name__}: {_first_line(exc)}); "
+        raise CheckpointError(f"{path}: truncated or corrupt ({type(exc).__name__}: {first_line(exc, 120)}); "
                               "use an earlier checkpoint") from None
 
 
@@ -240,11 +240,6 @@ def _archive_globals(path: Path) -> list[str]:
             return _pickle_globals(archive.read(name)[:MAX_PICKLE_SCAN])
     except Exception:  # not a readable archive: corrupt, as torch.load said
         return []
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 def _is_int(value) -> bool:
