@@ -260,3 +260,23 @@ def test_export_takes_its_format_from_the_file_name_or_asks_for_it(tmp_path):
     result = run_cli("export", "lenet5", "-o", str(tmp_path / "net.bin"))
     assert result.returncode == 2 and "say the format with --format torch-export or onnx" in result.stderr
     assert not (tmp_path / "net.bin").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (("train", "--batch-size", "64"), "alexspec train: error: unknown option --batch-size; did you mean --batch?"),
+    (("train", "--lr", "0.1"), "alexspec train: error: --lr is not an option; the spec's training.lr is changed by "
+                               "--set training.lr=0.1"),
+    (("validate", "digits", "--learning-rate=0.3"), "the spec's training.lr is changed by --set training.lr=0.3"),
+    (("report", "digits", "--formt", "json"), "alexspec report: error: unknown option --formt; did you mean --format?"),
+    (("schema", "--lr", "1"), "alexspec schema: error: unknown option --lr (see `alexspec schema --help`)"),
+    (("report", "digits", "a", "b"), "alexspec report: error: unexpected arguments 'a' 'b' (see `alexspec report "
+                                     "--help`)"),
+])
+def test_an_option_a_command_lacks_is_answered_with_the_one_meant(args, said, capsys):
+    from alexspec.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and said in err, err
+    assert err.startswith(f"usage: alexspec {args[0]} ")  # the command's own usage, not the top level's

@@ -12,7 +12,7 @@ import textwrap
 import traceback
 
 from alexspec import __version__
-from alexspec.cli import bench_command, interop_commands, spec_commands, train_commands
+from alexspec.cli import bench_command, interop_commands, spec_commands, train_commands, unknown_arguments
 from alexspec.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERNAL, print_problems, resolve_spec, write_out
 from alexspec.errors import BadInput, SpecError, TrainingError
 
@@ -50,12 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, extras = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
         parser.print_help()
         return 0
+    if extras:  # the command's own usage, and the option meant
+        command_parser = _command_parsers(parser)[args.command]
+        command_parser.error(unknown_arguments.explain(extras, argv, command_parser, args.command))
     try:
         return args.func(args)
     except SpecError as error:
