@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
@@ -48,6 +49,28 @@ def test_forward_and_gradients_match_torch(case, relu, layout, dtype, implementa
             lambda x, w, b: conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
             lambda x, w, b: reference.conv2d_bias_relu(x, w, b, stride, padding, groups, relu),
             [x, weight, bias], dtype, tolerance=tolerance, memory_format=FORMATS[layout])
+
+
+@settings(max_examples=25, deadline=None)
+@given(groups=st.integers(1, 3), icg=st.integers(1, 5), ocg=st.integers(1, 5), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3), relu=st.booleans(), bias=st.booleans(),
+       nhwc=st.booleans(), slices=st.integers(1, 3), data=st.data())
+def test_random_convs_match_torch(groups, icg, ocg, kh, kw, sh, sw, relu, bias, nhwc, slices, data):
+    # any window, step, padding and grouping the kernels take, forward and every gradient (dx by the
+    # flipped-weight forward where the stride is 1), the weight gradient summed in 1-3 slices
+    ph, pw = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    h = data.draw(st.integers(max(1, kh - 2 * ph), 10))
+    w = data.draw(st.integers(max(1, kw - 2 * pw), 10))
+    x = torch.randn(data.draw(st.integers(1, 2)), groups * icg, h, w)
+    weight = torch.randn(groups * ocg, icg, kh, kw) / (icg * kh * kw) ** 0.5
+    b = torch.randn(groups * ocg) if bias else None
+    args = ((sh, sw), (ph, pw), groups, relu)
+    with pytest.MonkeyPatch.context() as patched, conv_choice.using("triton"):
+        patched.setattr(conv_triton, "slices", lambda pixels, tiles, device: slices)
+        check_against_reference(lambda x, w, b: conv2d_bias_relu(x, w, b, *args),
+                                lambda x, w, b: reference.conv2d_bias_relu(x, w, b, *args),
+                                [x, weight, b], torch.float32, tolerance=(1e-4, 1e-4),
+                                memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 def test_the_weight_gradient_takes_as_many_slices_as_fill_the_gpu():
