@@ -59,6 +59,7 @@ def test_random_convs_match_torch(groups, icg, ocg, kh, kw, sh, sw, relu, bias, 
     # any window, step, padding and grouping the kernels take, forward and every gradient (dx by the
     # flipped-weight forward where the stride is 1), the weight gradient summed in 1-3 slices
     ph, pw = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kw - 1))
+    torch.manual_seed(0)  # the same values each time hypothesis replays an example
     h = data.draw(st.integers(max(1, kh - 2 * ph), 10))
     w = data.draw(st.integers(max(1, kw - 2 * pw), 10))
     x = torch.randn(data.draw(st.integers(1, 2)), groups * icg, h, w)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from kernel_helpers import FORMATS, check_against_reference, only_config, torch
 
@@ -39,6 +40,27 @@ def make(case, bias=True):
 @pytest.mark.parametrize("case", CASES)
 def test_equals_conv_relu_then_lrn(case, dtype, layout):
     check_against_reference(conv2d_bias_relu_lrn, composed, make(case), dtype, memory_format=FORMATS[layout])
+
+
+@settings(max_examples=20, deadline=None)
+@given(groups=st.integers(1, 2), splits=st.integers(1, 2), group_channels=st.integers(1, 9), icg=st.integers(1, 3),
+       kernel=st.integers(1, 3), stride=st.integers(1, 2), size=st.integers(1, 7), beta=st.floats(0, 1.5),
+       k=st.floats(0.5, 3), convention=st.sampled_from(["paper", "caffe"]), bias=st.booleans(), nhwc=st.booleans(),
+       data=st.data())
+def test_random_convs_then_lrns_equal_the_two_apart(groups, splits, group_channels, icg, kernel, stride, size, beta,
+                                                     k, convention, bias, nhwc, data):
+    # conv groups of one or two LRN groups each, LRN groups of any width (one that fills no power
+    # of two among them), windows wider than a group, strong normalisation (alpha up to 0.5)
+    lrn_groups = groups * splits
+    torch.manual_seed(0)  # the same values each time hypothesis replays an example
+    padding, image = data.draw(st.integers(0, kernel - 1)), data.draw(st.integers(kernel, 8))
+    x = torch.randn(data.draw(st.integers(1, 2)), groups * icg, image, image, dtype=torch.float64)
+    weight = torch.randn(lrn_groups * group_channels, icg, kernel, kernel, dtype=torch.float64) / kernel
+    b = torch.randn(lrn_groups * group_channels, dtype=torch.float64) if bias else None
+    alpha = data.draw(st.floats(0, 0.5))
+    check_against_reference(conv2d_bias_relu_lrn, composed,
+                            [x, weight, b, stride, padding, groups, size, alpha, beta, k, convention, lrn_groups],
+                            torch.float32, memory_format=FORMATS["nhwc" if nhwc else "nchw"])
 
 
 def test_without_bias_and_in_the_torch_convention():
