@@ -266,6 +266,26 @@ def test_import_finds_a_module_in_the_current_folder_and_says_what_the_users_cod
         assert "Traceback" not in result.stderr and not (tmp_path / "x.yaml").exists()
 
 
+def test_a_module_alexspec_compiled_is_sent_back_to_its_spec(tmp_path):
+    # before, its layers were traced into and refused as "conv1_weight (get_attr conv1.weight) reads no value"
+    assert run_cli("compile", "digits", "-o", str(tmp_path / "build")).returncode == 0
+    result = run_cli("import", "python:build.digits:Digits", "--input", "1,8,8", "-o", "x.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "x.yaml").exists()
+    assert "the model was compiled by alexspec (it is made of alexspec's own layers: Conv2d, LRN, Linear, " \
+           "MaxPool2d); the spec it was compiled from (digits.yaml) describes it" in result.stderr, result.stderr
+    with pytest.raises(ImportProblem, match="compiled by alexspec"):  # one alexspec.build made
+        spec_from_torch(alexspec.build("lenet5", backend="torch", devices=["cpu"]).module, (1, 32, 32), "x")
+
+
+def test_a_model_using_alexspecs_kernel_layers_is_told_the_torch_layers_that_import():
+    from alexspec.kernels import layers
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), layers.LRN(5), nn.Flatten(), nn.Linear(144, 10))
+    with pytest.raises(ImportProblem, match=r"the model uses alexspec.kernels' layers \(LRN\), which import does "
+                                            r"not read; write them as torch.nn layers"):
+        spec_from_torch(model, (1, 8, 8), "x")
+
+
 @pytest.mark.slow
 def test_torch_export_runs_like_the_module(tmp_path):
     run = run_cli("train", "digits", "--epochs", "1", "--out", str(tmp_path / "run"))

@@ -129,6 +129,7 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
 
     Raises ImportProblem for what a spec cannot express, and where the built spec's outputs
     differ from the model's on the same random input."""
+    _not_compiled_by_alexspec(model)
     traced = trace(model)
     _runs_on(model, input_shape)
     image, flow, returned = _dataflow(traced.graph)
@@ -148,6 +149,27 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     imported = Imported(_with_rounding(spec), builder.sources, builder.outputs)
     check_same_function(model, traced, imported, input_shape)
     return imported
+
+
+def _not_compiled_by_alexspec(model) -> None:
+    """ImportProblem where `model` holds alexspec's own layers: a module `alexspec compile` wrote
+    (or alexspec.build made) already has a spec, the one it was compiled from; a model of the
+    user's own that uses alexspec.kernels' layers is told which torch.nn layers import."""
+    import sys
+
+    ours = sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("alexspec.")})
+    if not ours:
+        return
+    where = type(model).__module__
+    spec_file = getattr(sys.modules.get(where), "SPEC_FILE", None)
+    if isinstance(spec_file, str) or where.startswith("alexspec_generated"):
+        origin = f" ({spec_file})" if isinstance(spec_file, str) else ""
+        raise ImportProblem(f"the model was compiled by alexspec (it is made of alexspec's own layers: "
+                            f"{', '.join(ours)}); the spec it was compiled from{origin} describes it: edit that "
+                            "spec instead of importing the module")
+    raise ImportProblem(f"the model uses alexspec.kernels' layers ({', '.join(ours)}), which import does not read; "
+                        "write them as torch.nn layers (nn.Conv2d + nn.ReLU, nn.LocalResponseNorm, nn.MaxPool2d, "
+                        "nn.Linear), which import as the same spec layers")
 
 
 def _runs_on(model, input_shape: tuple[int, int, int]) -> None:
