@@ -56,6 +56,34 @@ def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
         image_folder(tmp_path / "many" / "train", size=8)
 
 
+def test_a_class_with_no_images_or_seen_only_in_validation_is_refused_by_name(tmp_path):
+    # either would make a class the network never trains on, with its number shifting the others'
+    root = make_folder(tmp_path / "imgs")
+    (root / "train" / "bird").mkdir()
+    with pytest.raises(DataError, match="imgs/train: bird holds no readable images; each folder of train/ is a class"):
+        image_folder(root, size=8)
+    (root / "train" / "bird").rmdir()
+    (root / "val" / "empty").mkdir()  # a folder without images is harmless
+    assert image_folder(root, size=8).classes == ["cat", "dog"]
+    (root / "val" / "horse").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "val" / "horse" / "0.png")
+    with pytest.raises(DataError, match=r"imgs/val has class folders that .*imgs/train lacks \(horse\)"):
+        image_folder(root, size=8)
+
+
+def test_more_classes_than_outputs_names_them_and_the_layer_to_change(tmp_path):
+    from alexspec.errors import BadInput
+    from alexspec.spec import analyse, load_text
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import check_data
+
+    network = analyse(load_text(SPEC, "pets.yaml")).network
+    data = synthetic((3, 16, 16), classes=7)
+    with pytest.raises(BadInput, match=r"the data has 7 classes \(0, 1, 2, 3, 4, ... \(2 more\)\) but pets outputs 2; "
+                                        r"make its last layer fc output 7 \(`--set layers.fc.out=7`\)"):
+        check_data(data, network, 2)
+
+
 def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):
     source = make_folder(tmp_path / "imgs")
     result = run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "16")

@@ -198,6 +198,11 @@ def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root}/train has no class folders")
+    unknown = sorted(p.name for p in (root / "val").iterdir()
+                     if p.is_dir() and p.name not in classes and any(_image_files(p)))
+    if unknown:
+        raise DataError(f"{root}/val has class folders that {root}/train lacks ({', '.join(unknown)}); the classes "
+                        "are train/'s folders: add training images of these classes, or move them out of val/")
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise DataError(f"image folders hold 1- or 3-channel images; the spec's input has {channels} channels")
@@ -207,7 +212,7 @@ def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
         images, labels = [], []
         for label, name in enumerate(classes):
             folder = root / part / name
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+            files = sorted(_image_files(folder)) if folder.is_dir() else []
             for file in files:
                 total += 1
                 try:
@@ -221,11 +226,26 @@ def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
                 labels.append(label)
         if not images:
             raise DataError(f"{root}/{part} holds no readable images")
+        if part == "train":
+            _each_class_has_images(root, classes, labels)
         splits[part] = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
     if skipped > MAX_BAD_FRACTION * total:
         raise DataError(f"{skipped} of {total} images in {root} could not be read (more than "
                         f"{MAX_BAD_FRACTION:.0%}); check the files")
     return Dataset(root.name, splits["train"], splits["val"], classes, skipped)
+
+
+def _image_files(folder: Path):
+    return (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _each_class_has_images(root: Path, classes: list[str], labels: list[int]) -> None:
+    """DataError naming the class folders of train/ that gave no image (each would be a class never seen)."""
+    found = set(labels)
+    empty = [name for label, name in enumerate(classes) if label not in found]
+    if empty:
+        raise DataError(f"{root}/train: {', '.join(empty)} holds no readable images; each folder of train/ is a "
+                        "class: add its images, or remove the folder")
 
 
 def _resize_center(image, size: int):

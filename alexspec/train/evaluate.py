@@ -56,7 +56,15 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
         raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x"
                        f"{width}; use data of that size (or larger, to crop from)")
     if len(data.classes) > classes:
-        raise BadInput(f"the data has {len(data.classes)} classes but the network outputs {classes}")
+        found = len(data.classes)
+        last = next((layer.name for layer in reversed(network.layers) if isinstance(layer, (ir.Conv, ir.Linear))), None)
+        fix = f" (`--set layers.{last}.out={found}`)" if last and "." not in last else ""
+        raise BadInput(f"the data has {found} classes ({_listed(data.classes)}) but {network.name} outputs "
+                       f"{classes}; make its last layer{f' {last}' if last else ''} output {found}{fix}")
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")
 
 
 def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optional[int] = None,
