@@ -68,6 +68,20 @@ def test_stray_temporaries_of_killed_saves_are_removed_at_the_next_start(tmp_pat
     assert not any(stray.exists() for stray in strays) and kept.read_text() == "the user's"
 
 
+def test_a_metrics_line_cut_short_by_a_stop_is_dropped_at_resume_and_left_out_of_the_plot(tmp_path):
+    run = tmp_path / "run"
+    train(run, max_steps=1, log_every=1)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"kind": "step", "step": 2, "lo')  # the stop came while this line was written
+    resume(run, max_steps=2, log_every=1)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2]
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + "{half")
+    result = run_cli("plot", str(run))
+    assert result.returncode == 0 and (run / "curves.png").is_file(), result.stderr
+    assert "metrics.jsonl: left out 1 line that is no record (a run stopped while writing it?)" in result.stderr
+
+
 def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 

@@ -2,20 +2,26 @@
 `alexspec plot RUN_A RUN_B ...`: the runs' curves overlaid (the paper's Figure 1: ReLU vs tanh)."""
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 from alexspec.errors import BadInput
 from alexspec.plotting import pyplot, save
 
 def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none."""
+    """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none. Lines
+    that are no record (the last, cut short by a stopped run) are left out, and said."""
+    from alexspec.train.run_folder import read_metrics
+
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise BadInput(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, unreadable = read_metrics(run_dir)
+    if unreadable:
+        print(f"{path}: left out {unreadable} line{'s' if unreadable > 1 else ''} that {'are' if unreadable > 1 else 'is'} "
+              "no record (a run stopped while writing it?)", file=sys.stderr)
     if not records:
-        raise BadInput(f"{path} is empty: the run logged nothing yet")
+        raise BadInput(f"{path} holds no records: the run logged nothing yet")
     return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
 
 

@@ -79,13 +79,32 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def read_metrics(run_dir: Path) -> tuple[list[dict], int]:
+    """metrics.jsonl's records, and how many of its lines are none: a line a stopped run cut short
+    (its last), or one edited by hand, is left out, not a reason to refuse the rest."""
+    records, unreadable = [], 0
+    for line in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and "kind" in record:
+            records.append(record)
+        else:
+            unreadable += 1
+    return records, unreadable
+
+
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop metrics.jsonl's lines past `step` (written after the checkpoint a run resumes from)."""
+    """Drop metrics.jsonl's lines past `step` (written after the checkpoint a run resumes from),
+    and any line that is no record."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    write_atomic(path, "".join(line + "\n" for line in kept))
+    records, _ = read_metrics(run_dir)
+    write_atomic(path, "".join(json.dumps(record) + "\n" for record in records if record["step"] <= step))
 
 
 def write_recipe(run_dir: Path, spec: dict, config: dict) -> None:
