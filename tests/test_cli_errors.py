@@ -249,7 +249,7 @@ def test_one_spelling_for_devices_and_outputs_with_the_old_ones_kept():
                            ("export", ["-o", "x.pt2"])):
         new = parser.parse_args([command, "digits", "--devices", "cpu", *extra])
         old = parser.parse_args([command, "digits", "--device", "cpu", *extra])
-        assert new.devices == old.devices == "cpu", command
+        assert new.devices == old.devices == ["cpu"], command
     for command in ("train", "bench"):
         spellings = [parser.parse_args([command, "digits", flag, "somewhere"]).output for flag in ("-o", "--output",
                                                                                                     "--out")]
@@ -280,3 +280,25 @@ def test_an_option_a_command_lacks_is_answered_with_the_one_meant(args, said, ca
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and said in err, err
     assert err.startswith(f"usage: alexspec {args[0]} ")  # the command's own usage, not the top level's
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval", "digits"], ["compile", "digits"], ["export", "digits", "-o",
+                                                                                              "x.pt2"]])
+def test_a_device_no_spec_could_name_is_refused_by_its_argument(command, capsys):
+    from alexspec.cli import main
+
+    with pytest.raises(SystemExit) as stopped:  # 'tpu' went on to torch's .to(), an internal error
+        main([*command, "--devices", "cpu,tpu"])
+    assert stopped.value.code == 2
+    assert "argument --devices/--device: 'tpu' is not a device; name cpu, cuda, cuda:N (N from 0), mps or auto" \
+        in capsys.readouterr().err
+
+
+def test_mps_where_pytorch_has_none_is_bad_input_not_an_internal_error(monkeypatch):
+    from alexspec.errors import BadInput
+    from alexspec.kernels.nn.backend import resolve_devices
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(BadInput, match="the device mps needs Apple's Metal"):
+        resolve_devices(["mps"])

@@ -87,3 +87,19 @@ def _whole_number(text: str, least: int) -> int:
     if not least <= value <= 1 << 24:
         raise argparse.ArgumentTypeError(f"must be from {least} to {1 << 24}, got {value}")
     return value
+
+
+def device_list(text: str) -> list[str] | None:
+    """--devices: comma-separated device names (cpu, cuda, cuda:N, mps, auto); None where empty
+    (the spec's placement)."""
+    import re
+
+    from alexspec.spec.schema import DEVICE_PATTERN  # the spec's `placement` takes the same names
+
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    wrong = [d for d in devices if not re.fullmatch(DEVICE_PATTERN, d)]
+    if wrong:
+        raise argparse.ArgumentTypeError(f"{', '.join(repr(d) for d in wrong)} {'is' if len(wrong) == 1 else 'are'} "
+                                         "not a device; name cpu, cuda, cuda:N (N from 0), mps or auto, "
+                                         "comma-separated (one per tower, or one)")
+    return devices or None

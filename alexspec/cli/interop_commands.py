@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from alexspec import analyse
-from alexspec.cli.common import SPEC_HELP, resolve_spec
+from alexspec.cli.common import SPEC_HELP, device_list, resolve_spec
 
 EXAMPLES = {
     "import": """
@@ -156,7 +156,7 @@ def cmd_export(args) -> int:
     fmt = args.format or format_for(Path(args.output))
     weights = args.checkpoint or run_folder_of(args.spec)
     out = export(resolve_spec(args.spec), Path(weights) if weights else None, fmt,
-                 Path(args.output), args.backend, [d.strip() for d in args.devices.split(",")], log=print)
+                 Path(args.output), args.backend, args.devices or ["cpu"], log=print)
     print(f"wrote {out} ({fmt})")
     return 0
 
@@ -186,5 +186,5 @@ def add_parsers(command) -> None:
     p.add_argument("--output", "-o", required=True, metavar="FILE")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="torch-export: whose ops the program keeps (default auto)")
-    p.add_argument("--devices", "--device", dest="devices", default="cpu", metavar="LIST",
+    p.add_argument("--devices", "--device", dest="devices", type=device_list, default="cpu", metavar="LIST",
                    help="device to trace on (default cpu)")

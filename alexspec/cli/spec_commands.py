@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from alexspec import analyse
-from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, positive_int, print_problems,
+from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, device_list, positive_int, print_problems,
                                  spec_document, write_out)
 from alexspec.errors import Loc, Problem, SpecError
 from alexspec.words import count
@@ -102,7 +102,7 @@ def cmd_compile(args) -> int:
     from alexspec.report import render as render_report
 
     info = analyse(spec_document(args.spec, args.set))
-    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
+    devices = tuple(args.devices) if args.devices else None
     if devices and len(devices) not in (1, info.network.towers):
         raise SpecError([Problem(Loc("--devices", 1, 1), "", f"{count(len(devices), 'device')} for "
                                  f"{count(info.network.towers, 'tower')}", "give one device, or one per tower")])
@@ -187,7 +187,7 @@ def add_parsers(command) -> None:
     p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--output", "-o", default="build", metavar="DIR", help="output folder (default: build)")
     add_set_option(p)
-    p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="default devices of the module, comma-separated: one per "
+    p.add_argument("--devices", "--device", dest="devices", type=device_list, metavar="LIST", help="default devices of the module, comma-separated: one per "
                    "tower (tower parallel) or one (towers become groups); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="default backend of the module (default: auto: triton on CUDA, else torch)")

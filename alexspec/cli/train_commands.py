@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, add_set_option, non_negative_int, positive_int, spec_document
+from alexspec.cli.common import SPEC_HELP, add_set_option, device_list, non_negative_int, positive_int, spec_document
 from alexspec.words import count
 
 EXAMPLES = {
@@ -44,10 +44,9 @@ EXAMPLES = {
 def _train_config(args):
     from alexspec.train.loop import TrainConfig
 
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
     return TrainConfig(data=args.data, overrides=getattr(args, "set", []), epochs=getattr(args, "epochs", None),
                        batch=getattr(args, "batch", None),
-                       out=getattr(args, "output", None), resume=getattr(args, "resume", None), devices=devices,
+                       out=getattr(args, "output", None), resume=getattr(args, "resume", None), devices=args.devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
                        weight_copies=getattr(args, "weight_copies", "off"),
@@ -90,9 +89,8 @@ def cmd_eval(args) -> int:
         raise BadInput("which weights? give --checkpoint CKPT (a checkpoint file or a run folder), or a run folder "
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
     data = args.data or (recorded_data(run_dir) if run_dir is not None else None) or "digits"
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
     found = evaluate_checkpoint(spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
-                                args.backend, devices, args.precision, args.channels_last,
+                                args.backend, args.devices, args.precision, args.channels_last,
                                 log=lambda line: print(line, file=sys.stderr))
     print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
           f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
@@ -129,7 +127,7 @@ def _run_options(p, run_data: str) -> None:
     p.add_argument("--data", metavar="SOURCE",
                    help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
                         f"from prepare-data (default: digits; {run_data}: the run's data)")
-    p.add_argument("--devices", "--device", dest="devices", metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
+    p.add_argument("--devices", "--device", dest="devices", type=device_list, metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
                    "(cuda:0,cuda:1); default: the spec's placement")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")

@@ -50,6 +50,9 @@ def resolve_devices(devices) -> list[str]:
     if wanted and not cuda:
         raise BadInput(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
                          "choose CPU devices (--device cpu, or devices=['cpu'])")
+    if "mps" in resolved and not torch.backends.mps.is_available():
+        raise BadInput("the device mps needs Apple's Metal (MPS), which this machine (or this PyTorch build) does "
+                       "not have; choose cpu" + (" or cuda" if cuda else ""))
     if cuda and any(":" in d and int(d.split(":")[1]) >= torch.cuda.device_count() for d in wanted):
         raise BadInput(f"this machine has {count(torch.cuda.device_count(), 'CUDA device')}; {', '.join(wanted)} "
                          "asks for more (give one device to collapse the towers into groups)")
