@@ -18,9 +18,9 @@ def explain(extras: list[str], argv: list[str], parser: argparse.ArgumentParser,
             continue
         if token.startswith("-") and token != "-":
             option, equals, value = token.partition("=")
-            if not equals and token in argv:
-                after = argv[argv.index(token) + 1:argv.index(token) + 2]
-                value = after[0] if after and not after[0].startswith("-") else ""
+            if not equals and token in argv:  # its value, if the next word is not an option
+                after = (argv[argv.index(token) + 1:] or [""])[0]
+                value = "" if after.startswith("-") else after
                 values.add(value)
             said.append(_unknown_option(option, value, parser, command))
         else:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from alexspec.errors import BadInput
 from alexspec.plotting import pyplot, save
+from alexspec.words import count
+
 
 def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none. Lines
@@ -18,8 +20,8 @@ def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
         raise BadInput(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
     records, unreadable = read_metrics(run_dir)
     if unreadable:
-        print(f"{path}: left out {unreadable} line{'s' if unreadable > 1 else ''} that {'are' if unreadable > 1 else 'is'} "
-              "no record (a run stopped while writing it?)", file=sys.stderr)
+        print(f"{path}: left out {count(unreadable, 'line')} that {'is' if unreadable == 1 else 'are'} no record "
+              "(a run stopped while writing it?)", file=sys.stderr)
     if not records:
         raise BadInput(f"{path} holds no records: the run logged nothing yet")
     return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
