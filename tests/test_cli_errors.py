@@ -294,7 +294,7 @@ def test_a_device_no_spec_could_name_is_refused_by_its_argument(command, capsys)
         in capsys.readouterr().err
 
 
-def test_mps_where_pytorch_has_none_is_bad_input_not_an_internal_error(monkeypatch):
+def test_mps_where_pytorch_has_none_or_no_device_is_bad_input_not_an_internal_error(monkeypatch):
     from alexspec.errors import BadInput
     from alexspec.kernels.nn.backend import resolve_devices
 
@@ -302,3 +302,5 @@ def test_mps_where_pytorch_has_none_is_bad_input_not_an_internal_error(monkeypat
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(BadInput, match="the device mps needs Apple's Metal"):
         resolve_devices(["mps"])
+    with pytest.raises(BadInput, match="'tpu' is not a device"):  # from Python, where no argument checked it
+        resolve_devices(["tpu"])

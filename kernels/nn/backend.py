@@ -42,10 +42,16 @@ def resolve_backend(backend: str, devices: list[str] | tuple[str, ...] = ("cpu",
 def resolve_devices(devices) -> list[str]:
     """Device names with "auto" made concrete: "cuda" when a GPU is present, else "cpu".
 
-    Raises BadInput for a CUDA device on a machine without one (say which, and the way out).
+    Raises BadInput for a name that is no device, and for a CUDA or MPS device on a machine
+    without one (say which, and the way out).
     """
     cuda = torch.cuda.is_available()
     resolved = [("cuda" if cuda else "cpu") if str(d) == "auto" else str(d) for d in devices]
+    for name in resolved:
+        try:
+            torch.device(name)
+        except RuntimeError:
+            raise BadInput(f"{name!r} is not a device; name cpu, cuda, cuda:N, mps or auto") from None
     wanted = [d for d in resolved if d.startswith("cuda")]
     if wanted and not cuda:
         raise BadInput(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
