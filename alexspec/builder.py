@@ -14,6 +14,8 @@ import yaml
 
 from alexspec.codegen import Generated, generate
 from alexspec.errors import BadInput
+from alexspec.kernels.nn.backend import resolve_devices
+from alexspec.memory_check import check_fits
 from alexspec.network_info import NetworkInfo
 from alexspec.spec import Document, analyse, load_text
 
@@ -46,17 +48,21 @@ def module_class(generated: Generated, filename: str):
 
 def build(spec: str | Path | dict | Document, backend: str = "auto",
           devices: Optional[Sequence[str]] = None, fuse: bool = True, fuse_lrn_pool: bool = False,
-          fuse_conv_lrn: bool = False) -> Build:
+          fuse_conv_lrn: bool = False, training: bool = False) -> Build:
     """Analyse `spec` and instantiate its module on `devices` (default: the spec's placement).
     `fuse=False` runs every layer on its own, `fuse_lrn_pool=True` each LRN + max pool as one
     kernel, `fuse_conv_lrn=True` each conv + ReLU + LRN that fits (see alexspec.fusion).
 
-    Raises SpecError for a bad spec and BadInput for an impossible backend or device list.
+    Raises SpecError for a bad spec, and BadInput for an impossible backend or device list or a
+    network whose parameters (with their gradients and optimizer state where `training`) cannot
+    fit the devices' memory (alexspec.memory_check).
     """
     info = analyse(spec_source(spec))
+    devices = tuple(devices) if devices else tuple(info.network.placement)
+    check_fits(info, resolve_devices(devices), training)
     generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool, fuse_conv_lrn=fuse_conv_lrn)
     cls = module_class(generated, f"<alexspec {info.network.name}>")
-    module = cls(backend=backend, devices=tuple(devices) if devices else tuple(info.network.placement))
+    module = cls(backend=backend, devices=devices)
     return Build(module, info, generated, _backend_of(module), module.backend_reason)
 
 

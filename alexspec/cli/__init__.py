@@ -1,7 +1,7 @@
 """The `alexspec` command line.
 
 Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file, an
-unusable checkpoint: SpecError and BadInput), 3 training diverged, 1 an internal error (any
+unusable checkpoint: SpecError and BadInput; a network or batch too big for the memory), 3 training diverged, 1 an internal error (any
 other exception: a bug, printed with its traceback and a request to report it).
 """
 from __future__ import annotations
@@ -14,9 +14,14 @@ import traceback
 from alexspec import __version__
 from alexspec.cli import bench_command, interop_commands, spec_commands, train_commands, unknown_arguments
 from alexspec.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERNAL, print_problems, resolve_spec, write_out
-from alexspec.errors import BadInput, SpecError, TrainingError
+from alexspec.errors import BadInput, SpecError, TrainingError, first_line
+from alexspec.memory_check import is_out_of_memory
 
 __all__ = ["main", "build_parser", "resolve_spec", "write_out"]
+
+OUT_OF_MEMORY_HINT = ("a smaller --batch or --precision bf16 needs less; `alexspec report SPEC --batch N --dtype bf16` "
+                      "sizes a network's activations, gradients and optimizer state for a batch; a checkpoint "
+                      "already written is kept whole")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:  # anything else is a bug in alexspec, not in the input: show where
+    except Exception as exc:  # anything else is a bug in alexspec, not in the input: show where
+        if is_out_of_memory(exc):
+            print(f"alexspec {args.command}: out of memory ({first_line(exc, 160)}); {OUT_OF_MEMORY_HINT}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         traceback.print_exc()
         print(f"alexspec {args.command}: internal error (a bug in alexspec {__version__}, not in your input); "
               "please report it with the traceback above", file=sys.stderr)

@@ -153,7 +153,7 @@ class Trainer:
         spec_training = doc.data.get("training") if isinstance(doc.data, dict) else None
         spec_seed = spec_training.get("seed", 0) if isinstance(spec_training, dict) else 0
         torch.manual_seed(config.seed if config.seed is not None else spec_seed)  # the initial weights
-        built = build(doc, config.backend, self.devices)
+        built = build(doc, config.backend, self.devices, training=True)
         self.build: Build = built
         self.info = built.info
         self.net = built.info.network
