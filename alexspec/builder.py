@@ -29,6 +29,7 @@ class Build:
     generated: Generated
     backend: str
     backend_reason: str
+    devices: tuple[str, ...]  # where it runs, "auto" made concrete
 
 
 def spec_source(spec: str | Path | dict | Document) -> Document | str | Path:
@@ -59,11 +60,12 @@ def build(spec: str | Path | dict | Document, backend: str = "auto",
     """
     info = analyse(spec_source(spec))
     devices = tuple(devices) if devices else tuple(info.network.placement)
-    check_fits(info, resolve_devices(devices), training)
+    resolved = tuple(resolve_devices(devices))
+    check_fits(info, resolved, training)
     generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool, fuse_conv_lrn=fuse_conv_lrn)
     cls = module_class(generated, f"<alexspec {info.network.name}>")
     module = cls(backend=backend, devices=devices)
-    return Build(module, info, generated, _backend_of(module), module.backend_reason)
+    return Build(module, info, generated, _backend_of(module), module.backend_reason, resolved)
 
 
 def _backend_of(module) -> str:

@@ -71,6 +71,28 @@ def check_fits(info: NetworkInfo, devices: Sequence[str], training: bool = False
                    "fewer outputs (out:) or the network a smaller input")
 
 
+def batch_warning(info: NetworkInfo, devices: Sequence[str], batch: int, precision: str) -> Optional[str]:
+    """A warning where training `batch` images at a time (one process's share) is estimated to need
+    more memory than `devices` have (the weights, gradients and optimizer state in fp32, and the
+    activations kept for backward in `precision`: `alexspec report`'s training total), with the
+    largest batch the estimate allows; None where it fits or the memory cannot be told."""
+    distinct = sorted(set(devices))
+    sizes = [capacity(device) for device in distinct]
+    if not distinct or None in sizes:
+        return None
+    _, states = optimizer_state(info.network.training or ir.Training())
+    weights = (2 + states) * info.total_params * FP32
+    per_image = info.memory(1, precision).training_saved
+    need = weights + batch * per_image
+    if need <= sum(sizes):
+        return None
+    fits = (sum(sizes) - weights) // per_image if per_image else 0
+    return (f"training {info.network.name} at batch {batch} ({precision}) may run out of memory: "
+            f"`alexspec report SPEC --batch {batch} --dtype {precision}` estimates {human_bytes(need)}, and "
+            f"{', '.join(distinct)} {'has' if len(distinct) == 1 else 'have'} {human_bytes(sum(sizes))}"
+            + (f"; --batch {fits} fits the estimate" if fits > 0 else ""))
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is torch running out of memory: CUDA's OutOfMemoryError, or the CPU allocator's."""
     return type(exc).__name__ == "OutOfMemoryError" or (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import HEADER, locate, run_cli, spec_text
+from conftest import ROOT, locate, run_cli, spec_text
 
 pytest.importorskip("torch")
 
@@ -83,3 +83,19 @@ def test_train_counts_the_gradients_and_momentum_a_build_alone_does_not(monkeypa
     assert "training digits needs at least 513.1 KiB: 3 copies of its 43,786 parameters" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["export", "digits", "-o", str(tmp_path / "digits.pt2")]) == 0  # one copy fits
+
+
+def test_train_warns_of_a_batch_whose_estimate_outweighs_the_memory_and_names_one_that_fits(monkeypatch, tmp_path,
+                                                                                             capsys):
+    from alexspec import analyse, memory_check
+    from alexspec.cli import main
+
+    info = analyse(ROOT / "specs" / "digits.yaml")
+    weights = 3 * 43_786 * 4  # weights, gradients, momentum in fp32
+    per_image = info.memory(128, "fp32").training_saved // 128
+    monkeypatch.setattr(memory_check, "capacity", lambda device: weights + 100 * per_image + per_image // 2)
+    for batch, warned in ((128, True), (100, False)):
+        assert main(["train", "--batch", str(batch), "--max-steps", "1", "-o", str(tmp_path / str(batch))]) == 0
+        out = capsys.readouterr().out
+        assert ("warning: training digits at batch 128 (fp32) may run out of memory" in out) is warned, out
+        assert ("--batch 100 fits the estimate" in out) is warned

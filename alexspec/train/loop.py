@@ -22,6 +22,7 @@ import torch
 
 from alexspec import ir, settings
 from alexspec.builder import Build, build, load_state
+from alexspec.memory_check import batch_warning
 from alexspec.errors import BadInput, TrainingError
 from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
@@ -164,6 +165,10 @@ class Trainer:
         self.seed = self.training.seed if config.seed is None else config.seed
         self.device = torch.device(_first_device(built.module))
         self.dist = Distributed(str(self.device))
+        warning = batch_warning(self.info, built.devices, math.ceil(self.batch / self.dist.world),
+                                config.precision)
+        if warning and self.dist.main:
+            log(f"warning: {warning}")
         self.module = built.module
         if config.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
