@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
 from alexspec.train import augment  # noqa: E402
-from alexspec.train.data import DataError, digits, image_folder, read_shards, write_shards  # noqa: E402
+from alexspec.train.data import DataError, digits, read_shards, write_shards  # noqa: E402
+from alexspec.train.image_folder import image_folder  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 
@@ -44,13 +45,16 @@ def test_an_image_too_large_to_decode_safely_is_skipped_not_a_traceback(tmp_path
     Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(root / "train" / "cat" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # 480 pixels: over twice the limit, a decompression bomb
     data = image_folder(root, size=8)
-    assert data.skipped == 1 and len(data.train) == 200
+    assert len(data.unreadable) == 1 and len(data.train) == 200
 
 
 def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
     few = image_folder(make_folder(tmp_path / "few", per_class=100, size=(8, 8), corrupt=1), size=8)
-    assert few.skipped == 2 and len(few.train) == 200
-    with pytest.raises(DataError, match="could not be read"):
+    assert len(few.train) == 200
+    assert few.unreadable == ("train/cat/broken0.jpg (not an image Pillow can read)",
+                              "train/dog/broken0.jpg (not an image Pillow can read)")
+    with pytest.raises(DataError, match=r"more than 1% of the 30 images in .*many cannot be read: "
+                                        r"train/cat/broken0.jpg \(not an image Pillow can read\); check the files"):
         image_folder(make_folder(tmp_path / "many", corrupt=3), size=8)
     with pytest.raises(DataError, match="no train/ folder"):
         image_folder(tmp_path / "many" / "train", size=8)
@@ -98,6 +102,75 @@ def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):
     (tmp_path / "shards" / "val.labels.npy").unlink()
     with pytest.raises(DataError, match="not a complete shard folder"):
         read_shards(tmp_path / "shards")
+
+
+def test_prepare_data_leaves_out_unreadable_images_by_name_and_decodes_in_any_number_of_threads(tmp_path):
+    source = make_folder(tmp_path / "imgs", per_class=60, size=(10, 12), corrupt=1)  # 1 in 121 per class
+    result = run_cli("prepare-data", str(source), str(tmp_path / "one"), "--size", "8", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 120 training and 120 validation images (3x8x8, 2 classes)" in result.stdout
+    assert "left out 2 unreadable images: train/cat/broken0.jpg (not an image Pillow can read), " \
+           "train/dog/broken0.jpg (not an image Pillow can read)" in result.stdout
+    one = read_shards(tmp_path / "one")  # its images file cut to the 120 read: read_shards checks the size
+    folder = image_folder(source, size=8)
+    assert np.array_equal(np.asarray(one.train.images), folder.train.images.numpy())
+    assert torch.equal(one.train.labels, folder.train.labels)
+    from alexspec.train.image_folder import prepare_shards
+
+    three = prepare_shards(source, tmp_path / "three", size=8, workers=3)  # threads keep the files' order
+    assert np.array_equal(np.asarray(three.train.images), np.asarray(one.train.images))
+    assert np.array_equal(np.asarray(three.val.images), np.asarray(one.val.images))
+
+
+def test_prepare_data_streams_the_images_to_disk_instead_of_holding_them_all(tmp_path):
+    import tracemalloc
+
+    from alexspec.train.image_folder import prepare_shards
+
+    source = make_folder(tmp_path / "imgs", per_class=100, size=(8, 8))
+    every_image = 400 * 3 * 64 * 64  # 4.9 MB: what the folder read into memory takes
+    tracemalloc.start()
+    try:
+        prepare_shards(source, tmp_path / "shards", size=64, workers=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < every_image / 4, peak
+    assert read_shards(tmp_path / "shards").train.images.shape == (200, 3, 64, 64)
+
+
+def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
+    source = make_folder(tmp_path / "imgs")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.json").write_text('{"pages": 3}')  # shards would replace an index.json
+    result = run_cli("prepare-data", str(source), str(site), "--size", "8")
+    assert result.returncode == 2 and "holds files that are not shards (index.json)" in result.stderr, result.stderr
+    assert sorted(p.name for p in site.iterdir()) == ["index.json"] and (site / "index.json").read_text() == \
+        '{"pages": 3}'
+    assert run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "8").returncode == 0
+    assert run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "12").returncode == 0  # replaced
+    assert read_shards(tmp_path / "shards").train.images.shape[-1] == 12
+
+
+def test_prepare_data_stopped_while_decoding_keeps_the_old_shards_and_no_temporary(tmp_path, monkeypatch):
+    from alexspec.train import image_folder as folder_module
+
+    source = make_folder(tmp_path / "imgs")
+    folder_module.prepare_shards(source, tmp_path / "shards", size=8)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "shards").iterdir()}
+    decode, calls = folder_module.decode, []
+
+    def stopped_at_the_fifteenth(*args):  # Ctrl-C during the val split
+        calls.append(args)
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+        return decode(*args)
+
+    monkeypatch.setattr(folder_module, "decode", stopped_at_the_fifteenth)
+    with pytest.raises(KeyboardInterrupt):
+        folder_module.prepare_shards(source, tmp_path / "shards", size=12, workers=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "shards").iterdir()} == before
 
 
 def test_shards_written_again_and_stopped_midway_are_the_old_ones_or_refused(tmp_path, monkeypatch):

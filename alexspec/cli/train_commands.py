@@ -99,13 +99,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_prepare_data(args) -> int:
-    from alexspec.train.data import image_folder, write_shards
+    from alexspec.train.image_folder import left_out, prepare_shards
 
-    dataset = image_folder(Path(args.source), args.size, args.channels)
-    write_shards(dataset, Path(args.destination))
-    print(f"wrote {len(dataset.train)} training and {len(dataset.val)} validation images "
+    dataset = prepare_shards(Path(args.source), Path(args.destination), args.size, args.channels, args.workers,
+                             progress=sys.stderr.isatty())
+    print(f"wrote {len(dataset.train):,} training and {len(dataset.val):,} validation images "
           f"({args.channels}x{args.size}x{args.size}, {len(dataset.classes)} classes) to {args.destination}"
-          + (f"; skipped {dataset.skipped} unreadable" if dataset.skipped else ""))
+          + (f"; {left_out(dataset.unreadable)}" if dataset.unreadable else ""))
     return 0
 
 
@@ -180,10 +180,13 @@ def add_parsers(command) -> None:
 
     p = command("prepare-data", "Convert an image folder (train/ val/, a folder per class) to uint8 shards.",
                 cmd_prepare_data)
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("destination", metavar="DST")
+    p.add_argument("source", metavar="SRC", help="an image folder: SRC/train/<class>/*.jpg and SRC/val/<class>/*.jpg")
+    p.add_argument("destination", metavar="DST", help="a new or empty folder, or shards to replace (the old ones "
+                   "stay until the new ones are whole)")
     p.add_argument("--size", type=positive_int, default=256, help="square size after resizing (default 256)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="default 3 (RGB)")
+    p.add_argument("--workers", type=positive_int,
+                   help="threads decoding images (default: this machine's cores, at most 8)")
 
     p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG), or several runs' overlaid.",
                 cmd_plot)

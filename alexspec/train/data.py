@@ -1,4 +1,5 @@
-"""Data sources: scikit-learn's bundled digits, synthetic images, ImageFolder directories, uint8 shards.
+"""Data sources: scikit-learn's bundled digits, synthetic images, image folders (read by
+alexspec.train.image_folder), uint8 shards.
 
 Every source yields uint8 images (N, C, H, W) and int64 labels; augmentation and scaling
 happen on tensors afterwards (on the GPU when there is one). Small sources live in memory;
@@ -16,9 +17,6 @@ import numpy as np
 import torch
 
 from alexspec.errors import BadInput
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
-MAX_BAD_FRACTION = 0.01  # more unreadable images than this is an error, not a skip
 
 
 class DataError(BadInput):
@@ -132,7 +130,7 @@ class Dataset:
     train: Split
     val: Split
     classes: list[str]
-    skipped: int = 0  # unreadable images left out
+    unreadable: tuple[str, ...] = ()  # images left out: each one's file and why
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -183,111 +181,87 @@ def synthetic(shape: tuple[int, int, int], classes: int, train_size: int = 512, 
     return Dataset("synthetic", make(train_size), make(val_size), [str(c) for c in range(classes)])
 
 
-def image_folder(root: Path, size: int, channels: int = 3) -> Dataset:
-    """train/ and val/ under `root`, one sub-folder per class, images resized to size x size.
-
-    Unreadable images are skipped and counted; more than 1 % unreadable is a DataError.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    root = Path(root)
-    for part in ("train", "val"):
-        if not (root / part).is_dir():
-            raise DataError(f"{root} has no {part}/ folder; expected {root}/train/<class>/*.jpg and "
-                            f"{root}/val/<class>/*.jpg")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}/train has no class folders")
-    unknown = sorted(p.name for p in (root / "val").iterdir()
-                     if p.is_dir() and p.name not in classes and any(_image_files(p)))
-    if unknown:
-        raise DataError(f"{root}/val has class folders that {root}/train lacks ({', '.join(unknown)}); the classes "
-                        "are train/'s folders: add training images of these classes, or move them out of val/")
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
-        raise DataError(f"image folders hold 1- or 3-channel images; the spec's input has {channels} channels")
-    skipped, total = 0, 0
-    splits = {}
-    for part in ("train", "val"):
-        images, labels = [], []
-        for label, name in enumerate(classes):
-            folder = root / part / name
-            files = sorted(_image_files(folder)) if folder.is_dir() else []
-            for file in files:
-                total += 1
-                try:
-                    with Image.open(file) as image:
-                        image = _resize_center(image.convert(mode), size)
-                except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
-                    skipped += 1
-                    continue
-                array = np.asarray(image, dtype=np.uint8)
-                images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
-                labels.append(label)
-        if not images:
-            raise DataError(f"{root}/{part} holds no readable images")
-        if part == "train":
-            _each_class_has_images(root, classes, labels)
-        splits[part] = Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
-    if skipped > MAX_BAD_FRACTION * total:
-        raise DataError(f"{skipped} of {total} images in {root} could not be read (more than "
-                        f"{MAX_BAD_FRACTION:.0%}); check the files")
-    return Dataset(root.name, splits["train"], splits["val"], classes, skipped)
+SHARD_FORMAT = "alexspec-shards-1"
+SHARD_FILES = {"index.json", *(f"{prefix}{split}.{kind}{suffix}" for split in ("train", "val")
+                                for kind in ("images.u8", "labels.npy") for prefix, suffix in (("", ""), (".", ".tmp")))}
 
 
-def _image_files(folder: Path):
-    return (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+class ShardWriter:
+    """Writes a shard folder (<split>.images.u8, a memmap; <split>.labels.npy; index.json) so that
+    one stopped midway leaves its old shards or no index (refused by read_shards), never an index
+    over other data: every file is written in full under a temporary name; `publish` then removes
+    the old index, gives the files their names and writes the new index last. Temporaries of a
+    write that stopped are removed."""
+
+    def __init__(self, out: Path, classes: list[str]):
+        self.out = out
+        self.index = {"format": SHARD_FORMAT, "classes": list(classes), "splits": {}}
+        self.written: list[tuple[Path, Path]] = []  # (temporary, final name)
+
+    def __enter__(self) -> "ShardWriter":
+        if self.out.is_dir():
+            others = sorted(p.name for p in self.out.iterdir()
+                            if p.name not in SHARD_FILES or p.name == "index.json" and not _shard_index(p))
+            if others:
+                raise DataError(f"{self.out} holds files that are not shards ({', '.join(others[:3])}"
+                                f"{', ...' if len(others) > 3 else ''}); write the shards to a new or empty folder, "
+                                "or to one `alexspec prepare-data` wrote (its shards are replaced)")
+        elif self.out.exists():
+            raise DataError(f"{self.out} is a file; the shards go to a folder: name a new one")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def split(self, name: str, shape: tuple[int, ...], room: int, fill) -> None:
+        """Write split `name`: `fill(store)` puts its images at the front of `store`, a uint8 memmap
+        of `room` images of `shape`, and returns their labels (int64)."""
+        self.written.append((self.out / f".{name}.images.u8.tmp", self.out / f"{name}.images.u8"))
+        images = self.written[-1][0]
+        store = np.memmap(images, dtype=np.uint8, mode="w+", shape=(max(room, 1), *shape))
+        labels = fill(store)
+        store.flush()
+        del store
+        os.truncate(images, len(labels) * math.prod(shape))  # room for the unreadable ones given back
+        self.written.append((self.out / f".{name}.labels.npy.tmp", self.out / f"{name}.labels.npy"))
+        with open(self.written[-1][0], "wb") as handle:
+            np.save(handle, labels)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.index["splits"][name] = {"count": len(labels), "shape": list(shape)}
+
+    def publish(self) -> None:
+        from alexspec.fsutil import write_atomic
+
+        (self.out / "index.json").unlink(missing_ok=True)
+        while self.written:
+            temporary, final = self.written[0]
+            temporary.replace(final)
+            self.written.pop(0)
+        write_atomic(self.out / "index.json", json.dumps(self.index, indent=2) + "\n")
+
+    def __exit__(self, *exc) -> None:
+        for temporary, _ in self.written:  # a write that stopped: its files never take their names
+            temporary.unlink(missing_ok=True)
 
 
-def _each_class_has_images(root: Path, classes: list[str], labels: list[int]) -> None:
-    """DataError naming the class folders of train/ that gave no image (each would be a class never seen)."""
-    found = set(labels)
-    empty = [name for label, name in enumerate(classes) if label not in found]
-    if empty:
-        raise DataError(f"{root}/train: {', '.join(empty)} holds no readable images; each folder of train/ is a "
-                        "class: add its images, or remove the folder")
-
-
-def _resize_center(image, size: int):
-    """Shorter side to `size`, then the centre size x size square."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return image.crop((left, top, left + size, top + size))
+def _shard_index(path: Path) -> bool:
+    """Whether `path` is the index.json of shards (not some other program's index.json)."""
+    try:
+        return json.loads(path.read_text()).get("format") == SHARD_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def write_shards(dataset: Dataset, out: Path) -> None:
-    """Write a dataset as uint8 shards: <split>.images.u8 (memmap), <split>.labels.npy, index.json.
+    """Write an in-memory dataset as shards (ShardWriter)."""
+    with ShardWriter(out, dataset.classes) as writer:
+        for name, split in (("train", dataset.train), ("val", dataset.val)):
+            images = np.asarray(split.images)
 
-    Every file is written in full under a temporary name first; then the old index goes, the files
-    take their names and the new index is written last. A folder that a stopped run left behind
-    holds its old shards or no index (refused by read_shards), never an index over other data."""
-    from alexspec.fsutil import write_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    index = {"format": "alexspec-shards-1", "classes": dataset.classes, "splits": {}}
-    written = []  # (temporary, final name)
-    for name, split in (("train", dataset.train), ("val", dataset.val)):
-        images = split.images.numpy() if isinstance(split.images, torch.Tensor) else np.asarray(split.images)
-        written.append((out / f".{name}.images.u8.tmp", out / f"{name}.images.u8"))
-        memmap = np.memmap(written[-1][0], dtype=np.uint8, mode="w+", shape=images.shape)
-        memmap[:] = images
-        memmap.flush()
-        del memmap
-        written.append((out / f".{name}.labels.npy.tmp", out / f"{name}.labels.npy"))
-        with open(written[-1][0], "wb") as handle:
-            np.save(handle, split.labels.numpy())
-            handle.flush()
-            os.fsync(handle.fileno())
-        index["splits"][name] = {"count": int(images.shape[0]), "shape": list(images.shape[1:])}
-    (out / "index.json").unlink(missing_ok=True)
-    for temporary, final in written:
-        temporary.replace(final)
-    write_atomic(out / "index.json", json.dumps(index, indent=2) + "\n")
+            def fill(store, images=images, labels=split.labels):
+                store[:len(images)] = images
+                return labels.numpy()
+            writer.split(name, images.shape[1:], len(images), fill)
+        writer.publish()
 
 
 def read_shards(root: Path) -> Dataset:
@@ -329,4 +303,6 @@ def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resi
                         "(train/ and val/ with a folder per class) or a folder from `alexspec prepare-data`")
     if (path / "index.json").exists():
         return read_shards(path)
+    from alexspec.train.image_folder import image_folder
+
     return image_folder(path, resize or max(image_shape[1:]), image_shape[0])

@@ -23,6 +23,7 @@ import torch
 from alexspec import ir, settings
 from alexspec.builder import Build, build, load_state
 from alexspec.memory_check import batch_warning
+from alexspec.train.image_folder import left_out
 from alexspec.errors import BadInput, TrainingError
 from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
@@ -228,8 +229,8 @@ class Trainer:
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
                          self.training.augmentation.resize, self.seed)
         check_data(data, self.net, self.info.output_shape[0])
-        if data.skipped:
-            self.log(f"skipped {count(data.skipped, 'unreadable image')}")
+        if data.unreadable:
+            self.log(left_out(data.unreadable))
         return data
 
     def run(self, run_dir: Path, data: Dataset, resumed: Optional[dict] = None,

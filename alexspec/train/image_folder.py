@@ -1,0 +1,216 @@
+"""Image folders (train/ and val/ under one root, a folder per class): listed and checked, then
+decoded in threads (Pillow lets go of the GIL while it decodes and resizes), either into memory
+(`alexspec train --data FOLDER`) or streamed into shards (`alexspec prepare-data`), so that an
+ImageNet-sized folder is never whole in memory.
+
+Unreadable images are left out and named; more than 1 % of them is a DataError.
+"""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+import os
+from pathlib import Path
+import sys
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from alexspec.errors import first_line
+from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
+from alexspec.words import count
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
+MAX_BAD_FRACTION = 0.01  # more unreadable images than this is an error, not a skip
+PARTS = ("train", "val")
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass
+class Listing:
+    """What an image folder holds: its classes (train/'s folders, sorted) and each split's files
+    with their labels."""
+
+    root: Path
+    classes: list[str]
+    files: dict[str, list[tuple[Path, int]]]
+
+    @property
+    def total(self) -> int:
+        return sum(len(files) for files in self.files.values())
+
+
+def list_folder(root: Path) -> Listing:
+    """The files of an image folder, its layout checked: both splits there, classes in train/, none
+    only in val/, and an image file in each class folder of train/."""
+    root = Path(root)
+    for part in PARTS:
+        if not (root / part).is_dir():
+            raise DataError(f"{root} has no {part}/ folder; expected {root}/train/<class>/*.jpg and "
+                            f"{root}/val/<class>/*.jpg")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{root}/train has no class folders")
+    unknown = sorted(p.name for p in (root / "val").iterdir()
+                     if p.is_dir() and p.name not in classes and any(_image_files(p)))
+    if unknown:
+        raise DataError(f"{root}/val has class folders that {root}/train lacks ({', '.join(unknown)}); the classes "
+                        "are train/'s folders: add training images of these classes, or move them out of val/")
+    files = {part: [(file, label) for label, name in enumerate(classes) if (root / part / name).is_dir()
+                    for file in sorted(_image_files(root / part / name))] for part in PARTS}
+    _each_class_has_images(root, classes, [label for _, label in files["train"]])
+    return Listing(root, classes, files)
+
+
+def _image_files(folder: Path):
+    return (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _each_class_has_images(root: Path, classes: list[str], labels: list[int]) -> None:
+    """DataError naming the class folders of train/ that gave no image (each would be a class never seen)."""
+    found = set(labels)
+    empty = [name for label, name in enumerate(classes) if label not in found]
+    if empty:
+        raise DataError(f"{root}/train: {', '.join(empty)} holds no readable images; each folder of train/ is a "
+                        "class: add its images, or remove the folder")
+
+
+def _mode(channels: int) -> str:
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise DataError(f"image folders hold 1- or 3-channel images; the spec's input has {channels} channels")
+    return mode
+
+
+def decode(file: Path, size: int, mode: str) -> np.ndarray | str:
+    """The image in `file` as uint8 C x size x size (shorter side resized to `size`, then the centre
+    square), or why it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            image = _resize_center(image.convert(mode), size)
+    except UnidentifiedImageError:
+        return "not an image Pillow can read"
+    except Image.DecompressionBombError:
+        return "more pixels than Pillow's limit (Image.MAX_IMAGE_PIXELS) allows"
+    except (OSError, ValueError) as exc:
+        return first_line(exc, 80)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _resize_center(image, size: int):
+    """Shorter side to `size`, then the centre size x size square."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def _decoded(files: list[tuple[Path, int]], size: int, mode: str, workers: int) -> Iterator[np.ndarray | str]:
+    """decode() of each file, in order, `workers` threads at a time, a bounded number ahead."""
+    if workers <= 1:
+        for file, _ in files:
+            yield decode(file, size, mode)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="alexspec-decode") as pool:
+        pending: deque = deque()
+        for file, _ in files:
+            pending.append(pool.submit(decode, file, size, mode))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class _Reader:
+    """Decodes an image folder's splits into arrays, readable images packed to the front, keeping
+    the unreadable ones' names and stopping once they are more than 1 % of all."""
+
+    def __init__(self, listing: Listing, size: int, channels: int, workers: Optional[int], progress: bool):
+        self.listing, self.size, self.mode = listing, size, _mode(channels)
+        self.shape = (channels, size, size)
+        self.workers = workers or default_workers()
+        self.unreadable: list[str] = []
+        self.progress = progress
+
+    def fill(self, part: str, store) -> np.ndarray:
+        """Decode `part`'s files into `store` (room for them all); returns the readable ones' labels."""
+        files, labels = self.listing.files[part], []
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), desc=part, unit="image", file=sys.stderr, dynamic_ncols=True)
+        try:
+            for (file, label), image in zip(files, _decoded(files, self.size, self.mode, self.workers)):
+                if isinstance(image, str):
+                    self.unreadable.append(f"{file.relative_to(self.listing.root)} ({image})")
+                    self._check_unreadable()
+                else:
+                    store[len(labels)] = image
+                    labels.append(label)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not labels:
+            raise DataError(f"{self.listing.root}/{part} holds no readable images")
+        if part == "train":
+            _each_class_has_images(self.listing.root, self.listing.classes, labels)
+        return np.asarray(labels, dtype=np.int64)
+
+    def _check_unreadable(self) -> None:
+        total = self.listing.total
+        if len(self.unreadable) > MAX_BAD_FRACTION * total:
+            raise DataError(f"more than {MAX_BAD_FRACTION:.0%} of the {count(total, 'image')} in "
+                            f"{self.listing.root} cannot be read: {named(self.unreadable)}; check the files")
+
+
+def named(unreadable, shown: int = 3) -> str:
+    """The first `shown` of the unreadable images (each file and why), and how many more."""
+    more = len(unreadable) - shown
+    return ", ".join(unreadable[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def left_out(unreadable) -> str:
+    """What a user is told of the unreadable images a source left out."""
+    return f"left out {count(len(unreadable), 'unreadable image')}: {named(unreadable)}"
+
+
+def image_folder(root: Path, size: int, channels: int = 3, workers: Optional[int] = None,
+                 progress: bool = False) -> Dataset:
+    """train/ and val/ under `root`, one sub-folder per class, images resized to size x size, in memory."""
+    listing = list_folder(root)
+    reader = _Reader(listing, size, channels, workers, progress)
+    splits = {}
+    for part in PARTS:
+        store = np.empty((len(listing.files[part]), *reader.shape), dtype=np.uint8)
+        labels = reader.fill(part, store)
+        splits[part] = Split(torch.from_numpy(store[:len(labels)]), torch.from_numpy(labels))
+    return Dataset(listing.root.name, splits["train"], splits["val"], listing.classes, tuple(reader.unreadable))
+
+
+def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers: Optional[int] = None,
+                   progress: bool = False) -> Dataset:
+    """Decode the image folder `root` straight into shards in `out` (alexspec.train.data.ShardWriter:
+    the old shards stay until the new ones are whole); returns them, memory-mapped."""
+    listing = list_folder(root)
+    reader = _Reader(listing, size, channels, workers, progress)
+    with ShardWriter(Path(out), listing.classes) as writer:
+        for part in PARTS:
+            writer.split(part, reader.shape, len(listing.files[part]), partial(reader.fill, part))
+        writer.publish()
+    return replace(read_shards(Path(out)), unreadable=tuple(reader.unreadable))
