@@ -104,6 +104,22 @@ def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):
         read_shards(tmp_path / "shards")
 
 
+def test_a_folder_too_big_for_memory_is_sent_to_prepare_data_before_any_image_is_decoded(tmp_path, monkeypatch):
+    from alexspec import memory_check
+    from alexspec.train import image_folder as folder_module
+
+    source = make_folder(tmp_path / "imgs")  # 24 images: 24 x 3x16x16 = 18,432 bytes in memory
+    monkeypatch.setattr(memory_check, "capacity", lambda device: 18_432 - 1)
+    decode = folder_module.decode
+    monkeypatch.setattr(folder_module, "decode", lambda *args: pytest.fail("decoded"))
+    with pytest.raises(DataError, match=r"the 24 images of .*imgs take 18.0 KiB at 3x16x16, more than this machine's "
+                                        r"18.0 KiB of memory; write them to shards once \(`alexspec prepare-data "):
+        image_folder(source, size=16)
+    monkeypatch.setattr(folder_module, "decode", decode)
+    monkeypatch.setattr(memory_check, "capacity", lambda device: 18_432)  # exactly enough
+    assert len(image_folder(source, size=16).train) == 12
+
+
 def test_prepare_data_leaves_out_unreadable_images_by_name_and_decodes_in_any_number_of_threads(tmp_path):
     source = make_folder(tmp_path / "imgs", per_class=60, size=(10, 12), corrupt=1)  # 1 in 121 per class
     result = run_cli("prepare-data", str(source), str(tmp_path / "one"), "--size", "8", "--workers", "1")

@@ -11,6 +11,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+import math
 import os
 from pathlib import Path
 import sys
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from alexspec.errors import first_line
+from alexspec import memory_check
+from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
 from alexspec.words import count
 
@@ -195,6 +198,12 @@ def image_folder(root: Path, size: int, channels: int = 3, workers: Optional[int
     """train/ and val/ under `root`, one sub-folder per class, images resized to size x size, in memory."""
     listing = list_folder(root)
     reader = _Reader(listing, size, channels, workers, progress)
+    need, memory = listing.total * math.prod(reader.shape), memory_check.capacity("cpu")
+    if memory is not None and need > memory:
+        raise DataError(f"the {count(listing.total, 'image')} of {listing.root} take {human_bytes(need)} at "
+                        f"{'x'.join(map(str, reader.shape))}, more than this machine's {human_bytes(memory)} of "
+                        f"memory; write them to shards once (`alexspec prepare-data {listing.root} SHARDS --size "
+                        f"{size}`) and train on those (--data SHARDS): shards stay on disk")
     splits = {}
     for part in PARTS:
         store = np.empty((len(listing.files[part]), *reader.shape), dtype=np.uint8)
