@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import alexspec  # noqa: E402
-from alexspec.builder import load_state  # noqa: E402
+from alexspec.builder import load_state, spec_source  # noqa: E402
 from alexspec.ir import Softmax  # noqa: E402
 from alexspec.interop.caffe import spec_from_prototxt  # noqa: E402
 from alexspec.interop.from_torch import ImportProblem, spec_from_torch  # noqa: E402
@@ -174,6 +174,24 @@ def test_caffe_problems_are_named():
     assert spec_from_prototxt(relu_reading_the_last)["layers"][0]["activation"] == "relu"  # a bottom-less ReLU
 
 
+CONV_8X8 = ('input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer {{ name: "c" type: "Convolution" '
+            'convolution_param {{ num_output: 4 {} }} }}')
+
+
+@pytest.mark.parametrize("window, torch_conv", [
+    ("kernel_size: 3 pad: 1 pad: 2", dict(kernel_size=3, padding=(1, 2))),  # repeated: height, then width
+    ("kernel_size: 3 kernel_size: 5 stride: 2 stride: 1", dict(kernel_size=(3, 5), stride=(2, 1))),
+    ("kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1", dict(kernel_size=(1, 3), padding=(0, 1))),
+    ("kernel_size: 3 pad: 1", dict(kernel_size=3, padding=1)),
+])
+def test_a_caffe_conv_window_given_per_side_imports_as_caffe_reads_it(window, torch_conv):
+    spec = spec_from_prototxt(CONV_8X8.format(window))
+    info = analyse(spec_source(spec))
+    expected = torch.nn.Conv2d(3, 4, **torch_conv)(torch.zeros(1, 3, 8, 8)).shape[1:]
+    assert info.layers[0].output_shape == tuple(expected)
+    assert info.layers[0].params == sum(p.numel() for p in torch.nn.Conv2d(3, 4, **torch_conv).parameters())
+
+
 @pytest.mark.parametrize("text, said", [
     ('name: "x"\nlayer { name: "fc"\n', "x.prototxt:2:7: this '{' is never closed; close it with '}'"),
     ('name: "x"\n  }\n', "x.prototxt:2:3: this '}' closes no '{'; remove it"),
@@ -185,9 +203,20 @@ def test_caffe_problems_are_named():
                                                               "be a number, got 'x'"),
     ('input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "c" type: "Convolution" '
      'convolution_param { num_output: 0 kernel_size: 3 } }', "x.prototxt: the network makes no valid spec: "
-                                                            "layers[0].c.out: must be at least 1, got 0")])
+                                                            "layers[0].c.out: must be at least 1, got 0"),
+    (CONV_8X8.format("kernel_size: 3 pad: 1 pad: 1 pad: 1"), "x.prototxt: layer c: convolution_param.pad is given 3 "
+     "times; a 2-D convolution takes it once (both sides) or twice (height, width)"),
+    (CONV_8X8.format("kernel_h: 3"), "x.prototxt: layer c: convolution_param.kernel_h and kernel_w go together: give "
+     "both, or kernel_size for both sides"),
+    (CONV_8X8.format("kernel_size: 3 stride_h: 1 stride_w: 2 stride: 1"), "x.prototxt: layer c: convolution_param."
+     "give stride or stride_h/stride_w, not both"),
+    ('input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "p" type: "Pooling" '
+     'pooling_param { pool: MAX kernel_size: 2 kernel_size: 3 } }', "x.prototxt: layer p: pooling_param.kernel_size "
+                                                                     "is given 2 times; it takes one value"),
+    (b"\x08\x01\x12\xff\xfe weights", "x.prototxt: not UTF-8 text; give the network's prototxt (a .caffemodel "
+                                     "holds weights, not the network)")])
 def test_a_prototxt_that_does_not_parse_or_fit_is_located(tmp_path, text, said):
-    (tmp_path / "x.prototxt").write_text(text)
+    (tmp_path / "x.prototxt").write_bytes(text if isinstance(text, bytes) else text.encode())
     result = run_cli("import", "caffe", "x.prototxt", "-o", "x.yaml", cwd=tmp_path)
     assert result.returncode == 2 and f"alexspec import: {said}" in result.stderr, result.stderr
     assert not (tmp_path / "x.yaml").exists()

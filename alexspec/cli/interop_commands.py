@@ -50,9 +50,12 @@ def cmd_import(args) -> int:
         if not args.path:
             raise ImportProblem("`alexspec import caffe` needs the prototxt: alexspec import caffe deploy.prototxt")
         try:
-            text = Path(args.path).read_text()
+            text = Path(args.path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ImportProblem(f"{args.path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ImportProblem(f"{args.path}: not UTF-8 text; give the network's prototxt (a .caffemodel holds "
+                                "weights, not the network)") from None
         if args.weights:
             raise ImportProblem("--weights loads a torch model's state dict; Caffe's .caffemodel is not read (convert "
                                 "it with Caffe's tools to a PyTorch state dict keyed by the spec's layer names)")

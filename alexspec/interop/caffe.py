@@ -97,13 +97,24 @@ def _one(message: dict, key: str, default=None):
     return values[0] if values else default
 
 
-def _window(param: dict, name: str, default=None):
-    """kernel_size / stride / pad, or their _h/_w forms, as an int or [h, w]."""
-    h, w = _one(param, f"{name}_h"), _one(param, f"{name}_w")
-    if h is not None and w is not None:
-        return h if h == w else [h, w]
+def _window(param: dict, name: str, default=None, where: str = "", per_side: bool = False):
+    """kernel_size / stride / pad, or their _h/_w forms, as an int or [h, w]. A convolution's
+    (`per_side`) may give the plain field once for both sides or twice, height then width."""
     plain = {"kernel": "kernel_size", "stride": "stride", "pad": "pad"}[name]
-    return _one(param, plain, default)
+    h, w, values = _one(param, f"{name}_h"), _one(param, f"{name}_w"), param.get(plain, [])
+    if (h is None) != (w is None):
+        raise ImportProblem(f"{where}{name}_h and {name}_w go together: give both, or {plain} for both sides")
+    if h is not None:
+        if values:
+            raise ImportProblem(f"{where}give {plain} or {name}_h/{name}_w, not both")
+        return h if h == w else [h, w]
+    if len(values) > (2 if per_side else 1):
+        raise ImportProblem(f"{where}{plain} is given {len(values)} times; "
+                            + ("a 2-D convolution takes it once (both sides) or twice (height, width)" if per_side
+                               else "it takes one value (or " + name + "_h and " + name + "_w)"))
+    if len(values) == 2:
+        return values[0] if values[0] == values[1] else list(values)
+    return values[0] if values else default
 
 
 def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | None = None) -> dict:
@@ -250,8 +261,11 @@ def _input_shape(net: dict, layers: list) -> tuple | None:
 def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
     if kind == "Convolution":
         p = _one(raw, "convolution_param", {})
-        layer = {"name": name, "type": "conv", "out": _one(p, "num_output"), "kernel": _window(p, "kernel"),
-                 "stride": _window(p, "stride", 1), "padding": _window(p, "pad", 0)}
+        where = f"layer {name}: convolution_param."
+        layer = {"name": name, "type": "conv", "out": _one(p, "num_output"),
+                 "kernel": _window(p, "kernel", None, where, per_side=True),
+                 "stride": _window(p, "stride", 1, where, per_side=True),
+                 "padding": _window(p, "pad", 0, where, per_side=True)}
         dilation = [int(d) for d in p.get("dilation", [])]
         if dilation and set(dilation) != {1}:
             layer["dilation"] = dilation[0] if len(dilation) == 1 else dilation[:2]
@@ -277,8 +291,9 @@ def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
         pool = str(_one(p, "pool", "MAX"))
         if pool not in ("MAX", "AVE") or str(_one(p, "global_pooling", "false")).lower() == "true":
             return None
-        return {"name": name, "type": "maxpool" if pool == "MAX" else "avgpool", "kernel": _window(p, "kernel"),
-                "stride": _window(p, "stride", 1), "padding": _window(p, "pad", 0), "rounding": "ceil"}
+        where = f"layer {name}: pooling_param."
+        return {"name": name, "type": "maxpool" if pool == "MAX" else "avgpool", "kernel": _window(p, "kernel", None, where),
+                "stride": _window(p, "stride", 1, where), "padding": _window(p, "pad", 0, where), "rounding": "ceil"}
     if kind == "InnerProduct":
         p = _one(raw, "inner_product_param", {})
         layer = {"name": name, "type": "linear", "out": _one(p, "num_output")}
