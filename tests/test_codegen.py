@@ -1,6 +1,7 @@
 """Codegen and placement: the built module is what inference says, on either backend and any placement."""
 from __future__ import annotations
 
+import json
 import py_compile
 import re
 import subprocess
@@ -227,6 +228,22 @@ def test_compile_cli_writes_an_importable_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1000"
+
+
+def test_compile_replaces_only_the_files_compiles_wrote(tmp_path):
+    (tmp_path / "report.json").write_text('{"mine": 1}')  # a project's own file, in the folder compiled into
+    refused = run_cli("compile", "digits", "-o", ".", cwd=tmp_path)
+    assert refused.returncode == 2 and "already holds report.json, not listed in its alexspec-build.json" in \
+        refused.stderr, refused.stderr
+    assert (tmp_path / "report.json").read_text() == '{"mine": 1}' and not (tmp_path / "digits.py").exists()
+    for spec in ("digits", "lenet5", "digits"):  # again, and a second net beside it
+        assert run_cli("compile", spec, "-o", "build", cwd=tmp_path).returncode == 0
+    assert json.loads((tmp_path / "build" / "report.json").read_text())["name"] == "digits"
+    assert {"digits.py", "lenet5.py", "graph.json"} <= set(json.loads((tmp_path / "build" / "alexspec-build.json")
+                                                                      .read_text())["compiled"])
+    (tmp_path / "build" / "alexspec-build.json").write_text("not the list")
+    again = run_cli("compile", "digits", "-o", "build", cwd=tmp_path)
+    assert again.returncode == 2 and "alexspec-build.json is not the list of files" in again.stderr
 
 
 def test_diagram_shows_towers_and_crossings():

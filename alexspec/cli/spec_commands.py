@@ -95,6 +95,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    from alexspec import build_folder
     from alexspec.codegen import generate
     from alexspec.diagram import dot, render
     from alexspec.fsutil import write_atomic
@@ -122,6 +123,7 @@ def cmd_compile(args) -> int:
                                  "choose another folder with -o")]) from None
     written = {f"{name}.py": generated.source, "graph.json": graph_json(info),
                "report.json": render_report(info, "json"), f"{name}.dot": dot(info)}
+    build_folder.claim(out, [*written, f"{name}.svg", f"{name}.png"])  # Graphviz's pictures, where it is there
     for file, text in written.items():
         write_atomic(out / file, text)
     pictures = render(out / f"{name}.dot")
