@@ -363,3 +363,14 @@ def test_the_digits_read_from_disk_are_scikit_learns():
     pixels, labels = _digits_on_disk()
     reference = load_digits()
     assert np.array_equal(pixels, reference.data) and np.array_equal(labels, reference.target)
+
+
+def test_an_image_folder_opened_for_training_shows_its_decoding_where_asked(tmp_path, capsys):
+    from alexspec.train.data import open_data
+
+    source = make_folder(tmp_path / "imgs")
+    open_data(str(source), (3, 8, 8), 2, None)
+    assert "image/s" not in capsys.readouterr().err  # not on a terminal: no bar
+    data = open_data(str(source), (3, 8, 8), 2, None, progress=True)
+    err = capsys.readouterr().err
+    assert "train: 100%" in err and "12/12" in err and "val: 100%" in err and len(data.train) == 12

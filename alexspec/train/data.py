@@ -291,8 +291,9 @@ def read_shards(root: Path) -> Dataset:
 
 
 def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
-              seed: int = 0) -> Dataset:
-    """The dataset named by `source`: "digits", "synthetic", a shard folder or an ImageFolder."""
+              seed: int = 0, progress: bool = False) -> Dataset:
+    """The dataset named by `source`: "digits", "synthetic", a shard folder or an image folder
+    (decoded into memory, with a progress bar where `progress`)."""
     if source == "digits":
         return digits(seed)
     if source == "synthetic":
@@ -305,4 +306,4 @@ def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resi
         return read_shards(path)
     from alexspec.train.image_folder import image_folder
 
-    return image_folder(path, resize or max(image_shape[1:]), image_shape[0])
+    return image_folder(path, resize or max(image_shape[1:]), image_shape[0], progress=progress)

@@ -4,6 +4,7 @@ It needs no optimizer: `evaluate_checkpoint` builds the network, loads a checkpo
 from __future__ import annotations
 
 from pathlib import Path
+import sys
 from typing import Optional
 
 import torch
@@ -83,7 +84,8 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
     state = checkpoint.load(path, checkpoint.network_hash(built.info))
     load_state(built.module, state["model"])
     classes = built.info.output_shape[0]
-    data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed)
+    data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed,
+                     progress=sys.stderr.isatty())
     check_data(data, network, classes)
     crops = crops or training.eval_crops
     _, height, width = network.input

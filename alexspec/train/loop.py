@@ -15,6 +15,7 @@ import contextlib
 import math
 from pathlib import Path
 import signal
+import sys
 import time
 from typing import Optional
 
@@ -22,21 +23,20 @@ import torch
 
 from alexspec import ir, settings
 from alexspec.builder import Build, build, load_state
-from alexspec.memory_check import batch_warning
-from alexspec.train.image_folder import left_out
 from alexspec.errors import BadInput, TrainingError
+from alexspec.memory_check import batch_warning
 from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.distributed import Distributed
 from alexspec.train.evaluate import check_data, evaluate
+from alexspec.train.image_folder import left_out
 from alexspec.train.losses import PendingLosses
 from alexspec.train.progress import Progress
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 from alexspec.train.step import TrainingStep, loss_function
 from alexspec.train.weight_copies import WeightCopies
-from alexspec.words import count
 
 
 @dataclass
@@ -227,7 +227,7 @@ class Trainer:
     def open_data(self) -> Dataset:
         """The run's data source, opened and checked against the network."""
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
-                         self.training.augmentation.resize, self.seed)
+                         self.training.augmentation.resize, self.seed, progress=self.dist.main and sys.stderr.isatty())
         check_data(data, self.net, self.info.output_shape[0])
         if data.unreadable:
             self.log(left_out(data.unreadable))
