@@ -374,3 +374,13 @@ def test_an_image_folder_opened_for_training_shows_its_decoding_where_asked(tmp_
     data = open_data(str(source), (3, 8, 8), 2, None, progress=True)
     err = capsys.readouterr().err
     assert "train: 100%" in err and "12/12" in err and "val: 100%" in err and len(data.train) == 12
+
+
+def test_data_that_names_a_file_is_told_it_is_a_file(tmp_path):
+    from alexspec.train.data import open_data
+
+    (tmp_path / "cat.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cat.png: a file, not a folder; --data takes digits, synthetic, an image "):
+        open_data(str(tmp_path / "cat.png"), (3, 8, 8), 2, None)
+    with pytest.raises(DataError, match=r"dog: no such folder; --data takes"):
+        open_data(str(tmp_path / "dog"), (3, 8, 8), 2, None)

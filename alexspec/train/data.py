@@ -299,9 +299,10 @@ def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resi
     if source == "synthetic":
         return synthetic(image_shape, classes, seed=seed)
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"{source}: no such folder; --data takes digits, synthetic, an image folder "
-                        "(train/ and val/ with a folder per class) or a folder from `alexspec prepare-data`")
+    if not path.is_dir():
+        raise DataError(f"{source}: {'a file, not a folder' if path.exists() else 'no such folder'}; --data takes "
+                        "digits, synthetic, an image folder (train/ and val/ with a folder per class) or a folder "
+                        "from `alexspec prepare-data`")
     if (path / "index.json").exists():
         return read_shards(path)
     from alexspec.train.image_folder import image_folder
