@@ -47,17 +47,23 @@ def _read(path: str) -> str:
         return ""
 
 
+def _memory_of(devices: Sequence[str]) -> tuple[list[str], Optional[int]]:
+    """The distinct devices, and the memory they have together (None where one's cannot be told)."""
+    distinct = sorted(set(devices))
+    sizes = [capacity(device) for device in distinct]
+    return distinct, None if not distinct or None in sizes else sum(sizes)
+
+
 def check_fits(info: NetworkInfo, devices: Sequence[str], training: bool = False) -> None:
     """Raise BadInput when `info`'s parameters in fp32 (with their gradients and the optimizer's
     state where `training`) need more memory than `devices` (resolved names) have together."""
-    distinct = sorted(set(devices))
-    sizes = [capacity(device) for device in distinct]
-    if not distinct or None in sizes:
+    distinct, memory = _memory_of(devices)
+    if memory is None:
         return
     optimizer, states = optimizer_state(info.network.training or ir.Training()) if training else ("", 0)
     copies = 2 + states if training else 1
     need = copies * info.total_params * FP32
-    if need <= sum(sizes):
+    if need <= memory:
         return
     what = (f"training {info.network.name} needs at least {human_bytes(need)}: {copies} copies of its "
             f"{info.total_params:,} parameters in fp32 (the weights, their gradients"
@@ -66,7 +72,7 @@ def check_fits(info: NetworkInfo, devices: Sequence[str], training: bool = False
     largest = sorted((layer for layer in info.layers if layer.params), key=lambda layer: -layer.params)[:3]
     where = ", ".join(f"{layer.layer.name} ({count(layer.params, 'parameter')}, {layer.layer.loc})"
                       for layer in largest)
-    raise BadInput(f"{what}, more than the {human_bytes(sum(sizes))} of memory {', '.join(distinct)} "
+    raise BadInput(f"{what}, more than the {human_bytes(memory)} of memory {', '.join(distinct)} "
                    f"{'has' if len(distinct) == 1 else 'have'}; most of them are in {where}: give those layers "
                    "fewer outputs (out:) or the network a smaller input")
 
@@ -76,21 +82,21 @@ def batch_warning(info: NetworkInfo, devices: Sequence[str], batch: int, precisi
     more memory than `devices` have (the weights, gradients and optimizer state in fp32, and the
     activations kept for backward in `precision`: `alexspec report`'s training total), with the
     largest batch the estimate allows; None where it fits or the memory cannot be told."""
-    distinct = sorted(set(devices))
-    sizes = [capacity(device) for device in distinct]
-    if not distinct or None in sizes:
+    distinct, memory = _memory_of(devices)
+    if memory is None:
         return None
     _, states = optimizer_state(info.network.training or ir.Training())
     weights = (2 + states) * info.total_params * FP32
     per_image = info.memory(1, precision).training_saved
     need = weights + batch * per_image
-    if need <= sum(sizes):
+    if need <= memory:
         return None
-    fits = (sum(sizes) - weights) // per_image if per_image else 0
-    return (f"training {info.network.name} at batch {batch} ({precision}) may run out of memory: "
-            f"`alexspec report SPEC --batch {batch} --dtype {precision}` estimates {human_bytes(need)}, and "
-            f"{', '.join(distinct)} {'has' if len(distinct) == 1 else 'have'} {human_bytes(sum(sizes))}"
-            + (f"; --batch {fits} fits the estimate" if fits > 0 else ""))
+    fits = (memory - weights) // per_image if per_image else 0
+    return (f"training {info.network.name} at batch {batch} ({precision}) may run out of memory: it needs about "
+            f"{human_bytes(need)} (weights, gradients and optimizer state in fp32, and the activations kept for "
+            f"backward, which `alexspec report SPEC --batch {batch} --dtype {precision}` lists), and "
+            f"{', '.join(distinct)} {'has' if len(distinct) == 1 else 'have'} {human_bytes(memory)}"
+            + (f"; --batch {fits} fits that estimate" if fits > 0 else ""))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

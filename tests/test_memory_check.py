@@ -98,4 +98,4 @@ def test_train_warns_of_a_batch_whose_estimate_outweighs_the_memory_and_names_on
         assert main(["train", "--batch", str(batch), "--max-steps", "1", "-o", str(tmp_path / str(batch))]) == 0
         out = capsys.readouterr().out
         assert ("warning: training digits at batch 128 (fp32) may run out of memory" in out) is warned, out
-        assert ("--batch 100 fits the estimate" in out) is warned
+        assert ("--batch 100 fits that estimate" in out) is warned

@@ -150,13 +150,11 @@ class _Reader:
 
     def fill(self, part: str, store) -> np.ndarray:
         """Decode `part`'s files into `store` (room for them all); returns the readable ones' labels."""
-        files, labels = self.listing.files[part], []
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            bar = tqdm(total=len(files), desc=part, unit="image", file=sys.stderr, dynamic_ncols=True)
-        try:
+        files, labels = self.listing.files[part], []
+        with tqdm(total=len(files), desc=part, unit="image", file=sys.stderr, dynamic_ncols=True,
+                  disable=not self.progress) as bar:
             for (file, label), image in zip(files, _decoded(files, self.size, self.mode, self.workers)):
                 if isinstance(image, str):
                     self.unreadable.append(f"{file.relative_to(self.listing.root)} ({image})")
@@ -164,11 +162,7 @@ class _Reader:
                 else:
                     store[len(labels)] = image
                     labels.append(label)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(1)
         if not labels:
             raise DataError(f"{self.listing.root}/{part} holds no readable images")
         if part == "train":
