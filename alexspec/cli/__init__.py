@@ -1,8 +1,9 @@
 """The `alexspec` command line.
 
 Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file, an
-unusable checkpoint: SpecError and BadInput; a network or batch too big for the memory), 3 training diverged, 1 an internal error (any
-other exception: a bug, printed with its traceback and a request to report it).
+unusable checkpoint: SpecError and BadInput; a network or batch too big for the memory),
+3 training diverged, 1 an internal error (any other exception: a bug, printed with its
+traceback and a request to report it).
 """
 from __future__ import annotations
 

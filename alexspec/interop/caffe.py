@@ -292,8 +292,9 @@ def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
         if pool not in ("MAX", "AVE") or str(_one(p, "global_pooling", "false")).lower() == "true":
             return None
         where = f"layer {name}: pooling_param."
-        return {"name": name, "type": "maxpool" if pool == "MAX" else "avgpool", "kernel": _window(p, "kernel", None, where),
-                "stride": _window(p, "stride", 1, where), "padding": _window(p, "pad", 0, where), "rounding": "ceil"}
+        return {"name": name, "type": "maxpool" if pool == "MAX" else "avgpool",
+                "kernel": _window(p, "kernel", None, where), "stride": _window(p, "stride", 1, where),
+                "padding": _window(p, "pad", 0, where), "rounding": "ceil"}
     if kind == "InnerProduct":
         p = _one(raw, "inner_product_param", {})
         layer = {"name": name, "type": "linear", "out": _one(p, "num_output")}

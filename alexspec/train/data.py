@@ -183,7 +183,8 @@ def synthetic(shape: tuple[int, int, int], classes: int, train_size: int = 512, 
 
 SHARD_FORMAT = "alexspec-shards-1"
 SHARD_FILES = {"index.json", *(f"{prefix}{split}.{kind}{suffix}" for split in ("train", "val")
-                                for kind in ("images.u8", "labels.npy") for prefix, suffix in (("", ""), (".", ".tmp")))}
+                                for kind in ("images.u8", "labels.npy")
+                                for prefix, suffix in (("", ""), (".", ".tmp")))}  # what a ShardWriter writes
 
 
 class ShardWriter:
