@@ -206,6 +206,8 @@ def test_a_caffe_conv_window_given_per_side_imports_as_caffe_reads_it(window, to
                                                             "layers[0].c.out: must be at least 1, got 0"),
     (CONV_8X8.format("kernel_size: 3 pad: 1 pad: 1 pad: 1"), "x.prototxt: layer c: convolution_param.pad is given 3 "
      "times; a 2-D convolution takes it once (both sides) or twice (height, width)"),
+    (CONV_8X8.format("kernel_size: 3 dilation: 1 dilation: 2 dilation: 2"), "x.prototxt: layer c: convolution_param."
+     "dilation is given 3 times; a 2-D convolution takes it once (both sides) or twice (height, width)"),
     (CONV_8X8.format("kernel_h: 3"), "x.prototxt: layer c: convolution_param.kernel_h and kernel_w go together: give "
      "both, or kernel_size for both sides"),
     (CONV_8X8.format("kernel_size: 3 stride_h: 1 stride_w: 2 stride: 1"), "x.prototxt: layer c: convolution_param."

@@ -97,6 +97,9 @@ def _one(message: dict, key: str, default=None):
     return values[0] if values else default
 
 
+_PER_SIDE = "a 2-D convolution takes it once (both sides) or twice (height, width)"
+
+
 def _window(param: dict, name: str, default=None, where: str = "", per_side: bool = False):
     """kernel_size / stride / pad, or their _h/_w forms, as an int or [h, w]. A convolution's
     (`per_side`) may give the plain field once for both sides or twice, height then width."""
@@ -110,7 +113,7 @@ def _window(param: dict, name: str, default=None, where: str = "", per_side: boo
         return h if h == w else [h, w]
     if len(values) > (2 if per_side else 1):
         raise ImportProblem(f"{where}{plain} is given {len(values)} times; "
-                            + ("a 2-D convolution takes it once (both sides) or twice (height, width)" if per_side
+                            + (_PER_SIDE if per_side
                                else "it takes one value (or " + name + "_h and " + name + "_w)"))
     if len(values) == 2:
         return values[0] if values[0] == values[1] else list(values)
@@ -267,6 +270,8 @@ def _caffe_layer(kind: str, name: str, raw: dict) -> dict | None:
                  "stride": _window(p, "stride", 1, where, per_side=True),
                  "padding": _window(p, "pad", 0, where, per_side=True)}
         dilation = [int(d) for d in p.get("dilation", [])]
+        if len(dilation) > 2:
+            raise ImportProblem(f"{where}dilation is given {len(dilation)} times; {_PER_SIDE}")
         if dilation and set(dilation) != {1}:
             layer["dilation"] = dilation[0] if len(dilation) == 1 else dilation[:2]
         if _one(p, "group", 1) != 1:
