@@ -20,8 +20,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from alexspec.errors import first_line
 from alexspec import memory_check
+from alexspec.errors import first_line
 from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
 from alexspec.words import count
@@ -32,6 +32,7 @@ PARTS = ("train", "val")
 
 
 def default_workers() -> int:
+    """Decoding threads where none are asked for: the machine's cores, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
 
 
