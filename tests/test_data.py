@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
 from alexspec.train import augment  # noqa: E402
-from alexspec.train.data import DataError, digits, read_shards, write_shards  # noqa: E402
-from alexspec.train.image_folder import image_folder  # noqa: E402
+from alexspec.train.data import DataError, digits, read_shards  # noqa: E402
+from alexspec.train.image_folder import image_folder, prepare_shards  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 
@@ -131,8 +131,6 @@ def test_prepare_data_leaves_out_unreadable_images_by_name_and_decodes_in_any_nu
     folder = image_folder(source, size=8)
     assert np.array_equal(np.asarray(one.train.images), folder.train.images.numpy())
     assert torch.equal(one.train.labels, folder.train.labels)
-    from alexspec.train.image_folder import prepare_shards
-
     three = prepare_shards(source, tmp_path / "three", size=8, workers=3)  # threads keep the files' order
     assert np.array_equal(np.asarray(three.train.images), np.asarray(one.train.images))
     assert np.array_equal(np.asarray(three.val.images), np.asarray(one.val.images))
@@ -140,8 +138,6 @@ def test_prepare_data_leaves_out_unreadable_images_by_name_and_decodes_in_any_nu
 
 def test_prepare_data_streams_the_images_to_disk_instead_of_holding_them_all(tmp_path):
     import tracemalloc
-
-    from alexspec.train.image_folder import prepare_shards
 
     source = make_folder(tmp_path / "imgs", per_class=100, size=(8, 8))
     every_image = 400 * 3 * 64 * 64  # 4.9 MB: what the folder read into memory takes
@@ -191,7 +187,7 @@ def test_prepare_data_stopped_while_decoding_keeps_the_old_shards_and_no_tempora
 
 def test_shards_written_again_and_stopped_midway_are_the_old_ones_or_refused(tmp_path, monkeypatch):
     source = make_folder(tmp_path / "imgs")
-    write_shards(image_folder(source, size=8), tmp_path / "shards")
+    prepare_shards(source, tmp_path / "shards", size=8)
     old = read_shards(tmp_path / "shards")
     old_images = np.array(old.val.images)
     saved = np.save
@@ -203,7 +199,7 @@ def test_shards_written_again_and_stopped_midway_are_the_old_ones_or_refused(tmp
 
     monkeypatch.setattr(np, "save", stopped_at_the_val_labels)
     with pytest.raises(KeyboardInterrupt):
-        write_shards(image_folder(source, size=12), tmp_path / "shards")
+        prepare_shards(source, tmp_path / "shards", size=12)
     kept = read_shards(tmp_path / "shards")  # every file written aside: the old shards, whole
     assert np.array_equal(np.array(kept.val.images), old_images) and kept.val.images.shape[-1] == 8
 
@@ -218,13 +214,13 @@ def test_shards_written_again_and_stopped_midway_are_the_old_ones_or_refused(tmp
 
     monkeypatch.setattr(Path, "replace", stopped_after_two_names)
     with pytest.raises(KeyboardInterrupt):  # stopped while the new files take their names
-        write_shards(image_folder(source, size=12), tmp_path / "shards")
+        prepare_shards(source, tmp_path / "shards", size=12)
     with pytest.raises(DataError, match="not a complete shard folder"):  # no index over a mix of old and new
         read_shards(tmp_path / "shards")
 
 
 def test_shards_whose_images_are_not_what_the_index_says_are_refused(tmp_path):
-    write_shards(image_folder(make_folder(tmp_path / "imgs"), size=8), tmp_path / "shards")
+    prepare_shards(make_folder(tmp_path / "imgs"), tmp_path / "shards", size=8)
     images = tmp_path / "shards" / "train.images.u8"
     images.write_bytes(images.read_bytes() * 2)  # 12 images of 3x8x8 where 12 were written, and as many again
     with pytest.raises(DataError, match=r"train.images.u8 holds 4,608 bytes where index.json says 2,304 \(12x3x8x8\)"):
@@ -316,7 +312,7 @@ def test_normalise_uses_mean_and_std():
 def test_read_ahead_returns_every_batch_in_order_and_stops_cleanly(tmp_path):
     from alexspec.train.data import read_ahead
 
-    write_shards(image_folder(make_folder(tmp_path / "imgs", per_class=10), size=8), tmp_path / "shards")
+    prepare_shards(make_folder(tmp_path / "imgs", per_class=10), tmp_path / "shards", size=8)
     split = read_shards(tmp_path / "shards").train
     batches = [torch.randperm(20, generator=torch.Generator().manual_seed(i))[:7] for i in range(6)]
     for workers in (1, 3):
@@ -343,7 +339,7 @@ def test_on_device_ahead_passes_batches_through_off_cuda():
 def test_batches_read_into_pinned_memory_reach_the_gpu_in_order(tmp_path):
     from alexspec.train.data import on_device_ahead, read_ahead
 
-    write_shards(image_folder(make_folder(tmp_path / "imgs", per_class=10), size=8), tmp_path / "shards")
+    prepare_shards(make_folder(tmp_path / "imgs", per_class=10), tmp_path / "shards", size=8)
     for split in (read_shards(tmp_path / "shards").train, digits(0).train):  # memory-mapped, in memory
         batches = [torch.randperm(len(split), generator=torch.Generator().manual_seed(i))[:7] for i in range(5)]
         read = read_ahead(split, batches, workers=3, pin=True)

@@ -252,21 +252,9 @@ def _shard_index(path: Path) -> bool:
         return False
 
 
-def write_shards(dataset: Dataset, out: Path) -> None:
-    """Write an in-memory dataset as shards (ShardWriter)."""
-    with ShardWriter(out, dataset.classes) as writer:
-        for name, split in (("train", dataset.train), ("val", dataset.val)):
-            images = np.asarray(split.images)
-
-            def fill(store, images=images, labels=split.labels):
-                store[:len(images)] = images
-                return labels.numpy()
-            writer.split(name, images.shape[1:], len(images), fill)
-        writer.publish()
-
-
 def read_shards(root: Path) -> Dataset:
-    """A dataset written by `write_shards`, its images memory-mapped (nothing read until used)."""
+    """A dataset written by a ShardWriter (`alexspec prepare-data`), its images memory-mapped (nothing
+    read until used)."""
     try:
         index = json.loads((root / "index.json").read_text())
         splits = {}
