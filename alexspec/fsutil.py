@@ -27,8 +27,10 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, or `path` a folder: name the file asked for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

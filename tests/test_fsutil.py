@@ -32,3 +32,15 @@ def test_only_the_temporaries_write_atomic_leaves_are_removed(tmp_path):
         path.write_text("x")
     assert sorted(remove_stray_temporaries(tmp_path)) == sorted(strays)
     assert all(path.exists() for path in kept) and not any(path.exists() for path in strays)
+
+
+def test_a_failed_write_names_the_file_asked_for_and_leaves_no_temporary(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    try:
+        write_atomic(folder, "x")
+    except OSError as exc:
+        assert exc.filename == str(folder), exc.filename
+    else:
+        raise AssertionError("writing over a folder succeeded")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and folder.is_dir()
