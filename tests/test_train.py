@@ -40,6 +40,17 @@ def test_default_training_learns_real_digits(tmp_path):
     assert json.loads(result.stdout.splitlines()[-1])["top1_error"] <= 0.015
     result = run_cli("plot", str(tmp_path / "run"))
     assert result.returncode == 0 and (tmp_path / "run" / "curves.png").stat().st_size > 10_000
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    again = run_cli("train", "--resume", str(tmp_path / "run"))
+    assert again.returncode == 0 and "has trained its 20 epochs already: nothing to do" in again.stdout
+    assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == checkpoints
+
+
+def test_plot_of_a_run_that_has_logged_nothing_yet_says_so(tmp_path):
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--max-steps", "2")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("plot", str(tmp_path / "run"))
+    assert result.returncode == 2 and "the run has logged nothing yet" in result.stderr, result.stderr
 
 
 SMALL = ["digits", "--epochs", "2", "--set", "training.batch=128"]

@@ -37,6 +37,7 @@ from alexspec.train.progress import Progress
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 from alexspec.train.step import TrainingStep, loss_function
 from alexspec.train.weight_copies import WeightCopies
+from alexspec.words import count
 
 
 @dataclass
@@ -245,6 +246,9 @@ class Trainer:
         if self.config.max_steps is not None and at.step >= self.config.max_steps:
             self.log(f"the run is at step {at.step} already (--max-steps {self.config.max_steps}): nothing to do")
             return RunResult(run_dir, at.step, at.epoch, at.last, stopped_at_max_steps=True)
+        if at.epoch >= self.epochs:
+            self.log(f"the run has trained its {count(self.epochs, 'epoch')} already: nothing to do "
+                     f"(--epochs {at.epoch + 10} trains it 10 more)")
         self.module.train()
         with _StopFlag() as stop, Progress(self.epochs, steps_per_epoch, self.dist.main, self.log,
                                            self.config.progress) as progress:

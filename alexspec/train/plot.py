@@ -13,9 +13,12 @@ from alexspec.words import count
 def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(step records, epoch records) of a run's metrics.jsonl; BadInput where it has none. Lines
     that are no record (the last, cut short by a stopped run) are left out, and said."""
-    from alexspec.train.run_folder import read_metrics
+    from alexspec.train.run_folder import is_run_folder, read_metrics
 
     path = run_dir / "metrics.jsonl"
+    if not path.exists() and is_run_folder(run_dir):
+        raise BadInput(f"{run_dir}: the run has logged nothing yet; it writes a step's loss every --log-every steps "
+                       "(20 by default) and the validation at each epoch's end")
     if not path.exists():
         raise BadInput(f"{run_dir} has no metrics.jsonl; is it a run folder of `alexspec train`?")
     records, unreadable = read_metrics(run_dir)
