@@ -84,8 +84,20 @@ def test_more_classes_than_outputs_names_them_and_the_layer_to_change(tmp_path):
     network = analyse(load_text(SPEC, "pets.yaml")).network
     data = synthetic((3, 16, 16), classes=7)
     with pytest.raises(BadInput, match=r"the data has 7 classes \(0, 1, 2, 3, 4, ... \(2 more\)\) but pets outputs 2; "
-                                        r"make its last layer fc output 7 \(`--set layers.fc.out=7`\)"):
+                                        r"give its last layer \(fc\) out: 7 \(`--set layers.fc.out=7`\)"):
         check_data(data, network, 2)
+
+
+def test_fewer_classes_than_outputs_is_a_note_naming_the_layer_to_change():
+    from alexspec.spec import analyse, load_text
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import unused_outputs
+
+    network = analyse(load_text(SPEC.replace("out: 2", "out: 5"), "pets.yaml")).network
+    assert unused_outputs(synthetic((3, 16, 16), classes=5), network, 5) is None
+    note = unused_outputs(synthetic((3, 16, 16), classes=2), network, 5)
+    assert note == ("note: the data has 2 classes but pets outputs 5, so 3 of its outputs are never a label; to fit "
+                    "the data, give its last layer (fc) out: 2 (`--set layers.fc.out=2`)")
 
 
 def test_prepare_data_writes_shards_that_read_back_equal(tmp_path):

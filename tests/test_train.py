@@ -47,8 +47,10 @@ def test_default_training_learns_real_digits(tmp_path):
 
 
 def test_plot_of_a_run_that_has_logged_nothing_yet_says_so(tmp_path):
-    result = run_cli("train", "--out", str(tmp_path / "run"), "--max-steps", "2")
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--max-steps", "2", "--set", "layers.fc4.out=12",
+                     "--set", "classes=12")
     assert result.returncode == 0, result.stderr
+    assert "note: the data has 10 classes but digits outputs 12, so 2 of its outputs are never a label" in result.stdout
     result = run_cli("plot", str(tmp_path / "run"))
     assert result.returncode == 2 and "the run has logged nothing yet" in result.stderr, result.stderr
 

@@ -58,10 +58,25 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
                        f"{width}; use data of that size (or larger, to crop from)")
     if len(data.classes) > classes:
         found = len(data.classes)
-        last = next((layer.name for layer in reversed(network.layers) if isinstance(layer, (ir.Conv, ir.Linear))), None)
-        fix = f" (`--set layers.{last}.out={found}`)" if last and "." not in last else ""
         raise BadInput(f"the data has {found} classes ({_listed(data.classes)}) but {network.name} outputs "
-                       f"{classes}; make its last layer{f' {last}' if last else ''} output {found}{fix}")
+                       f"{classes}; {_last_layer_fix(network, found)}")
+
+
+def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional[str]:
+    """A note where the network has more outputs than the data has classes (the rest are never a
+    label: a spec made for other data?); None where they match."""
+    found = len(data.classes)
+    if found >= classes:
+        return None
+    return (f"note: the data has {found} classes but {network.name} outputs {classes}, so {classes - found} of its "
+            f"outputs are never a label; to fit the data, {_last_layer_fix(network, found)}")
+
+
+def _last_layer_fix(network: ir.Network, classes: int) -> str:
+    """'give its last layer (NAME) out: N (`--set layers.NAME.out=N`)', NAME its last conv or linear."""
+    last = next((layer.name for layer in reversed(network.layers) if isinstance(layer, (ir.Conv, ir.Linear))), None)
+    fix = f" (`--set layers.{last}.out={classes}`)" if last and "." not in last else ""
+    return f"give its last layer{f' ({last})' if last else ''} out: {classes}{fix}"
 
 
 def _listed(names: list[str], most: int = 5) -> str:

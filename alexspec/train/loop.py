@@ -30,7 +30,7 @@ from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
 from alexspec.train.distributed import Distributed
-from alexspec.train.evaluate import check_data, evaluate
+from alexspec.train.evaluate import check_data, evaluate, unused_outputs
 from alexspec.train.image_folder import left_out
 from alexspec.train.losses import PendingLosses
 from alexspec.train.progress import Progress
@@ -230,6 +230,9 @@ class Trainer:
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
                          self.training.augmentation.resize, self.seed, progress=self.dist.main and sys.stderr.isatty())
         check_data(data, self.net, self.info.output_shape[0])
+        note = unused_outputs(data, self.net, self.info.output_shape[0])
+        if note and self.dist.main:
+            self.log(note)
         if data.unreadable:
             self.log(left_out(data.unreadable))
         return data
