@@ -239,6 +239,33 @@ def test_shards_whose_images_are_not_what_the_index_says_are_refused(tmp_path):
         read_shards(tmp_path / "shards")
 
 
+@pytest.mark.parametrize("labels, said", [
+    (b"not an array", r"val.labels.npy: not a NumPy array of labels"),
+    ([[0, 1]] * 6, r"val.labels.npy: holds a int64 array of shape \[6, 2\], not a list of whole numbers"),
+    ([0.0] * 12, r"val.labels.npy: holds a float64 array of shape \[12\], not a list of whole numbers"),
+    ([0, 1] * 5, r"val.labels.npy: 10 labels for 12 images \(index.json\)"),
+    ([0, 1] * 5 + [2, -1], r"val.labels.npy: label 2 \(image 10\) is not one of the 2 classes \(0 to 1\) that "
+                           r"index.json names \(1 more labels are not either\)"),
+])
+def test_shards_whose_labels_are_no_classes_are_refused_before_training(tmp_path, labels, said):
+    prepare_shards(make_folder(tmp_path / "imgs"), tmp_path / "shards", size=8)
+    path = tmp_path / "shards" / "val.labels.npy"
+    if isinstance(labels, bytes):
+        path.write_bytes(labels)
+    else:
+        np.save(path, np.array(labels))
+    with pytest.raises(DataError, match=said + "; write the folder again with `alexspec prepare-data`"):
+        read_shards(tmp_path / "shards")
+
+
+def test_shard_labels_that_are_a_pickle_are_not_unpickled(tmp_path):
+    prepare_shards(make_folder(tmp_path / "imgs"), tmp_path / "shards", size=8)
+    np.save(tmp_path / "shards" / "val.labels.npy", np.array([object()] * 12), allow_pickle=True)
+    with pytest.raises(DataError, match="not a NumPy array of labels") as refused:
+        read_shards(tmp_path / "shards")
+    assert "allow_pickle" not in str(refused.value)
+
+
 SPEC = """\
 alexspec: 1
 name: pets

@@ -267,16 +267,35 @@ def read_shards(root: Path) -> Dataset:
                                 f"{expected:,} ({'x'.join(map(str, shape))}); write it again with "
                                 "`alexspec prepare-data`")
             images = np.memmap(root / f"{name}.images.u8", dtype=np.uint8, mode="r", shape=shape)
-            labels = torch.from_numpy(np.load(root / f"{name}.labels.npy").astype(np.int64))
-            if len(labels) != info["count"]:
-                raise DataError(f"{root}: {name} has {len(labels)} labels for {info['count']} images")
-            splits[name] = Split(images, labels)
+            splits[name] = Split(images, _read_labels(root / f"{name}.labels.npy", info["count"],
+                                                      len(index["classes"])))
         return Dataset(root.name, splits["train"], splits["val"], list(index["classes"]))
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{root} is not a complete shard folder ({exc}); write it with `alexspec prepare-data`") \
             from None
+
+
+def _read_labels(path: Path, count: int, classes: int) -> torch.Tensor:
+    """A split's labels: `count` whole numbers from 0 to classes - 1 (a label past them would stop
+    training inside the loss: on a GPU, a device-side assert); DataError otherwise."""
+    fix = "write the folder again with `alexspec prepare-data`"
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except ValueError:  # a pickle, or no .npy at all
+        raise DataError(f"{path}: not a NumPy array of labels; {fix}") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: holds a {labels.dtype} array of shape {list(labels.shape)}, not a list of whole "
+                        f"numbers; {fix}")
+    if len(labels) != count:
+        raise DataError(f"{path}: {len(labels)} labels for {count} images (index.json); {fix}")
+    outside = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(outside):
+        more = f" ({len(outside) - 1} more labels are not either)" if len(outside) > 1 else ""
+        raise DataError(f"{path}: label {labels[outside[0]]} (image {outside[0]}) is not one of the {classes} classes "
+                        f"(0 to {classes - 1}) that index.json names{more}; {fix}")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
