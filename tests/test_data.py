@@ -419,3 +419,23 @@ def test_data_that_names_a_file_is_told_it_is_a_file(tmp_path):
         open_data(str(tmp_path / "cat.png"), (3, 8, 8), 2, None)
     with pytest.raises(DataError, match=r"dog: no such folder; --data takes"):
         open_data(str(tmp_path / "dog"), (3, 8, 8), 2, None)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "digits", "lenet5", "resnet18", "googlenet", "squeezenet1_0", "nin"])
+def test_the_set_arguments_a_class_mismatch_suggests_make_a_valid_spec_of_that_many_classes(name):
+    import re
+
+    from alexspec.spec import analyse, load_file
+    from alexspec.spec.bundled import bundled_specs
+    from alexspec.spec.overrides import apply_overrides
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import unused_outputs
+
+    doc = load_file(bundled_specs()[name])
+    info = analyse(doc)
+    note = unused_outputs(synthetic((1, 1, 1), classes=3), info.network, info.output_shape[0])
+    sets = re.search(r"\(`(--set .*)`\)$", note).group(1).split(" ")
+    fitted = analyse(apply_overrides(doc, sets[1::2]))
+    fewest = 4 if name == "alexnet" else 3  # alexnet's fc8 splits between its 2 towers
+    assert sets[0::2] == ["--set"] * (len(sets) // 2) and fitted.output_shape == (fewest,)
+    assert unused_outputs(synthetic((1, 1, 1), classes=3), fitted.network, fewest) is None

@@ -66,17 +66,32 @@ def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional
     """A note where the network has more outputs than the data has classes (the rest are never a
     label: a spec made for other data?); None where they match."""
     found = len(data.classes)
-    if found >= classes:
+    if _fitting_out(network, found) >= classes:  # as few as the towers allow
         return None
     return (f"note: the data has {found} classes but {network.name} outputs {classes}, so {classes - found} of its "
             f"outputs are never a label; to fit the data, {_last_layer_fix(network, found)}")
 
 
+def _fitting_out(network: ir.Network, classes: int) -> int:
+    """The fewest outputs, `classes` or more, that the network's towers split evenly."""
+    return -(-classes // network.towers) * network.towers
+
+
 def _last_layer_fix(network: ir.Network, classes: int) -> str:
-    """'give its last layer (NAME) out: N (`--set layers.NAME.out=N`)', NAME its last conv or linear."""
-    last = next((layer.name for layer in reversed(network.layers) if isinstance(layer, (ir.Conv, ir.Linear))), None)
-    fix = f" (`--set layers.{last}.out={classes}`)" if last and "." not in last else ""
-    return f"give its last layer{f' ({last})' if last else ''} out: {classes}{fix}"
+    """'give its last layer (NAME) out: N (`--set layers.NAME.out=N ...`)', NAME its last conv or
+    linear layer, N `classes` rounded up to a multiple of the towers (each tower's share is whole),
+    the --set arguments all those the spec needs changed with it: its `classes`, and the `expect`
+    of that layer and of those after it (their shapes change)."""
+    weighted = [i for i, layer in enumerate(network.layers) if isinstance(layer, (ir.Conv, ir.Linear))]
+    if not weighted:
+        return f"give its last layer out: {classes}"
+    last = network.layers[weighted[-1]]
+    out = _fitting_out(network, classes)
+    sets = [f"layers.{last.name}.out={out}"] + ([f"classes={out}"] if network.classes is not None else [])
+    sets += [f"layers.{layer.name}.expect={{}}" for layer in network.layers[weighted[-1]:] if layer.expect]
+    towers = f", the least multiple of its {network.towers} towers" if out != classes else ""
+    fix = f" (`{' '.join('--set ' + s for s in sets)}`)" if "." not in last.name else ""
+    return f"give its last layer ({last.name}) out: {out}{towers}{fix}"
 
 
 def _listed(names: list[str], most: int = 5) -> str:
