@@ -1,7 +1,12 @@
-"""Counted nouns in messages: 1 epoch, 2 epochs (never "1 epoch(s)")."""
+"""Counted nouns in messages: 1 epoch, 2 epochs (never "1 epoch(s)"); lists cut short."""
 from __future__ import annotations
 
 
 def count(number: int, noun: str, plural: str | None = None) -> str:
     """`number` and `noun`, in the plural where `number` is not 1: count(3, "layer") -> '3 layers'."""
     return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
+def listed(names: list[str], most: int = 5) -> str:
+    """The first `most` names, and how many more: listed(list("abcdefg")) -> 'a, b, c, d, e, ... (2 more)'."""
+    return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")

@@ -180,6 +180,7 @@ def hand_made(tmp_path: Path, name: str, **changes) -> Path:
     ("list-model", {"model": [1, 2]}, "`model` is not a mapping of parameter names to tensors"),
     ("string-step", {"step": "3"}, "`step` is '3', not a whole number"),
     ("no-digest", {}, "holds no content digest"),
+    ("text-classes", {"classes": "cat,dog"}, "`classes` is 'cat,dog', not a list of class names"),
 ])
 def test_hand_made_checkpoints_are_refused_saying_what_is_wrong(tmp_path, name, changes, said):
     path = hand_made(tmp_path, name, **changes)
@@ -243,3 +244,23 @@ def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(t
     result = run_cli("train", "digits", "--resume", str(other), "-o", str(tmp_path / "never"))
     assert result.returncode == 2 and f"{other}: saved from another network" in result.stderr
     assert "use the spec it was trained from" in result.stderr and not (tmp_path / "never").exists()
+
+
+def test_resume_and_eval_on_data_of_other_classes_are_refused(tmp_path):
+    from PIL import Image
+
+    train(tmp_path / "run", epochs=1)
+    assert newest(tmp_path / "run")["classes"] == [str(digit) for digit in range(10)]  # the digits' labels
+    letters = tmp_path / "letters"  # 10 classes as the digits, named otherwise
+    for part in ("train", "val"):
+        for name in "abcdefghij":
+            (letters / part / name).mkdir(parents=True)
+            Image.new("L", (8, 8), ord(name)).save(letters / part / name / "0.png")
+    before = sorted((tmp_path / "run").rglob("*")), (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    said = "trained on other classes than the data's: its output 0 is class '0', where letters's label 0 is 'a'"
+    result = run_cli("train", "digits", "--resume", str(tmp_path / "run"), "--data", str(letters))
+    assert result.returncode == 2 and said in result.stderr and "resume on the run's data (digits)" in result.stderr
+    assert (sorted((tmp_path / "run").rglob("*")), (tmp_path / "run" / "metrics.jsonl").read_bytes()) == before
+    result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run"), "--data", str(letters))
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run")).returncode == 0

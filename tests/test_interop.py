@@ -362,6 +362,24 @@ def test_an_onnx_export_says_what_it_wrote_and_nothing_else(tmp_path):
     assert (tmp_path / "digits.onnx").stat().st_size > 4 * 43_786  # digits' 43,786 fp32 weights are in it
 
 
+def test_an_export_carries_the_names_of_the_classes_it_was_trained_on(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    assert run_cli("train", "--max-steps", "1", "-o", str(tmp_path / "run")).returncode == 0
+    digits = [str(digit) for digit in range(10)]  # the digits' labels, named as load_digits numbers them
+    result = run_cli("export", str(tmp_path / "run"), "-o", str(tmp_path / "m.pt2"))
+    assert result.returncode == 0, result.stderr
+    assert "the names of its 10 outputs, the classes it was trained on (0, 1, 2, 3, 4, ... (5 more))" in result.stdout
+    from alexspec.interop.export import export
+    said = []
+    export(tmp_path / "run" / "spec.yaml", tmp_path / "run", "onnx", tmp_path / "m.onnx", log=said.append)
+    assert "are in its metadata 'classes' (a JSON list)" in said[-1]
+    extra = {"classes.json": ""}
+    torch.export.load(str(tmp_path / "m.pt2"), extra_files=extra)
+    assert json.loads(extra["classes.json"]) == digits
+    metadata = {entry.key: entry.value for entry in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(metadata["classes"]) == digits
+
+
 @pytest.mark.parametrize("fmt, writer", [("torch-export", "torch.export.save"), ("onnx", "torch.onnx.export")])
 def test_a_failed_export_leaves_the_file_it_would_replace(tmp_path, monkeypatch, fmt, writer):
     from alexspec.interop.export import export

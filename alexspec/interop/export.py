@@ -7,6 +7,7 @@ backend, LRN through PyTorch's LocalResponseNorm decomposition).
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 import warnings
 
@@ -14,10 +15,12 @@ from alexspec.builder import build, load_state
 from alexspec.errors import BadInput
 from alexspec.fold import fold_batchnorm
 from alexspec.fsutil import write_atomic
-from alexspec.words import count
+from alexspec.words import count, listed
 
 
 FORMATS_BY_SUFFIX = {".pt2": "torch-export", ".onnx": "onnx"}
+CLASSES_FILE = "classes.json"  # torch-export: an extra file of the .pt2 (torch.export.load(extra_files=...))
+CLASSES_KEY = "classes"        # ONNX: a metadata entry
 
 
 def format_for(out: Path) -> str:
@@ -37,9 +40,11 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
     from alexspec.train import checkpoint
 
     built = build(spec, "torch" if fmt == "onnx" else backend, list(devices))
+    classes = None
     if checkpoint_path is not None:
         state = checkpoint.load(checkpoint.in_run_folder(checkpoint_path), checkpoint.network_hash(built.info))
         load_state(built.module, state["model"])
+        classes = state.get("classes")  # the names of the data's labels, where the run recorded them
     module = built.module.eval()
     folded = fold_batchnorm(built)
     if folded:
@@ -51,7 +56,7 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
         # the batch stays a symbol (an error if anything fixed it); the Triton ops' checks make the
         # exporter note sizes from 2, and the program still runs a single image
         program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
-        torch.export.save(program, exported)
+        torch.export.save(program, exported, extra_files={CLASSES_FILE: json.dumps(classes)} if classes else None)
     elif fmt == "onnx":
         with warnings.catch_warnings():
             # the exporter cannot fold the reversed pad list of the LRN's F.pad (a Slice of step -1) into a
@@ -59,7 +64,24 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
             warnings.filterwarnings("ignore", "Constant folding - Only steps=1 can be constant folded", UserWarning)
             torch.onnx.export(module, (example,), exported, input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        if classes:
+            exported = io.BytesIO(_with_onnx_metadata(exported.getvalue(), CLASSES_KEY, json.dumps(classes)))
     else:
         raise BadInput(f"--format must be torch-export or onnx, got {fmt!r}")
     write_atomic(out, exported.getvalue())
+    if classes:
+        where = f"extra file {CLASSES_FILE}" if fmt == "torch-export" else f"metadata {CLASSES_KEY!r}"
+        log(f"the names of its {count(len(classes), 'output')}, the classes it was trained on "
+            f"({listed(classes)}), are in its {where} (a JSON list)")
     return out
+
+
+def _with_onnx_metadata(model: bytes, key: str, value: str) -> bytes:
+    """The ONNX model `model` with the metadata entry key: value (what onnxruntime's
+    custom_metadata_map reads)."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, value
+    return proto.SerializeToString()

@@ -27,6 +27,7 @@ from alexspec.graph import layer_dict
 from alexspec.network_info import NetworkInfo
 from alexspec.spec.bundled import RUN_SPEC, run_folder_of
 from alexspec.train import run_folder
+from alexspec.words import count, listed
 
 PATTERN = re.compile(r"^step-(\d{9})\.pt$")
 BEST = "best.pt"
@@ -177,6 +178,22 @@ def check_network(path: Path, state: dict, expected_hash: str) -> None:
                               f"{expected_hash}); use the spec it was trained from{where}")
 
 
+def check_classes(path: Path, state: dict, data, fix: str) -> None:
+    """CheckpointError where the checkpoint at `path` (loaded as `state`) was trained on other
+    classes than `data`'s (a Dataset), so that each of its outputs would be read as another class.
+    A checkpoint that records no classes (imported weights, older runs) is not checked."""
+    trained, found = state.get("classes"), list(data.classes)
+    if trained is None or list(trained) == found:
+        return
+    if len(trained) == len(found):
+        at = next(i for i, (was, now) in enumerate(zip(trained, found)) if was != now)
+        differ = f"its output {at} is class {trained[at]!r}, where {data.name}'s label {at} is {found[at]!r}"
+    else:
+        differ = (f"it was trained on {count(len(trained), 'class', 'classes')} ({listed(trained)}), {data.name} has "
+                  f"{len(found)} ({listed(found)})")
+    raise CheckpointError(f"{path}: trained on other classes than the data's: {differ}; {fix}")
+
+
 def read_tensors(path: Path) -> dict:
     """Any file torch.save wrote of tensors and plain values (a torchvision .pth), read without
     running code; CheckpointError for anything else."""
@@ -264,6 +281,9 @@ def _form_problem(state, resume: bool) -> str:
         return "no network hash (network_hash)"
     if not is_state_dict(state.get("model")):
         return "`model` is not a mapping of parameter names to tensors"
+    classes = state.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        return f"`classes` is {_shown(classes)}, not a list of class names"
     if not resume:
         return ""
     for key in ("epoch", "step_in_epoch", "step", "seed", "batch"):

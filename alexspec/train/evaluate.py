@@ -14,6 +14,7 @@ from alexspec import ir
 from alexspec.train import augment
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset
+from alexspec.words import listed
 from alexspec.train.step import autocast
 
 
@@ -58,7 +59,7 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
                        f"{width}; use data of that size (or larger, to crop from)")
     if len(data.classes) > classes:
         found = len(data.classes)
-        raise BadInput(f"the data has {found} classes ({_listed(data.classes)}) but {network.name} outputs "
+        raise BadInput(f"the data has {found} classes ({listed(data.classes)}) but {network.name} outputs "
                        f"{classes}; {_last_layer_fix(network, found)}")
 
 
@@ -94,10 +95,6 @@ def _last_layer_fix(network: ir.Network, classes: int) -> str:
     return f"give its last layer ({last.name}) out: {out}{towers}{fix}"
 
 
-def _listed(names: list[str], most: int = 5) -> str:
-    return ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")
-
-
 def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optional[int] = None,
                         backend: str = "auto", devices: Optional[list[str]] = None, precision: str = "fp32",
                         channels_last: bool = False, log=print) -> dict:
@@ -117,6 +114,7 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
     data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed,
                      progress=sys.stderr.isatty())
     check_data(data, network, classes)
+    checkpoint.check_classes(path, state, data, "evaluate it on data of the classes it was trained on")
     crops = crops or training.eval_crops
     _, height, width = network.input
     if crops == 10 and data.image_shape[1:] == (height, width):

@@ -184,6 +184,7 @@ class Trainer:
                                           self.optimizer, loss_function(self.net, self.training), config.precision,
                                           graph=self._step_as_graph(config.cuda_graphs))
         self.kernels_compiled = False
+        self.classes: Optional[list[str]] = None  # the data's, once opened: each checkpoint records them
         self.schedule = Schedule(self.training, self.epochs)
         self.network_hash = checkpoint.network_hash(self.info)
         self.doc = doc
@@ -207,7 +208,7 @@ class Trainer:
                 "schedule": self.schedule.state_dict(), "epoch": at.epoch, "step_in_epoch": at.step_in_epoch,
                 "step": at.step, "best_top1_error": at.best, "metrics": at.last, "network_hash": self.network_hash,
                 "seed": self.seed, "batch": self.batch, "spec_name": self.net.name, "recipe": self.recipe(),
-                "epoch_loss_sum": at.loss_sum}
+                "epoch_loss_sum": at.loss_sum, "classes": self.classes}
 
     def restore(self, state: dict) -> None:
         """Load a checked checkpoint of this network (checkpoint.load(..., resume=True), then
@@ -230,6 +231,7 @@ class Trainer:
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
                          self.training.augmentation.resize, self.seed, progress=self.dist.main and sys.stderr.isatty())
         check_data(data, self.net, self.info.output_shape[0])
+        self.classes = list(data.classes)
         note = unused_outputs(data, self.net, self.info.output_shape[0])
         if note and self.dist.main:
             self.log(note)
