@@ -75,6 +75,22 @@ def test_report_to_a_file(tmp_path):
     assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_report_takes_its_format_from_the_file_name_and_refuses_a_picture_or_a_mismatch(tmp_path):
+    for name, check in (("r.json", lambda text: json.loads(text)["total_params"] == 61_706),
+                        ("r.csv", lambda text: list(csv.DictReader(io.StringIO(text)))[-1]["params"] == "61706"),
+                        ("r.md", lambda text: text.startswith("# lenet5")),
+                        ("r.dot", lambda text: text.startswith("digraph")),
+                        ("r.txt", lambda text: "61,706" in text and text.lstrip().startswith("lenet5"))):
+        result = run_cli("report", "lenet5", "-o", str(tmp_path / name))
+        assert result.returncode == 0 and check((tmp_path / name).read_text()), (name, result.stderr)
+    for args, said in ((["-f", "dot", "-o", "x.png"], "x.png: the report is text, not a picture"),
+                       (["-o", "x.svg"], "x.svg: the report is text, not a picture"),
+                       (["-f", "csv", "-o", "x.json"], "x.json: a .json file, but --format is csv")):
+        result = run_cli("report", "lenet5", *args, cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert not any(tmp_path.glob("x.*"))
+
+
 def test_compile_writes_deterministic_graph_json(tmp_path):
     for out in ("a", "b"):
         result = run_cli("compile", "specs/alexnet.yaml", "-o", str(tmp_path / out))

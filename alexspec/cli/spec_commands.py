@@ -9,7 +9,7 @@ import sys
 from alexspec import analyse
 from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, device_list, positive_int, print_problems,
                                  spec_document, write_out)
-from alexspec.errors import Loc, Problem, SpecError
+from alexspec.errors import BadInput, Loc, Problem, SpecError
 from alexspec.words import count
 
 EXAMPLES = {
@@ -66,12 +66,31 @@ def cmd_validate(args) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
+REPORT_SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".dot": "dot", ".gv": "dot"}
+
+
+def report_format(given: str | None, output: str | None) -> str:
+    """The report's format: --format, else what -o's file name says (.json, .csv, .md, .dot),
+    else a table. BadInput where they disagree, or -o names a picture (the report writes text)."""
+    suffix = Path(output).suffix.lower() if output else ""
+    if suffix in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        raise BadInput(f"{output}: the report is text, not a picture: write `--format dot -o {Path(output).stem}.dot` "
+                       f"and draw it with Graphviz (dot -T{suffix[1:]}), or `alexspec compile`, which draws it where "
+                       "Graphviz is installed")
+    named = REPORT_SUFFIXES.get(suffix)
+    if given and named and given != named:
+        raise BadInput(f"{output}: a {suffix} file, but --format is {given}; name the file for its format, or drop "
+                       "--format to take the file's")
+    return given or named or "table"
+
+
 def cmd_report(args) -> int:
     from alexspec.report import render
 
+    fmt = report_format(args.format, args.output)
     info = analyse(spec_document(args.spec, args.set))
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() and not args.output else None
-    text = render(info, args.format, args.batch, args.dtype, width)
+    text = render(info, fmt, args.batch, args.dtype, width)
     if args.output:
         from alexspec.fsutil import write_atomic
 
@@ -175,7 +194,8 @@ def add_parsers(command) -> None:
 
     p = command("report", "Show every layer's shape, params, MACs and memory, with totals.", cmd_report)
     p.add_argument("spec", nargs="?", default="alexnet", metavar="SPEC", help=SPEC_HELP + " (default: alexnet)")
-    p.add_argument("--format", "-f", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--format", "-f", choices=FORMATS, help="output format (default: the -o file's: .json, .csv, "
+                   ".md, .dot; else table)")
     p.add_argument("--batch", "-b", type=positive_int, default=1, help="images per batch for memory (default: 1)")
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="fp32",
                    help="activation and parameter dtype for memory (default: fp32)")
