@@ -257,7 +257,7 @@ def test_resume_and_eval_on_data_of_other_classes_are_refused(tmp_path):
             (letters / part / name).mkdir(parents=True)
             Image.new("L", (8, 8), ord(name)).save(letters / part / name / "0.png")
     before = sorted((tmp_path / "run").rglob("*")), (tmp_path / "run" / "metrics.jsonl").read_bytes()
-    said = "trained on other classes than the data's: its output 0 is class '0', where letters's label 0 is 'a'"
+    said = "trained on other classes than the data's: its output 0 is class '0', where label 0 of letters is 'a'"
     result = run_cli("train", "digits", "--resume", str(tmp_path / "run"), "--data", str(letters))
     assert result.returncode == 2 and said in result.stderr and "resume on the run's data (digits)" in result.stderr
     assert (sorted((tmp_path / "run").rglob("*")), (tmp_path / "run" / "metrics.jsonl").read_bytes()) == before

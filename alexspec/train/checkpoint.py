@@ -187,7 +187,7 @@ def check_classes(path: Path, state: dict, data, fix: str) -> None:
         return
     if len(trained) == len(found):
         at = next(i for i, (was, now) in enumerate(zip(trained, found)) if was != now)
-        differ = f"its output {at} is class {trained[at]!r}, where {data.name}'s label {at} is {found[at]!r}"
+        differ = f"its output {at} is class {trained[at]!r}, where label {at} of {data.name} is {found[at]!r}"
     else:
         differ = (f"it was trained on {count(len(trained), 'class', 'classes')} ({listed(trained)}), {data.name} has "
                   f"{len(found)} ({listed(found)})")

@@ -14,8 +14,8 @@ from alexspec import ir
 from alexspec.train import augment
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset
-from alexspec.words import listed
 from alexspec.train.step import autocast
+from alexspec.words import listed
 
 
 def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs: NetworkInput, precision: str,

@@ -69,8 +69,8 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
         trainer.restore(state)
     data = trainer.open_data()  # a bad data source is refused before a run folder exists
     if state is not None:
-        checkpoint.check_classes(resume_from, state, data, f"resume on the run's data ({state['recipe']['data']}), "
-                                 "or train a new run")
+        trained_on = state.get("recipe", {}).get("data")
+        checkpoint.check_classes(resume_from, state, data, f"resume on the run's data ({trained_on}), or train a new run")
     if run_dir is None:
         run_dir = run_folder.default(trainer.net.name)
         if resume_from is not None:
