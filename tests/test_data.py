@@ -60,6 +60,20 @@ def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
         image_folder(tmp_path / "many" / "train", size=8)
 
 
+def test_hidden_files_and_folders_are_no_images_or_classes_and_subfolders_hold_images(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    for part in ("train", "val"):  # what macOS and Jupyter leave in a folder copied or opened there
+        (root / part / ".ipynb_checkpoints").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / part / ".ipynb_checkpoints" / "0.png")
+        (root / part / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "train" / "dog" / "batch2" / ".cache").mkdir(parents=True)  # a class's images grouped in folders
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "train" / "dog" / "batch2" / "7.png")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "train" / "dog" / "batch2" / ".cache" / "x.png")
+    data = image_folder(root, size=8)
+    assert data.classes == ["cat", "dog"] and data.unreadable == ()
+    assert data.train.labels.tolist() == [0] * 6 + [1] * 7 and len(data.val) == 12
+
+
 def test_a_class_with_no_images_or_seen_only_in_validation_is_refused_by_name(tmp_path):
     # either would make a class the network never trains on, with its number shifting the others'
     root = make_folder(tmp_path / "imgs")

@@ -58,11 +58,11 @@ def list_folder(root: Path) -> Listing:
         if not (root / part).is_dir():
             raise DataError(f"{root} has no {part}/ folder; expected {root}/train/<class>/*.jpg and "
                             f"{root}/val/<class>/*.jpg")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not _hidden(p.name))
     if not classes:
         raise DataError(f"{root}/train has no class folders")
     unknown = sorted(p.name for p in (root / "val").iterdir()
-                     if p.is_dir() and p.name not in classes and any(_image_files(p)))
+                     if p.is_dir() and not _hidden(p.name) and p.name not in classes and any(_image_files(p)))
     if unknown:
         raise DataError(f"{root}/val has class folders that {root}/train lacks ({', '.join(unknown)}); the classes "
                         "are train/'s folders: add training images of these classes, or move them out of val/")
@@ -72,8 +72,19 @@ def list_folder(root: Path) -> Listing:
     return Listing(root, classes, files)
 
 
-def _image_files(folder: Path):
-    return (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def _hidden(name: str) -> bool:
+    """Names a tool left, not a class or an image: .ipynb_checkpoints/, macOS's ._photo.jpg."""
+    return name.startswith(".")
+
+
+def _image_files(folder: Path) -> Iterator[Path]:
+    """The image files in `folder` and its subfolders (a class's images may be grouped in
+    folders of their own), hidden ones left out; symbolic links to folders are not followed
+    below `folder` (a link to a folder above would loop)."""
+    for where, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not _hidden(name)]
+        yield from (Path(where) / name for name in names
+                    if not _hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _each_class_has_images(root: Path, classes: list[str], labels: list[int]) -> None:
