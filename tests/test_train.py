@@ -42,7 +42,7 @@ def test_default_training_learns_real_digits(tmp_path):
     assert result.returncode == 0 and (tmp_path / "run" / "curves.png").stat().st_size > 10_000
     checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
     again = run_cli("train", "--resume", str(tmp_path / "run"))
-    assert again.returncode == 0 and "has trained its 20 epochs already: nothing to do" in again.stdout
+    assert again.returncode == 0 and "has trained 20 epochs already: nothing to do" in again.stdout
     assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == checkpoints
 
 

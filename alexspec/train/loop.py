@@ -252,7 +252,8 @@ class Trainer:
             self.log(f"the run is at step {at.step} already (--max-steps {self.config.max_steps}): nothing to do")
             return RunResult(run_dir, at.step, at.epoch, at.last, stopped_at_max_steps=True)
         if at.epoch >= self.epochs:
-            self.log(f"the run has trained its {count(self.epochs, 'epoch')} already: nothing to do "
+            more = f", more than --epochs {self.epochs}" if at.epoch > self.epochs else ""
+            self.log(f"the run has trained {count(at.epoch, 'epoch')} already{more}: nothing to do "
                      f"(--epochs {at.epoch + 10} trains it 10 more)")
         self.module.train()
         with _StopFlag() as stop, Progress(self.epochs, steps_per_epoch, self.dist.main, self.log,
