@@ -191,6 +191,17 @@ def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
     assert read_shards(tmp_path / "shards").train.images.shape[-1] == 12
 
 
+def test_prepare_data_never_writes_into_the_image_folders_splits(tmp_path):
+    source = make_folder(tmp_path / "imgs")
+    for inside in ("train/shards", "val"):
+        with pytest.raises(DataError, match=f"imgs/{inside} is inside .*imgs/{inside.split('/')[0]}/, where it "
+                                            "would be read as a class"):
+            prepare_shards(source, source / inside, size=8)
+    assert not (source / "train" / "shards").exists() and image_folder(source, size=8).classes == ["cat", "dog"]
+    prepare_shards(source, source / "shards", size=8)  # beside train/ and val/: the folder reads as before
+    assert image_folder(source, size=8).classes == ["cat", "dog"] and len(read_shards(source / "shards").train) == 12
+
+
 def test_prepare_data_stopped_while_decoding_keeps_the_old_shards_and_no_temporary(tmp_path, monkeypatch):
     from alexspec.train import image_folder as folder_module
 

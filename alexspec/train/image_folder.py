@@ -223,6 +223,10 @@ def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers:
     """Decode the image folder `root` straight into shards in `out` (alexspec.train.data.ShardWriter:
     the old shards stay until the new ones are whole); returns them, memory-mapped."""
     listing = list_folder(root)
+    for part in PARTS:
+        if Path(out).resolve().is_relative_to((Path(root) / part).resolve()):
+            raise DataError(f"{out} is inside {root}/{part}/, where it would be read as a class of images; write "
+                            "the shards outside the image folder's train/ and val/")
     reader = _Reader(listing, size, channels, workers, progress)
     with ShardWriter(Path(out), listing.classes) as writer:
         for part in PARTS:
