@@ -275,7 +275,8 @@ def test_import_finds_a_module_in_the_current_folder_and_says_what_the_users_cod
     (tmp_path / "mynets.py").write_text("from torch import nn\n"
                                         "def Small():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())\n"
                                         "class NeedsArgs(nn.Module):\n    def __init__(self, n):\n"
-                                        "        super().__init__()\n")
+                                        "        super().__init__()\n"
+                                        "def Five():\n    return 5\nSIZE = 3\nmodel = Small()\n")
     (tmp_path / "raises.py").write_text("x = 1\nraise RuntimeError('no GPU here')\n")
     (tmp_path / "broken.py").write_text("def f(:\n")
     console = Path(sys.executable).with_name("alexspec")  # the installed command: its sys.path lacks the folder
@@ -283,9 +284,14 @@ def test_import_finds_a_module_in_the_current_folder_and_says_what_the_users_cod
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load((tmp_path / "small.yaml").read_text())["layers"][0]["out"] == 2
+    assert run_cli("import", "python:mynets:model", "--input", "1,5,5", "-o", "made.yaml", cwd=tmp_path).returncode == 0
+    made, small = (yaml.safe_load((tmp_path / name).read_text()) for name in ("made.yaml", "small.yaml"))
+    assert made["layers"] == small["layers"]  # a model the module made already is taken as it is
     for source, said in [
             ("mynets:NeedsArgs", "mynets:NeedsArgs() raised TypeError: NeedsArgs.__init__() missing 1 required "
                                  "positional argument: 'n'; the callable must make the model with no arguments"),
+            ("mynets:Five", "mynets:Five() returned an object of type int, not a torch.nn.Module"),
+            ("mynets:SIZE", "python:mynets:SIZE is an object of type int, not a model or a callable that makes one"),
             ("mynets:Nope", f"cannot load mynets:Nope: mynets ({tmp_path / 'mynets.py'}) has no 'Nope'"),
             ("raises:f", f"cannot load raises:f: importing raises raised RuntimeError: no GPU here "
                          f"({tmp_path / 'raises.py'}:2)"),

@@ -136,12 +136,30 @@ def _torch_model(source: str):
         factory = getattr(module, attr, None)
         if factory is None:
             raise ImportProblem(f"cannot load {rest}: {module_name} ({module.__file__}) has no {attr!r}")
-        try:
-            return factory(), attr.lower()
-        except Exception as exc:
-            raise ImportProblem(f"{rest}() raised {_error(exc)}; the callable must make the model with no "
-                                "arguments (wrap it: def make(): return Net(10))") from None
+        return _model_from(factory, rest), attr.lower()
     raise ImportProblem(f"unknown source {source!r}: use torchvision:NAME, python:MODULE:CALLABLE or caffe PATH")
+
+
+def _model_from(factory, rest: str):
+    """The torch.nn.Module that python:MODULE:CALLABLE names: a model made there, or what calling it returns."""
+    import torch
+
+    from alexspec.interop.from_torch import ImportProblem
+
+    if isinstance(factory, torch.nn.Module):
+        return factory  # a model the module made already
+    if not callable(factory):
+        raise ImportProblem(f"python:{rest} is an object of type {type(factory).__name__}, not a model or a "
+                            "callable that makes one")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ImportProblem(f"{rest}() raised {_error(exc)}; the callable must make the model with no "
+                            "arguments (wrap it: def make(): return Net(10))") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ImportProblem(f"{rest}() returned an object of type {type(model).__name__}, not a torch.nn.Module; "
+                            "name a function or class that returns the model")
+    return model
 
 
 def _error(exc: Exception) -> str:
