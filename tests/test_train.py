@@ -55,6 +55,30 @@ def test_plot_of_a_run_that_has_logged_nothing_yet_says_so(tmp_path):
     assert result.returncode == 2 and "the run has logged nothing yet" in result.stderr, result.stderr
 
 
+def test_plot_writes_the_picture_format_its_name_says_and_refuses_other_names(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in [
+        {"kind": "step", "step": 1, "loss": 2.3, "lr": 0.01},
+        {"kind": "epoch", "epoch": 1, "step": 2, "val_loss": 2.2, "top1_error": 0.8, "top5_error": 0.4, "lr": 0.01}]))
+    (tmp_path / "notes.py").write_text("keep me\n")
+    (tmp_path / "figures").mkdir()
+    for given, written, starts in [("c.svg", "c.svg", b"<?xml"), ("c.PDF", "c.PDF", b"%PDF"),
+                                   ("curves", "curves.png", b"\x89PNG"), ("figures", "figures/compare.png", b"\x89PNG"),
+                                   ("new/", "new/compare.png", b"\x89PNG")]:
+        result = run_cli("plot", str(run), "-o", given, cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout == f"wrote {written}\n", result.stderr
+        assert (tmp_path / written).read_bytes().startswith(starts)
+    # before: .py was matplotlib's ValueError as an internal error, and a name with no suffix was
+    # written as NAME.png while the command said "wrote NAME"
+    result = run_cli("plot", str(run), "-o", "notes.py", cwd=tmp_path)
+    assert result.returncode == 2 and "notes.py: alexspec draws png, svg or pdf, not .py; name the file notes.png" \
+        in result.stderr and (tmp_path / "notes.py").read_text() == "keep me\n", result.stderr
+    result = run_cli("bench", "--history", str(tmp_path), "--plot", "notes.py", cwd=tmp_path)
+    assert result.returncode == 2 and "not .py" in result.stderr and not result.stdout, result.stderr
+    assert not [path for path in tmp_path.rglob(".*.tmp")]
+
+
 SMALL = ["digits", "--epochs", "2", "--set", "training.batch=128"]
 
 

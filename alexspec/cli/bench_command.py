@@ -27,7 +27,9 @@ EXAMPLES = {
 
 def _bench_history(folder: Path, plot_file: str | None) -> int:
     from alexspec.bench import history as bench_history
+    from alexspec.plotting import picture_path
 
+    plot_path = picture_path(plot_file, "history.png") if plot_file else folder / "history.png"
     if not folder.is_dir():
         raise SpecError([Problem(Loc(str(folder), 1, 1), "", "no such folder of benchmark results",
                                  "give the folder `alexspec bench` wrote to (default bench/results)")])
@@ -40,7 +42,7 @@ def _bench_history(folder: Path, plot_file: str | None) -> int:
         return 1
     latest = "\n".join(bench_history.headline(run) for run in bench_history.latest(runs))
     print("latest:\n\n" + latest + "\nall runs:\n\n" + bench_history.history(runs))
-    out = bench_history.plot(runs, Path(plot_file) if plot_file else folder / "history.png")
+    out = bench_history.plot(runs, plot_path)
     print(f"wrote {out}")
     return 0
 
@@ -133,7 +135,8 @@ def add_parsers(command) -> None:
     p.add_argument("--history", nargs="?", const="bench/results", metavar="DIR",
                    help="instead of timing: summarise the results in DIR (default bench/results) as markdown "
                         "tables and a plot")
-    p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file (default DIR/history.png)")
+    p.add_argument("--plot", metavar="FILE", help="with --history: the plot's file, .png, .svg or .pdf "
+                   "(default DIR/history.png)")
     p.add_argument("--ablate", action="store_true", help="also time alexspec with each speed lever off in turn "
                    "(fusion, channels_last, fused_optimizer, weight_copies, cuda_graphs, triton_conv) and record each one's effect")
     p.add_argument("--cold-start", action="store_true", help="also time spec -> warm module (build and first "

@@ -110,13 +110,14 @@ def cmd_prepare_data(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from alexspec.plotting import picture_path
     from alexspec.train.plot import plot_run, plot_runs
 
     runs = [Path(run_dir) for run_dir in args.run_dir]
     if len(runs) == 1 and not args.output:
         out = plot_run(runs[0])
     else:
-        out = plot_runs(runs, Path(args.output or "compare.png"))
+        out = plot_runs(runs, picture_path(args.output or "compare.png", "compare.png"))
     print(f"wrote {out}")
     return 0
 
@@ -191,5 +192,5 @@ def add_parsers(command) -> None:
     p = command("plot", "Draw a run's loss, error and learning-rate curves (PNG), or several runs' overlaid.",
                 cmd_plot)
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="a run folder; with several, their curves overlaid")
-    p.add_argument("--output", "-o", metavar="FILE", help="the PNG (default: RUN_DIR/curves.png for one run, "
-                   "compare.png for several)")
+    p.add_argument("--output", "-o", metavar="FILE", help="the picture: .png, .svg or .pdf; a folder: "
+                   "compare.png in it (default: RUN_DIR/curves.png for one run, compare.png for several)")
