@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+import shlex
 import shutil
 import sys
 
@@ -168,10 +169,9 @@ def _use_it(out: Path, module: str, class_name: str, devices) -> str:
     on_gpus = any(str(d).startswith("cuda") for d in devices)
     make = f"{class_name}(devices=['cpu'])" if on_gpus else f"{class_name}()"
     where = f" ({class_name}() puts it on {', '.join(devices)})" if on_gpus else ""
-    if out.name.isidentifier():
-        return f"use it: cd {out.parent} && python -c \"from {out.name}.{module} import {class_name}; " \
-               f"model = {make}; print(model)\"{where}"
-    return f"use it: cd {out} && python -c \"from {module} import {class_name}; model = {make}; print(model)\"{where}"
+    folder, dotted = (out.parent, f"{out.name}.{module}") if out.name.isidentifier() else (out, module)
+    cd = "" if folder.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(folder))} && "
+    return f"use it: {cd}python -c \"from {dotted} import {class_name}; model = {make}; print(model)\"{where}"
 
 
 def cmd_diff(args) -> int:
