@@ -181,6 +181,10 @@ def hand_made(tmp_path: Path, name: str, **changes) -> Path:
     ("string-step", {"step": "3"}, "`step` is '3', not a whole number"),
     ("no-digest", {}, "holds no content digest"),
     ("text-classes", {"classes": "cat,dog"}, "`classes` is 'cat,dog', not a list of class names"),
+    ("fp16-recipe", {"recipe": {"precision": "fp16"}}, "`recipe` is not a run's recipe"),
+    ("text-devices", {"recipe": {"devices": "cpu"}}, "`recipe` is not a run's recipe"),
+    ("no-devices", {"recipe": {"devices": []}}, "`recipe` is not a run's recipe"),
+    ("word-channels-last", {"recipe": {"channels_last": "yes"}}, "`recipe` is not a run's recipe"),
 ])
 def test_hand_made_checkpoints_are_refused_saying_what_is_wrong(tmp_path, name, changes, said):
     path = hand_made(tmp_path, name, **changes)
@@ -202,17 +206,24 @@ def test_files_that_are_no_checkpoint_say_so(tmp_path, content, said):
 def test_the_printed_continue_command_continues_the_same_recipe(tmp_path):
     run = tmp_path / "run"
     first = run_cli("train", "digits", "--epochs", "3", "--set", "training.lr=0.05", "--set", "training.batch=512",
+                    "--set", "placement=[cuda:0]", "--devices", "cpu", "--precision", "bf16", "--channels-last",
                     "--out", str(run), "--max-steps", "2")
     assert first.returncode == 0, first.stderr
     said = next(line for line in first.stdout.splitlines() if "continue with: " in line)
     command = said.split("continue with: alexspec ", 1)[1].split()
-    assert command == ["train", "digits", "--resume", str(run)]
-    second = run_cli(*command)
+    assert command == ["train", str(run), "--resume"]
+    second = run_cli(*command)  # before, it left --devices cpu behind: "cuda:0 needs CUDA" on a CPU machine
     assert second.returncode == 0, second.stderr
     state = newest(run)
     assert (state["epoch"], state["step"], state["batch"]) == (3, 9, 512)
     assert "lr: 0.05" in (run / "spec.yaml").read_text()
     assert [m["epoch"] for m in epochs(run)] == [1, 2, 3]
+    ran = json.loads((run / "config.json").read_text())  # what the continued run ran with: bf16 and NHWC still
+    assert (ran["devices"], ran["precision"], ran["channels_last"]) == (["cpu"], "bf16", True)
+    evaluated = run_cli("eval", str(run))
+    assert evaluated.returncode == 0, evaluated.stderr
+    best = min(m["top1_error"] for m in epochs(run))  # best.pt's, evaluated as the run did: bf16 on the CPU
+    assert json.loads(evaluated.stdout.splitlines()[-1])["top1_error"] == pytest.approx(best)
 
 
 @pytest.mark.slow
@@ -264,3 +275,17 @@ def test_resume_and_eval_on_data_of_other_classes_are_refused(tmp_path):
     result = run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run"), "--data", str(letters))
     assert result.returncode == 2 and said in result.stderr, result.stderr
     assert run_cli("eval", "digits", "--checkpoint", str(tmp_path / "run")).returncode == 0
+
+
+def test_a_resumed_run_keeps_its_devices_precision_and_memory_format_unless_given_again():
+    from alexspec.train.loop import TrainConfig
+    from alexspec.train.session import _with_recipe
+
+    recipe = {"devices": ["cpu"], "precision": "bf16", "channels_last": True}
+    kept = _with_recipe(TrainConfig(), recipe)
+    assert (kept.devices, kept.precision, kept.channels_last) == (["cpu"], "bf16", True)
+    given = _with_recipe(TrainConfig(devices=["cuda:0"], precision="fp32", channels_last=False), recipe)
+    assert (given.devices, given.precision, given.channels_last) == (["cuda:0"], "fp32", False)
+    older = _with_recipe(TrainConfig(), {})  # a checkpoint from before they were recorded
+    assert (older.devices, older.precision, older.channels_last) == (None, None, None)
+

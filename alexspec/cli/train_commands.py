@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+import shlex
 import sys
 
 from alexspec.cli.common import SPEC_HELP, add_set_option, device_list, non_negative_int, positive_int, spec_document
@@ -64,8 +65,8 @@ def cmd_train(args) -> int:
         args.resume = args.spec  # `alexspec train RUN_DIR --resume`: continue that run
     result = start(args.spec, _train_config(args))
     if result.stopped_by_signal or result.stopped_at_max_steps:
-        print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train {args.spec} "
-              f"--resume {result.run_dir}")
+        print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train "
+              f"{shlex.quote(str(result.run_dir))} --resume")
     elif result.last:
         print(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
               f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
@@ -82,15 +83,18 @@ def cmd_eval(args) -> int:
     from alexspec.errors import BadInput
     from alexspec.spec.bundled import run_folder_of
     from alexspec.train.evaluate import evaluate_checkpoint
-    from alexspec.train.run_folder import recorded_data
+    from alexspec.train.run_folder import recorded
 
     run_dir = run_folder_of(args.spec)
     if args.checkpoint is None and run_dir is None:
         raise BadInput("which weights? give --checkpoint CKPT (a checkpoint file or a run folder), or a run folder "
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
-    data = args.data or (recorded_data(run_dir) if run_dir is not None else None) or "digits"
+    run = recorded(run_dir) if run_dir is not None else {}
+    data = args.data or run.get("data") or "digits"
+    channels_last = args.channels_last if args.channels_last is not None else run.get("channels_last", False)
     found = evaluate_checkpoint(spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
-                                args.backend, args.devices, args.precision, args.channels_last,
+                                args.backend, args.devices or run.get("devices"),
+                                args.precision or run.get("precision", "fp32"), channels_last,
                                 log=lambda line: print(line, file=sys.stderr))
     print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
           f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
@@ -128,11 +132,14 @@ def _run_options(p, run_data: str) -> None:
     p.add_argument("--data", metavar="SOURCE",
                    help="digits (scikit-learn's bundled images), synthetic, an image folder, or a folder "
                         f"from prepare-data (default: digits; {run_data}: the run's data)")
-    p.add_argument("--devices", "--device", dest="devices", type=device_list, metavar="LIST", help="cpu, cuda, cuda:0, or one device per tower "
-                   "(cuda:0,cuda:1); default: the spec's placement")
+    p.add_argument("--devices", "--device", dest="devices", type=device_list, metavar="LIST",
+                   help=f"cpu, cuda, cuda:0, or one device per tower (cuda:0,cuda:1); default: the spec's placement "
+                        f"({run_data}: the run's)")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="default: auto")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (default fp32)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help=f"bf16: autocast (default fp32; {run_data}: the run's)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help=f"NHWC memory format ({run_data}: as the run)")
 
 
 def add_parsers(command) -> None:
@@ -148,8 +155,8 @@ def add_parsers(command) -> None:
                    help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
                    help="continue from a checkpoint file or a run folder's newest (alone: the -o folder's), "
-                        "with the run's data, epochs, batch, seed and --set values unless given again; it "
-                        "writes in the checkpoint's run folder, or in -o/--output")
+                        "with the run's data, epochs, batch, seed, --set values, devices, precision and memory "
+                        "format unless given again; it writes in the checkpoint's run folder, or in -o/--output")
     add_set_option(p)
     p.add_argument("--seed", type=int, help="default: the spec's training.seed")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",

@@ -305,8 +305,13 @@ def _form_problem(state, resume: bool) -> str:
             or not all(isinstance(o, str) for o in recipe.get("overrides", [])) \
             or not isinstance(recipe.get("data", ""), (str, type(None))) \
             or not all(recipe.get(k) is None or (_is_int(recipe[k]) and recipe[k] >= 1) for k in ("epochs", "batch")) \
-            or not (recipe.get("seed") is None or _is_int(recipe["seed"])):
-        return "`recipe` is not a run's recipe (data, epochs, batch, seed, overrides)"
+            or not (recipe.get("seed") is None or _is_int(recipe["seed"])) \
+            or not (recipe.get("devices") is None or (isinstance(recipe["devices"], list) and recipe["devices"]
+                                                      and all(isinstance(d, str) for d in recipe["devices"]))) \
+            or recipe.get("precision") not in (None, "fp32", "bf16") \
+            or recipe.get("channels_last") not in (None, True, False):
+        return "`recipe` is not a run's recipe (data, epochs, batch, seed, overrides, devices, precision, " \
+               "channels_last)"
     return ""
 
 

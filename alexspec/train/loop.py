@@ -10,7 +10,7 @@ itself (forward, loss, backward, update, CUDA graph) is alexspec.train.step's, w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import contextlib
 import math
 from pathlib import Path
@@ -52,8 +52,8 @@ class TrainConfig:
     resume: Optional[str] = None
     devices: Optional[list[str]] = None
     backend: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False
+    precision: Optional[str] = None  # None: the resumed run's, else fp32
+    channels_last: Optional[bool] = None  # None: the resumed run's, else False
     cuda_graphs: str = "auto"        # auto: the step as one CUDA graph where it can be (see alexspec.train.graphed)
     weight_copies: str = "auto"      # auto: bf16 SGD runs on bf16 copies of the weights (alexspec.train.weight_copies)
     seed: Optional[int] = None
@@ -148,6 +148,7 @@ class _EpochLosses:
 
 class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
+        config = replace(config, precision=config.precision or "fp32", channels_last=bool(config.channels_last))
         self.config, self.log = config, log
         self.devices = config.devices
         if self.devices and settings.current().world_size > 1:  # torchrun: one GPU per process
@@ -195,9 +196,11 @@ class Trainer:
 
     def recipe(self) -> dict:
         """What a resumed run takes from its checkpoint unless told otherwise: the data, epochs,
-        batch, seed and --set overrides (so `--resume RUN_DIR` alone continues the same run)."""
+        batch, seed, --set overrides, devices (as given; None: the spec's placement), precision and
+        memory format (so `--resume RUN_DIR` alone continues the same run)."""
         return {"data": self.data, "epochs": self.epochs, "batch": self.batch, "seed": self.seed,
-                "overrides": list(self.config.overrides)}
+                "overrides": list(self.config.overrides), "devices": self.config.devices,
+                "precision": self.config.precision, "channels_last": self.config.channels_last}
 
     def state(self, at: Position) -> dict:
         optimizer = self.optimizer.state_dict()

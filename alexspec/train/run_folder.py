@@ -115,11 +115,17 @@ def write_recipe(run_dir: Path, spec: dict, config: dict) -> None:
     write_atomic(Path(run_dir) / RECIPE, json.dumps(config, indent=2) + "\n")
 
 
-def recorded_data(run_dir: Path) -> str | None:
-    """The data source the run in `run_dir` trained on, as its RECIPE records it (None where it
-    records none)."""
+def recorded(run_dir: Path) -> dict:
+    """What the run in `run_dir` ran with, as its RECIPE records it: its data source, devices (as
+    given; absent: the spec's placement), precision and memory format, each where recorded and of
+    its kind."""
     try:
-        data = json.loads((Path(run_dir) / RECIPE).read_text(encoding="utf-8")).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return data if isinstance(data, str) else None
+        config = json.loads((Path(run_dir) / RECIPE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    kinds = {"data": lambda v: isinstance(v, str),
+             "devices": lambda v: isinstance(v, list) and v and all(isinstance(d, str) for d in v),
+             "precision": lambda v: v in ("fp32", "bf16"), "channels_last": lambda v: isinstance(v, bool)}
+    return {key: config[key] for key, of_kind in kinds.items() if key in config and of_kind(config[key])}

@@ -1,7 +1,7 @@
 """One `alexspec train`: a new run, or one continued from a checkpoint whose recipe (data,
-epochs, batch, seed, --set overrides) it takes where the command line leaves it open; the
-checkpoint and the spec checked before anything is written, the run folder claimed
-(alexspec.train.run_folder), then the loop (alexspec.train.loop)."""
+epochs, batch, seed, --set overrides, devices, precision, memory format) it takes where the
+command line leaves it open; the checkpoint and the spec checked before anything is written, the
+run folder claimed (alexspec.train.run_folder), then the loop (alexspec.train.loop)."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
@@ -46,7 +46,11 @@ def _with_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
     return replace(config, data=config.data or recipe.get("data"), epochs=config.epochs or recipe.get("epochs"),
                    batch=config.batch or recipe.get("batch"),
                    seed=config.seed if config.seed is not None else recipe.get("seed"),
-                   overrides=[*recipe.get("overrides", []), *config.overrides])
+                   overrides=[*recipe.get("overrides", []), *config.overrides],
+                   devices=config.devices or recipe.get("devices"),
+                   precision=config.precision or recipe.get("precision"),
+                   channels_last=config.channels_last if config.channels_last is not None
+                   else recipe.get("channels_last"))
 
 
 def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunResult:
@@ -77,7 +81,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
             log(f"{resume_from} is not in a run folder alexspec made; the continued run writes to {run_dir}")
     if trainer.dist.main:
         run_folder.claim(run_dir, continuing=state is not None)
-        resolved = {**asdict(replace(config, out=str(run_dir))), **trainer.recipe(), "backend": trainer.build.backend,
+        resolved = {**asdict(replace(trainer.config, out=str(run_dir))), **trainer.recipe(), "backend": trainer.build.backend,
                     "device": str(trainer.device), "world_size": trainer.dist.world,
                     "network_hash": trainer.network_hash, "torch": torch.__version__}
         run_folder.write_recipe(run_dir, doc.data, resolved)
