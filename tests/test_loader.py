@@ -151,6 +151,20 @@ def test_validate_checks_every_file_after_a_bad_one(tmp_path):
     assert f"{good}: ok" in result.stdout
 
 
+def test_validate_of_a_folder_checks_each_spec_file_in_it(tmp_path):
+    from conftest import run_cli, spec_text
+
+    (tmp_path / "a.yaml").write_text(spec_text("{name: r, type: relu}"))
+    (tmp_path / "b.yml").write_text(spec_text("{name: r, type: relu}").replace("type: relu", "type: rleu"))
+    (tmp_path / "notes.txt").write_text("not a spec\n")
+    (tmp_path / "empty").mkdir()
+    result = run_cli("validate", str(tmp_path), str(tmp_path / "empty"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stdout == f"{tmp_path / 'a.yaml'}: ok: tiny, 1 layer, 0 params, output 3x32x32\n", result.stdout
+    assert f"{tmp_path / 'b.yml'}:" in result.stderr and "rleu" in result.stderr and "notes.txt" not in result.stderr
+    assert f"{tmp_path / 'empty'}:1:1: is a folder, not a spec file" in result.stderr
+
+
 def test_an_oversized_file_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "huge.yaml"
     with open(path, "wb") as handle:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alexspec import analyse
 from alexspec.cli.common import SPEC_HELP, device_list, resolve_spec
+from alexspec.words import count
 
 EXAMPLES = {
     "import": """
@@ -77,7 +78,7 @@ def cmd_import(args) -> int:
     write_atomic(out, "# Imported by `alexspec import " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
                  + yaml_module.safe_dump(spec, sort_keys=False, width=110))
     info = analyse(str(out))
-    print(f"wrote {out}: {info.network.name}, {len(info.layers)} layers, {info.total_params:,} params")
+    print(f"wrote {out}: {info.network.name}, {count(len(info.layers), 'layer')}, {info.total_params:,} params")
     if imported is not None and args.weights_out:
         from alexspec.train import checkpoint
 

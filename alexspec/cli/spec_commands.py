@@ -18,6 +18,7 @@ EXAMPLES = {
         examples:
           alexspec validate specs/alexnet.yaml
           alexspec validate specs/*.yaml          check several specs at once
+          alexspec validate specs/                 every .yaml and .yml file in a folder
           alexspec validate lenet5                 a bundled example spec, by name
     """,
     "report": """
@@ -52,9 +53,23 @@ EXAMPLES = {
 }
 
 
+def _specs_in(given: list[str]) -> list[str]:
+    """The specs `validate` checks: each name as given, but a folder that is no run folder gives
+    the .yaml and .yml files in it (a folder with none stays, to be refused by name)."""
+    from alexspec.spec.bundled import run_folder_of
+
+    specs = []
+    for name in given:
+        folder = Path(name)
+        inside = sorted(str(p) for p in folder.glob("*") if p.suffix in (".yaml", ".yml") and p.is_file()) \
+            if folder.is_dir() and run_folder_of(name) is None else []
+        specs.extend(inside or [name])
+    return specs
+
+
 def cmd_validate(args) -> int:
     failed = False
-    for spec in args.specs:
+    for spec in _specs_in(args.specs):
         try:
             info = analyse(spec_document(spec, args.set))
         except SpecError as error:
@@ -62,7 +77,7 @@ def cmd_validate(args) -> int:
             failed = True
             continue
         net = info.network
-        print(f"{net.file}: ok: {net.name}, {len(net.layers)} layers, {info.total_params:,} params, "
+        print(f"{net.file}: ok: {net.name}, {count(len(net.layers), 'layer')}, {info.total_params:,} params, "
               f"output {'x'.join(map(str, info.output_shape))}")
     return EXIT_BAD_INPUT if failed else 0
 
@@ -189,7 +204,7 @@ def add_parsers(command) -> None:
 
     command = functools.partial(command, examples=EXAMPLES)
     p = command("validate", "Check specs and list every problem with file:line:col and a fix.", cmd_validate)
-    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP + "; or a folder of spec files")
     add_set_option(p)
 
     p = command("report", "Show every layer's shape, params, MACs and memory, with totals.", cmd_report)
