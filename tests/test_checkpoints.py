@@ -289,3 +289,38 @@ def test_a_resumed_run_keeps_its_devices_precision_and_memory_format_unless_give
     older = _with_recipe(TrainConfig(), {})  # a checkpoint from before they were recorded
     assert (older.devices, older.precision, older.channels_last) == (None, None, None)
 
+
+
+@pytest.mark.slow
+def test_a_folder_another_run_is_writing_is_refused_until_that_run_ends(tmp_path):
+    import socket
+
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    assert run_cli("train", "digits", "-o", str(run), "--max-steps", "1").returncode == 0
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    locks = [run_folder.claim(run, continuing=True), run_folder.claim(fresh, continuing=False)]  # as runs in
+    try:                                                           # other processes hold them while they train
+        for command, folder in [(["train", "digits", "--resume", str(run), "--max-steps", "2"], run),
+                                (["train", "digits", "-o", str(fresh), "--max-steps", "1"], fresh)]:
+            result = run_cli(*command)
+            assert result.returncode == 2, result.stderr
+            assert f"{folder}: another run is writing this folder now (process {os.getpid()} on " \
+                   f"{socket.gethostname()}); wait for it to end" in result.stderr, result.stderr
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+        assert not (fresh / "checkpoints").exists() and not (fresh / "metrics.jsonl").exists()
+    finally:
+        for lock in locks:
+            lock.close()
+    result = run_cli("train", "digits", "--resume", str(run), "--max-steps", "2")
+    assert result.returncode == 0 and checkpoint.latest(run).name == "step-000000002.pt", result.stderr
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    import datetime
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_folder, "_now", lambda: datetime.datetime(2026, 12, 7, 9, 30, 5))
+    folders = [run_folder.default("digits") for _ in range(3)]
+    assert [str(f) for f in folders] == ["runs/digits-20261207-093005", "runs/digits-20261207-093005-2",
+                                         "runs/digits-20261207-093005-3"]
+    assert all(f.is_dir() for f in folders)  # made as they are named: no second run can take one

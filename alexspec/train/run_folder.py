@@ -8,8 +8,11 @@ taken as a run folder.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
+import socket
 
 from alexspec import __version__
 from alexspec.errors import BadInput
@@ -17,6 +20,7 @@ from alexspec.fsutil import remove_stray_temporaries, write_atomic
 from alexspec.spec.bundled import RUN_SPEC
 
 MARKER = "alexspec-run.json"
+LOCK = ".alexspec-run.lock"  # held by the run writing the folder (see claim)
 RECIPE = "config.json"
 
 
@@ -47,30 +51,79 @@ def record_checkpoints(run_dir: Path, names: list[str]) -> None:
                                                      "checkpoints": names}, indent=1) + "\n")
 
 
-def claim(run_dir: Path, continuing: bool) -> None:
+def claim(run_dir: Path, continuing: bool):
     """Make `run_dir` this run's folder, or refuse (BadInput) where that could overwrite files
-    that are not this run's: a folder with files and no marker, or (for a new run) a run folder
-    that already holds checkpoints. Leftovers of saves a crash interrupted are removed."""
+    that are not this run's: a folder another run is writing now, a folder with files and no
+    marker, or (for a new run) a run folder that already holds checkpoints. Leftovers of saves a
+    crash interrupted are removed. Returns the folder's lock, held until it is closed (or the
+    process ends): while one run holds it, no other claims the folder."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInput(f"{run_dir}: is a file, not a run folder; give a folder with -o/--output")
-    if run_dir.is_dir() and not is_run_folder(run_dir) and any(run_dir.iterdir()):
+    held = [p.name for p in run_dir.iterdir()] if run_dir.is_dir() else []
+    if held and held != [LOCK] and not is_run_folder(run_dir):
         raise BadInput(f"{run_dir}: holds files and is not a run folder alexspec made; give -o/--output a new or "
                        "empty folder")
-    if not continuing and checkpoints_written(run_dir):
-        raise BadInput(f"{run_dir}: already holds a run's checkpoints; continue it with --resume {run_dir}, or "
-                       "give -o/--output another folder")
-    if not is_run_folder(run_dir):
-        record_checkpoints(run_dir, [])
-    for folder in (run_dir, run_dir / "checkpoints"):
-        remove_stray_temporaries(folder)
+    lock = _lock(run_dir)
+    try:
+        if not continuing and checkpoints_written(run_dir):
+            raise BadInput(f"{run_dir}: already holds a run's checkpoints; continue it with --resume {run_dir}, or "
+                           "give -o/--output another folder")
+        if not is_run_folder(run_dir):
+            record_checkpoints(run_dir, [])
+        for folder in (run_dir, run_dir / "checkpoints"):
+            remove_stray_temporaries(folder)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
+
+
+def _lock(run_dir: Path):
+    """An exclusive lock on `run_dir` (its LOCK file, which the kernel unlocks when the process
+    ends, however it ends); BadInput where another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock to take
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return handle  # a file system that cannot lock (some network mounts): run unlocked, as before
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise BadInput(f"{run_dir}: another run is writing this folder now{f' ({holder})' if holder else ''}; wait "
+                       "for it to end, or give -o/--output another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def default(name: str) -> Path:
-    """runs/<name>-<date>-<time>: a new run's folder where none was given."""
+    """runs/<name>-<date>-<time>, made now and new: where a run started in the same second made
+    that folder, -2 (-3, ...) is added, so two runs never share one."""
+    base = Path("runs") / f"{name}-{_now().strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        folder = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise BadInput(f"{base}: 10,000 run folders of this name already; give -o/--output a folder")
+
+
+def _now():
     import datetime
 
-    return Path("runs") / f"{name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return datetime.datetime.now()
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:

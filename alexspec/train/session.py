@@ -75,20 +75,24 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     if state is not None:
         trained_on = state.get("recipe", {}).get("data")
         checkpoint.check_classes(resume_from, state, data, f"resume on the run's data ({trained_on}), or train a new run")
-    if run_dir is None:
-        run_dir = run_folder.default(trainer.net.name)
+    if run_dir is None:  # a new folder, made by the process that writes (DDP: rank 0; the others only name it)
+        run_dir = run_folder.default(trainer.net.name) if trainer.dist.main else Path("runs") / trainer.net.name
         if resume_from is not None:
             log(f"{resume_from} is not in a run folder alexspec made; the continued run writes to {run_dir}")
-    if trainer.dist.main:
-        run_folder.claim(run_dir, continuing=state is not None)
-        resolved = {**asdict(replace(trainer.config, out=str(run_dir))), **trainer.recipe(), "backend": trainer.build.backend,
-                    "device": str(trainer.device), "world_size": trainer.dist.world,
-                    "network_hash": trainer.network_hash, "torch": torch.__version__}
-        run_folder.write_recipe(run_dir, doc.data, resolved)
-        log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
-            f"{count(trainer.epochs, 'epoch')}, batch {trainer.batch}, {trainer.build.backend_reason}, device "
-            f"{trainer.device}; run folder {run_dir}")
+    lock = None
     try:
+        if trainer.dist.main:
+            lock = run_folder.claim(run_dir, continuing=state is not None)
+            resolved = {**asdict(replace(trainer.config, out=str(run_dir))), **trainer.recipe(),
+                        "backend": trainer.build.backend, "device": str(trainer.device),
+                        "world_size": trainer.dist.world, "network_hash": trainer.network_hash,
+                        "torch": torch.__version__}
+            run_folder.write_recipe(run_dir, doc.data, resolved)
+            log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
+                f"{count(trainer.epochs, 'epoch')}, batch {trainer.batch}, {trainer.build.backend_reason}, device "
+                f"{trainer.device}; run folder {run_dir}")
         return trainer.run(run_dir, data, state, resume_from)
     finally:
+        if lock is not None:
+            lock.close()
         trainer.dist.close()
