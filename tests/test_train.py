@@ -55,6 +55,15 @@ def test_plot_of_a_run_that_has_logged_nothing_yet_says_so(tmp_path):
     assert result.returncode == 2 and "the run has logged nothing yet" in result.stderr, result.stderr
 
 
+def test_a_batch_larger_than_the_data_is_said(tmp_path):
+    result = run_cli("train", "--out", str(tmp_path / "run"), "--batch", "4096", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    train_images = 1797 - 360  # scikit-learn's digits less the 360 held out
+    assert f"note: the batch, 4,096, is larger than the {train_images:,} training images: each epoch is one step " \
+           f"of all {train_images:,}" in result.stdout
+    assert [m["step"] for m in metrics(tmp_path / "run") if m["kind"] == "epoch"] == [1]
+
+
 def test_plot_writes_the_picture_format_its_name_says_and_refuses_other_names(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

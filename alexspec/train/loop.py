@@ -238,6 +238,9 @@ class Trainer:
         note = unused_outputs(data, self.net, self.info.output_shape[0])
         if note and self.dist.main:
             self.log(note)
+        if self.batch > len(data.train) and self.dist.main:
+            self.log(f"note: the batch, {self.batch:,}, is larger than the {len(data.train):,} training images: each "
+                     f"epoch is one step of all {len(data.train):,}")
         if data.unreadable:
             self.log(left_out(data.unreadable))
         return data
