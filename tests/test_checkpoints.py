@@ -324,3 +324,17 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
     assert [str(f) for f in folders] == ["runs/digits-20261207-093005", "runs/digits-20261207-093005-2",
                                          "runs/digits-20261207-093005-3"]
     assert all(f.is_dir() for f in folders)  # made as they are named: no second run can take one
+
+
+def test_continuing_an_earlier_checkpoint_in_place_is_refused_so_the_later_ones_stay(tmp_path):
+    run = tmp_path / "run"
+    train(run, max_steps=2, checkpoint_every=1)
+    earlier = run / "checkpoints" / "step-000000001.pt"
+    before = snapshot(run)
+    with pytest.raises(checkpoint.CheckpointError, match=r"is at step 1, but .*run holds later checkpoints "
+                       r"\(step-000000002.pt\), which a run continued from it there would replace, with the metrics "
+                       r"after step 1; continue it in a new folder \(-o NEW_DIR\)"):
+        resume(earlier)
+    assert snapshot(run) == before  # before: step-2 and its metrics were replaced without a word
+    resume(earlier, out=str(tmp_path / "branch"), max_steps=3)  # a new folder takes the branch
+    assert checkpoint.latest(tmp_path / "branch").name == "step-000000003.pt" and snapshot(run) == before

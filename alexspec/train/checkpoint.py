@@ -194,6 +194,18 @@ def check_classes(path: Path, state: dict, data, fix: str) -> None:
     raise CheckpointError(f"{path}: trained on other classes than the data's: {differ}; {fix}")
 
 
+def check_newest(path: Path, state: dict, run_dir: Path) -> None:
+    """CheckpointError where `run_dir` holds checkpoints later than the one at `path` (loaded as
+    `state`): a run continued from it there would replace them, and the metrics after its step."""
+    later = sorted((step, p) for step, p in _numbered(folder(run_dir)) if step > state["step"])
+    if later:
+        names = listed([p.name for _, p in later], 3)
+        raise CheckpointError(f"{path} is at step {state['step']}, but {run_dir} holds later checkpoints ({names}), "
+                              f"which a run continued from it there would replace, with the metrics after step "
+                              f"{state['step']}; continue it in a new folder (-o NEW_DIR), resume the newest "
+                              f"({later[-1][1]}), or delete the later ones to go back in place")
+
+
 def read_tensors(path: Path) -> dict:
     """Any file torch.save wrote of tensors and plain values (a torchvision .pth), read without
     running code; CheckpointError for anything else."""

@@ -83,6 +83,8 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     try:
         if trainer.dist.main:
             lock = run_folder.claim(run_dir, continuing=state is not None)
+            if state is not None:
+                checkpoint.check_newest(resume_from, state, run_dir)
             resolved = {**asdict(replace(trainer.config, out=str(run_dir))), **trainer.recipe(),
                         "backend": trainer.build.backend, "device": str(trainer.device),
                         "world_size": trainer.dist.world, "network_hash": trainer.network_hash,
