@@ -243,6 +243,22 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_second_gpu_run_the_same_day_writes_a_file_of_its_own(tmp_path, monkeypatch):
+    import datetime
+
+    from alexspec.cli.bench_command import _bench_out
+
+    monkeypatch.chdir(tmp_path)
+    day = datetime.date.today().isoformat()
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    assert _bench_out(None, cuda=True) == Path(f"bench/results/bench-{day}.json")
+    for name in (f"bench-{day}.json", f"bench-{day}-2.json"):  # two runs earlier today: kept, not replaced
+        (results / name).write_text("{}")
+    assert _bench_out(None, cuda=True) == Path(f"bench/results/bench-{day}-3.json")
+    assert _bench_out("mine.json", cuda=True) == Path("mine.json") and _bench_out(None, cuda=False) is None
+
+
 def test_history_of_a_missing_folder_is_bad_input(tmp_path):
     result = run_cli("bench", "--history", str(tmp_path / "nope"))
     assert result.returncode == 2 and "no such folder of benchmark results" in result.stderr

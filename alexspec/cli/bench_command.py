@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 import sys
 
@@ -98,12 +99,15 @@ def cmd_bench(args) -> int:
 
 
 def _bench_out(out: str | None, cuda: bool) -> Path | None:
-    """Where `alexspec bench` writes its JSON: -o/--output, else bench/results/bench-<date>.json on CUDA."""
+    """Where `alexspec bench` writes its JSON: -o/--output, else on CUDA a new file in bench/results:
+    bench-<date>.json, or bench-<date>-2.json (-3, ...) where an earlier run that day wrote it."""
     import datetime
 
-    if out or cuda:
-        return Path(out or f"bench/results/bench-{datetime.date.today().isoformat()}.json")
-    return None
+    if out or not cuda:
+        return Path(out) if out else None
+    day = datetime.date.today().isoformat()
+    names = (f"bench-{day}.json" if n == 1 else f"bench-{day}-{n}.json" for n in itertools.count(1))
+    return next(path for path in (Path("bench/results") / name for name in names) if not path.exists())
 
 
 def add_parsers(command) -> None:
@@ -130,7 +134,8 @@ def add_parsers(command) -> None:
                    "timed in turn in each, and each ratio the median of the rounds')")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--output", "-o", "--out", dest="output", metavar="FILE",
-                   help="JSON file (default on CUDA: bench/results/bench-<date>.json)")
+                   help="JSON file (default on CUDA: bench/results/bench-<date>.json, -2, -3, ... added for "
+                        "later runs that day)")
     p.add_argument("--cpu-figures", action="store_true", help="also (or, without SPEC, only) time the compiler")
     p.add_argument("--history", nargs="?", const="bench/results", metavar="DIR",
                    help="instead of timing: summarise the results in DIR (default bench/results) as markdown "
