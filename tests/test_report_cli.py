@@ -89,6 +89,14 @@ def test_report_takes_its_format_from_the_file_name_and_refuses_a_picture_or_a_m
         result = run_cli("report", "lenet5", *args, cwd=tmp_path)
         assert result.returncode == 2 and said in result.stderr, result.stderr
     assert not any(tmp_path.glob("x.*"))
+    # before: the spec itself was replaced by its report
+    spec = (SPECS / "lenet5.yaml").read_text()
+    for name, said in (("net.yaml", "./net.yaml: a spec's name, and the report is not YAML"),
+                       ("net.txt", "./net.txt: is the spec being reported; write the report to another file")):
+        (tmp_path / name).write_text(spec)
+        result = run_cli("report", name, "-o", f"./{name}", cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr and (tmp_path / name).read_text() == spec, \
+            result.stderr
 
 
 def test_compile_writes_deterministic_graph_json(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 from alexspec import analyse
 from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, device_list, positive_int, print_problems,
-                                 spec_document, write_out)
+                                 resolve_spec, spec_document, write_out)
 from alexspec.errors import BadInput, Loc, Problem, SpecError
 from alexspec.words import count
 
@@ -87,12 +87,16 @@ REPORT_SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".dot": "d
 
 def report_format(given: str | None, output: str | None) -> str:
     """The report's format: --format, else what -o's file name says (.json, .csv, .md, .dot),
-    else a table. BadInput where they disagree, or -o names a picture (the report writes text)."""
+    else a table. BadInput where they disagree, or -o names a picture or a spec (.yaml: the
+    report writes neither)."""
     suffix = Path(output).suffix.lower() if output else ""
     if suffix in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         raise BadInput(f"{output}: the report is text, not a picture: write `--format dot -o {Path(output).stem}.dot` "
                        f"and draw it with Graphviz (dot -T{suffix[1:]}), or `alexspec compile`, which draws it where "
                        "Graphviz is installed")
+    if suffix in (".yaml", ".yml"):
+        raise BadInput(f"{output}: a spec's name, and the report is not YAML (a spec there would be replaced); name "
+                       "it .json, .csv, .md, .dot or .txt")
     named = REPORT_SUFFIXES.get(suffix)
     if given and named and given != named:
         raise BadInput(f"{output}: a {suffix} file, but --format is {given}; name the file for its format, or drop "
@@ -110,11 +114,20 @@ def cmd_report(args) -> int:
     if args.output:
         from alexspec.fsutil import write_atomic
 
+        if _same_file(args.output, resolve_spec(args.spec)):
+            raise BadInput(f"{args.output}: is the spec being reported; write the report to another file")
         write_atomic(args.output, text)
         print(f"wrote {args.output}")  # every command says what it wrote on standard output
     else:
         write_out(text)
     return 0
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).exists() and Path(a).samefile(b)
+    except OSError:
+        return False
 
 
 def cmd_schema(args) -> int:
