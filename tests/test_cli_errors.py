@@ -260,6 +260,12 @@ def test_export_takes_its_format_from_the_file_name_or_asks_for_it(tmp_path):
     result = run_cli("export", "lenet5", "-o", str(tmp_path / "net.bin"))
     assert result.returncode == 2 and "say the format with --format torch-export or onnx" in result.stderr
     assert not (tmp_path / "net.bin").exists()
+    (tmp_path / "net.py").write_text("the model's source\n")  # before: --format onnx replaced it with the model
+    for name, fmt, said in (("net.py", "onnx", "net.py: an ONNX model is named .onnx, not .py"),
+                            ("net.onnx", "torch-export", "net.onnx: a torch.export program is named .pt2, not .onnx")):
+        result = run_cli("export", "lenet5", "--format", fmt, "-o", name, cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert (tmp_path / "net.py").read_text() == "the model's source\n" and not (tmp_path / "net.onnx").exists()
 
 
 @pytest.mark.parametrize("args, said", [

@@ -303,6 +303,21 @@ def test_import_finds_a_module_in_the_current_folder_and_says_what_the_users_cod
         assert "Traceback" not in result.stderr and not (tmp_path / "x.yaml").exists()
 
 
+def test_import_never_writes_its_spec_or_weights_over_a_file_of_another_kind(tmp_path):
+    source = "from torch import nn\ndef Small():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())\n"
+    (tmp_path / "mynets.py").write_text(source)
+    (tmp_path / "deploy.prototxt").write_text('name: "x"\n')
+    for args, said in [(["python:mynets:Small", "-o", "mynets.py"], "-o mynets.py: the spec is YAML; name it .yaml"),
+                       (["caffe", "deploy.prototxt", "-o", "deploy.prototxt"], "-o deploy.prototxt: the spec is YAML"),
+                       (["python:mynets:Small", "-o", "s.yaml", "--weights-out", "mynets.py"],
+                        "--weights-out mynets.py: the weights are a checkpoint; name it .pt or .pth")]:
+        result = run_cli("import", *args, "--input", "1,5,5", cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+    # before: the model's source became the spec (or the checkpoint), and the prototxt its spec
+    assert (tmp_path / "mynets.py").read_text() == source and (tmp_path / "deploy.prototxt").read_text() == 'name: "x"\n'
+    assert not (tmp_path / "s.yaml").exists()
+
+
 def test_a_module_alexspec_compiled_is_sent_back_to_its_spec(tmp_path):
     # before, its layers were traced into and refused as "conv1_weight (get_attr conv1.weight) reads no value"
     assert run_cli("compile", "digits", "-o", str(tmp_path / "build")).returncode == 0

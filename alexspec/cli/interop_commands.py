@@ -45,6 +45,7 @@ def cmd_import(args) -> int:
     from alexspec.fsutil import write_atomic
     from alexspec.interop.from_torch import ImportProblem
 
+    _check_import_outputs(args.output, args.weights_out)
     if args.source == "caffe":
         from alexspec.interop.caffe import spec_from_prototxt
 
@@ -87,6 +88,19 @@ def cmd_import(args) -> int:
         print(f"wrote {args.weights_out}: the model's weights as an alexspec checkpoint "
               f"(use with alexspec eval/export --checkpoint)")
     return 0
+
+
+def _check_import_outputs(spec: str, weights: str | None) -> None:
+    """ImportProblem where -o is no spec's name (.yaml, .yml) or --weights-out no checkpoint's
+    (.pt, .pth): a model's source or prototxt given there by mistake would be replaced."""
+    from alexspec.interop.from_torch import ImportProblem
+
+    if Path(spec).suffix.lower() not in (".yaml", ".yml"):
+        raise ImportProblem(f"-o {spec}: the spec is YAML; name it .yaml or .yml (a file of another kind there "
+                            "would be replaced)")
+    if weights is not None and Path(weights).suffix.lower() not in (".pt", ".pth"):
+        raise ImportProblem(f"--weights-out {weights}: the weights are a checkpoint; name it .pt or .pth (a file "
+                            "of another kind there would be replaced)")
 
 
 def _load_weights(model, path: Path) -> None:
@@ -175,7 +189,7 @@ def cmd_export(args) -> int:
     from alexspec.interop.export import export, format_for
     from alexspec.spec.bundled import run_folder_of
 
-    fmt = args.format or format_for(Path(args.output))
+    fmt = format_for(Path(args.output), args.format)
     weights = args.checkpoint or run_folder_of(args.spec)
     out = export(resolve_spec(args.spec), Path(weights) if weights else None, fmt,
                  Path(args.output), args.backend, args.devices or ["cpu"], log=print)

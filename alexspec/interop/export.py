@@ -23,11 +23,19 @@ CLASSES_FILE = "classes.json"  # torch-export: an extra file of the .pt2 (torch.
 CLASSES_KEY = "classes"        # ONNX: a metadata entry
 
 
-def format_for(out: Path) -> str:
-    """The export format a file's name asks for; BadInput where it names none."""
-    if out.suffix in FORMATS_BY_SUFFIX:
-        return FORMATS_BY_SUFFIX[out.suffix]
-    raise BadInput(f"{out}: say the format with --format torch-export or onnx, or name the file .pt2 or .onnx")
+def format_for(out: Path, given: str | None = None) -> str:
+    """The export format: `given` (--format), else the one the file's name asks for. BadInput where
+    the name asks for none, or has another suffix than the format's (a file of another kind,
+    a model's source say, would be replaced)."""
+    named = FORMATS_BY_SUFFIX.get(out.suffix.lower())
+    if given is None and named is None:
+        raise BadInput(f"{out}: say the format with --format torch-export or onnx, or name the file .pt2 or .onnx")
+    if given is not None and out.suffix and named != given:
+        suffix = next(key for key, fmt in FORMATS_BY_SUFFIX.items() if fmt == given)
+        what = {"onnx": "an ONNX model", "torch-export": "a torch.export program"}[given]
+        raise BadInput(f"{out}: {what} is named {suffix}, not {out.suffix} (a file of another kind there would be "
+                       f"replaced); name it {out.stem}{suffix}")
+    return given or named
 
 
 def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str = "auto",
