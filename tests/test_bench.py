@@ -243,7 +243,7 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_second_gpu_run_the_same_day_writes_a_file_of_its_own(tmp_path, monkeypatch):
+def test_bench_never_replaces_an_earlier_run_that_day_or_a_file_of_another_kind(tmp_path, monkeypatch):
     import datetime
 
     from alexspec.cli.bench_command import _bench_out
@@ -257,6 +257,10 @@ def test_a_second_gpu_run_the_same_day_writes_a_file_of_its_own(tmp_path, monkey
         (results / name).write_text("{}")
     assert _bench_out(None, cuda=True) == Path(f"bench/results/bench-{day}-3.json")
     assert _bench_out("mine.json", cuda=True) == Path("mine.json") and _bench_out(None, cuda=False) is None
+    (tmp_path / "mine.py").write_text("source\n")
+    result = run_cli("bench", "digits", "-o", "mine.py", cwd=tmp_path)
+    assert result.returncode == 2 and "mine.py: the results are JSON; name the file .json" in result.stderr
+    assert (tmp_path / "mine.py").read_text() == "source\n"
 
 
 def test_history_of_a_missing_folder_is_bad_input(tmp_path):
