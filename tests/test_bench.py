@@ -259,7 +259,7 @@ def test_bench_never_replaces_an_earlier_run_that_day_or_a_file_of_another_kind(
     assert _bench_out("mine.json", cuda=True) == Path("mine.json") and _bench_out(None, cuda=False) is None
     (tmp_path / "mine.py").write_text("source\n")
     result = run_cli("bench", "digits", "-o", "mine.py", cwd=tmp_path)
-    assert result.returncode == 2 and "mine.py: the results are JSON; name the file .json" in result.stderr
+    assert result.returncode == 2 and "mine.py: the results are JSON; name it .json" in result.stderr
     assert (tmp_path / "mine.py").read_text() == "source\n"
 
 

@@ -6,8 +6,8 @@ import itertools
 from pathlib import Path
 import sys
 
-from alexspec.cli.common import SPEC_HELP, non_negative_int, positive_int, resolve_spec, seconds
-from alexspec.errors import BadInput, Loc, Problem, SpecError
+from alexspec.cli.common import SPEC_HELP, check_output_kind, non_negative_int, positive_int, resolve_spec, seconds
+from alexspec.errors import Loc, Problem, SpecError
 
 EXAMPLES = {
     "bench": """
@@ -53,9 +53,8 @@ def cmd_bench(args) -> int:
         return _bench_history(Path(args.history), args.plot)
     from alexspec.bench import cpu, results
 
-    if args.output and Path(args.output).suffix.lower() != ".json":  # checked before minutes of timing
-        raise BadInput(f"{args.output}: the results are JSON; name the file .json (a file of another kind there "
-                       "would be replaced)")
+    if args.output:  # checked before minutes of timing
+        check_output_kind(args.output, (".json",), "the results are JSON")
     result = {}
     if args.cpu_figures:
         result["cpu_figures"] = figures = cpu.cpu_figures()

@@ -16,6 +16,19 @@ SPEC_HELP = ("a spec file, a run folder of `alexspec train` (the spec it ran), o
 _ASCII_LINES = str.maketrans({"─": "-", "│": "|", **{corner: "+" for corner in "┌┐└┘├┤┬┴┼"}})
 
 
+def check_output_kind(path: str, suffixes: tuple[str, ...], what: str, label: str | None = None) -> None:
+    """BadInput unless `path` ends with one of `suffixes`: a file of another kind named there by
+    mistake (a model's source, a spec) is never replaced. `label` names it in the message (default
+    `path`)."""
+    from pathlib import Path
+
+    from alexspec.errors import BadInput
+
+    if Path(path).suffix.lower() not in suffixes:
+        raise BadInput(f"{label or path}: {what}; name it {' or '.join(suffixes)} (a file of another kind there "
+                       "would be replaced)")
+
+
 def write_out(text: str) -> None:
     """Write `text` to standard output in its encoding: where that cannot show the table's
     box-drawing characters (a cp1252 console, say), they become ASCII, and anything else it

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from alexspec import analyse
-from alexspec.cli.common import SPEC_HELP, device_list, resolve_spec
+from alexspec.cli.common import SPEC_HELP, check_output_kind, device_list, resolve_spec
 from alexspec.words import count
 
 EXAMPLES = {
@@ -91,16 +91,10 @@ def cmd_import(args) -> int:
 
 
 def _check_import_outputs(spec: str, weights: str | None) -> None:
-    """ImportProblem where -o is no spec's name (.yaml, .yml) or --weights-out no checkpoint's
-    (.pt, .pth): a model's source or prototxt given there by mistake would be replaced."""
-    from alexspec.interop.from_torch import ImportProblem
-
-    if Path(spec).suffix.lower() not in (".yaml", ".yml"):
-        raise ImportProblem(f"-o {spec}: the spec is YAML; name it .yaml or .yml (a file of another kind there "
-                            "would be replaced)")
-    if weights is not None and Path(weights).suffix.lower() not in (".pt", ".pth"):
-        raise ImportProblem(f"--weights-out {weights}: the weights are a checkpoint; name it .pt or .pth (a file "
-                            "of another kind there would be replaced)")
+    """BadInput where -o is no spec's name or --weights-out no checkpoint's (see check_output_kind)."""
+    check_output_kind(spec, (".yaml", ".yml"), "the spec is YAML", f"-o {spec}")
+    if weights is not None:
+        check_output_kind(weights, (".pt", ".pth"), "the weights are a checkpoint", f"--weights-out {weights}")
 
 
 def _load_weights(model, path: Path) -> None:
