@@ -464,3 +464,44 @@ def test_the_set_arguments_a_class_mismatch_suggests_make_a_valid_spec_of_that_m
     fewest = 4 if name == "alexnet" else 3  # alexnet's fc8 splits between its 2 towers
     assert sets[0::2] == ["--set"] * (len(sets) // 2) and fitted.output_shape == (fewest,)
     assert unused_outputs(synthetic((1, 1, 1), classes=3), fitted.network, fewest) is None
+
+
+@pytest.mark.parametrize("name", ["alexnet", "digits", "lenet5", "resnet18", "googlenet", "squeezenet1_0", "nin",
+                                  "vgg11-bn", "mobilenet_v2", "densenet121", "digits-resnet"])
+def test_the_set_arguments_a_channel_mismatch_suggests_make_a_valid_spec_taking_those_channels(name):
+    import re
+
+    from alexspec.errors import BadInput
+    from alexspec.spec import analyse, load_file
+    from alexspec.spec.bundled import bundled_specs
+    from alexspec.spec.overrides import apply_overrides
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import check_data
+
+    doc = load_file(bundled_specs()[name])
+    info = analyse(doc)
+    taken, height, width = info.network.input
+    channels = 1 if taken == 3 else 3  # before: only `input.channels`, which left the first layer's expect wrong
+    with pytest.raises(BadInput) as refused:
+        check_data(synthetic((channels, height, width), classes=2), info.network, info.output_shape[0])
+    said = str(refused.value)
+    assert said.startswith(f"the data's images have {channels} channel") and "prepare-data" not in said
+    sets = re.search(r"`(--set .*)` makes the network take", said).group(1).split(" ")
+    fitted = analyse(apply_overrides(doc, sets[1::2]))
+    assert sets[0::2] == ["--set"] * (len(sets) // 2) and fitted.network.input == (channels, height, width)
+
+
+def test_shards_of_other_channels_are_told_how_to_prepare_them_again(tmp_path):
+    from dataclasses import replace
+
+    from alexspec.errors import BadInput
+    from alexspec.spec import analyse
+    from alexspec.spec.bundled import bundled_specs
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import check_data
+
+    info = analyse(bundled_specs()["lenet5"])
+    data = replace(synthetic((3, 32, 32), classes=2), name=str(tmp_path / "shards"))
+    with pytest.raises(BadInput, match=r"have 3 channels but lenet5 takes 1; `alexspec prepare-data SRC DST "
+                                       r"--channels 1` makes shards of 1 or `--set input.channels=3 "):
+        check_data(data, info.network, 10)

@@ -15,7 +15,7 @@ from alexspec.train import augment
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset
 from alexspec.train.step import autocast
-from alexspec.words import listed
+from alexspec.words import count, listed
 
 
 def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs: NetworkInput, precision: str,
@@ -54,9 +54,17 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
 
     channels, height, width = network.input
     c, h, w = data.image_shape
-    if c != channels or h < height or w < width:
-        raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x"
-                       f"{width}; use data of that size (or larger, to crop from)")
+    if c != channels:
+        remade = f"`alexspec prepare-data SRC DST --channels {channels}` makes shards of {channels}" \
+            if channels in (1, 3) and data.name not in ("digits", "synthetic") else ""
+        sets = _input_channels_sets(network, c)
+        retaken = f"`{' '.join('--set ' + s for s in sets)}` makes the network take {c}" if sets else ""
+        raise BadInput(f"the data's images have {count(c, 'channel')} but {network.name} takes {channels}; "
+                       + (" or ".join(filter(None, [remade, retaken])) or f"use images of {channels}"))
+    if h < height or w < width:
+        raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x{width}; "
+                       f"use data of that size or larger, to crop from (`alexspec prepare-data SRC DST --size "
+                       f"{max(height, width)}`)")
     if len(data.classes) > classes:
         found = len(data.classes)
         raise BadInput(f"the data has {found} classes ({listed(data.classes)}) but {network.name} outputs "
@@ -76,6 +84,30 @@ def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional
 def _fitting_out(network: ir.Network, classes: int) -> int:
     """The fewest outputs, `classes` or more, that the network's towers split evenly."""
     return -(-classes // network.towers) * network.towers
+
+
+def _input_channels_sets(network: ir.Network, channels: int) -> list[str]:
+    """The --set arguments that make `network` take images of `channels`: input.channels, the
+    `expect` of each layer whose input's channels change with it (the image's readers, and the
+    readers of layers that keep the channel count, up to the first conv or linear layer of each
+    path), and the normalisation's mean and std as one value a channel (their average); [] where
+    a layer to change lies inside a block (no --set names it)."""
+    sets, changed, previous = [f"input.channels={channels}"], {ir.IMAGE}, ir.IMAGE
+    for layer in network.layers:
+        if any(name in changed for name in layer.inputs or (previous,)):
+            if not isinstance(layer, (ir.Conv, ir.Linear)):
+                changed.add(layer.name)
+            if layer.expect:
+                if "." in layer.name:
+                    return []
+                sets.append(f"layers.{layer.name}.expect={{}}")
+        previous = layer.name
+    augmentation = network.training.augmentation if network.training else None
+    for key in ("mean", "std"):
+        values = getattr(augmentation, key, None)
+        if values and len(values) != channels:
+            sets.append(f"training.augmentation.{key}=[{','.join([f'{sum(values) / len(values):g}'] * channels)}]")
+    return sets
 
 
 def _last_layer_fix(network: ir.Network, classes: int) -> str:
