@@ -314,7 +314,8 @@ def test_import_never_writes_its_spec_or_weights_over_a_file_of_another_kind(tmp
         result = run_cli("import", *args, "--input", "1,5,5", cwd=tmp_path)
         assert result.returncode == 2 and said in result.stderr, result.stderr
     # before: the model's source became the spec (or the checkpoint), and the prototxt its spec
-    assert (tmp_path / "mynets.py").read_text() == source and (tmp_path / "deploy.prototxt").read_text() == 'name: "x"\n'
+    assert (tmp_path / "mynets.py").read_text() == source
+    assert (tmp_path / "deploy.prototxt").read_text() == 'name: "x"\n'
     assert not (tmp_path / "s.yaml").exists()
 
 

@@ -105,8 +105,10 @@ def _bench_out(out: str | None, cuda: bool) -> Path | None:
     bench-<date>.json, or bench-<date>-2.json (-3, ...) where an earlier run that day wrote it."""
     import datetime
 
-    if out or not cuda:
-        return Path(out) if out else None
+    if out:
+        return Path(out)
+    if not cuda:
+        return None
     day = datetime.date.today().isoformat()
     names = (f"bench-{day}.json" if n == 1 else f"bench-{day}-{n}.json" for n in itertools.count(1))
     return next(path for path in (Path("bench/results") / name for name in names) if not path.exists())
