@@ -324,7 +324,11 @@ def test_wrong_image_size_is_explained(tmp_path):
     (tmp_path / "pets.yaml").write_text(SPEC.replace("height: 16, width: 16", "height: 32, width: 32")
                                         .replace("crop: 16", "crop: 32").replace("resize: 20", "resize: 40"))
     result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", "digits")
-    assert result.returncode == 2 and "the data's images are 1x8x8" in result.stderr
+    assert result.returncode == 2 and "the data's images have 1 channel but pets takes 3; `--set " \
+        "input.channels=1` makes the network take 1" in result.stderr, result.stderr
+    result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", "digits", "--set", "input.channels=1")
+    assert result.returncode == 2 and "the data's images are 1x8x8 but pets takes 1x32x32; use data of that size " \
+        "or larger, to crop from (`alexspec prepare-data SRC DST --size 32`)" in result.stderr, result.stderr
 
 
 def test_random_crops_lie_inside_the_image():
