@@ -12,7 +12,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from alexspec.train import augment  # noqa: E402
 from alexspec.train.data import DataError, digits, read_shards  # noqa: E402
-from alexspec.train.image_folder import image_folder, prepare_shards  # noqa: E402
+from alexspec.train.image_folder import decode, image_folder, prepare_shards  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 
@@ -38,6 +38,31 @@ def test_image_folder_resizes_and_labels(tmp_path):
     assert data.train.labels.tolist() == [0] * 6 + [1] * 6
     means = data.train.images.float().mean(dim=(2, 3))
     assert (means[:6, 0] > means[:6, 1]).all() and (means[6:, 1] > means[6:, 0]).all()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_grey_images_are_scaled_to_8_bits_not_clipped_white(tmp_path, suffix):
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)  # 0, 257, ... 65535: 8-bit 0..255
+    Image.fromarray(ramp).save(tmp_path / f"ramp{suffix}")
+    assert Image.open(tmp_path / f"ramp{suffix}").mode.startswith("I")
+    for mode, channels in (("L", 1), ("RGB", 3)):
+        image = decode(tmp_path / f"ramp{suffix}", size=16, mode=mode)
+        assert image.shape == (channels, 16, 16)
+        assert (image == np.arange(256, dtype=np.uint8).reshape(16, 16)).all()
+
+
+def test_tiff_images_are_read_from_an_image_folder(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    for folder in sorted((root / "train").iterdir()):
+        ramp = (np.arange(24 * 20).reshape(20, 24) * 100).astype(np.uint16)
+        Image.fromarray(ramp).save(folder / "extra.tiff")
+    data = image_folder(root, size=16)
+    assert tuple(data.train.images.shape) == (14, 3, 16, 16)
+
+
+def test_float_images_are_named_unreadable_not_guessed(tmp_path):
+    Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    assert "float" in decode(tmp_path / "float.tif", size=16, mode="L")
 
 
 def test_an_image_too_large_to_decode_safely_is_skipped_not_a_traceback(tmp_path, monkeypatch):

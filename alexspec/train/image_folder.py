@@ -26,7 +26,8 @@ from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
 from alexspec.words import count
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # Pillow's 16-bit grey ("I": older Pillow's PNGs)
 MAX_BAD_FRACTION = 0.01  # more unreadable images than this is an error, not a skip
 PARTS = ("train", "val")
 
@@ -110,7 +111,7 @@ def decode(file: Path, size: int, mode: str) -> np.ndarray | str:
 
     try:
         with Image.open(file) as image:
-            image = _resize_center(image.convert(mode), size)
+            image = _resize_center(_eight_bit(image).convert(mode), size)
     except UnidentifiedImageError:
         return "not an image Pillow can read"
     except Image.DecompressionBombError:
@@ -119,6 +120,21 @@ def decode(file: Path, size: int, mode: str) -> np.ndarray | str:
         return first_line(exc, 80)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _eight_bit(image):
+    """A 16-bit grey image scaled to 8 bits (65535 -> 255): Pillow's own conversion clips at 255,
+    which turns all but the darkest pixels white. ValueError for pixels that are not 8 or 16 bits."""
+    from PIL import Image
+
+    if image.mode == "F":
+        raise ValueError("32-bit float pixels; save the image with 8 or 16 bits a channel")
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ValueError("32-bit pixels beyond 16 bits' 0..65535; save the image with 8 or 16 bits a channel")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
 
 
 def _resize_center(image, size: int):
