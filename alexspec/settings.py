@@ -5,7 +5,7 @@
     ALEXSPEC_PRETUNED        1 (default) | 0: time every choice here instead of taking the shipped tables
     ALEXSPEC_COMPILE_AHEAD   1 (default) | 0: compile each kernel at its first launch instead
     TRITON_INTERPRET         1: the Triton kernels run in Triton's interpreter (on CPU)
-    WORLD_SIZE, RANK, LOCAL_RANK   set by torchrun for data-parallel training
+    WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE   set by torchrun for data-parallel training
 
 A value out of range warns and falls back to the default: a mistyped switch should not stop a
 run. `current()` is what the modules read; tests change it with `override(...)`.
@@ -31,6 +31,7 @@ class Settings:
     world_size: int = 1
     rank: int = 0
     local_rank: int = 0
+    local_world_size: int = 1     # processes on this node
 
 
 def _switch(env: Mapping[str, str], name: str, fallback_said: str) -> bool:
@@ -65,7 +66,8 @@ def from_environment(env: Mapping[str, str] = os.environ) -> Settings:
                     compile_ahead=_switch(env, "ALEXSPEC_COMPILE_AHEAD", "compiling ahead"),
                     interpret=env.get("TRITON_INTERPRET", "0") == "1",
                     world_size=_count(env, "WORLD_SIZE", 1), rank=_count(env, "RANK", 0),
-                    local_rank=_count(env, "LOCAL_RANK", 0))
+                    local_rank=_count(env, "LOCAL_RANK", 0),
+                    local_world_size=_count(env, "LOCAL_WORLD_SIZE", 1))
 
 
 _current = from_environment()

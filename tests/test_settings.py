@@ -9,9 +9,9 @@ from alexspec import settings
 def test_each_switch_is_read_from_the_environment():
     read = settings.from_environment({"ALEXSPEC_AUTOTUNE": "quick", "ALEXSPEC_CONV": "cudnn", "ALEXSPEC_PRETUNED": "0",
                                       "ALEXSPEC_COMPILE_AHEAD": "0", "TRITON_INTERPRET": "1", "WORLD_SIZE": "4",
-                                      "RANK": "2", "LOCAL_RANK": "1"})
+                                      "RANK": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert read == settings.Settings(autotune="quick", conv="cudnn", pretuned=False, compile_ahead=False,
-                                     interpret=True, world_size=4, rank=2, local_rank=1)
+                                     interpret=True, world_size=4, rank=2, local_rank=1, local_world_size=2)
     assert settings.from_environment({}) == settings.Settings()
 
 

@@ -240,25 +240,38 @@ def test_overrides_are_validated_like_the_spec(tmp_path):
     assert result.returncode == 2 and "no such folder" in result.stderr
 
 
-def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[dict, dict]:
-    """Final weights of `alexspec train ARGS` in one process and in two DDP (gloo) processes."""
+def torchrun(args: list[str], port: int) -> subprocess.CompletedProcess:
+    """`torchrun ARGS` (two CPU processes need gloo's port), run from the repository."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--master-port", str(port), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[dict, dict, str]:
+    """Final weights of `alexspec train ARGS` in one process and in two DDP (gloo) processes, and
+    what the two processes printed."""
     single = run_cli("train", *args, "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          str(port), "-m", "alexspec", "train", *args, "--out", str(tmp_path / "two")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    ddp = torchrun(["--nproc-per-node", "2", "-m", "alexspec", "train", *args, "--out", str(tmp_path / "two")], port)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    return final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    return final_weights(tmp_path / "one"), final_weights(tmp_path / "two"), ddp.stdout
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
-    one, two = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1", "--batch",
-                                                      "32", "--max-steps", "6", "--set", "training.lr=0.02"], 29517)
+    one, two, said = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1",
+                                                            "--batch", "32", "--max-steps", "6",
+                                                            "--set", "training.lr=0.02"], 29517)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+    lines = said.splitlines()  # rank 0 speaks for the run: each line once, the launch in the continue line
+    assert len(lines) == len(set(lines)) == 4 and "in each of 2 processes (DDP" in lines[1], said
+    continue_with = lines[-1].split("continue with: ")[1]
+    assert continue_with == f"torchrun --nproc-per-node 2 -m alexspec train {tmp_path / 'two'} --resume"
+    again = torchrun([*continue_with.split()[1:], "--max-steps", "8"], 29518)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "step-000000008.pt").is_file()
 
 
 @pytest.mark.slow
@@ -271,15 +284,13 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "bf16"
 
 
-
-
 @pytest.mark.slow
 def test_tower_split_combined_with_ddp(tmp_path):
     """Each of two DDP processes runs the model split over two (CPU) devices, as the paper's
     towers would over two GPUs; the result equals one process on the same global batch."""
     spec = tmp_path / "towers.yaml"
     spec.write_text(TINY_TOWERS)
-    one, two = train_one_and_two_processes(tmp_path, [str(spec), "--device", "cpu,cpu", "--max-steps", "5"], 29523)
+    one, two, _ = train_one_and_two_processes(tmp_path, [str(spec), "--device", "cpu,cpu", "--max-steps", "5"], 29523)
     assert sorted(one) == sorted(two) and "conv2.weight" in one  # one-device layout in both checkpoints
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -427,3 +438,16 @@ def test_eval_without_weights_says_where_to_give_them(capsys):
     assert main(["eval", "digits"]) == 2
     err = capsys.readouterr().err
     assert "give --checkpoint CKPT" in err and "a run folder as SPEC" in err
+
+
+@pytest.mark.parametrize("world, local, said", [
+    (1, 1, "alexspec train 'runs/my run' --resume"),
+    (4, 4, "torchrun --nproc-per-node 4 -m alexspec train 'runs/my run' --resume"),
+    (16, 8, "torchrun --nproc-per-node 8 --nnodes 2 -m alexspec train 'runs/my run' --resume (on each node, "
+            "with its --node-rank and --rdzv-endpoint)")])
+def test_the_continue_line_repeats_the_torchrun_launch(world, local, said):
+    from alexspec import settings
+    from alexspec.cli.train_commands import _continue_command
+
+    with settings.override(world_size=world, local_world_size=local):
+        assert _continue_command(Path("runs/my run")) == said

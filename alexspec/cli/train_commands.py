@@ -6,6 +6,7 @@ from pathlib import Path
 import shlex
 import sys
 
+from alexspec import settings
 from alexspec.cli.common import SPEC_HELP, add_set_option, device_list, non_negative_int, positive_int, spec_document
 from alexspec.words import count
 
@@ -56,24 +57,40 @@ def _train_config(args):
                        workers=getattr(args, "workers", 4), log_every=getattr(args, "log_every", 20))
 
 
+def _continue_command(run_dir: Path) -> str:
+    """The command that continues a stopped run; under torchrun, the same launch."""
+    here = settings.current()
+    command = f"alexspec train {shlex.quote(str(run_dir))} --resume"
+    if here.world_size == 1:
+        return command
+    nodes = here.world_size // max(1, here.local_world_size)
+    launch = f"torchrun --nproc-per-node {here.local_world_size}" + (f" --nnodes {nodes}" if nodes > 1 else "")
+    return f"{launch} -m {command}" + (" (on each node, with its --node-rank and --rdzv-endpoint)" if nodes > 1 else "")
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """What a process other than rank 0 of a torchrun says: nothing (rank 0 speaks for the run)."""
+
+
 def cmd_train(args) -> int:
-    print(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
+    say = print if settings.current().rank == 0 else _quiet
+    say(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
     from alexspec.spec.bundled import run_folder_of
     from alexspec.train.session import start
 
     if args.resume == "" and not args.output and run_folder_of(args.spec):
         args.resume = args.spec  # `alexspec train RUN_DIR --resume`: continue that run
-    result = start(args.spec, _train_config(args))
+    result = start(args.spec, _train_config(args), log=say)
     if result.stopped_by_signal or result.stopped_at_max_steps:
-        print(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: alexspec train "
-              f"{shlex.quote(str(result.run_dir))} --resume")
+        say(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: "
+            f"{_continue_command(result.run_dir)}")
     elif result.last:
-        print(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
-              f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
-              f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves, "
-              f"`alexspec eval {result.run_dir}` evaluates its best checkpoint)")
+        say(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
+            f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
+            f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves, "
+            f"`alexspec eval {result.run_dir}` evaluates its best checkpoint)")
     else:
-        print(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
+        say(f"stopped after {count(result.steps, 'step')}; run folder {result.run_dir}")
     return 0
 
 

@@ -53,6 +53,12 @@ def _with_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
                    else recipe.get("channels_last"))
 
 
+def _processes(trainer: Trainer) -> str:
+    """How a data-parallel run splits each batch, for its first line ('' in one process)."""
+    world = trainer.dist.world
+    return f" in each of {world} processes (DDP, about {trainer.batch // world} images each a step)" if world > 1 else ""
+
+
 def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunResult:
     """Train `spec` (a file or a loaded Document; config.overrides applied): a new run, or one
     continued from a checkpoint (config.resume), whose recipe it takes where config leaves it open.
@@ -92,7 +98,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
             run_folder.write_recipe(run_dir, doc.data, resolved)
             log(f"training {trainer.net.name} ({trainer.info.total_params:,} params) on {trainer.data}: "
                 f"{count(trainer.epochs, 'epoch')}, batch {trainer.batch}, {trainer.build.backend_reason}, device "
-                f"{trainer.device}; run folder {run_dir}")
+                f"{trainer.device}{_processes(trainer)}; run folder {run_dir}")
         return trainer.run(run_dir, data, state, resume_from)
     finally:
         if lock is not None:
