@@ -272,6 +272,8 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     again = torchrun([*continue_with.split()[1:], "--max-steps", "8"], 29518)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "two" / "checkpoints" / "step-000000008.pt").is_file()
+    alone = run_cli("train", str(tmp_path / "two"), "--resume", "--max-steps", "10")  # one process goes on
+    assert alone.returncode == 0 and (tmp_path / "two" / "checkpoints" / "step-000000010.pt").is_file(), alone.stderr
 
 
 @pytest.mark.slow
