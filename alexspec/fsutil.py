@@ -1,10 +1,13 @@
 """Writing files so that a crash never leaves a half-written one behind."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 import re
+import socket
 import tempfile
+from typing import Callable
 
 _TEMPORARY = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what write_atomic's mkstemp names look like
 
@@ -67,3 +70,29 @@ def remove_stray_temporaries(folder: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+def lock_folder(folder: Path, name: str, busy: Callable[[str], Exception]):
+    """An exclusive lock on `folder` (its file `name`, which the kernel unlocks when the process
+    ends, however it ends), held until the returned handle is closed. Where another process holds
+    it, raises busy(who holds it: "process PID on HOST", or "")."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / name, "a+", encoding="utf-8")
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock to take
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return handle  # a file system that cannot lock (some network mounts): go on unlocked
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise busy(holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle

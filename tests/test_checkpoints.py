@@ -290,7 +290,6 @@ def test_a_resumed_run_keeps_its_devices_precision_and_memory_format_unless_give
     assert (older.devices, older.precision, older.channels_last) == (None, None, None)
 
 
-
 @pytest.mark.slow
 def test_a_folder_another_run_is_writing_is_refused_until_that_run_ends(tmp_path):
     import socket

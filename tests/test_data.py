@@ -202,6 +202,26 @@ def test_prepare_data_streams_the_images_to_disk_instead_of_holding_them_all(tmp
     assert read_shards(tmp_path / "shards").train.images.shape == (200, 3, 64, 64)
 
 
+def test_a_second_prepare_data_into_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    import os
+    import socket
+
+    from alexspec.train.data import ShardWriter
+
+    source, shards = make_folder(tmp_path / "imgs"), tmp_path / "shards"
+    assert run_cli("prepare-data", str(source), str(shards), "--size", "8").returncode == 0
+    before = {p.name: p.read_bytes() for p in shards.iterdir()}
+    with ShardWriter(shards, ["cat", "dog"]):  # as a prepare-data in another process, still decoding
+        result = run_cli("prepare-data", str(source), str(shards), "--size", "12")
+        assert result.returncode == 2, result.stderr
+        assert f"{shards}: another prepare-data is writing shards here now (process {os.getpid()} on " \
+               f"{socket.gethostname()}); wait for it to end" in result.stderr, result.stderr
+        assert {p.name: p.read_bytes() for p in shards.iterdir() if p.suffix != ".lock"} == \
+            {name: data for name, data in before.items() if not name.endswith(".lock")}
+    assert run_cli("prepare-data", str(source), str(shards), "--size", "12").returncode == 0
+    assert read_shards(shards).train.images.shape[-1] == 12
+
+
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
     source = make_folder(tmp_path / "imgs")
     site = tmp_path / "site"

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from alexspec.errors import BadInput
+from alexspec.fsutil import lock_folder, write_atomic
 
 
 class DataError(BadInput):
@@ -182,7 +183,8 @@ def synthetic(shape: tuple[int, int, int], classes: int, train_size: int = 512, 
 
 
 SHARD_FORMAT = "alexspec-shards-1"
-SHARD_FILES = {"index.json", *(f"{prefix}{split}.{kind}{suffix}" for split in ("train", "val")
+SHARD_LOCK = ".alexspec-shards.lock"  # held by the prepare-data writing the folder
+SHARD_FILES = {"index.json", SHARD_LOCK, *(f"{prefix}{split}.{kind}{suffix}" for split in ("train", "val")
                                 for kind in ("images.u8", "labels.npy")
                                 for prefix, suffix in (("", ""), (".", ".tmp")))}  # what a ShardWriter writes
 
@@ -192,7 +194,8 @@ class ShardWriter:
     one stopped midway leaves its old shards or no index (refused by read_shards), never an index
     over other data: every file is written in full under a temporary name; `publish` then removes
     the old index, gives the files their names and writes the new index last. Temporaries of a
-    write that stopped are removed."""
+    write that stopped are removed. One writer at a time: while one holds the folder's lock, another
+    is refused."""
 
     def __init__(self, out: Path, classes: list[str]):
         self.out = out
@@ -209,8 +212,12 @@ class ShardWriter:
                                 "or to one `alexspec prepare-data` wrote (its shards are replaced)")
         elif self.out.exists():
             raise DataError(f"{self.out} is a file; the shards go to a folder: name a new one")
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_folder(self.out, SHARD_LOCK, self._busy)
         return self
+
+    def _busy(self, holder: str) -> DataError:
+        return DataError(f"{self.out}: another prepare-data is writing shards here now"
+                         f"{f' ({holder})' if holder else ''}; wait for it to end, or write to another folder")
 
     def split(self, name: str, shape: tuple[int, ...], room: int, fill) -> None:
         """Write split `name`: `fill(store)` puts its images at the front of `store`, a uint8 memmap
@@ -230,8 +237,6 @@ class ShardWriter:
         self.index["splits"][name] = {"count": len(labels), "shape": list(shape)}
 
     def publish(self) -> None:
-        from alexspec.fsutil import write_atomic
-
         (self.out / "index.json").unlink(missing_ok=True)
         while self.written:
             temporary, final = self.written[0]
@@ -242,6 +247,7 @@ class ShardWriter:
     def __exit__(self, *exc) -> None:
         for temporary, _ in self.written:  # a write that stopped: its files never take their names
             temporary.unlink(missing_ok=True)
+        self.lock.close()
 
 
 def _shard_index(path: Path) -> bool:

@@ -8,15 +8,12 @@ taken as a run folder.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 from pathlib import Path
-import socket
 
 from alexspec import __version__
 from alexspec.errors import BadInput
-from alexspec.fsutil import remove_stray_temporaries, write_atomic
+from alexspec.fsutil import lock_folder, remove_stray_temporaries, write_atomic
 from alexspec.spec.bundled import RUN_SPEC
 
 MARKER = "alexspec-run.json"
@@ -80,29 +77,12 @@ def claim(run_dir: Path, continuing: bool):
 
 
 def _lock(run_dir: Path):
-    """An exclusive lock on `run_dir` (its LOCK file, which the kernel unlocks when the process
-    ends, however it ends); BadInput where another process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK, "a+", encoding="utf-8")
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock to take
-        return handle
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            return handle  # a file system that cannot lock (some network mounts): run unlocked, as before
-        handle.seek(0)
-        holder = handle.read().strip()
-        handle.close()
-        raise BadInput(f"{run_dir}: another run is writing this folder now{f' ({holder})' if holder else ''}; wait "
-                       "for it to end, or give -o/--output another folder") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
-    return handle
+    """The lock on `run_dir` (LOCK); BadInput where another process holds it."""
+    def busy(holder: str) -> BadInput:
+        return BadInput(f"{run_dir}: another run is writing this folder now{f' ({holder})' if holder else ''}; wait "
+                        "for it to end, or give -o/--output another folder")
+
+    return lock_folder(run_dir, LOCK, busy)
 
 
 def default(name: str) -> Path:
