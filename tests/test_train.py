@@ -260,10 +260,12 @@ def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[d
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
     one, two, said = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1",
-                                                            "--batch", "32", "--max-steps", "6",
-                                                            "--set", "training.lr=0.02"], 29517)
+                                                            "--batch", "32", "--max-steps", "6", "--log-every",
+                                                            "2", "--set", "training.lr=0.02"], 29517)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    logged = [{m["step"]: m["loss"] for m in metrics(tmp_path / run) if m["kind"] == "step"} for run in ("one", "two")]
+    assert list(logged[0]) == [2, 4, 6] and logged[1] == pytest.approx(logged[0], rel=1e-4)  # the whole batch's
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
     lines = said.splitlines()  # rank 0 speaks for the run: each line once, the launch in the continue line
     assert len(lines) == len(set(lines)) == 4 and "in each of 2 processes (DDP" in lines[1], said
@@ -369,8 +371,8 @@ def test_losses_are_read_from_the_device_once_per_log_window(tmp_path, monkeypat
 
     reads, read = [], losses.PendingLosses.read
 
-    def recorded(self):
-        found = read(self)
+    def recorded(self, combine=None):
+        found = read(self, combine)
         if found:
             reads.append([step for step, _, _ in found])
         return found

@@ -27,6 +27,14 @@ class Distributed:
         torch.distributed.all_reduce(value)
         return bool(value.item())
 
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` averaged over the ranks (each rank's own where there is one)."""
+        if self.world == 1:
+            return values
+        total = values.clone()
+        torch.distributed.all_reduce(total)
+        return total / self.world
+
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()

@@ -121,8 +121,8 @@ class Position:
 
 class _EpochLosses:
     """An epoch's step losses: kept on the device and read a window at a time (one host sync per
-    window), summed for the epoch's mean, every log_every-th written to metrics.jsonl; a
-    non-finite one stops the run."""
+    window; data parallel, averaged over the processes), summed for the epoch's mean, every
+    log_every-th written to metrics.jsonl; a non-finite one stops the run (every process)."""
 
     def __init__(self, trainer: "Trainer", run_dir: Path, epoch: int, loss_sum: float):
         self.trainer, self.run_dir, self.epoch = trainer, run_dir, epoch
@@ -135,7 +135,7 @@ class _EpochLosses:
 
     def settle(self) -> None:
         rate = self.rate()
-        for at, lr, loss in self.pending.read():
+        for at, lr, loss in self.pending.read(combine=self.trainer.dist.mean):  # DDP: the processes' mean
             if not math.isfinite(loss):
                 raise TrainingError(f"the loss became {loss} at epoch {self.epoch + 1}, step {at}; the last good "
                                     f"checkpoint is in {checkpoint.folder(self.run_dir)}. Lower the learning rate "

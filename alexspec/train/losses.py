@@ -21,11 +21,13 @@ class PendingLosses:
         self.steps.append((step, lr))
         self.losses.append(loss.detach().reshape(()).clone())
 
-    def read(self) -> list[tuple[int, float, float]]:
-        """(step, learning rate, loss) of each step kept since the last read, oldest first."""
+    def read(self, combine=None) -> list[tuple[int, float, float]]:
+        """(step, learning rate, loss) of each step kept since the last read, oldest first; the
+        losses first passed through `combine` (a stacked tensor in, one of its shape out) where given."""
         if not self.losses:
             return []
-        values = torch.stack(self.losses).tolist()
+        stacked = torch.stack(self.losses)
+        values = (combine(stacked) if combine is not None else stacked).tolist()
         read = [(step, lr, value) for (step, lr), value in zip(self.steps, values)]
         self.steps, self.losses = [], []
         return read
