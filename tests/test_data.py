@@ -222,6 +222,33 @@ def test_a_second_prepare_data_into_the_same_folder_is_refused_while_the_first_w
     assert read_shards(shards).train.images.shape[-1] == 12
 
 
+def test_prepare_data_stopped_by_sigterm_leaves_no_temporaries(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    source, shards = make_folder(tmp_path / "imgs", per_class=40), tmp_path / "shards"
+    slow_decoding = ("import time, sys\n"
+                     "from alexspec.train import image_folder\n"
+                     "decode = image_folder.decode\n"
+                     "image_folder.decode = lambda *a: (time.sleep(0.05), decode(*a))[1]\n"
+                     "from alexspec.cli import main\n"
+                     "sys.exit(main(sys.argv[1:]))\n")
+    process = subprocess.Popen([sys.executable, "-c", slow_decoding, "prepare-data", str(source), str(shards),
+                                "--size", "8", "--workers", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (shards / ".train.images.u8.tmp").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # decoding now
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr, stderr
+    assert sorted(p.name for p in shards.iterdir()) == [".alexspec-shards.lock"]  # no half-written shards
+
+
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
     source = make_folder(tmp_path / "imgs")
     site = tmp_path / "site"

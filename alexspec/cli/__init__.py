@@ -3,13 +3,17 @@
 Exit codes: 0 success, 2 bad input (a spec problem, a bad argument, a missing file, an
 unusable checkpoint: SpecError and BadInput; a network or batch too big for the memory),
 3 training diverged, 1 an internal error (any other exception: a bug, printed with its
-traceback and a request to report it).
+traceback and a request to report it), 130 Ctrl-C, 143 SIGTERM (both unwind, so what a command
+was writing is removed, not left half-written; training saves and exits 0).
 """
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 
 from alexspec import __version__
@@ -60,6 +64,29 @@ def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argu
     return next(action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command stands, so that it unwinds as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """Within: SIGTERM (`kill`, a job scheduler's stop) raises Terminated instead of ending the process
+    where it stands, so what a command was writing is cleaned up (prepare-data's shard temporaries,
+    each atomic write's temporary file) as for Ctrl-C. Training installs its own handler: it saves."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -73,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         command_parser = _command_parsers(parser)[args.command]
         command_parser.error(unknown_arguments.explain(extras, argv, command_parser, args.command))
     try:
-        return args.func(args)
+        with _sigterm_unwinds():
+            return args.func(args)
     except SpecError as error:
         print_problems(error)
         return EXIT_BAD_INPUT
@@ -88,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # an output path that cannot be written
         print(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        print("stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
