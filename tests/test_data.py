@@ -249,6 +249,60 @@ def test_prepare_data_stopped_by_sigterm_leaves_no_temporaries(tmp_path):
     assert sorted(p.name for p in shards.iterdir()) == [".alexspec-shards.lock"]  # no half-written shards
 
 
+def test_prepare_data_says_before_decoding_when_the_disk_has_no_room_for_the_shards(tmp_path, monkeypatch):
+    import shutil
+
+    from alexspec.train import image_folder
+
+    source, shards = make_folder(tmp_path / "imgs"), tmp_path / "new" / "shards"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage._replace(free=10_000))
+    monkeypatch.setattr(image_folder, "decode", lambda *a: pytest.fail("decoded before the disk was checked"))
+    with pytest.raises(DataError) as refused:
+        prepare_shards(source, shards, size=16)
+    # 24 images of 3 x 16 x 16 bytes: 18,432 bytes; at --size 8, a quarter of that
+    assert str(refused.value) == (f"{shards}: the shards of 24 images at 3x16x16 need 18.0 KiB, and its disk has "
+                                  "9.8 KiB free; free some space, write them to another disk, or give a smaller "
+                                  "--size (--size 8: 4.5 KiB)")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_disk_filling_up_midway_is_a_clear_error_not_a_crash_and_keeps_the_old_shards(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from alexspec.train import data
+
+    source, shards = make_folder(tmp_path / "imgs"), tmp_path / "shards"
+    assert run_cli("prepare-data", str(source), str(shards), "--size", "8").returncode == 0
+    shard_files = lambda: {p.name: p.read_bytes() for p in shards.iterdir() if p.suffix != ".lock"}  # noqa: E731
+    before = shard_files()
+
+    class FillingUp:  # a disk with room for 2,000 more bytes
+        def __init__(self, handle):
+            self.handle, self.room = handle, 2000
+
+        def write(self, chunk):
+            if len(chunk) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(chunk)
+            return self.handle.write(chunk)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    monkeypatch.setattr(data, "open", lambda *a, **k: FillingUp(builtins.open(*a, **k)), raising=False)
+    with pytest.raises(DataError, match=f"^{shards}: its disk is full; free some space"):
+        prepare_shards(source, shards, size=16)  # each image 768 bytes: the third does not fit
+    assert shard_files() == before  # the old shards, whole, and no temporaries
+
+
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
     source = make_folder(tmp_path / "imgs")
     site = tmp_path / "site"

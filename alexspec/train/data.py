@@ -8,6 +8,7 @@ shards (`alexspec prepare-data`) are numpy memmaps read one batch at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import errno
 import json
 import math
 import os
@@ -219,16 +220,20 @@ class ShardWriter:
         return DataError(f"{self.out}: another prepare-data is writing shards here now"
                          f"{f' ({holder})' if holder else ''}; wait for it to end, or write to another folder")
 
-    def split(self, name: str, shape: tuple[int, ...], room: int, fill) -> None:
-        """Write split `name`: `fill(store)` puts its images at the front of `store`, a uint8 memmap
-        of `room` images of `shape`, and returns their labels (int64)."""
+    def split(self, name: str, shape: tuple[int, ...], fill) -> None:
+        """Write split `name`: `fill(store)` puts its uint8 images of `shape` into `store` in order
+        (store[0] = first, store[1] = ...) and returns their labels (int64)."""
         self.written.append((self.out / f".{name}.images.u8.tmp", self.out / f"{name}.images.u8"))
-        images = self.written[-1][0]
-        store = np.memmap(images, dtype=np.uint8, mode="w+", shape=(max(room, 1), *shape))
-        labels = fill(store)
-        store.flush()
-        del store
-        os.truncate(images, len(labels) * math.prod(shape))  # room for the unreadable ones given back
+        try:
+            with open(self.written[-1][0], "wb") as handle:
+                labels = fill(_Appender(handle))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise DataError(f"{self.out}: its disk is full; free some space, write the shards to another disk, "
+                            "or give a smaller --size (the shards there before are kept)") from None
         self.written.append((self.out / f".{name}.labels.npy.tmp", self.out / f"{name}.labels.npy"))
         with open(self.written[-1][0], "wb") as handle:
             np.save(handle, labels)
@@ -248,6 +253,21 @@ class ShardWriter:
         for temporary, _ in self.written:  # a write that stopped: its files never take their names
             temporary.unlink(missing_ok=True)
         self.lock.close()
+
+
+class _Appender:
+    """A split's images file written one image after another (`appender[i] = image`, i counting up
+    from 0): a full disk fails a file write with ENOSPC, where a memmap's write into a sparse file
+    would end the process with SIGBUS midway."""
+
+    def __init__(self, handle):
+        self.handle, self.count = handle, 0
+
+    def __setitem__(self, index: int, image: np.ndarray) -> None:
+        if index != self.count:
+            raise IndexError(f"images are appended in order: image {self.count} next, not {index}")
+        self.handle.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+        self.count += 1
 
 
 def _shard_index(path: Path) -> bool:

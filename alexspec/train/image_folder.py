@@ -14,6 +14,7 @@ from functools import partial
 import math
 import os
 from pathlib import Path
+import shutil
 import sys
 from typing import Iterator, Optional
 
@@ -177,7 +178,8 @@ class _Reader:
         self.progress = progress
 
     def fill(self, part: str, store) -> np.ndarray:
-        """Decode `part`'s files into `store` (room for them all); returns the readable ones' labels."""
+        """Decode `part`'s files into `store` in order (store[0], store[1], ...: an array with room for
+        them all, or a ShardWriter's file); returns the readable ones' labels."""
         from tqdm import tqdm
 
         files, labels = self.listing.files[part], []
@@ -234,6 +236,19 @@ def image_folder(root: Path, size: int, channels: int = 3, workers: Optional[int
     return Dataset(listing.root.name, splits["train"], splits["val"], listing.classes, tuple(reader.unreadable))
 
 
+def _check_room(out: Path, images: int, shape: tuple[int, ...]) -> None:
+    """DataError, before any image is decoded, where `out`'s disk has no room for the shards."""
+    need = images * math.prod(shape)
+    where = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        smaller = shape[-1] // 2
+        raise DataError(f"{out}: the shards of {count(images, 'image')} at {'x'.join(map(str, shape))} need "
+                        f"{human_bytes(need)}, and its disk has {human_bytes(free)} free; free some space, write "
+                        f"them to another disk, or give a smaller --size (--size {smaller}: "
+                        f"{human_bytes(images * math.prod(shape[:-2]) * smaller * smaller)})")
+
+
 def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers: Optional[int] = None,
                    progress: bool = False) -> Dataset:
     """Decode the image folder `root` straight into shards in `out` (alexspec.train.data.ShardWriter:
@@ -244,8 +259,9 @@ def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers:
             raise DataError(f"{out} is inside {root}/{part}/, where it would be read as a class of images; write "
                             "the shards outside the image folder's train/ and val/")
     reader = _Reader(listing, size, channels, workers, progress)
+    _check_room(Path(out), listing.total, reader.shape)
     with ShardWriter(Path(out), listing.classes) as writer:
         for part in PARTS:
-            writer.split(part, reader.shape, len(listing.files[part]), partial(reader.fill, part))
+            writer.split(part, reader.shape, partial(reader.fill, part))
         writer.publish()
     return replace(read_shards(Path(out)), unreadable=tuple(reader.unreadable))
