@@ -132,7 +132,7 @@ def _eight_bit(image):
         raise ValueError("32-bit float pixels; save the image with 8 or 16 bits a channel")
     if image.mode not in SIXTEEN_BIT_MODES:
         return image
-    values = np.asarray(image, dtype=np.int64)
+    values = np.asarray(image, dtype=np.int32)  # 65535 * 255 fits
     if values.size and (values.min() < 0 or values.max() > 65535):
         raise ValueError("32-bit pixels beyond 16 bits' 0..65535; save the image with 8 or 16 bits a channel")
     return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), "L")
