@@ -59,8 +59,15 @@ def build(spec: str | Path | dict | Document, backend: str = "auto",
     fit the devices' memory (alexspec.memory_check).
     """
     info = analyse(spec_source(spec))
+    placed = not devices
     devices = tuple(devices) if devices else tuple(info.network.placement)
-    resolved = tuple(resolve_devices(devices))
+    try:
+        resolved = tuple(resolve_devices(devices))
+    except BadInput as error:
+        if not placed:
+            raise
+        raise BadInput(f"{info.network.name}'s spec places it on {', '.join(devices)} (its `placement`); {error}") \
+            from None
     check_fits(info, resolved, training)
     generated = generate(info, fuse=fuse, fuse_lrn_pool=fuse_lrn_pool, fuse_conv_lrn=fuse_conv_lrn)
     cls = module_class(generated, f"<alexspec {info.network.name}>")

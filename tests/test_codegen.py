@@ -269,6 +269,17 @@ def test_cuda_placement_on_a_machine_without_cuda_is_explained():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="need CUDA, which this machine does not have"):
         alexspec.compile(SPECS / "alexnet.yaml")  # the spec places its towers on cuda:0 and cuda:1
+    from alexspec.builder import build
+
+    with pytest.raises(ValueError) as placed:
+        build(SPECS / "alexnet.yaml")
+    assert str(placed.value) == ("alexnet's spec places it on cuda:0, cuda:1 (its `placement`); the devices cuda:0, "
+                                 "cuda:1 need CUDA, which this machine does not have; run on the CPU with --device "
+                                 "cpu, the towers sharing it (in Python: devices=['cpu'])")
+    with pytest.raises(ValueError) as given:
+        build(SPECS / "digits.yaml", devices=["cuda"])
+    assert str(given.value) == ("the device cuda needs CUDA, which this machine does not have; run on the CPU with "
+                                "--device cpu (in Python: devices=['cpu'])")
 
 
 @pytest.mark.parametrize("spec, folder", [("alexnet", "build"), ("digits", "my-build"), ("lenet5", "out dir/build")])

@@ -54,8 +54,10 @@ def resolve_devices(devices) -> list[str]:
             raise BadInput(f"{name!r} is not a device; name cpu, cuda, cuda:N, mps or auto") from None
     wanted = [d for d in resolved if d.startswith("cuda")]
     if wanted and not cuda:
-        raise BadInput(f"the devices {', '.join(resolved)} need CUDA, which this machine does not have; "
-                         "choose CPU devices (--device cpu, or devices=['cpu'])")
+        named = f"the devices {', '.join(resolved)} need" if len(resolved) > 1 else f"the device {resolved[0]} needs"
+        towers = ", the towers sharing it" if len(resolved) > 1 else ""
+        raise BadInput(f"{named} CUDA, which this machine does not have; run on the CPU with --device cpu{towers} "
+                       "(in Python: devices=['cpu'])")
     if "mps" in resolved and not torch.backends.mps.is_available():
         raise BadInput("the device mps needs Apple's Metal (MPS), which this machine (or this PyTorch build) does "
                        "not have; choose cpu" + (" or cuda" if cuda else ""))
