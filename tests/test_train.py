@@ -259,16 +259,21 @@ def train_one_and_two_processes(tmp_path, args: list[str], port: int) -> tuple[d
 
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
-    one, two, said = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "1",
-                                                            "--batch", "32", "--max-steps", "6", "--log-every",
+    # 512 synthetic images in batches of 128: 4 steps an epoch, validated (128 images) at step 4
+    one, two, said = train_one_and_two_processes(tmp_path, ["lenet5", "--data", "synthetic", "--epochs", "3",
+                                                            "--batch", "128", "--max-steps", "6", "--log-every",
                                                             "2", "--set", "training.lr=0.02"], 29517)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     logged = [{m["step"]: m["loss"] for m in metrics(tmp_path / run) if m["kind"] == "step"} for run in ("one", "two")]
     assert list(logged[0]) == [2, 4, 6] and logged[1] == pytest.approx(logged[0], rel=1e-4)  # the whole batch's
+    validated = [[m for m in metrics(tmp_path / run) if m["kind"] == "epoch"] for run in ("one", "two")]
+    assert [m["step"] for m in validated[1]] == [4]  # each process validated half; the sums are the whole's
+    for key in ("val_loss", "top1_error", "top5_error", "train_loss"):
+        assert validated[1][0][key] == pytest.approx(validated[0][0][key], rel=1e-4, abs=1e-6), key
     assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
     lines = said.splitlines()  # rank 0 speaks for the run: each line once, the launch in the continue line
-    assert len(lines) == len(set(lines)) == 4 and "in each of 2 processes (DDP" in lines[1], said
+    assert len(lines) == len(set(lines)) == 5 and "in each of 2 processes (DDP" in lines[1], said
     continue_with = lines[-1].split("continue with: ")[1]
     assert continue_with == f"torchrun --nproc-per-node 2 -m alexspec train {tmp_path / 'two'} --resume"
     again = torchrun([*continue_with.split()[1:], "--max-steps", "8"], 29518)
@@ -276,6 +281,28 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert (tmp_path / "two" / "checkpoints" / "step-000000008.pt").is_file()
     alone = run_cli("train", str(tmp_path / "two"), "--resume", "--max-steps", "10")  # one process goes on
     assert alone.returncode == 0 and (tmp_path / "two" / "checkpoints" / "step-000000010.pt").is_file(), alone.stderr
+
+
+@pytest.mark.slow
+def test_ddp_validation_with_batchnorm_is_the_checkpoints(tmp_path):
+    """Each process's last step updates its own batch-norm statistics; the epoch's validation, each
+    process taking half the images, is made with rank 0's, the ones the checkpoint holds."""
+    spec = tmp_path / "bn.yaml"
+    spec.write_text("alexspec: 1\nname: tiny_bn\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                    "  - {name: conv, type: conv, out: 8, kernel: 3, padding: 1, bias: false}\n"
+                    "  - {name: bn, type: batchnorm}\n  - {name: relu, type: relu}\n"
+                    "  - {name: flatten, type: flatten}\n  - {name: fc, type: linear, out: 10}\n"
+                    "training: {lr: 0.05, batch: 128, epochs: 1}\n")
+    ddp = torchrun(["--nproc-per-node", "2", "-m", "alexspec", "train", str(spec), "--data", "synthetic",
+                    "--out", str(tmp_path / "run")], 29531)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    [logged] = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
+    evaluated = run_cli("eval", str(tmp_path / "run"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    found = json.loads(evaluated.stdout.splitlines()[-1])
+    assert found["checkpoint"].endswith("best.pt")
+    for key in ("val_loss", "top1_error", "top5_error"):
+        assert found[key] == pytest.approx(logged[key], rel=1e-6, abs=1e-7), key  # rank 1's own: 1e-5 off
 
 
 @pytest.mark.slow
@@ -455,3 +482,10 @@ def test_the_continue_line_repeats_the_torchrun_launch(world, local, said):
 
     with settings.override(world_size=world, local_world_size=local):
         assert _continue_command(Path("runs/my run")) == said
+
+
+def test_data_parallel_on_gpus_takes_gloo_for_cpu_tensors_beside_nccl():
+    from alexspec.train.distributed import backend
+
+    # the stop flag and the validation sums are CPU tensors, which NCCL alone refuses
+    assert backend("cuda:0") == "cpu:gloo,cuda:nccl" and backend("cpu") == "gloo"

@@ -7,13 +7,19 @@ import torch
 from alexspec import settings
 
 
+def backend(device: str) -> str:
+    """The process group's backends: gloo for CPU tensors (the stop flag, the validation sums) and, on
+    GPUs, NCCL for CUDA ones (the gradients, the losses); NCCL alone refuses CPU tensors."""
+    return "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
+
+
 class Distributed:
     """Rank and world size under torchrun (WORLD_SIZE, RANK); the process group joined on first use."""
 
     def __init__(self, device: str):
         self.world, self.rank = settings.current().world_size, settings.current().rank
         if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            torch.distributed.init_process_group(backend(device))
 
     @property
     def main(self) -> bool:
@@ -27,13 +33,24 @@ class Distributed:
         torch.distributed.all_reduce(value)
         return bool(value.item())
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """`values` averaged over the ranks (each rank's own where there is one)."""
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` summed over the ranks (a new tensor; `values` itself where there is one rank)."""
         if self.world == 1:
             return values
         total = values.clone()
         torch.distributed.all_reduce(total)
-        return total / self.world
+        return total
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` averaged over the ranks."""
+        return self.sum(values) / self.world if self.world > 1 else values
+
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch-norm statistics, which each rank's last training
+        step updated from its own share of the batch), as the checkpoint holds them."""
+        if self.world > 1:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, 0)
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -191,8 +191,10 @@ class Trainer:
         self.doc = doc
 
     def evaluate(self, data: Dataset, crops: int = 1) -> dict:
-        """Loss and top-1/top-5 error on the validation split (alexspec.train.evaluate)."""
-        return evaluate(self.module, self.net, data, self.inputs, self.config.precision, crops)
+        """Loss and top-1/top-5 error on the validation split (alexspec.train.evaluate); data parallel,
+        each process validates its share, with rank 0's buffers."""
+        self.dist.share_buffers(self.module)
+        return evaluate(self.module, self.net, data, self.inputs, self.config.precision, crops, dist=self.dist)
 
     def recipe(self) -> dict:
         """What a resumed run takes from its checkpoint unless told otherwise: the data, epochs,
