@@ -303,6 +303,17 @@ def test_a_disk_filling_up_midway_is_a_clear_error_not_a_crash_and_keeps_the_old
     assert shard_files() == before  # the old shards, whole, and no temporaries
 
 
+def test_prepare_data_without_a_terminal_says_where_it_is_once_a_minute(tmp_path, monkeypatch, capsys):
+    from alexspec.train import progress
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # every image instead of once a minute
+    prepare_shards(make_folder(tmp_path / "imgs"), tmp_path / "shards", size=8, progress=False)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" images (")[0] for line in lines] == \
+        [f"decoding {part}/: {done}/12" for part in ("train", "val") for done in range(1, 12)]
+    assert lines[0].startswith("decoding train/: 1/12 images (8%), ") and " images/s, about " in lines[0]
+
+
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):
     source = make_folder(tmp_path / "imgs")
     site = tmp_path / "site"

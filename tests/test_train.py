@@ -489,3 +489,21 @@ def test_data_parallel_on_gpus_takes_gloo_for_cpu_tensors_beside_nccl():
 
     # the stop flag and the validation sums are CPU tensors, which NCCL alone refuses
     assert backend("cuda:0") == "cpu:gloo,cuda:nccl" and backend("cpu") == "gloo"
+
+
+def test_without_a_terminal_training_says_where_it_is_once_a_minute(monkeypatch):
+    from alexspec.train import progress
+
+    said = []
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # every step instead of once a minute
+    with progress.Progress(epochs=2, steps_per_epoch=4, main=True, log=said.append, bar=False) as shown:
+        for index in range(1, 5):
+            shown.update(0, index, None if index == 1 else 2.5, 0.01, 256.0)
+    assert [line.split(", about")[0] for line in said] == [
+        "epoch 1/2: 1/4 steps (25%), lr 0.01, 256 img/s", "epoch 1/2: 2/4 steps (50%), loss 2.500, lr 0.01, 256 img/s",
+        "epoch 1/2: 3/4 steps (75%), loss 2.500, lr 0.01, 256 img/s"]  # the epoch's end has its own line
+    assert all(" left" in line for line in said)
+    quiet = []
+    with progress.Progress(epochs=2, steps_per_epoch=4, main=False, log=quiet.append, bar=False) as shown:
+        shown.update(0, 1, 2.5, 0.01, 256.0)
+    assert quiet == []  # rank 0 speaks for a data-parallel run

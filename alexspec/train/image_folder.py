@@ -25,6 +25,7 @@ from alexspec import memory_check
 from alexspec.errors import first_line
 from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
+from alexspec.train.progress import LogLines
 from alexspec.words import count
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
@@ -171,6 +172,7 @@ class _Reader:
     the unreadable ones' names and stopping once they are more than 1 % of all."""
 
     def __init__(self, listing: Listing, size: int, channels: int, workers: Optional[int], progress: bool):
+        """`progress`: a bar (a terminal's), else a line a minute on stderr (a log's)."""
         self.listing, self.size, self.mode = listing, size, _mode(channels)
         self.shape = (channels, size, size)
         self.workers = workers or default_workers()
@@ -183,9 +185,11 @@ class _Reader:
         from tqdm import tqdm
 
         files, labels = self.listing.files[part], []
+        lines = LogLines(f"decoding {part}/", len(files), "image", partial(print, file=sys.stderr, flush=True))
         with tqdm(total=len(files), desc=part, unit="image", file=sys.stderr, dynamic_ncols=True,
                   disable=not self.progress) as bar:
-            for (file, label), image in zip(files, _decoded(files, self.size, self.mode, self.workers)):
+            for done, ((file, label), image) in enumerate(zip(files, _decoded(files, self.size, self.mode,
+                                                                              self.workers)), 1):
                 if isinstance(image, str):
                     self.unreadable.append(f"{file.relative_to(self.listing.root)} ({image})")
                     self._check_unreadable()
@@ -193,6 +197,8 @@ class _Reader:
                     store[len(labels)] = image
                     labels.append(label)
                 bar.update(1)
+                if not self.progress:
+                    lines.update(done)
         if not labels:
             raise DataError(f"{self.listing.root}/{part} holds no readable images")
         if part == "train":

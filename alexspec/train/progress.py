@@ -1,26 +1,59 @@
-"""What a run shows while it trains: a progress bar with ETA on a terminal, a line per epoch."""
+"""What long work shows: a progress bar with ETA on a terminal; in a log (stderr no terminal), a
+line a minute (LogLines); a run, a line per epoch either way."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable, Optional
+
+from alexspec.words import duration
+
+LINE_EVERY_S = 60.0  # in a log, a progress line at most this often
+
+
+class LogLines:
+    """Progress for a log: as `done` of `total` units count up, a line through `say` each time
+    LINE_EVERY_S has passed since the last: 'WHAT: 1,200/5,005 UNITs (24%), DETAIL, about 5 min
+    left', DETAIL by default the units a second."""
+
+    def __init__(self, what: str, total: int, unit: str, say: Callable[[str], None], done: int = 0):
+        self.what, self.total, self.unit, self.say = what, total, unit, say
+        self.start_done = done
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int, detail: Optional[str] = None) -> None:
+        now = time.monotonic()
+        if now - self.last < LINE_EVERY_S or done >= self.total:
+            return
+        self.last = now
+        rate = (done - self.start_done) / max(now - self.start, 1e-9)
+        detail = f"{rate:,.0f} {self.unit}s/s" if detail is None else detail
+        left = f", about {duration((self.total - done) / rate)} left" if rate > 0 else ""
+        self.say(f"{self.what}: {done:,}/{self.total:,} {self.unit}s ({done / self.total:.0%}), {detail}{left}")
 
 
 class Progress:
-    """A tqdm bar per epoch where `bar` (None: stderr is a terminal) and on the main rank; a plain
-    line per epoch through `log` on the main rank either way."""
+    """A tqdm bar per epoch where `bar` (None: stderr is a terminal), else a line a minute (LogLines),
+    and a line per epoch, through `log`; on the main rank only."""
 
     def __init__(self, epochs: int, steps_per_epoch: int, main: bool, log: Callable[[str], None],
                  bar: Optional[bool] = None):
         self.epochs, self.steps, self.main, self.log = epochs, steps_per_epoch, main, log
         self.bar_wanted = (sys.stderr.isatty() if bar is None else bar) and main
         self.bar = None
+        self.lines: Optional[LogLines] = None
 
     def __enter__(self):
         return self
 
     def update(self, epoch: int, index: int, loss: Optional[float], lr: float, rate: float) -> None:
         """After a step; `loss` is the last one read from the device (None before the first)."""
+        if not self.main:
+            return
         if not self.bar_wanted:
+            if self.lines is None or self.lines.what != f"epoch {epoch + 1}/{self.epochs}":
+                self.lines = LogLines(f"epoch {epoch + 1}/{self.epochs}", self.steps, "step", self.log, index - 1)
+            self.lines.update(index, ("" if loss is None else f"loss {loss:.3f}, ") + f"lr {lr:.3g}, {rate:,.0f} img/s")
             return
         if self.bar is None:
             from tqdm import tqdm
