@@ -319,6 +319,28 @@ def test_import_never_writes_its_spec_or_weights_over_a_file_of_another_kind(tmp
     assert not (tmp_path / "s.yaml").exists()
 
 
+def test_import_writes_again_only_over_its_own_outputs(tmp_path):
+    import torch
+
+    (tmp_path / "mynets.py").write_text("from torch import nn\n"
+                                        "def Small():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())\n")
+    again = ["import", "python:mynets:Small", "--input", "1,5,5", "-o", "s.yaml", "--weights-out", "w.pt"]
+    for _ in range(2):  # an import's own spec and weights are written again
+        result = run_cli(*again, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    (tmp_path / "mine.yaml").write_text("alexspec: 1  # my own net\n")
+    trained = {"model": {"0.weight": torch.ones(2, 1, 3, 3)}, "step": 500}
+    torch.save(trained, tmp_path / "trained.pt")
+    before = (tmp_path / "trained.pt").read_bytes()
+    for args, said in [(["-o", "mine.yaml"], "-o mine.yaml: a spec that alexspec import did not write is there"),
+                       (["-o", "s2.yaml", "--weights-out", "trained.pt"],
+                        "--weights-out trained.pt: weights that alexspec import did not write are there")]:
+        result = run_cli("import", "python:mynets:Small", "--input", "1,5,5", *args, cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert (tmp_path / "mine.yaml").read_text() == "alexspec: 1  # my own net\n"
+    assert (tmp_path / "trained.pt").read_bytes() == before and not (tmp_path / "s2.yaml").exists()
+
+
 def test_a_module_alexspec_compiled_is_sent_back_to_its_spec(tmp_path):
     # before, its layers were traced into and refused as "conv1_weight (get_attr conv1.weight) reads no value"
     assert run_cli("compile", "digits", "-o", str(tmp_path / "build")).returncode == 0

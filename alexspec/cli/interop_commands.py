@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alexspec import analyse
 from alexspec.cli.common import SPEC_HELP, check_output_kind, device_list, resolve_spec
+from alexspec.errors import BadInput
 from alexspec.words import count
 
 EXAMPLES = {
@@ -76,7 +77,7 @@ def cmd_import(args) -> int:
                                    follows=args.source.split(":", 1)[0])
         spec = imported.spec
     out = Path(args.output)
-    write_atomic(out, "# Imported by `alexspec import " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
+    write_atomic(out, f"{IMPORT_HEADER} " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
                  + yaml_module.safe_dump(spec, sort_keys=False, width=110))
     info = analyse(str(out))
     print(f"wrote {out}: {info.network.name}, {count(len(info.layers), 'layer')}, {info.total_params:,} params")
@@ -90,11 +91,33 @@ def cmd_import(args) -> int:
     return 0
 
 
+IMPORT_HEADER = "# Imported by `alexspec import"  # the first line of each spec import writes
+
+
 def _check_import_outputs(spec: str, weights: str | None) -> None:
-    """BadInput where -o is no spec's name or --weights-out no checkpoint's (see check_output_kind)."""
+    """BadInput where -o is no spec's name or --weights-out no checkpoint's (see check_output_kind),
+    or names a file that an earlier import did not write (a spec of the user's, a trained
+    checkpoint, the --weights read): only an import's own outputs are written again."""
     check_output_kind(spec, (".yaml", ".yml"), "the spec is YAML", f"-o {spec}")
+    if Path(spec).is_file() and not _first_line(Path(spec)).startswith(IMPORT_HEADER):
+        raise BadInput(f"-o {spec}: a spec that alexspec import did not write is there (it would be replaced); "
+                       "give -o another name, or move that file away first")
     if weights is not None:
+        from alexspec.train import checkpoint
+
         check_output_kind(weights, (".pt", ".pth"), "the weights are a checkpoint", f"--weights-out {weights}")
+        if Path(weights).exists() and not checkpoint.is_imported_weights(Path(weights)):
+            raise BadInput(f"--weights-out {weights}: weights that alexspec import did not write are there (a "
+                           "trained checkpoint, the weights read?); give --weights-out another name, or move that "
+                           "file away first")
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline()
+    except OSError:
+        return ""
 
 
 def _load_weights(model, path: Path) -> None:

@@ -115,9 +115,20 @@ def save(run_dir: Path, state: dict, step: int, keep: int = 3, best: bool = Fals
     return path
 
 
+IMPORTED = "alexspec import"  # the `made_by` of an imported model's weights
+
+
 def save_weights(path: Path, model_state: dict, network: str) -> None:
     """Write weights alone (an imported model's) as a checkpoint that eval and export take."""
-    write_atomic(path, to_bytes({"model": model_state, "network_hash": network, "step": 0}))
+    write_atomic(path, to_bytes({"model": model_state, "network_hash": network, "step": 0, "made_by": IMPORTED}))
+
+
+def is_imported_weights(path: Path) -> bool:
+    """Whether `path` holds weights that save_weights wrote (so writing them again loses nothing)."""
+    try:
+        return _read(Path(path)).get("made_by") == IMPORTED
+    except (CheckpointError, AttributeError):
+        return False
 
 
 def _numbered(directory: Path) -> list[tuple[int, Path]]:
