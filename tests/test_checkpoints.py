@@ -337,3 +337,19 @@ def test_continuing_an_earlier_checkpoint_in_place_is_refused_so_the_later_ones_
     assert snapshot(run) == before  # before: step-2 and its metrics were replaced without a word
     resume(earlier, out=str(tmp_path / "branch"), max_steps=3)  # a new folder takes the branch
     assert checkpoint.latest(tmp_path / "branch").name == "step-000000003.pt" and snapshot(run) == before
+
+
+def test_eval_without_a_terminal_says_where_it_is_once_a_minute(tmp_path, monkeypatch, capsys):
+    from alexspec.builder import build
+    from alexspec.spec import load_file
+    from alexspec.train import progress
+    from alexspec.train.evaluate import evaluate_checkpoint
+
+    built = build(ROOT / "specs" / "digits.yaml", backend="torch", devices=["cpu"])
+    checkpoint.save_weights(tmp_path / "w.pt", built.module.state_dict(), checkpoint.network_hash(built.info))
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # every batch instead of once a minute
+    found = evaluate_checkpoint(load_file(ROOT / "specs" / "digits.yaml"), tmp_path / "w.pt", "digits", crops=1,
+                                backend="torch", devices=["cpu"])
+    assert found["images"] == 360  # in batches of 256: one line, after the first
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluating (1 crop): 256/360 images (71%), "), lines

@@ -3,9 +3,11 @@ split, the softmax averaged over 1 or 10 crops; `alexspec eval` and the trainer'
 It needs no optimizer: `evaluate_checkpoint` builds the network, loads a checkpoint and evaluates."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 import sys
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +21,11 @@ from alexspec.words import count, listed
 
 
 def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs: NetworkInput, precision: str,
-             crops: int = 1, batch: int = 256, dist=None) -> dict:
+             crops: int = 1, batch: int = 256, dist=None, shown: Optional[Callable[[int], None]] = None) -> dict:
     """val_loss, top1_error and top5_error of `module` (left in training mode) on `data.val`; with
     `dist` (alexspec.train.distributed.Distributed) each process takes its share of the images and
-    the sums are combined, so data-parallel validation takes 1/world of the time."""
+    the sums are combined, so data-parallel validation takes 1/world of the time. `shown` is told
+    the number of images done after each batch (a progress display)."""
     module.eval()
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
     ends_with_softmax = isinstance(network.layers[-1], ir.Softmax)
@@ -42,6 +45,8 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
             top1 += (best5[:, 0] == labels).sum().item()
             top5 += (best5 == labels[:, None]).any(dim=1).sum().item()
             total += len(labels)
+            if shown is not None:
+                shown(total)
     module.train()
     if dist is not None:
         total, loss_sum, top1, top5 = dist.sum(torch.tensor([total, loss_sum, top1, top5], dtype=torch.float64)).tolist()
@@ -161,5 +166,21 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
     module = built.module.to(memory_format=torch.channels_last) if channels_last else built.module
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     inputs = NetworkInput(network.input, training.augmentation, device, channels_last)
-    metrics = evaluate(module, network, data, inputs, precision, crops)
+    with _progress(len(data.val), crops) as shown:
+        metrics = evaluate(module, network, data, inputs, precision, crops, shown=shown)
     return {"checkpoint": str(path), "crops": crops, "network": network.name, "images": len(data.val), **metrics}
+
+
+@contextmanager
+def _progress(images: int, crops: int) -> Iterator[Callable[[int], None]]:
+    """What `alexspec eval` shows as it goes: a bar on a terminal, else a line a minute on stderr."""
+    from tqdm import tqdm
+
+    from alexspec.train.progress import LogLines
+
+    what = f"evaluating ({count(crops, 'crop')})"
+    if not sys.stderr.isatty():
+        yield LogLines(what, images, "image", partial(print, file=sys.stderr, flush=True)).update
+        return
+    with tqdm(total=images, desc=what, unit="image", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        yield lambda done: bar.update(done - bar.n)
