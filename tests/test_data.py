@@ -574,7 +574,7 @@ def test_an_image_folder_opened_for_training_shows_its_decoding_where_asked(tmp_
     assert "image/s" not in capsys.readouterr().err  # not on a terminal: no bar
     data = open_data(str(source), (3, 8, 8), 2, None, progress=True)
     err = capsys.readouterr().err
-    assert "train: 100%" in err and "12/12" in err and "val: 100%" in err and len(data.train) == 12
+    assert "decoding train/: 100%" in err and "12/12" in err and "decoding val/: 100%" in err and len(data.train) == 12
 
 
 def test_data_that_names_a_file_is_told_it_is_a_file(tmp_path):

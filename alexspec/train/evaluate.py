@@ -3,11 +3,9 @@ split, the softmax averaged over 1 or 10 crops; `alexspec eval` and the trainer'
 It needs no optimizer: `evaluate_checkpoint` builds the network, loads a checkpoint and evaluates."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 import sys
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +14,7 @@ from alexspec import ir
 from alexspec.train import augment
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset
+from alexspec.train.progress import counting
 from alexspec.train.step import autocast
 from alexspec.words import count, listed
 
@@ -166,21 +165,7 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
     module = built.module.to(memory_format=torch.channels_last) if channels_last else built.module
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     inputs = NetworkInput(network.input, training.augmentation, device, channels_last)
-    with _progress(len(data.val), crops) as shown:
+    with counting(f"evaluating ({count(crops, 'crop')})", len(data.val), "image", sys.stderr.isatty()) as shown:
         metrics = evaluate(module, network, data, inputs, precision, crops, shown=shown)
     return {"checkpoint": str(path), "crops": crops, "network": network.name, "images": len(data.val), **metrics}
 
-
-@contextmanager
-def _progress(images: int, crops: int) -> Iterator[Callable[[int], None]]:
-    """What `alexspec eval` shows as it goes: a bar on a terminal, else a line a minute on stderr."""
-    from tqdm import tqdm
-
-    from alexspec.train.progress import LogLines
-
-    what = f"evaluating ({count(crops, 'crop')})"
-    if not sys.stderr.isatty():
-        yield LogLines(what, images, "image", partial(print, file=sys.stderr, flush=True)).update
-        return
-    with tqdm(total=images, desc=what, unit="image", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
-        yield lambda done: bar.update(done - bar.n)

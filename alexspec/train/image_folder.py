@@ -25,7 +25,7 @@ from alexspec import memory_check
 from alexspec.errors import first_line
 from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
-from alexspec.train.progress import LogLines
+from alexspec.train.progress import counting
 from alexspec.words import count
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
@@ -182,12 +182,8 @@ class _Reader:
     def fill(self, part: str, store) -> np.ndarray:
         """Decode `part`'s files into `store` in order (store[0], store[1], ...: an array with room for
         them all, or a ShardWriter's file); returns the readable ones' labels."""
-        from tqdm import tqdm
-
         files, labels = self.listing.files[part], []
-        lines = LogLines(f"decoding {part}/", len(files), "image", partial(print, file=sys.stderr, flush=True))
-        with tqdm(total=len(files), desc=part, unit="image", file=sys.stderr, dynamic_ncols=True,
-                  disable=not self.progress) as bar:
+        with counting(f"decoding {part}/", len(files), "image", self.progress) as shown:
             for done, ((file, label), image) in enumerate(zip(files, _decoded(files, self.size, self.mode,
                                                                               self.workers)), 1):
                 if isinstance(image, str):
@@ -196,9 +192,7 @@ class _Reader:
                 else:
                     store[len(labels)] = image
                     labels.append(label)
-                bar.update(1)
-                if not self.progress:
-                    lines.update(done)
+                shown(done)
         if not labels:
             raise DataError(f"{self.listing.root}/{part} holds no readable images")
         if part == "train":

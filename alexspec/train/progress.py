@@ -2,9 +2,11 @@
 line a minute (LogLines); a run, a line per epoch either way."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import partial
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from alexspec.words import duration
 
@@ -30,6 +32,19 @@ class LogLines:
         detail = f"{rate:,.0f} {self.unit}s/s" if detail is None else detail
         left = f", about {duration((self.total - done) / rate)} left" if rate > 0 else ""
         self.say(f"{self.what}: {done:,}/{self.total:,} {self.unit}s ({done / self.total:.0%}), {detail}{left}")
+
+
+@contextmanager
+def counting(what: str, total: int, unit: str, bar: bool) -> Iterator[Callable[[int], None]]:
+    """Yields update(done) for `done` of `total` units counting up, shown as a tqdm bar where `bar`
+    (stderr a terminal), else as LogLines on stderr."""
+    if not bar:
+        yield LogLines(what, total, unit, partial(print, file=sys.stderr, flush=True)).update
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True) as display:
+        yield lambda done: display.update(done - display.n)
 
 
 class Progress:
