@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from alexspec.errors import BadInput  # noqa: E402
 from alexspec.spec import analyse  # noqa: E402
 from alexspec.train import checkpoint, run_folder  # noqa: E402
 from alexspec.train.loop import TrainConfig  # noqa: E402
@@ -337,6 +338,26 @@ def test_continuing_an_earlier_checkpoint_in_place_is_refused_so_the_later_ones_
     assert snapshot(run) == before  # before: step-2 and its metrics were replaced without a word
     resume(earlier, out=str(tmp_path / "branch"), max_steps=3)  # a new folder takes the branch
     assert checkpoint.latest(tmp_path / "branch").name == "step-000000003.pt" and snapshot(run) == before
+
+
+def test_a_run_is_continued_into_a_folder_of_its_own_never_into_another_runs(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(first, max_steps=1)
+    train(second, max_steps=2)
+    before = snapshot(first)
+    with pytest.raises(BadInput, match=f"{first}: already holds a run's checkpoints"):
+        resume(second, out=str(first))  # first's step 1 is older, so nothing said it would be replaced
+    assert snapshot(first) == before  # before: its checkpoint was pruned, its metrics mixed with second's
+
+
+def test_a_run_folder_as_spec_with_resume_and_o_continues_that_run_in_the_new_folder(tmp_path):
+    run, branch = tmp_path / "run", tmp_path / "branch"
+    train(run, max_steps=1)
+    before = snapshot(run)
+    result = run_cli("train", str(run), "--resume", "-o", str(branch), "--max-steps", "2")
+    assert result.returncode == 0, result.stderr  # before: "branch: no such checkpoint" (--resume took -o's)
+    assert f"resumed from {run / 'checkpoints' / 'step-000000001.pt'}" in result.stdout, result.stdout
+    assert checkpoint.latest(branch).name == "step-000000002.pt" and snapshot(run) == before
 
 
 def test_eval_without_a_terminal_says_where_it_is_once_a_minute(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,7 @@ EXAMPLES = {
           alexspec train alexnet --set training.lr=0.02 --set training.batch=256
           alexspec train digits -o runs/d --resume             continue the newest checkpoint in runs/d
           alexspec train runs/d --resume --epochs 40           the same, with the spec runs/d ran, to epoch 40
+          alexspec train runs/d --resume -o runs/d2            continue runs/d in a new folder (a branch)
           torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
         exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
     """,
@@ -78,8 +79,8 @@ def cmd_train(args) -> int:
     from alexspec.spec.bundled import run_folder_of
     from alexspec.train.session import start
 
-    if args.resume == "" and not args.output and run_folder_of(args.spec):
-        args.resume = args.spec  # `alexspec train RUN_DIR --resume`: continue that run
+    if args.resume == "" and run_folder_of(args.spec):
+        args.resume = args.spec  # `alexspec train RUN_DIR --resume [-o NEW_DIR]`: continue that run (there)
     result = start(args.spec, _train_config(args), log=say)
     if result.stopped_by_signal or result.stopped_at_max_steps:
         say(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: "
@@ -171,7 +172,8 @@ def add_parsers(command) -> None:
     p.add_argument("--output", "-o", "--out", dest="output", metavar="RUN_DIR",
                    help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue from a checkpoint file or a run folder's newest (alone: the -o folder's), "
+                   help="continue from a checkpoint file or a run folder's newest (alone: the run folder given "
+                        "as SPEC, else the -o folder's), "
                         "with the run's data, epochs, batch, seed, --set values, devices, precision and memory "
                         "format unless given again; it writes in the checkpoint's run folder, or in -o/--output")
     add_set_option(p)

@@ -59,6 +59,13 @@ def _processes(trainer: Trainer) -> str:
     return f" in each of {world} processes (DDP, about {trainer.batch // world} images each a step)" if world > 1 else ""
 
 
+def _continues_in(resume_from: Optional[Path], run_dir: Path) -> bool:
+    """Whether the run continues a checkpoint of `run_dir` itself (so its checkpoints are this run's;
+    a checkpoint of another run is continued in a folder of its own)."""
+    home = checkpoint.home_of(resume_from) if resume_from is not None else None
+    return home is not None and home.resolve() == Path(run_dir).resolve()
+
+
 def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunResult:
     """Train `spec` (a file or a loaded Document; config.overrides applied): a new run, or one
     continued from a checkpoint (config.resume), whose recipe it takes where config leaves it open.
@@ -88,7 +95,7 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     lock = None
     try:
         if trainer.dist.main:
-            lock = run_folder.claim(run_dir, continuing=state is not None)
+            lock = run_folder.claim(run_dir, continuing=_continues_in(resume_from, run_dir))
             if state is not None:
                 checkpoint.check_newest(resume_from, state, run_dir)
             resolved = {**asdict(replace(trainer.config, out=str(run_dir))), **trainer.recipe(),
