@@ -312,6 +312,8 @@ def test_prepare_data_without_a_terminal_says_where_it_is_once_a_minute(tmp_path
     assert [line.split(" images (")[0] for line in lines] == \
         [f"decoding {part}/: {done}/12" for part in ("train", "val") for done in range(1, 12)]
     assert lines[0].startswith("decoding train/: 1/12 images (8%), ") and " images/s, about " in lines[0]
+    prepare_shards(tmp_path / "imgs", tmp_path / "again", size=8, progress=None)  # a DDP process other than rank 0
+    assert capsys.readouterr().err == ""
 
 
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):

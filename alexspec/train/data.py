@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -325,9 +326,9 @@ def _read_labels(path: Path, count: int, classes: int) -> torch.Tensor:
 
 
 def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
-              seed: int = 0, progress: bool = False) -> Dataset:
+              seed: int = 0, progress: Optional[bool] = None) -> Dataset:
     """The dataset named by `source`: "digits", "synthetic", a shard folder or an image folder
-    (decoded into memory, with a progress bar where `progress`)."""
+    (decoded into memory, shown as alexspec.train.progress.counting shows `progress`)."""
     if source == "digits":
         return digits(seed)
     if source == "synthetic":

@@ -171,8 +171,9 @@ class _Reader:
     """Decodes an image folder's splits into arrays, readable images packed to the front, keeping
     the unreadable ones' names and stopping once they are more than 1 % of all."""
 
-    def __init__(self, listing: Listing, size: int, channels: int, workers: Optional[int], progress: bool):
-        """`progress`: a bar (a terminal's), else a line a minute on stderr (a log's)."""
+    def __init__(self, listing: Listing, size: int, channels: int, workers: Optional[int],
+                 progress: Optional[bool]):
+        """`progress`: True a bar (a terminal's), False a line a minute on stderr (a log's), None nothing."""
         self.listing, self.size, self.mode = listing, size, _mode(channels)
         self.shape = (channels, size, size)
         self.workers = workers or default_workers()
@@ -218,7 +219,7 @@ def left_out(unreadable) -> str:
 
 
 def image_folder(root: Path, size: int, channels: int = 3, workers: Optional[int] = None,
-                 progress: bool = False) -> Dataset:
+                 progress: Optional[bool] = None) -> Dataset:
     """train/ and val/ under `root`, one sub-folder per class, images resized to size x size, in memory."""
     listing = list_folder(root)
     reader = _Reader(listing, size, channels, workers, progress)
@@ -250,7 +251,7 @@ def _check_room(out: Path, images: int, shape: tuple[int, ...]) -> None:
 
 
 def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers: Optional[int] = None,
-                   progress: bool = False) -> Dataset:
+                   progress: Optional[bool] = None) -> Dataset:
     """Decode the image folder `root` straight into shards in `out` (alexspec.train.data.ShardWriter:
     the old shards stay until the new ones are whole); returns them, memory-mapped."""
     listing = list_folder(root)

@@ -35,9 +35,12 @@ class LogLines:
 
 
 @contextmanager
-def counting(what: str, total: int, unit: str, bar: bool) -> Iterator[Callable[[int], None]]:
+def counting(what: str, total: int, unit: str, bar: Optional[bool]) -> Iterator[Callable[[int], None]]:
     """Yields update(done) for `done` of `total` units counting up, shown as a tqdm bar where `bar`
-    (stderr a terminal), else as LogLines on stderr."""
+    (stderr a terminal), as LogLines on stderr where False, not at all where None."""
+    if bar is None:
+        yield lambda done: None
+        return
     if not bar:
         yield LogLines(what, total, unit, partial(print, file=sys.stderr, flush=True)).update
         return
