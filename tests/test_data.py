@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from alexspec.train import augment  # noqa: E402
+from alexspec.train import augment, checkpoint  # noqa: E402
 from alexspec.train.data import DataError, digits, read_shards  # noqa: E402
 from alexspec.train.image_folder import decode, image_folder, prepare_shards  # noqa: E402
 from conftest import run_cli  # noqa: E402
@@ -314,6 +314,20 @@ def test_prepare_data_without_a_terminal_says_where_it_is_once_a_minute(tmp_path
     assert lines[0].startswith("decoding train/: 1/12 images (8%), ") and " images/s, about " in lines[0]
     prepare_shards(tmp_path / "imgs", tmp_path / "again", size=8, progress=None)  # a DDP process other than rank 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_a_run_records_its_image_folder_by_its_whole_path_for_eval_and_resume_from_elsewhere(tmp_path):
+    make_folder(tmp_path / "imgs")
+    trained = run_cli("train", "digits", "--data", "imgs", "--max-steps", "1", "-o", "run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(tmp_path / "imgs")
+    saved = checkpoint.load(checkpoint.latest(tmp_path / "run"), resume=True)
+    assert saved["recipe"]["data"] == str(tmp_path / "imgs")  # what --resume takes
+    (tmp_path / "elsewhere" / "imgs").mkdir(parents=True)  # a folder of the same name that is no data
+    evaluated = run_cli("eval", str(tmp_path / "run"), cwd=tmp_path / "elsewhere")
+    assert evaluated.returncode == 0 and f"digits on {tmp_path / 'imgs'} (12 images" in evaluated.stdout, \
+        evaluated.stderr  # before: "imgs: ... no train/ folder", the recipe's "imgs" taken from the working folder
 
 
 def test_prepare_data_never_writes_over_a_folder_of_other_files(tmp_path):

@@ -325,6 +325,15 @@ def _read_labels(path: Path, count: int, classes: int) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64))
 
 
+NAMED_SOURCES = ("digits", "synthetic")  # data sources given by name, not by a folder
+
+
+def lasting(source: str) -> str:
+    """`source` as a run records it: a folder by its absolute path (the run may be resumed, or
+    evaluated, from another working folder), a named source by its name."""
+    return source if source in NAMED_SOURCES else str(Path(source).absolute())
+
+
 def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
               seed: int = 0, progress: Optional[bool] = None) -> Dataset:
     """The dataset named by `source`: "digits", "synthetic", a shard folder or an image folder

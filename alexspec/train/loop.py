@@ -28,7 +28,7 @@ from alexspec.memory_check import batch_warning
 from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
-from alexspec.train.data import Dataset, on_device_ahead, open_data, read_ahead
+from alexspec.train.data import Dataset, lasting, on_device_ahead, open_data, read_ahead
 from alexspec.train.distributed import Distributed
 from alexspec.train.evaluate import check_data, evaluate, unused_outputs
 from alexspec.train.image_folder import left_out
@@ -200,7 +200,7 @@ class Trainer:
         """What a resumed run takes from its checkpoint unless told otherwise: the data, epochs,
         batch, seed, --set overrides, devices (as given; None: the spec's placement), precision and
         memory format (so `--resume RUN_DIR` alone continues the same run)."""
-        return {"data": self.data, "epochs": self.epochs, "batch": self.batch, "seed": self.seed,
+        return {"data": lasting(self.data), "epochs": self.epochs, "batch": self.batch, "seed": self.seed,
                 "overrides": list(self.config.overrides), "devices": self.config.devices,
                 "precision": self.config.precision, "channels_last": self.config.channels_last}
 
