@@ -306,6 +306,18 @@ def test_ddp_validation_with_batchnorm_is_the_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_leaves_out_a_last_batch_too_small_to_share(tmp_path):
+    # 512 synthetic images in batches of 511: the second batch, 1 image, cannot give 2 processes one each
+    ddp = torchrun(["--nproc-per-node", "2", "-m", "alexspec", "train", "lenet5", "--data", "synthetic", "--epochs",
+                    "1", "--batch", "511", "--out", str(tmp_path / "run")], 29533)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr[-3000:]  # before: "the loss became nan at epoch 1, step 2"
+    assert "note: each epoch's last batch, 1 image, is left out: it cannot give each of the 2 processes an image" \
+        in ddp.stdout
+    [epoch] = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
+    assert epoch["step"] == 1 and math.isfinite(epoch["train_loss"])
+
+
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(tmp_path):
     result = run_cli("train", "digits", "--epochs", "5", "--precision", "bf16", "--channels-last",
                      "--out", str(tmp_path / "run"))

@@ -254,7 +254,7 @@ class Trainer:
         at = Position() if resumed is None else self._resumed_at(resumed, resumed_from)
         if self.dist.main:
             run_folder.truncate_metrics(run_dir, at.step)
-        steps_per_epoch = math.ceil(len(data.train) / self.batch)
+        steps_per_epoch = self._steps_per_epoch(len(data.train))
         at.step_in_epoch = min(at.step_in_epoch, steps_per_epoch)  # saved after the epoch's last step: only its end
         if self.config.max_steps is not None and at.step >= self.config.max_steps:
             self.log(f"the run is at step {at.step} already (--max-steps {self.config.max_steps}): nothing to do")
@@ -273,6 +273,17 @@ class Trainer:
                     return stopped
                 self._end_epoch(run_dir, data, at, steps_per_epoch, losses, progress)
         return RunResult(run_dir, at.step, at.epoch, at.last)
+
+    def _steps_per_epoch(self, images: int) -> int:
+        """The batches of an epoch of `images`; data parallel, a last batch with fewer images than
+        processes is left out (a process with no image would make the loss NaN), and the log says so."""
+        full, rest = divmod(images, self.batch)
+        if 0 < rest < self.dist.world:
+            if self.dist.main:
+                self.log(f"note: each epoch's last batch, {count(rest, 'image')}, is left out: it cannot give each of "
+                         f"the {self.dist.world} processes an image")
+            return full
+        return full + (rest > 0)
 
     def _resumed_at(self, resumed: dict, resumed_from: Optional[Path]) -> Position:
         at = Position.of(resumed)
