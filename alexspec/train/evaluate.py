@@ -48,7 +48,8 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
                 shown(total)
     module.train()
     if dist is not None:
-        total, loss_sum, top1, top5 = dist.sum(torch.tensor([total, loss_sum, top1, top5], dtype=torch.float64)).tolist()
+        sums = torch.tensor([total, loss_sum, top1, top5], dtype=torch.float64)
+        total, loss_sum, top1, top5 = dist.sum(sums).tolist()
     return {"val_loss": loss_sum / total, "top1_error": 1 - top1 / total, "top5_error": 1 - top5 / total}
 
 

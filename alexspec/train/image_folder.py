@@ -15,7 +15,6 @@ import math
 import os
 from pathlib import Path
 import shutil
-import sys
 from typing import Iterator, Optional
 
 import numpy as np

@@ -234,7 +234,8 @@ class Trainer:
     def open_data(self) -> Dataset:
         """The run's data source, opened and checked against the network."""
         data = open_data(self.data, self.net.input, self.info.output_shape[0],
-                         self.training.augmentation.resize, self.seed, progress=sys.stderr.isatty() if self.dist.main else None)
+                         self.training.augmentation.resize, self.seed,
+                         progress=sys.stderr.isatty() if self.dist.main else None)
         check_data(data, self.net, self.info.output_shape[0])
         self.classes = list(data.classes)
         note = unused_outputs(data, self.net, self.info.output_shape[0])

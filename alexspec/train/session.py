@@ -56,7 +56,9 @@ def _with_recipe(config: TrainConfig, recipe: dict) -> TrainConfig:
 def _processes(trainer: Trainer) -> str:
     """How a data-parallel run splits each batch, for its first line ('' in one process)."""
     world = trainer.dist.world
-    return f" in each of {world} processes (DDP, about {trainer.batch // world} images each a step)" if world > 1 else ""
+    if world == 1:
+        return ""
+    return f" in each of {world} processes (DDP, about {trainer.batch // world} images each a step)"
 
 
 def _continues_in(resume_from: Optional[Path], run_dir: Path) -> bool:
