@@ -144,6 +144,29 @@ def test_only_bad_input_exits_2_and_an_internal_error_shows_its_traceback(monkey
     assert err == "alexspec validate: the argument is wrong; give another\n"
 
 
+def test_under_torchrun_only_rank_0_lists_a_specs_problems_and_the_others_name_their_rank(write_spec, monkeypatch,
+                                                                                          capsys):
+    """Every process of a torchrun launch reads the same spec and arguments: their problems are
+    printed once, by rank 0; any other error says which process it came from."""
+    from alexspec import cli, settings
+    from alexspec.cli import spec_commands
+    from alexspec.errors import BadInput
+
+    bad = str(write_spec(PAPER_224))
+    with settings.override(rank=1, world_size=2):
+        assert cli.main(["train", bad]) == 2
+        with pytest.raises(SystemExit) as usage:
+            cli.main(["report", "alexnet", "--batch", "-4"])
+        assert usage.value.code == 2
+        monkeypatch.setattr(spec_commands, "cmd_validate", lambda _args: (_ for _ in ()).throw(BadInput("no cuda:1")))
+        assert cli.main(["validate", bad]) == 2
+    assert capsys.readouterr().err == "rank 1: alexspec validate: no cuda:1\n"
+    monkeypatch.undo()
+    with settings.override(rank=0, world_size=2):
+        assert cli.main(["train", bad]) == 2
+    assert "54.25" in capsys.readouterr().err
+
+
 def test_a_bad_set_value_is_blamed_on_the_set_argument_not_on_the_spec_file():
     result = run_cli("validate", "digits")  # the bundled spec itself is fine
     assert result.returncode == 0

@@ -9,14 +9,15 @@ was writing is removed, not left half-written; training saves and exits 0).
 from __future__ import annotations
 
 import argparse
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stderr
+import io
 import signal
 import sys
 import textwrap
 import threading
 import traceback
 
-from alexspec import __version__
+from alexspec import __version__, settings
 from alexspec.cli import bench_command, interop_commands, spec_commands, train_commands, unknown_arguments
 from alexspec.cli.common import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERNAL, print_problems, resolve_spec, write_out
 from alexspec.errors import BadInput, SpecError, TrainingError, first_line
@@ -87,47 +88,57 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _error_line(rank: int):
+    """How a process says what stopped it: as is, or under torchrun, from a process other than
+    rank 0, with its rank in front (the others' lines are often the same as rank 0's)."""
+    prefix = f"rank {rank}: " if rank else ""
+    return lambda text: print(prefix + text, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args, extras = parser.parse_known_args(argv)
-    if not getattr(args, "func", None):
-        if extras:
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        parser.print_help()
-        return 0
-    if extras:  # the command's own usage, and the option meant
-        command_parser = _command_parsers(parser)[args.command]
-        command_parser.error(unknown_arguments.explain(extras, argv, command_parser, args.command))
+    rank = settings.current().rank
+    with redirect_stderr(io.StringIO()) if rank else nullcontext():  # usage errors: rank 0 prints the same
+        args, extras = parser.parse_known_args(argv)
+        if not getattr(args, "func", None):
+            if extras:
+                parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            parser.print_help()
+            return 0
+        if extras:  # the command's own usage, and the option meant
+            command_parser = _command_parsers(parser)[args.command]
+            command_parser.error(unknown_arguments.explain(extras, argv, command_parser, args.command))
+    tell = _error_line(rank)
     try:
         with _sigterm_unwinds():
             return args.func(args)
     except SpecError as error:
-        print_problems(error)
+        if not rank:  # every process reads the same spec: rank 0 lists its problems
+            print_problems(error)
         return EXIT_BAD_INPUT
     except BadInput as error:  # arguments, checkpoints, data, devices: each carries its own message
-        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        tell(f"alexspec {args.command}: {error}")
         return EXIT_BAD_INPUT
     except TrainingError as error:
-        print(f"alexspec {args.command}: {error}", file=sys.stderr)
+        tell(f"alexspec {args.command}: {error}")
         return EXIT_DIVERGED
     except BrokenPipeError:
         return 0
     except OSError as exc:  # an output path that cannot be written
-        print(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        tell(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}")
         return EXIT_BAD_INPUT
     except Terminated:
-        print("stopped by SIGTERM", file=sys.stderr)
+        tell("stopped by SIGTERM")
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        tell("interrupted")
         return 130
     except Exception as exc:  # anything else is a bug in alexspec, not in the input: show where
         if is_out_of_memory(exc):
-            print(f"alexspec {args.command}: out of memory ({first_line(exc, 160)}); {OUT_OF_MEMORY_HINT}",
-                  file=sys.stderr)
+            tell(f"alexspec {args.command}: out of memory ({first_line(exc, 160)}); {OUT_OF_MEMORY_HINT}")
             return EXIT_BAD_INPUT
         traceback.print_exc()
-        print(f"alexspec {args.command}: internal error (a bug in alexspec {__version__}, not in your input); "
-              "please report it with the traceback above", file=sys.stderr)
+        tell(f"alexspec {args.command}: internal error (a bug in alexspec {__version__}, not in your input); "
+            "please report it with the traceback above")
         return EXIT_INTERNAL
