@@ -3,6 +3,7 @@ before use, and a run writes only inside its own run folder."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import zipfile
@@ -55,6 +56,26 @@ def test_a_run_stopped_after_any_step_of_an_epoch_resumes_to_the_same_run(tmp_pa
         expected, got = newest(tmp_path / "whole")["model"], newest(part)["model"]
         assert all(torch.equal(expected[key], got[key]) for key in expected), stop
         assert epochs(part) == epochs(tmp_path / "whole"), stop  # train loss of the split epoch included
+
+
+def test_resuming_with_more_epochs_says_the_cosine_schedule_now_spans_them(tmp_path):
+    """digits: lr 0.1, cosine without warm-up. Two epochs done of a 2-epoch schedule (rate 0 at
+    its end); stretched to 4 epochs, step 6 is half way: 0.1 * (1 + cos(pi / 2)) / 2 = 0.05."""
+    run = tmp_path / "run"
+    train(run)
+    said = []
+    start(DIGITS, TrainConfig(devices=["cpu"], resume=str(run), epochs=4), log=said.append)
+    notes = [line for line in said if "schedule" in line]
+    assert notes == ["note: the run's cosine schedule was made for 2 epochs and now spans 4, so the learning rate "
+                     "from step 6 is 0.05 where the 2-epoch schedule gave 0 (it rises again)"], said
+    said.clear()
+    start(DIGITS, TrainConfig(devices=["cpu"], resume=str(run), epochs=5, max_steps=13), log=said.append)
+    assert [line for line in said if "schedule" in line] == [
+        "note: the run's cosine schedule was made for 4 epochs and now spans 5, so the learning rate from step 12 is "
+        f"{0.05 * (1 + math.cos(math.pi * 4 / 5)):.3g} where the 4-epoch schedule gave 0 (it rises again)"]
+    said.clear()
+    start(DIGITS, TrainConfig(devices=["cpu"], resume=str(run), max_steps=14), log=said.append)  # its own 5 now
+    assert not [line for line in said if "schedule" in line]
 
 
 def test_stray_temporaries_of_killed_saves_are_removed_at_the_next_start(tmp_path):

@@ -252,10 +252,10 @@ class Trainer:
             resumed_from: Optional[Path] = None) -> RunResult:
         """Train on `data` in `run_dir`, from the start or from `resumed` (a checkpoint's state,
         already restored)."""
-        at = Position() if resumed is None else self._resumed_at(resumed, resumed_from)
+        steps_per_epoch = self._steps_per_epoch(len(data.train))
+        at = Position() if resumed is None else self._resumed_at(resumed, resumed_from, steps_per_epoch)
         if self.dist.main:
             run_folder.truncate_metrics(run_dir, at.step)
-        steps_per_epoch = self._steps_per_epoch(len(data.train))
         at.step_in_epoch = min(at.step_in_epoch, steps_per_epoch)  # saved after the epoch's last step: only its end
         if self.config.max_steps is not None and at.step >= self.config.max_steps:
             self.log(f"the run is at step {at.step} already (--max-steps {self.config.max_steps}): nothing to do")
@@ -286,11 +286,18 @@ class Trainer:
             return full
         return full + (rest > 0)
 
-    def _resumed_at(self, resumed: dict, resumed_from: Optional[Path]) -> Position:
+    def _resumed_at(self, resumed: dict, resumed_from: Optional[Path], steps_per_epoch: int) -> Position:
         at = Position.of(resumed)
         if resumed["batch"] != self.batch or resumed["seed"] != self.seed:
             self.log(f"note: batch/seed differ from the checkpoint's ({resumed['batch']}/{resumed['seed']}); the "
                      "run continues but will not repeat the original exactly")
+        planned = resumed.get("recipe", {}).get("epochs")
+        if planned and planned != self.epochs and self.schedule.spans_the_run and at.epoch < self.epochs:
+            fraction = min(at.step_in_epoch, steps_per_epoch) / steps_per_epoch
+            was, now = Schedule(self.training, planned).lr(at.epoch, fraction), self.schedule.lr(at.epoch, fraction)
+            self.log(f"note: the run's {self.schedule.spec.type} schedule was made for {count(planned, 'epoch')} and "
+                     f"now spans {self.epochs}, so the learning rate from step {at.step} is {now:.3g} where the "
+                     f"{planned}-epoch schedule gave {was:.3g}" + (" (it rises again)" if now > was else ""))
         self.log(f"resumed from {resumed_from} at epoch {at.epoch + 1}, step {at.step}")
         return at
 

@@ -79,6 +79,11 @@ class Schedule:
             return self.base * self.scale
         return self.base
 
+    @property
+    def spans_the_run(self) -> bool:
+        """Whether the rate at an epoch depends on how many epochs the run has (cosine's does)."""
+        return self.spec.type == "cosine"
+
     def observe(self, val_error: float) -> bool:
         """Feed an epoch's validation error (plateau rule); True when the rate was just divided."""
         if self.spec.type != "plateau":
