@@ -269,6 +269,33 @@ def test_eval_takes_a_run_folder_and_says_when_ten_crops_are_only_mirror_images(
     assert result.returncode == 2 and "a folder with no checkpoint" in result.stderr
 
 
+def test_a_runs_checkpoint_given_as_spec_stands_for_its_run_with_those_weights(tmp_path, capsys):
+    """RUN/checkpoints/step-3.pt as SPEC: the run's spec, and that checkpoint's weights (not best.pt)."""
+    from alexspec import cli
+    from alexspec.spec.bundled import resolve
+
+    run = tmp_path / "run"
+    train(run)  # 2 epochs of 3 steps: step-3 and step-6
+    early = checkpoint.folder(run) / "step-000000003.pt"
+    assert resolve(early) == str(run / "spec.yaml") and resolve(run / "spec.yaml") == str(run / "spec.yaml")
+    capsys.readouterr()
+    assert cli.main(["eval", str(early)]) == 0
+    said = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert cli.main(["eval", str(run), "--checkpoint", str(early)]) == 0
+    assert said == json.loads(capsys.readouterr().out.splitlines()[-1]) and said["checkpoint"] == str(early)
+    exported = {}
+    for name, args in {"spec": [str(early)], "option": [str(run), "--checkpoint", str(early)],
+                       "best": [str(run)]}.items():
+        assert cli.main(["export", *args, "-o", str(tmp_path / f"{name}.onnx")]) == 0
+        exported[name] = (tmp_path / f"{name}.onnx").read_bytes()
+    assert exported["spec"] == exported["option"] != exported["best"]
+    assert cli.main(["train", str(early), "--resume"]) == 2  # older than the run's newest: only in a new folder
+    assert f"{early} is at step 3, but {run} holds later checkpoints" in capsys.readouterr().err
+    assert cli.main(["train", str(early), "--resume", "-o", str(tmp_path / "branch"), "--max-steps", "4"]) == 0
+    assert f"resumed from {early} at epoch 2, step 3" in capsys.readouterr().out
+    assert newest(tmp_path / "branch")["step"] == 4
+
+
 @pytest.mark.slow
 def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(tmp_path):
     config = TrainConfig(devices=["cpu"], out=str(tmp_path / "lenet"), data="synthetic", max_steps=1)

@@ -1,6 +1,8 @@
 """The YAML loader: safe constructs only, locations kept, YAML 1.2 numbers, bounded input."""
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 
 from alexspec.errors import SpecError
@@ -100,6 +102,21 @@ def test_missing_file_and_bad_encoding(tmp_path):
     bad.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(SpecError, match="not UTF-8"):
         loader.load_file(bad)
+
+
+def test_a_misspelt_bundled_name_gets_the_name_meant_and_an_archive_is_named_as_no_spec(tmp_path):
+    with pytest.raises(SpecError) as typo:
+        loader.load_file("alexnt")
+    assert str(typo.value.problems[0]) == "alexnt:1:1: no such file; did you mean 'alexnet'? (a bundled spec)"
+    with pytest.raises(SpecError) as far:
+        loader.load_file("nothing-like-a-name")
+    assert "name a bundled spec: alexnet, alexnet-1gpu," in str(far.value.problems[0])
+    archive = tmp_path / "weights.pt"
+    with zipfile.ZipFile(archive, "w") as zipped:  # what torch.save writes
+        zipped.writestr("weights/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(SpecError, match=r"weights.pt:1:1: a zip archive \(a checkpoint\? a .pt2 export\?\), not a "
+                                        r"spec; give the spec it was made from"):
+        loader.load_file(archive)
 
 
 def test_non_text_keys_keep_the_written_text():

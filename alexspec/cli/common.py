@@ -10,8 +10,8 @@ EXIT_INTERNAL = 1      # a bug: the traceback is printed
 EXIT_BAD_INPUT = 2     # SpecError, BadInput
 EXIT_DIVERGED = 3      # TrainingError
 
-SPEC_HELP = ("a spec file, a run folder of `alexspec train` (the spec it ran), or the name of a bundled spec "
-             "(alexnet, alexnet-1gpu, lenet5, ...)")
+SPEC_HELP = ("a spec file, a run folder of `alexspec train` (the spec it ran) or one of its checkpoints (that run's "
+             "spec), or the name of a bundled spec (alexnet, alexnet-1gpu, lenet5, ...)")
 
 _ASCII_LINES = str.maketrans({"─": "-", "│": "|", **{corner: "+" for corner in "┌┐└┘├┤┬┴┼"}})
 

@@ -204,10 +204,10 @@ def _error(exc: Exception) -> str:
 
 def cmd_export(args) -> int:
     from alexspec.interop.export import export, format_for
-    from alexspec.spec.bundled import run_folder_of
+    from alexspec.spec.bundled import run_folder_holding, run_folder_of
 
     fmt = format_for(Path(args.output), args.format)
-    weights = args.checkpoint or run_folder_of(args.spec)
+    weights = args.checkpoint or run_folder_of(args.spec) or (args.spec if run_folder_holding(args.spec) else None)
     out = export(resolve_spec(args.spec), Path(weights) if weights else None, fmt,
                  Path(args.output), args.backend, args.devices or ["cpu"], log=print)
     print(f"wrote {out} ({fmt})")

@@ -76,11 +76,11 @@ def _quiet(*_args, **_kwargs) -> None:
 def cmd_train(args) -> int:
     say = print if settings.current().rank == 0 else _quiet
     say(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
-    from alexspec.spec.bundled import run_folder_of
+    from alexspec.spec.bundled import run_folder_holding, run_folder_of
     from alexspec.train.session import start
 
-    if args.resume == "" and run_folder_of(args.spec):
-        args.resume = args.spec  # `alexspec train RUN_DIR --resume [-o NEW_DIR]`: continue that run (there)
+    if args.resume == "" and (run_folder_of(args.spec) or run_folder_holding(args.spec)):
+        args.resume = args.spec  # `alexspec train RUN_DIR|CKPT --resume [-o NEW_DIR]`: continue that run (there)
     result = start(args.spec, _train_config(args), log=say)
     if result.stopped_by_signal or result.stopped_at_max_steps:
         say(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: "
@@ -99,11 +99,13 @@ def cmd_eval(args) -> int:
     import json as json_module
 
     from alexspec.errors import BadInput
-    from alexspec.spec.bundled import run_folder_of
+    from alexspec.spec.bundled import run_folder_holding, run_folder_of
     from alexspec.train.evaluate import evaluate_checkpoint
     from alexspec.train.run_folder import recorded
 
     run_dir = run_folder_of(args.spec)
+    if run_dir is None and args.checkpoint is None and run_folder_holding(args.spec):
+        args.checkpoint, run_dir = args.spec, run_folder_holding(args.spec)  # a run's checkpoint: its spec, that one
     if args.checkpoint is None and run_dir is None:
         raise BadInput("which weights? give --checkpoint CKPT (a checkpoint file or a run folder), or a run folder "
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")

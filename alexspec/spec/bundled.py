@@ -16,6 +16,7 @@ def bundled_specs() -> dict[str, Path]:
 
 
 RUN_SPEC = "spec.yaml"  # what a run folder of `alexspec train` holds: the spec as run, its --set values applied
+CHECKPOINTS = "checkpoints"  # the folder of a run folder that holds its checkpoints
 
 
 def run_folder_of(name: str | Path) -> Path | None:
@@ -26,11 +27,21 @@ def run_folder_of(name: str | Path) -> Path | None:
         return None
 
 
+def run_folder_holding(name: str | Path) -> Path | None:
+    """The run folder whose checkpoint `name` is (RUN/checkpoints/*.pt), else None."""
+    path = Path(name)
+    try:
+        is_checkpoint = path.suffix == ".pt" and path.parent.name == CHECKPOINTS and path.is_file()
+    except OSError:
+        return None
+    return run_folder_of(path.parent.parent) if is_checkpoint else None
+
+
 def resolve(name: str | Path) -> str:
-    """A spec path as given, a run folder's spec (RUN_SPEC), or the file of the bundled spec named
-    `name` where no such path exists."""
+    """A spec path as given, a run folder's spec (RUN_SPEC; a checkpoint of a run folder names its
+    run's), or the file of the bundled spec named `name` where no such path exists."""
     text = str(name)
-    run_dir = run_folder_of(text)
+    run_dir = run_folder_of(text) or run_folder_holding(text)
     if run_dir is not None:
         return str(run_dir / RUN_SPEC)
     try:

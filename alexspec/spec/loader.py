@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from alexspec.errors import Loc, Problem, SpecError, quote
+from alexspec.errors import Loc, Problem, SpecError, did_you_mean, quote
 from alexspec.spec.schema import MAX_LAYERS
 
 MAX_BYTES = 4_000_000
@@ -81,7 +81,7 @@ class Document:
 def load_file(path: str | Path) -> Document:
     """Read and load a spec file, or the bundled spec of that name (`alexnet`). Raises SpecError
     for a missing, unreadable or bad file."""
-    from alexspec.spec.bundled import RUN_SPEC, bundled_specs, resolve
+    from alexspec.spec.bundled import CHECKPOINTS, RUN_SPEC, bundled_specs, resolve
 
     path = name = resolve(path)
     try:
@@ -95,13 +95,18 @@ def load_file(path: str | Path) -> Document:
         raise SpecError([Problem(Loc(name, 1, 1), "", "is a folder, not a spec file",
                                  f"give a spec file, or a run folder of `alexspec train` (it holds {RUN_SPEC})")]) from None
     except FileNotFoundError:
-        raise SpecError([Problem(Loc(name, 1, 1), "", "no such file",
+        meant = did_you_mean(name, bundled_specs()) if "/" not in name and not name.endswith((".yaml", ".yml")) else ""
+        raise SpecError([Problem(Loc(name, 1, 1), "", "no such file", f"{meant} (a bundled spec)" if meant else
                                  f"check the path, or name a bundled spec: {', '.join(bundled_specs())}")]) from None
     except OSError as exc:
         raise SpecError([Problem(Loc(name, 1, 1), "", f"cannot read the file ({exc.strerror or exc})")]) from None
     if len(raw) > MAX_BYTES:
         raise SpecError([Problem(Loc(name, 1, 1), "", f"the file is over {MAX_BYTES:,} bytes; specs are limited "
                                  f"to {MAX_BYTES:,}", "is it a spec? a spec is a page of YAML")])
+    if raw.startswith(b"PK\x03\x04"):
+        raise SpecError([Problem(Loc(name, 1, 1), "", "a zip archive (a checkpoint? a .pt2 export?), not a spec",
+                                 f"give the spec it was made from; a checkpoint in a run folder "
+                                 f"(RUN/{CHECKPOINTS}/*.pt) stands for the spec its run trained")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

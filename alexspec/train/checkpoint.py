@@ -25,7 +25,7 @@ from alexspec.errors import BadInput, first_line
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
 from alexspec.network_info import NetworkInfo
-from alexspec.spec.bundled import RUN_SPEC, run_folder_of
+from alexspec.spec.bundled import CHECKPOINTS, RUN_SPEC, run_folder_of
 from alexspec.train import run_folder
 from alexspec.words import count, listed
 
@@ -79,9 +79,6 @@ def to_bytes(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save({**state, DIGEST: content_digest(state)}, buffer)
     return buffer.getvalue()
-
-
-CHECKPOINTS = "checkpoints"  # the folder of a run folder that holds its checkpoints
 
 
 def folder(run_dir: Path) -> Path:
