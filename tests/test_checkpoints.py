@@ -296,6 +296,36 @@ def test_a_runs_checkpoint_given_as_spec_stands_for_its_run_with_those_weights(t
     assert newest(tmp_path / "branch")["step"] == 4
 
 
+def test_eval_in_a_process_of_a_torchrun_launch_takes_its_share_of_the_images(tmp_path, monkeypatch):
+    """Rank 1 of 2 evaluates images 1, 3, 5, ... of the digits' 360 and adds its sums to the others'
+    (a stand-in for the process group; tests/test_train.py runs two real processes)."""
+    from alexspec import settings
+    from alexspec.spec import load_file
+    from alexspec.train import distributed
+    from alexspec.train.evaluate import evaluate_checkpoint
+
+    train(tmp_path / "run", max_steps=1)
+    summed = []
+
+    class Rank1Of2:
+        def __init__(self, device):
+            self.rank, self.world, self.main = 1, 2, False
+
+        def sum(self, values):
+            summed.append(values.tolist())
+            return values
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(distributed, "Distributed", Rank1Of2)
+    said = []
+    with settings.override(world_size=2, rank=1, local_rank=1):
+        found = evaluate_checkpoint(load_file(tmp_path / "run" / "spec.yaml"), tmp_path / "run", "digits", crops=10,
+                                    log=said.append)
+    assert [images for images, *_ in summed] == [180] and found["images"] == 360 and said == []
+
+
 @pytest.mark.slow
 def test_a_checkpoint_of_another_network_is_refused_before_anything_is_written(tmp_path):
     config = TrainConfig(devices=["cpu"], out=str(tmp_path / "lenet"), data="synthetic", max_steps=1)

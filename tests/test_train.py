@@ -284,9 +284,10 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_validation_with_batchnorm_is_the_checkpoints(tmp_path):
+def test_ddp_validation_with_batchnorm_is_the_checkpoints_and_eval_under_torchrun_shares_the_images(tmp_path):
     """Each process's last step updates its own batch-norm statistics; the epoch's validation, each
-    process taking half the images, is made with rank 0's, the ones the checkpoint holds."""
+    process taking half the images, is made with rank 0's, the ones the checkpoint holds. `eval`
+    under torchrun gives the same as in one process, each process taking half the images."""
     spec = tmp_path / "bn.yaml"
     spec.write_text("alexspec: 1\nname: tiny_bn\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
                     "  - {name: conv, type: conv, out: 8, kernel: 3, padding: 1, bias: false}\n"
@@ -303,6 +304,12 @@ def test_ddp_validation_with_batchnorm_is_the_checkpoints(tmp_path):
     assert found["checkpoint"].endswith("best.pt")
     for key in ("val_loss", "top1_error", "top5_error"):
         assert found[key] == pytest.approx(logged[key], rel=1e-6, abs=1e-7), key  # rank 1's own: 1e-5 off
+    shared = torchrun(["--nproc-per-node", "2", "-m", "alexspec", "eval", str(tmp_path / "run")], 29535)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert len(shared.stdout.splitlines()) == 2, shared.stdout  # said once, by rank 0
+    halves = json.loads(shared.stdout.splitlines()[-1])  # each process evaluated half the images
+    for key in ("val_loss", "top1_error", "top5_error"):
+        assert halves[key] == pytest.approx(found[key], rel=1e-6, abs=1e-7), key
 
 
 @pytest.mark.slow

@@ -116,6 +116,8 @@ def cmd_eval(args) -> int:
                                 args.backend, args.devices or run.get("devices"),
                                 args.precision or run.get("precision", "fp32"), channels_last,
                                 log=lambda line: print(line, file=sys.stderr))
+    if settings.current().rank:  # a process of a torchrun launch other than rank 0: that one says it
+        return 0
     print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
           f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
     print(json_module.dumps({key: found[key] for key in ("checkpoint", "crops", "val_loss", "top1_error", "top5_error")}))

@@ -2,6 +2,8 @@
 DistributedDataParallel averages the gradients, rank 0 writes. A no-op in one process."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from alexspec import settings
@@ -11,6 +13,14 @@ def backend(device: str) -> str:
     """The process group's backends: gloo for CPU tensors (the stop flag, the validation sums) and, on
     GPUs, NCCL for CUDA ones (the gradients, the losses); NCCL alone refuses CPU tensors."""
     return "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
+
+
+def per_process(devices: Optional[list[str]]) -> Optional[list[str]]:
+    """`devices` as one process of a torchrun launch takes them: `cuda` is its own GPU, cuda:LOCAL_RANK."""
+    here = settings.current()
+    if not devices or here.world_size == 1:
+        return devices
+    return [f"cuda:{here.local_rank}" if device == "cuda" else device for device in devices]
 
 
 class Distributed:

@@ -142,31 +142,39 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
                         channels_last: bool = False, log=print) -> dict:
     """Build `doc`'s network, load the checkpoint at `checkpoint_path` (checked to be of this
     network, inside its run folder), open `data_name` and evaluate with `crops` (default: the
-    spec's eval_crops). Returns the metrics with the checkpoint, crops and network name."""
+    spec's eval_crops). Returns the metrics with the checkpoint, crops and network name. Under
+    torchrun each process evaluates its share of the images (`cuda`: its own GPU) and every
+    process returns the whole's metrics; only rank 0 logs and shows progress."""
     from alexspec.builder import build, load_state
     from alexspec.train import checkpoint
     from alexspec.train.data import open_data
+    from alexspec.train.distributed import Distributed, per_process
 
-    built = build(doc, backend, devices)
+    built = build(doc, backend, per_process(devices))
     network, training = built.info.network, built.info.network.training or ir.Training()
     path = checkpoint.in_run_folder(Path(checkpoint_path))
     state = checkpoint.load(path, checkpoint.network_hash(built.info))
     load_state(built.module, state["model"])
-    classes = built.info.output_shape[0]
-    data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed,
-                     progress=sys.stderr.isatty())
-    check_data(data, network, classes)
-    checkpoint.check_classes(path, state, data, "evaluate it on data of the classes it was trained on")
-    crops = crops or training.eval_crops
-    _, height, width = network.input
-    if crops == 10 and data.image_shape[1:] == (height, width):
-        log(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
-            "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
-            "(digits, text), expect a worse error than with --crops 1")
     module = built.module.to(memory_format=torch.channels_last) if channels_last else built.module
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    inputs = NetworkInput(network.input, training.augmentation, device, channels_last)
-    with counting(f"evaluating ({count(crops, 'crop')})", len(data.val), "image", sys.stderr.isatty()) as shown:
-        metrics = evaluate(module, network, data, inputs, precision, crops, shown=shown)
+    dist = Distributed(str(device))
+    try:
+        shown_here = sys.stderr.isatty() if dist.main else None
+        classes = built.info.output_shape[0]
+        data = open_data(data_name, network.input, classes, training.augmentation.resize, training.seed,
+                         progress=shown_here)
+        check_data(data, network, classes)
+        checkpoint.check_classes(path, state, data, "evaluate it on data of the classes it was trained on")
+        crops = crops or training.eval_crops
+        _, height, width = network.input
+        if crops == 10 and data.image_shape[1:] == (height, width) and dist.main:
+            log(f"note: the images are {height}x{width}, the network's input, so there is nothing to crop: the 10 "
+                "views are the image and its mirror image, 5 times each; where a mirrored image is another class "
+                "(digits, text), expect a worse error than with --crops 1")
+        inputs = NetworkInput(network.input, training.augmentation, device, channels_last)
+        share = len(range(dist.rank, len(data.val), dist.world))
+        with counting(f"evaluating ({count(crops, 'crop')})", share, "image", shown_here) as shown:
+            metrics = evaluate(module, network, data, inputs, precision, crops, dist=dist, shown=shown)
+    finally:
+        dist.close()
     return {"checkpoint": str(path), "crops": crops, "network": network.name, "images": len(data.val), **metrics}
-

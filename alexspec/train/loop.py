@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from alexspec import ir, settings
+from alexspec import ir
 from alexspec.builder import Build, build, load_state
 from alexspec.errors import BadInput, TrainingError
 from alexspec.memory_check import batch_warning
@@ -29,7 +29,7 @@ from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset, lasting, on_device_ahead, open_data, read_ahead
-from alexspec.train.distributed import Distributed
+from alexspec.train.distributed import Distributed, per_process
 from alexspec.train.evaluate import check_data, evaluate, unused_outputs
 from alexspec.train.image_folder import left_out
 from alexspec.train.losses import PendingLosses
@@ -150,10 +150,7 @@ class Trainer:
     def __init__(self, doc: Document, config: TrainConfig, log=print):
         config = replace(config, precision=config.precision or "fp32", channels_last=bool(config.channels_last))
         self.config, self.log = config, log
-        self.devices = config.devices
-        if self.devices and settings.current().world_size > 1:  # torchrun: one GPU per process
-            local = settings.current().local_rank
-            self.devices = [f"cuda:{local}" if d == "cuda" else d for d in self.devices]
+        self.devices = per_process(config.devices)  # torchrun: one GPU per process
         spec_training = doc.data.get("training") if isinstance(doc.data, dict) else None
         spec_seed = spec_training.get("seed", 0) if isinstance(spec_training, dict) else 0
         torch.manual_seed(config.seed if config.seed is not None else spec_seed)  # the initial weights
