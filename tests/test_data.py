@@ -127,6 +127,18 @@ def test_more_classes_than_outputs_names_them_and_the_layer_to_change(tmp_path):
         check_data(data, network, 2)
 
 
+def test_data_of_one_class_is_refused():
+    from alexspec.errors import BadInput
+    from alexspec.spec import analyse, load_text
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import check_data
+
+    network = analyse(load_text(SPEC, "pets.yaml")).network
+    check_data(synthetic((3, 16, 16), classes=2), network, 2)
+    with pytest.raises(BadInput, match=r"synthetic has one class \(0\): a classifier learns to tell classes apart"):
+        check_data(synthetic((3, 16, 16), classes=1), network, 2)
+
+
 def test_fewer_classes_than_outputs_is_a_note_naming_the_layer_to_change():
     from alexspec.spec import analyse, load_text
     from alexspec.train.data import synthetic

@@ -75,6 +75,10 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
         raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x{width}; "
                        f"use data of that size or larger, to crop from (`alexspec prepare-data SRC DST --size "
                        f"{max(height, width)}`)")
+    if len(data.classes) == 1:
+        raise BadInput(f"{data.name} has one class ({data.classes[0]}): a classifier learns to tell classes apart, "
+                       "and with one the answer is always that class (its error is 0 whatever it learns); give the "
+                       "data a folder of images for each class, two or more")
     if len(data.classes) > classes:
         found = len(data.classes)
         raise BadInput(f"the data has {found} classes ({listed(data.classes)}) but {network.name} outputs "
