@@ -62,7 +62,7 @@ def test_cpu_figures(tmp_path):
 
 def test_bad_baseline_name():
     result = run_cli("bench", "lenet5", "--compare", "tensorflow")
-    assert result.returncode == 2 and "--compare takes baselines among eager, eager-graphed" in result.stderr
+    assert result.returncode == 2 and "--compare takes baselines among eager, eager-fused, eager-graphed" in result.stderr
 
 
 @pytest.mark.parametrize("value, said", [("-1", "must be from 0 to 3600 seconds, got -1"),
@@ -471,8 +471,12 @@ def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(t
 @pytest.mark.slow
 def test_on_cpu_the_default_comparison_says_why_it_leaves_torch_compile_out(tmp_path):
     result, data = bench_json(tmp_path / "b.json", "lenet5", "--steps", "1", "--warmup", "0")
-    assert "torch.compile spends minutes compiling: comparing with eager only" in result.stdout
-    assert set(data["results"]) == {"alexspec", "eager"}
+    assert "torch.compile spends minutes compiling: comparing with eager only, with torch's default SGD and with " \
+        "SGD(fused=True) as alexspec steps" in result.stdout
+    assert set(data["results"]) == {"alexspec", "eager", "eager-fused"}  # alexspec's fused step is no lever of its own
+    assert data["results"]["eager-fused"]["settings"] == {"mode": "eager", "cuda_graphs": None,
+                                                          "optimizer": "SGD(fused=True)"}
+    assert data["results"]["alexspec"]["settings"]["optimizer"] == "SGD(fused=True)"
     assert data["precision"] == "fp32"  # what `alexspec train` runs on a CPU, where bf16 is the GPU's default
     assert "channels_last" not in data["levers_on"] and "weight_copies" not in data["levers_on"]
 

@@ -123,10 +123,11 @@ def add_parsers(command) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="default: bf16 (channels-last) on CUDA; fp32 on CPU, as `alexspec train` runs there")
     p.add_argument("--compare", metavar="LIST",
-                   help="baselines, comma-separated: eager (SGD foreach), eager-graphed (the whole step as a CUDA "
+                   help="baselines, comma-separated: eager (SGD foreach), eager-fused (SGD(fused=True)), "
+                        "eager-graphed (the whole step as a CUDA "
                         "graph, fused SGD), compile (torch.compile default, fused SGD), compile-reduce-overhead, "
                         "compile-max-autotune (both with torch.compile's CUDA graphs, fused SGD); '' for none "
-                        "(default on CUDA: all but compile-max-autotune; on CPU: eager)")
+                        "(default on CUDA: all but compile-max-autotune; on CPU: eager, eager-fused)")
     p.add_argument("--max-autotune", action="store_true",
                    help="also compare with torch.compile max-autotune, its CUDA graphs on (minutes to compile)")
     p.add_argument("--steps", type=positive_int, help="timed steps, at least (default: 20 on CUDA, 2 on CPU)")
