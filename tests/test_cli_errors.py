@@ -67,6 +67,11 @@ CASES = {
     "hostile layer name": (spec_text("{name: 'x; import os', type: relu}"), ("'x; import os'", 1),
                            ["is not a valid name"]),
     "keyword layer name": (spec_text("{name: lambda, type: relu}"), ("lambda", 1), ["Python keyword"]),
+    "colour lighting on grey images": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", header=HEADER.replace("channels: 3", "channels: 1"))
+        + "training: {augmentation: {lighting: 0.1}}\n", ("0.1", 1),
+        ["training.augmentation.lighting: lighting is colour noise along ImageNet's RGB principal components; it "
+         "needs 3 input channels and this network takes 1", "remove it (or give lighting: 0)"]),
 }
 
 

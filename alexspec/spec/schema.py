@@ -243,7 +243,7 @@ _TRAINING = {
                 "resize": _int("Shorter side resized to this before cropping.", 1, MAX_SPATIAL),
                 "crop": _int("Random square crop size; must equal the input height and width.", 1, MAX_SPATIAL),
                 "flip": {"type": "boolean", "default": False, "description": "Random horizontal flips."},
-                "lighting": _num("PCA colour lighting sigma (the paper: 0.1).", minimum=0, maximum=10, default=0),
+                "lighting": _num("PCA colour lighting sigma (the paper: 0.1); RGB input only.", minimum=0, maximum=10, default=0),
                 "mean": {"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 4,
                          "description": "Per-channel mean subtracted (input scale 0-255)."},
                 "std": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},

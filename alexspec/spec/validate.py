@@ -198,7 +198,7 @@ class _Builder:
                 self.problem(("training", "lr_mult", name), f"no layer is named {quote(name)}",
                              did_you_mean(name, names), key=True)
         aug_raw = raw.get("augmentation", {})
-        self.check_crop(aug_raw)
+        self.check_augmentation(aug_raw)
         sched_raw = raw.get("schedule", {"type": "constant"})
         if sched_raw["type"] == "step" and "every" not in sched_raw:
             self.problem(("training", "schedule"), "a step schedule needs `every` (epochs between drops)",
@@ -219,7 +219,8 @@ class _Builder:
             schedule=schedule, lr_mult=raw.get("lr_mult", {}), augmentation=augmentation,
             eval_crops=raw.get("eval", {}).get("crops", 1))
 
-    def check_crop(self, aug: dict) -> None:
+    def check_augmentation(self, aug: dict) -> None:
+        """The augmentation's crop, mean, std and lighting against the network's input."""
         channels, height, width = (self.data["input"][k] for k in ("channels", "height", "width"))
         path = ("training", "augmentation")
         crop, resize = aug.get("crop"), aug.get("resize")
@@ -233,3 +234,7 @@ class _Builder:
             if key in aug and len(aug[key]) != channels:
                 self.problem(path + (key,), f"{key} has {count(len(aug[key]), 'value')} for {count(channels, 'input channel')}",
                              "give one value per input channel")
+        if aug.get("lighting", 0) > 0 and channels != 3:
+            self.problem(path + ("lighting",), f"lighting is colour noise along ImageNet's RGB principal components; "
+                         f"it needs 3 input channels and this network takes {channels}",
+                         "remove it (or give lighting: 0), or take RGB input (input.channels: 3)")

@@ -104,8 +104,8 @@ def _input_channels_sets(network: ir.Network, channels: int) -> list[str]:
     """The --set arguments that make `network` take images of `channels`: input.channels, the
     `expect` of each layer whose input's channels change with it (the image's readers, and the
     readers of layers that keep the channel count, up to the first conv or linear layer of each
-    path), and the normalisation's mean and std as one value a channel (their average); [] where
-    a layer to change lies inside a block (no --set names it)."""
+    path), the normalisation's mean and std as one value a channel (their average), and no colour
+    lighting but for RGB; [] where a layer to change lies inside a block (no --set names it)."""
     sets, changed, previous = [f"input.channels={channels}"], {ir.IMAGE}, ir.IMAGE
     for layer in network.layers:
         if any(name in changed for name in layer.inputs or (previous,)):
@@ -121,6 +121,8 @@ def _input_channels_sets(network: ir.Network, channels: int) -> list[str]:
         values = getattr(augmentation, key, None)
         if values and len(values) != channels:
             sets.append(f"training.augmentation.{key}=[{','.join([f'{sum(values) / len(values):g}'] * channels)}]")
+    if augmentation is not None and augmentation.lighting and channels != 3:
+        sets.append("training.augmentation.lighting=0")  # colour noise: RGB only
     return sets
 
 
