@@ -67,6 +67,10 @@ CASES = {
     "hostile layer name": (spec_text("{name: 'x; import os', type: relu}"), ("'x; import os'", 1),
                            ["is not a valid name"]),
     "keyword layer name": (spec_text("{name: lambda, type: relu}"), ("lambda", 1), ["Python keyword"]),
+    "resized smaller than the input": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}") + "training: {augmentation: {resize: 16}}\n",
+        ("16", 1), ["training.augmentation.resize: resize 16 is smaller than the input 32x32",
+                    "resize to at least 32"]),
     "colour lighting on grey images": (
         spec_text("{name: c1, type: conv, out: 8, kernel: 3}", header=HEADER.replace("channels: 3", "channels: 1"))
         + "training: {augmentation: {lighting: 0.1}}\n", ("0.1", 1),

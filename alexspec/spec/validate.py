@@ -230,6 +230,10 @@ class _Builder:
         if crop is not None and resize is not None and crop > resize:
             self.problem(path + ("crop",), f"crop {crop} is larger than the resized image ({resize})",
                          "resize to at least the crop size (the paper: 256, crop 227)")
+        elif crop is None and resize is not None and resize < max(height, width):
+            self.problem(path + ("resize",), f"resize {resize} is smaller than the input {height}x{width}, which "
+                         "crops of the resized images feed", f"resize to at least {max(height, width)} (the "
+                         "paper: 256 for its 227 input)")
         for key in ("mean", "std"):
             if key in aug and len(aug[key]) != channels:
                 self.problem(path + (key,), f"{key} has {count(len(aug[key]), 'value')} for {count(channels, 'input channel')}",
