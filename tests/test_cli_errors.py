@@ -67,6 +67,11 @@ CASES = {
     "hostile layer name": (spec_text("{name: 'x; import os', type: relu}"), ("'x; import os'", 1),
                            ["is not a valid name"]),
     "keyword layer name": (spec_text("{name: lambda, type: relu}"), ("lambda", 1), ["Python keyword"]),
+    "learning-rate multiplier of a layer without weights": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", "{name: p1, type: maxpool, kernel: 2}")
+        + "training: {lr_mult: {p1: {weight: 2}}}\n", ("p1:", 1),
+        ["training.lr_mult.p1: 'p1' is a maxpool layer, which learns no weights",
+         "name a conv, linear or batchnorm layer"]),
     "resized smaller than the input": (
         spec_text("{name: c1, type: conv, out: 8, kernel: 3}") + "training: {augmentation: {resize: 16}}\n",
         ("16", 1), ["training.augmentation.resize: resize 16 is smaller than the input 32x32",

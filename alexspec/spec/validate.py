@@ -193,10 +193,17 @@ class _Builder:
             return raw.get(key, sch.default(props, key))
 
         names = [layer.name for layer in layers]
+        learnt = {layer.name for layer in layers if isinstance(layer, (ir.Conv, ir.Linear))
+                  or (isinstance(layer, ir.BatchNorm) and layer.affine)}
         for name in raw.get("lr_mult", {}):
             if name not in names:
                 self.problem(("training", "lr_mult", name), f"no layer is named {quote(name)}",
                              did_you_mean(name, names), key=True)
+            elif name not in learnt:
+                kind = next(layer.type for layer in layers if layer.name == name)
+                self.problem(("training", "lr_mult", name), f"{quote(name)} is a {kind} layer, which learns no "
+                             "weights for a learning-rate multiplier to scale",
+                             "name a conv, linear or batchnorm layer", key=True)
         aug_raw = raw.get("augmentation", {})
         self.check_augmentation(aug_raw)
         sched_raw = raw.get("schedule", {"type": "constant"})
