@@ -1,4 +1,4 @@
-"""The training recipe as torch objects: fused optimizers that step like the unfused ones, LR multipliers."""
+"""The training recipe as torch objects: fused optimizers that step like the unfused ones, LR multipliers, the schedule."""
 from __future__ import annotations
 
 import dataclasses
@@ -50,3 +50,18 @@ def test_fused_is_not_asked_for_where_parameters_are_not_floats_on_cpu_or_cuda()
     assert not fused_supported(torch.nn.ReLU())
     training = ir.Training()
     assert optimizer(torch.nn.Linear(2, 2).to(torch.device("meta")), {}, training).defaults["fused"] is False
+
+
+def test_a_warm_up_as_long_as_the_run_is_a_note_giving_the_rate_it_reaches(tmp_path):
+    from alexspec.train.loop import TrainConfig
+    from alexspec.train.session import start
+
+    said = []
+    config = TrainConfig(devices=["cpu"], out=str(tmp_path / "run"), epochs=1, max_steps=1,
+                         overrides=["training.batch=512", "training.schedule={type: cosine, warmup: 2}"])
+    start(SPECS / "digits.yaml", config, log=said.append)  # lr 0.1 warmed up over 2 epochs: 0.05 after the run's one
+    assert "note: the warm-up (schedule.warmup: 2) lasts as long as the run of 1 epoch or longer: the learning rate " \
+        "only rises, to 0.05 at the end (training.lr: 0.1)" in said
+    said.clear()
+    start(SPECS / "digits.yaml", dataclasses.replace(config, out=str(tmp_path / "longer"), epochs=3), log=said.append)
+    assert not [line for line in said if "warm-up" in line]
