@@ -1,4 +1,5 @@
-"""The training recipe as torch objects: fused optimizers that step like the unfused ones, LR multipliers, the schedule."""
+"""The training recipe as torch objects: fused optimizers that step like the unfused ones, LR multipliers,
+the schedule."""
 from __future__ import annotations
 
 import dataclasses
