@@ -62,7 +62,8 @@ def test_cpu_figures(tmp_path):
 
 def test_bad_baseline_name():
     result = run_cli("bench", "lenet5", "--compare", "tensorflow")
-    assert result.returncode == 2 and "--compare takes baselines among eager, eager-fused, eager-graphed" in result.stderr
+    assert result.returncode == 2
+    assert "--compare takes baselines among eager, eager-fused, eager-graphed" in result.stderr
 
 
 @pytest.mark.parametrize("value, said", [("-1", "must be from 0 to 3600 seconds, got -1"),

@@ -2,8 +2,9 @@
 
 Each baseline runs the same network as a user who wants speed would run it in PyTorch (the
 torch backend, the same weights, the same inputs): eager, with torch's default SGD and with fused
-SGD; eager with the whole step captured as a CUDA graph and fused SGD; torch.compile default, reduce-overhead and max-autotune, with
-fused SGD and their own CUDA graphs. The headline is the ratio to the strongest of them.
+SGD; eager with the whole step captured as a CUDA graph and fused SGD; torch.compile default,
+reduce-overhead and max-autotune, with fused SGD and their own CUDA graphs. The headline is the
+ratio to the strongest of them.
 """
 from __future__ import annotations
 
