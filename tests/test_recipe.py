@@ -66,3 +66,12 @@ def test_a_warm_up_as_long_as_the_run_is_a_note_giving_the_rate_it_reaches(tmp_p
     said.clear()
     start(SPECS / "digits.yaml", dataclasses.replace(config, out=str(tmp_path / "longer"), epochs=3), log=said.append)
     assert not [line for line in said if "warm-up" in line]
+
+
+def test_a_step_schedule_that_never_steps_in_the_run_is_a_note():
+    from alexspec.train.recipe import Schedule
+
+    training = ir.Training(lr=0.1, schedule=ir.Schedule(type="step", every=30, factor=0.1))
+    assert Schedule(training, 20).notes() == ["the step schedule multiplies the learning rate by 0.1 every 30 epochs "
+                                              "and the run has 20: it stays at training.lr (0.1)"]
+    assert Schedule(training, 31).notes() == [] and Schedule(training, 31).lr(30) == pytest.approx(0.01)

@@ -184,11 +184,8 @@ class Trainer:
         self.kernels_compiled = False
         self.classes: Optional[list[str]] = None  # the data's, once opened: each checkpoint records them
         self.schedule = Schedule(self.training, self.epochs)
-        warmup = self.training.schedule.warmup
-        if warmup >= self.epochs and self.dist.main:
-            log(f"note: the warm-up (schedule.warmup: {warmup}) lasts as long as the run of "
-                f"{count(self.epochs, 'epoch')} or longer: the learning rate only rises, to "
-                f"{self.schedule.lr(self.epochs - 1, 1.0):.3g} at the end (training.lr: {self.training.lr:g})")
+        for note in self.schedule.notes() if self.dist.main else ():
+            log(f"note: {note}")
         self.network_hash = checkpoint.network_hash(self.info)
         self.doc = doc
 

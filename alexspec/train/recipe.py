@@ -8,6 +8,7 @@ import torch
 
 from alexspec import ir
 from alexspec.train.weight_copies import SGDWithCopies, WeightCopies
+from alexspec.words import count
 
 
 def parameter_groups(module: torch.nn.Module, attributes: dict[str, str], training: ir.Training) -> list[dict]:
@@ -78,6 +79,20 @@ class Schedule:
         if s.type == "plateau":
             return self.base * self.scale
         return self.base
+
+    def notes(self) -> list[str]:
+        """What in the schedule does not fit a run of this many epochs: a warm-up as long as the run,
+        a step schedule that never steps."""
+        s, said = self.spec, []
+        if s.warmup >= self.epochs:
+            said.append(f"the warm-up (schedule.warmup: {s.warmup}) lasts as long as the run of "
+                        f"{count(self.epochs, 'epoch')} or longer: the learning rate only rises, to "
+                        f"{self.lr(self.epochs - 1, 1.0):.3g} at the end (training.lr: {self.base:g})")
+        if s.type == "step" and s.every >= self.epochs:
+            said.append(f"the step schedule multiplies the learning rate by {s.factor:g} every "
+                        f"{count(s.every, 'epoch')} and the run has {self.epochs}: it stays at training.lr "
+                        f"({self.base:g})")
+        return said
 
     @property
     def spans_the_run(self) -> bool:
