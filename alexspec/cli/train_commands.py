@@ -104,8 +104,9 @@ def cmd_eval(args) -> int:
     from alexspec.train.run_folder import recorded
 
     run_dir = run_folder_of(args.spec)
-    if run_dir is None and args.checkpoint is None and run_folder_holding(args.spec):
-        args.checkpoint, run_dir = args.spec, run_folder_holding(args.spec)  # a run's checkpoint: its spec, that one
+    holding = run_folder_holding(args.spec) if run_dir is None and args.checkpoint is None else None
+    if holding is not None:  # a run's checkpoint as SPEC: that run's spec, recipe and this checkpoint
+        args.checkpoint, run_dir = args.spec, holding
     if args.checkpoint is None and run_dir is None:
         raise BadInput("which weights? give --checkpoint CKPT (a checkpoint file or a run folder), or a run folder "
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
