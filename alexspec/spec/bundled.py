@@ -27,14 +27,20 @@ def run_folder_of(name: str | Path) -> Path | None:
         return None
 
 
+def home_of(path: str | Path) -> Path | None:
+    """The folder whose CHECKPOINTS folder holds the checkpoint file at `path`, else None."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == CHECKPOINTS else None
+
+
 def run_folder_holding(name: str | Path) -> Path | None:
     """The run folder whose checkpoint `name` is (RUN/checkpoints/*.pt), else None."""
-    path = Path(name)
+    home = home_of(name)
     try:
-        is_checkpoint = path.suffix == ".pt" and path.parent.name == CHECKPOINTS and path.is_file()
+        is_checkpoint = home is not None and Path(name).suffix == ".pt" and Path(name).is_file()
     except OSError:
         return None
-    return run_folder_of(path.parent.parent) if is_checkpoint else None
+    return run_folder_of(home) if is_checkpoint else None
 
 
 def resolve(name: str | Path) -> str:

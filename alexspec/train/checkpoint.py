@@ -25,7 +25,7 @@ from alexspec.errors import BadInput, first_line
 from alexspec.fsutil import write_atomic
 from alexspec.graph import layer_dict
 from alexspec.network_info import NetworkInfo
-from alexspec.spec.bundled import CHECKPOINTS, RUN_SPEC, run_folder_of
+from alexspec.spec.bundled import CHECKPOINTS, RUN_SPEC, home_of, run_folder_of
 from alexspec.train import run_folder
 from alexspec.words import count, listed
 
@@ -83,12 +83,6 @@ def to_bytes(state: dict) -> bytes:
 
 def folder(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS
-
-
-def home_of(path: Path) -> Path | None:
-    """The folder whose CHECKPOINTS folder holds the checkpoint file at `path`, else None."""
-    path = Path(path)
-    return path.parent.parent if path.parent.name == CHECKPOINTS else None
 
 
 def save(run_dir: Path, state: dict, step: int, keep: int = 3, best: bool = False) -> Path:
