@@ -246,6 +246,21 @@ def test_compile_replaces_only_the_files_compiles_wrote(tmp_path):
     assert again.returncode == 2 and "alexspec-build.json is not the list of files" in again.stderr
 
 
+def test_compile_keeps_a_compiled_file_changed_since(tmp_path):
+    assert run_cli("compile", "digits", "-o", "build", cwd=tmp_path).returncode == 0
+    module = tmp_path / "build" / "digits.py"
+    assert run_cli("compile", "digits", "-o", "build", cwd=tmp_path).returncode == 0  # unchanged: replaced
+    edited, report = module.read_text() + "# a hand edit\n", (tmp_path / "build" / "report.json").read_text()
+    module.write_text(edited)
+    refused = run_cli("compile", "digits", "--set", "layers.fc3.out=32", "-o", "build", cwd=tmp_path)
+    assert refused.returncode == 2 and "build/digits.py changed since `alexspec compile` wrote it" in refused.stderr
+    assert module.read_text() == edited and (tmp_path / "build" / "report.json").read_text() == report
+    module.unlink()  # moved away: compiled afresh, and replaceable again after
+    for _ in range(2):
+        assert run_cli("compile", "digits", "--set", "layers.fc3.out=32", "-o", "build", cwd=tmp_path).returncode == 0
+    assert "a hand edit" not in module.read_text()
+
+
 def test_diagram_shows_towers_and_crossings():
     result = run_cli("report", "alexnet", "--format", "dot")
     assert result.returncode == 0

@@ -175,6 +175,7 @@ def cmd_compile(args) -> int:
     for file, text in written.items():
         write_atomic(out / file, text)
     pictures = render(out / f"{name}.dot")
+    build_folder.record(out, [*(out / file for file in written), *pictures])
     write_out(render_report(info, "table"))
     fusions = generated.fusion.describe()
     if fusions:
