@@ -341,6 +341,22 @@ def test_import_writes_again_only_over_its_own_outputs(tmp_path):
     assert (tmp_path / "trained.pt").read_bytes() == before and not (tmp_path / "s2.yaml").exists()
 
 
+def test_import_keeps_a_spec_edited_since_it_wrote_it(tmp_path):
+    (tmp_path / "mynets.py").write_text("from torch import nn\n"
+                                        "def Small():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())\n")
+    again = ["import", "python:mynets:Small", "--input", "1,5,5", "-o", "s.yaml"]
+    assert run_cli(*again, cwd=tmp_path).returncode == 0
+    spec = tmp_path / "s.yaml"
+    edited = spec.read_text().replace("name: small", "name: small_edited")
+    assert edited != spec.read_text()
+    spec.write_text(edited)
+    refused = run_cli(*again, cwd=tmp_path)
+    assert refused.returncode == 2 and "-o s.yaml: the spec there was edited since alexspec import wrote it" in \
+        refused.stderr, refused.stderr
+    assert spec.read_text() == edited
+    assert run_cli("validate", "s.yaml", cwd=tmp_path).returncode == 0  # the note is a comment: the spec still loads
+
+
 def test_a_module_alexspec_compiled_is_sent_back_to_its_spec(tmp_path):
     # before, its layers were traced into and refused as "conv1_weight (get_attr conv1.weight) reads no value"
     assert run_cli("compile", "digits", "-o", str(tmp_path / "build")).returncode == 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import os
 import sys
 import traceback
@@ -77,8 +78,9 @@ def cmd_import(args) -> int:
                                    follows=args.source.split(":", 1)[0])
         spec = imported.spec
     out = Path(args.output)
+    body = yaml_module.safe_dump(spec, sort_keys=False, width=110)
     write_atomic(out, f"{IMPORT_HEADER} " + " ".join(filter(None, [args.source, args.path])) + "`.\n"
-                 + yaml_module.safe_dump(spec, sort_keys=False, width=110))
+                 + f"{DIGEST_NOTE} {_digest(body)}\n" + body)
     info = analyse(str(out))
     print(f"wrote {out}: {info.network.name}, {count(len(info.layers), 'layer')}, {info.total_params:,} params")
     if imported is not None and args.weights_out:
@@ -92,16 +94,35 @@ def cmd_import(args) -> int:
 
 
 IMPORT_HEADER = "# Imported by `alexspec import"  # the first line of each spec import writes
+DIGEST_NOTE = "# A later import replaces this file only while the lines below are as imported: sha256"  # + digest
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+def _edited_since_import(path: Path) -> bool:
+    """Whether the lines below an imported spec's digest note differ from what the import wrote
+    (False for a spec imported before the note was written)."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n", 2)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(lines) == 3 and lines[1].startswith(DIGEST_NOTE) and lines[1] != f"{DIGEST_NOTE} {_digest(lines[2])}"
 
 
 def _check_import_outputs(spec: str, weights: str | None) -> None:
     """BadInput where -o is no spec's name or --weights-out no checkpoint's (see check_output_kind),
     or names a file that an earlier import did not write (a spec of the user's, a trained
-    checkpoint, the --weights read): only an import's own outputs are written again."""
+    checkpoint, the --weights read) or a spec edited since: only an import's own outputs, as it
+    wrote them, are written again."""
     check_output_kind(spec, (".yaml", ".yml"), "the spec is YAML", f"-o {spec}")
     if Path(spec).is_file() and not _first_line(Path(spec)).startswith(IMPORT_HEADER):
         raise BadInput(f"-o {spec}: a spec that alexspec import did not write is there (it would be replaced); "
                        "give -o another name, or move that file away first")
+    if Path(spec).is_file() and _edited_since_import(Path(spec)):
+        raise BadInput(f"-o {spec}: the spec there was edited since alexspec import wrote it (the edits would be "
+                       "lost); give -o another name, or move that file away first")
     if weights is not None:
         from alexspec.train import checkpoint
 
