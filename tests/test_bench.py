@@ -238,6 +238,8 @@ def test_history_summarises_the_runs_in_a_folder(tmp_path):
     assert "| compile (max-autotune) | 1 |" in latest  # a run from before settings were recorded: what it did
     assert "torch.compile max-autotune-no-cudagraphs, no CUDA graphs, SGD (unfused) |" in latest
     assert f"headline, training: x{eager['alexspec_train_speedup']:.2f} the strongest baseline, eager" in latest
+    assert "headline, inference: x" in latest and latest.split("headline, inference: x")[1].split("\n")[0] \
+        .endswith("(eager, no CUDA graphs)")
     assert "7,500,000,000" not in latest and " | 7,500,000,000 | " in summary.stdout.split("all runs:")[1]
     assert "notes.json: not readable JSON" in summary.stderr
     assert "kernels.json" not in summary.stderr and "autotune.json" not in summary.stderr
@@ -467,6 +469,8 @@ def test_each_baseline_records_how_it_ran_and_the_headline_names_the_strongest(t
     assert data["headline"]["train"] == {"baseline": "eager", "speedup": eager["alexspec_train_speedup"]}
     assert "headline, train: x" in result.stdout and "the strongest baseline, eager (eager, no CUDA graphs" in \
         result.stdout
+    infer_headline = next(line for line in result.stdout.splitlines() if line.startswith("headline, infer: x"))
+    assert infer_headline.endswith("(eager, no CUDA graphs)")  # no optimizer: inference runs none
 
 
 @pytest.mark.slow

@@ -68,12 +68,13 @@ def strongest(results: dict, what: str) -> str | None:
     return max(measured, key=lambda name: results[name][f"{what}_img_s"], default=None)
 
 
-def describe_settings(ran: dict) -> str:
-    """A baseline's settings in words, e.g. `torch.compile reduce-overhead, its CUDA graphs, SGD(fused=True)`."""
+def describe_settings(ran: dict, what: str = "train") -> str:
+    """A baseline's settings in words, e.g. `torch.compile reduce-overhead, its CUDA graphs, SGD(fused=True)`;
+    for inference (`what` infer), without the optimizer, which it does not run."""
     mode = f"torch.compile {ran['mode']}" if ran["mode"] != "eager" else "eager"
     graphs = {"step": "the whole step as a CUDA graph", "inductor": "its own CUDA graphs"}.get(ran["cuda_graphs"],
                                                                                               "no CUDA graphs")
-    return f"{mode}, {graphs}, {ran['optimizer']}"
+    return f"{mode}, {graphs}" + (f", {ran['optimizer']}" if what == "train" else "")
 
 
 def headline(results: dict) -> dict:

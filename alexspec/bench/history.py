@@ -56,15 +56,16 @@ def _label(run: dict, kind: str) -> str:
     return "compile (max-autotune)" if legacy_max_autotune else kind
 
 
-def _settings(run: dict, kind: str) -> str:
-    """How a row ran, in words (for runs that did not record it, what those runs did)."""
+def _settings(run: dict, kind: str, what: str = "train") -> str:
+    """How a row ran, in words (for runs that did not record it, what those runs did); for
+    inference (`what` infer), without the optimizer."""
     if kind == "alexspec":
         return ""
     result = run["results"][kind]
     if "settings" in result:
-        return describe_settings(result["settings"])
+        return describe_settings(result["settings"], what)
     mode = ("max-autotune-no-cudagraphs" if run.get("max_autotune") else "default") if kind == "compile" else "eager"
-    return describe_settings({"mode": mode, **_LEGACY})
+    return describe_settings({"mode": mode, **_LEGACY}, what)
 
 
 def headline(run: dict) -> str:
@@ -85,7 +86,7 @@ def headline(run: dict) -> str:
         if said["baseline"] not in run["results"]:
             continue
         lines.append(f"\nheadline, {'training' if what == 'train' else 'inference'}: x{said['speedup']:.2f} the "
-                     f"strongest baseline, {said['baseline']} ({_settings(run, said['baseline'])})")
+                     f"strongest baseline, {said['baseline']} ({_settings(run, said['baseline'], what)})")
     startup = run.get("startup", {})
     if {"cold_cache", "warm_cache"} <= set(startup):
         shipped = startup["cold_cache"].get("shipped_table")

@@ -370,7 +370,7 @@ def run(spec: str, batch: int, precision: str, compare: list[str], max_autotune:
         progress(summary(False))
     for what, said in headline(results).items():
         log(f"headline, {what}: x{said['speedup']} the strongest baseline, {said['baseline']} "
-            f"({describe_settings(results[said['baseline']]['settings'])})")
+            f"({describe_settings(results[said['baseline']]['settings'], what)})")
     for lever in all_levers if ablate else ():
         levers[lever] = _ablate(bench, all_levers, lever, results["alexspec"])
         progress(summary(False))
