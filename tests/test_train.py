@@ -482,6 +482,25 @@ def test_a_run_folder_serves_as_the_spec_with_its_overrides_checkpoint_and_data(
     assert checkpoint.load(checkpoint.latest(tmp_path / "run"))["model"]["fc3.weight"].shape[0] == 64
 
 
+@pytest.mark.parametrize("outputs", [3, 6])
+def test_top5_error_only_where_the_network_has_more_than_5_outputs(tmp_path, outputs):
+    """With 5 outputs or fewer every class is in the top 5: a top-5 error of 0 whatever was learnt."""
+    spec = tmp_path / "few.yaml"
+    spec.write_text("alexspec: 1\nname: few\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                    f"  - {{name: flatten, type: flatten}}\n  - {{name: fc, type: linear, out: {outputs}}}\n"
+                    "training: {lr: 0.05, batch: 64, epochs: 1}\n")
+    trained = run_cli("train", str(spec), "--data", "synthetic", "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    [epoch] = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
+    evaluated = run_cli("eval", str(tmp_path / "run"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    found = json.loads(evaluated.stdout.splitlines()[-1])
+    assert [("top5_error" in m) for m in (epoch, found)] == [outputs > 5] * 2
+    said = [trained.stdout.count("top-5 error"), evaluated.stdout.count("top-5 error")]
+    assert said == ([2, 1] if outputs > 5 else [0, 0]) and "top-1 error" in evaluated.stdout  # epoch, done; eval
+    assert run_cli("plot", str(tmp_path / "run")).returncode == 0
+
+
 def test_eval_without_weights_says_where_to_give_them(capsys):
     from alexspec.cli import main
 

@@ -77,6 +77,7 @@ def cmd_train(args) -> int:
     say = print if settings.current().rank == 0 else _quiet
     say(f"alexspec train {args.spec}: loading torch and building the network", flush=True)  # a word within a second
     from alexspec.spec.bundled import run_folder_holding, run_folder_of
+    from alexspec.train.progress import errors_text
     from alexspec.train.session import start
 
     if args.resume == "" and (run_folder_of(args.spec) or run_folder_holding(args.spec)):
@@ -86,8 +87,7 @@ def cmd_train(args) -> int:
         say(f"run stopped cleanly after {count(result.steps, 'step')}; continue with: "
             f"{_continue_command(result.run_dir)}")
     elif result.last:
-        say(f"done: {count(result.epochs_done, 'epoch')}, top-1 error {result.last['top1_error']:.2%}, "
-            f"top-5 error {result.last['top5_error']:.2%}; run folder {result.run_dir} "
+        say(f"done: {count(result.epochs_done, 'epoch')}, {errors_text(result.last)}; run folder {result.run_dir} "
             f"(metrics.jsonl, checkpoints/; `alexspec plot {result.run_dir}` draws the curves, "
             f"`alexspec eval {result.run_dir}` evaluates its best checkpoint)")
     else:
@@ -101,6 +101,7 @@ def cmd_eval(args) -> int:
     from alexspec.errors import BadInput
     from alexspec.spec.bundled import run_folder_holding, run_folder_of
     from alexspec.train.evaluate import evaluate_checkpoint
+    from alexspec.train.progress import errors_text
     from alexspec.train.run_folder import recorded
 
     run_dir = run_folder_of(args.spec)
@@ -120,8 +121,9 @@ def cmd_eval(args) -> int:
     if settings.current().rank:  # a process of a torchrun launch other than rank 0: that one says it
         return 0
     print(f"{found['network']} on {data} ({count(found['images'], 'image')}, {count(found['crops'], 'crop')}): "
-          f"top-1 error {found['top1_error']:.2%}, top-5 error {found['top5_error']:.2%}, loss {found['val_loss']:.4f}")
-    print(json_module.dumps({key: found[key] for key in ("checkpoint", "crops", "val_loss", "top1_error", "top5_error")}))
+          f"{errors_text(found)}, loss {found['val_loss']:.4f}")
+    print(json_module.dumps({key: found[key] for key in ("checkpoint", "crops", "val_loss", "top1_error", "top5_error")
+                             if key in found}))
     return 0
 
 

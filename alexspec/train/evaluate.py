@@ -21,12 +21,13 @@ from alexspec.words import count, listed
 
 def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs: NetworkInput, precision: str,
              crops: int = 1, batch: int = 256, dist=None, shown: Optional[Callable[[int], None]] = None) -> dict:
-    """val_loss, top1_error and top5_error of `module` (left in training mode) on `data.val`; with
+    """val_loss, top1_error and top5_error of `module` (left in training mode) on `data.val` (top5_error
+    only where the network has more than 5 outputs: with 5 or fewer, every class is in the top 5); with
     `dist` (alexspec.train.distributed.Distributed) each process takes its share of the images and
     the sums are combined, so data-parallel validation takes 1/world of the time. `shown` is told
     the number of images done after each batch (a progress display)."""
     module.eval()
-    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    total, loss_sum, top1, top5, outputs = 0, 0.0, 0, 0, 0
     ends_with_softmax = isinstance(network.layers[-1], ir.Softmax)
     _, height, _ = network.input
     share = torch.arange(len(data.val))[dist.rank::dist.world] if dist is not None else torch.arange(len(data.val))
@@ -40,7 +41,8 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
                     [images, images.flip(-1)] * 5
             probs = sum(_probabilities(module, inputs(view), ends_with_softmax) for view in views) / len(views)
             loss_sum += F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels, reduction="sum").item()
-            best5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+            outputs = probs.shape[1]
+            best5 = probs.topk(min(5, outputs), dim=1).indices
             top1 += (best5[:, 0] == labels).sum().item()
             top5 += (best5 == labels[:, None]).any(dim=1).sum().item()
             total += len(labels)
@@ -50,7 +52,8 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
     if dist is not None:
         sums = torch.tensor([total, loss_sum, top1, top5], dtype=torch.float64)
         total, loss_sum, top1, top5 = dist.sum(sums).tolist()
-    return {"val_loss": loss_sum / total, "top1_error": 1 - top1 / total, "top5_error": 1 - top5 / total}
+    found = {"val_loss": loss_sum / total, "top1_error": 1 - top1 / total}
+    return {**found, "top5_error": 1 - top5 / total} if outputs > 5 else found
 
 
 def _probabilities(module: torch.nn.Module, x: torch.Tensor, ends_with_softmax: bool) -> torch.Tensor:

@@ -39,7 +39,9 @@ def plot_run(run_dir: Path) -> Path:
     loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation")
     loss_ax.set(title="loss", xlabel="step")
     err_ax.plot([r["epoch"] for r in epochs], [100 * r["top1_error"] for r in epochs], "o-", label="top-1")
-    err_ax.plot([r["epoch"] for r in epochs], [100 * r["top5_error"] for r in epochs], "o-", label="top-5")
+    with_top5 = [r for r in epochs if "top5_error" in r]  # none where the network has 5 outputs or fewer
+    if with_top5:
+        err_ax.plot([r["epoch"] for r in with_top5], [100 * r["top5_error"] for r in with_top5], "o-", label="top-5")
     err_ax.set(title="validation error (%)", xlabel="epoch")
     lr_ax.plot([r["step"] for r in steps + epochs], [r["lr"] for r in steps + epochs], ".")
     lr_ax.set(title="learning rate", xlabel="step", yscale="log")
