@@ -489,13 +489,22 @@ def test_wrong_image_size_is_explained(tmp_path):
     (tmp_path / "pets.yaml").write_text(SPEC.replace("height: 16, width: 16", "height: 32, width: 32")
                                         .replace("crop: 16", "crop: 32").replace("resize: 20", "resize: 40"))
     result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", "digits")
-    assert result.returncode == 2 and "the data's images have 1 channel but pets takes 3; `--set " \
-        "input.channels=1 --set training.augmentation.lighting=0` makes the network take 1" in result.stderr, \
-        result.stderr  # the spec's colour lighting needs RGB
+    too_small = "alexspec train: the data's images are 1x8x8 but pets takes {}x32x32; give --data an image folder, " \
+        "or shards from `alexspec prepare-data SRC DST --size 32`"
+    classes = "alexspec train: the data has 10 classes (0, 1, 2, 3, 4, ... (5 more)) but pets outputs 2; give its " \
+        "last layer (fc) out: 10 (`--set layers.fc.out=10`)"
+    assert result.returncode == 2 and result.stderr.splitlines()[-3:] == [  # every misfit at once, a line each
+        "alexspec train: the data's images have 1 channel but pets takes 3; `--set input.channels=1 --set "
+        "training.augmentation.lighting=0` makes the network take 1",  # the spec's colour lighting needs RGB
+        too_small.format(3), classes], result.stderr
     result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", "digits", "--set", "input.channels=1",
                      "--set", "training.augmentation.lighting=0")
-    assert result.returncode == 2 and "the data's images are 1x8x8 but pets takes 1x32x32; use data of that size " \
-        "or larger, to crop from (`alexspec prepare-data SRC DST --size 32`)" in result.stderr, result.stderr
+    assert result.returncode == 2 and result.stderr.splitlines()[-2:] == [too_small.format(1), classes], result.stderr
+    small = make_folder(tmp_path / "imgs", per_class=2)
+    assert run_cli("prepare-data", str(small), str(tmp_path / "shards"), "--size", "20").returncode == 0
+    result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", str(tmp_path / "shards"))
+    assert result.returncode == 2 and "the data's images are 3x20x20 but pets takes 3x32x32; use data of that " \
+        "size or larger, to crop from (`alexspec prepare-data SRC DST --size 32`)" in result.stderr, result.stderr
 
 
 def test_random_crops_lie_inside_the_image():

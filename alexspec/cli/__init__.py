@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         if not rank:  # every process reads the same spec: rank 0 lists its problems
             print_problems(error)
         return EXIT_BAD_INPUT
-    except BadInput as error:  # arguments, checkpoints, data, devices: each carries its own message
-        tell(f"alexspec {args.command}: {error}")
+    except BadInput as error:  # arguments, checkpoints, data, devices: each carries its own message (a line each)
+        for line in str(error).splitlines() or [""]:
+            tell(f"alexspec {args.command}: {line}")
         return EXIT_BAD_INPUT
     except TrainingError as error:
         tell(f"alexspec {args.command}: {error}")

@@ -62,30 +62,34 @@ def _probabilities(module: torch.nn.Module, x: torch.Tensor, ends_with_softmax: 
 
 
 def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
-    """BadInput where `data`'s images or classes do not fit the network."""
+    """BadInput where `data`'s images or classes do not fit the network: a line for each misfit."""
     from alexspec.errors import BadInput
 
     channels, height, width = network.input
     c, h, w = data.image_shape
+    misfits = []
     if c != channels:
         remade = f"`alexspec prepare-data SRC DST --channels {channels}` makes shards of {channels}" \
             if channels in (1, 3) and data.name not in ("digits", "synthetic") else ""
         sets = _input_channels_sets(network, c)
         retaken = f"`{' '.join('--set ' + s for s in sets)}` makes the network take {c}" if sets else ""
-        raise BadInput(f"the data's images have {count(c, 'channel')} but {network.name} takes {channels}; "
+        misfits.append(f"the data's images have {count(c, 'channel')} but {network.name} takes {channels}; "
                        + (" or ".join(filter(None, [remade, retaken])) or f"use images of {channels}"))
     if h < height or w < width:
-        raise BadInput(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x{width}; "
-                       f"use data of that size or larger, to crop from (`alexspec prepare-data SRC DST --size "
-                       f"{max(height, width)}`)")
+        remade = f"`alexspec prepare-data SRC DST --size {max(height, width)}`"
+        misfits.append(f"the data's images are {c}x{h}x{w} but {network.name} takes {channels}x{height}x{width}; "
+                       + (f"give --data an image folder, or shards from {remade}" if data.name == "digits" else
+                          f"use data of that size or larger, to crop from ({remade})"))
     if len(data.classes) == 1:
-        raise BadInput(f"{data.name} has one class ({data.classes[0]}): a classifier learns to tell classes apart, "
+        misfits.append(f"{data.name} has one class ({data.classes[0]}): a classifier learns to tell classes apart, "
                        "and with one the answer is always that class (its error is 0 whatever it learns); give the "
                        "data a folder of images for each class, two or more")
     if len(data.classes) > classes:
         found = len(data.classes)
-        raise BadInput(f"the data has {found} classes ({listed(data.classes)}) but {network.name} outputs "
+        misfits.append(f"the data has {found} classes ({listed(data.classes)}) but {network.name} outputs "
                        f"{classes}; {_last_layer_fix(network, found)}")
+    if misfits:
+        raise BadInput("\n".join(misfits))
 
 
 def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional[str]:
