@@ -517,6 +517,31 @@ def test_random_crops_lie_inside_the_image():
         augment.random_crop(images, 10, torch.Generator())
 
 
+def test_crops_of_a_network_input_wider_than_high_are_that_shape():
+    images = torch.arange(2 * 3 * 9 * 11, dtype=torch.float32).reshape(2, 3, 9, 11)
+    crops = augment.random_crop(images, 4, torch.Generator().manual_seed(2), width=7)
+    for image, crop in zip(images, crops):
+        top, left = divmod(int(crop[0, 0, 0].item()) % 99, 11)
+        assert crop.shape == (3, 4, 7) and torch.equal(crop, image[:, top:top + 4, left:left + 7])
+    assert torch.equal(augment.center_crop(images, 5, 9), images[:, :, 2:7, 1:10])
+    views = augment.ten_crops(images, 5, 9)
+    assert torch.equal(views[3], images[:, :, 4:, 2:]) and torch.equal(views[8], images[:, :, 4:, 2:].flip(-1))
+    assert {tuple(view.shape[2:]) for view in views} == {(5, 9)}
+
+
+def test_a_network_input_wider_than_high_trains_and_evaluates_on_larger_images(tmp_path):
+    # before, a square crop of the input's height reached the network: a shape error in its last layer
+    source = make_folder(tmp_path / "imgs", per_class=4)
+    (tmp_path / "wide.yaml").write_text(
+        "alexspec: 1\nname: wide\ninput: {channels: 3, height: 12, width: 18}\nlayers:\n"
+        "  - {name: conv1, type: conv, out: 4, kernel: 3, activation: relu}\n  - {name: flatten, type: flatten}\n"
+        "  - {name: fc, type: linear, out: 2}\ntraining: {batch: 4, epochs: 1, augmentation: {resize: 24}}\n")
+    trained = run_cli("train", str(tmp_path / "wide.yaml"), "--data", str(source), "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_cli("eval", str(tmp_path / "run"), "--crops", "10")
+    assert evaluated.returncode == 0 and "(8 images, 10 crops)" in evaluated.stdout, evaluated.stderr
+
+
 def test_flipping_twice_with_the_same_draws_is_the_identity():
     images = torch.randn(16, 3, 4, 5)
     once = augment.random_flip(images, torch.Generator().manual_seed(3))

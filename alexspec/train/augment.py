@@ -14,14 +14,17 @@ IMAGENET_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
                                 [-0.5836, -0.6948, 0.4203]])
 
 
-def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A size x size crop at a random place in each image (the crop lies inside the image)."""
+def random_crop(images: torch.Tensor, height: int, generator: torch.Generator,
+                width: int | None = None) -> torch.Tensor:
+    """A height x width crop (width: height, a square) at a random place in each image (the crop
+    lies inside the image)."""
     n, _, h, w = images.shape
-    if size > h or size > w:
-        raise ValueError(f"crop {size} is larger than the images ({h}x{w})")
-    tops = torch.randint(0, h - size + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, w - size + 1, (n,), generator=generator).tolist()
-    return torch.stack([img[:, t:t + size, l:l + size] for img, t, l in zip(images, tops, lefts)])
+    width = height if width is None else width
+    if height > h or width > w:
+        raise ValueError(f"crop {height}x{width} is larger than the images ({h}x{w})")
+    tops = torch.randint(0, h - height + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, w - width + 1, (n,), generator=generator).tolist()
+    return torch.stack([img[:, t:t + height, l:l + width] for img, t, l in zip(images, tops, lefts)])
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -43,17 +46,21 @@ def lighting(images: torch.Tensor, sigma: float, generator: torch.Generator, eig
     return images + shift.to(images.device, images.dtype)[:, :, None, None]
 
 
-def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+def center_crop(images: torch.Tensor, height: int, width: int | None = None) -> torch.Tensor:
+    """The centre height x width of each image (width: height, a square)."""
     _, _, h, w = images.shape
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[:, :, top:top + size, left:left + size]
+    width = height if width is None else width
+    top, left = (h - height) // 2, (w - width) // 2
+    return images[:, :, top:top + height, left:left + width]
 
 
-def ten_crops(images: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """The four corners and the centre, and their mirror images (the paper's test-time crops)."""
+def ten_crops(images: torch.Tensor, height: int, width: int | None = None) -> list[torch.Tensor]:
+    """The four corners and the centre, height x width (width: height, a square), and their mirror
+    images (the paper's test-time crops)."""
     _, _, h, w = images.shape
-    corners = [images[:, :, :size, :size], images[:, :, :size, w - size:], images[:, :, h - size:, :size],
-               images[:, :, h - size:, w - size:], center_crop(images, size)]
+    width = height if width is None else width
+    corners = [images[:, :, :height, :width], images[:, :, :height, w - width:], images[:, :, h - height:, :width],
+               images[:, :, h - height:, w - width:], center_crop(images, height, width)]
     return corners + [c.flip(-1) for c in corners]
 
 
@@ -82,9 +89,9 @@ class NetworkInput:
         x = images.to(self.device, non_blocking=True).float()
         _, height, width = self.shape
         if train and aug.crop and (x.shape[2] > height or x.shape[3] > width):
-            x = random_crop(x, height, generator)
+            x = random_crop(x, height, generator, width)
         elif x.shape[2] != height or x.shape[3] != width:
-            x = center_crop(x, height)
+            x = center_crop(x, height, width)
         if train and aug.flip:
             x = random_flip(x, generator)
         if train and aug.lighting and x.shape[1] == 3:

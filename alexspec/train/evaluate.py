@@ -29,7 +29,7 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
     module.eval()
     total, loss_sum, top1, top5, outputs = 0, 0.0, 0, 0, 0
     ends_with_softmax = isinstance(network.layers[-1], ir.Softmax)
-    _, height, _ = network.input
+    _, height, width = network.input
     share = torch.arange(len(data.val))[dist.rank::dist.world] if dist is not None else torch.arange(len(data.val))
     with torch.no_grad(), autocast(inputs.device.type, precision):
         for start in range(0, len(share), batch):
@@ -37,7 +37,7 @@ def evaluate(module: torch.nn.Module, network: ir.Network, data: Dataset, inputs
             labels = labels.to(inputs.device)
             views = [images]
             if crops == 10:
-                views = augment.ten_crops(images, height) if images.shape[2] > height else \
+                views = augment.ten_crops(images, height, width) if images.shape[2:] != (height, width) else \
                     [images, images.flip(-1)] * 5
             probs = sum(_probabilities(module, inputs(view), ends_with_softmax) for view in views) / len(views)
             loss_sum += F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels, reduction="sum").item()
