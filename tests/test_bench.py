@@ -151,6 +151,9 @@ def test_candidates_timed_in_the_same_rounds_compare_round_by_round():
     assert said == "x2.0 (x1.0-x2.0 in 3 interleaved rounds)"
     apart = {key: value for key, value in other.items() if not key.endswith("_rounds")}  # timed on its own
     assert speedups(ours, apart)["train_speedup"] == round(200 / 150, 3)
+    one_round = speedups({**ours, "train_img_s_rounds": [300]}, {**other, "train_img_s_rounds": [150]})
+    assert one_round["train_speedup"] == 2.0 and "train_speedup_range" not in one_round  # no range of one
+    assert ratio_text({**other, **{f"alexspec_{key}": value for key, value in one_round.items()}}, "train") == "x2.0"
 
 
 @pytest.mark.slow

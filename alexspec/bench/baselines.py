@@ -114,7 +114,8 @@ def speedups(ours: dict, other: dict) -> dict:
         if rounds in ours and rounds in other:
             ratios = [a / b for a, b in zip(ours[rounds], other[rounds], strict=True)]
             found[f"{what}_speedup"] = round(statistics.median(ratios), 3)
-            found[f"{what}_speedup_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+            if len(ratios) > 1:  # one round: a ratio, no range
+                found[f"{what}_speedup_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
             continue
         found[f"{what}_speedup"] = round(ours[f"{what}_img_s"] / other[f"{what}_img_s"], 3)
         if f"{what}_img_s_range" in ours and f"{what}_img_s_range" in other:
