@@ -269,7 +269,7 @@ class Schedule:
 @dataclass(frozen=True)
 class Augmentation:
     resize: Optional[int] = None
-    crop: Optional[int] = None
+    crop: Optional[Pair] = None  # height, width
     flip: bool = False
     lighting: float = 0.0
     mean: Optional[tuple[float, ...]] = None

@@ -76,6 +76,15 @@ CASES = {
         spec_text("{name: c1, type: conv, out: 8, kernel: 3}") + "training: {augmentation: {resize: 16}}\n",
         ("16", 1), ["training.augmentation.resize: resize 16 is smaller than the input 32x32",
                     "resize to at least 32"]),
+    "crop of another shape than a wide input": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", header=HEADER.replace("width: 32", "width: 48"))
+        + "training: {augmentation: {resize: 64, crop: 32}}\n", ("32}", 1),
+        ["training.augmentation.crop: crop 32x32 does not match the input 32x48",
+         "use crop: [32, 48] or change `input`"]),
+    "crop larger than the resized images": (
+        spec_text("{name: c1, type: conv, out: 8, kernel: 3}", header=HEADER.replace("width: 32", "width: 48"))
+        + "training: {augmentation: {resize: 40, crop: [32, 48]}}\n", ("[32, 48]", 1),
+        ["training.augmentation.crop: crop 32x48 is larger than the resized image (40x40)"]),
     "colour lighting on grey images": (
         spec_text("{name: c1, type: conv, out: 8, kernel: 3}", header=HEADER.replace("channels: 3", "channels: 1"))
         + "training: {augmentation: {lighting: 0.1}}\n", ("0.1", 1),

@@ -535,7 +535,8 @@ def test_a_network_input_wider_than_high_trains_and_evaluates_on_larger_images(t
     (tmp_path / "wide.yaml").write_text(
         "alexspec: 1\nname: wide\ninput: {channels: 3, height: 12, width: 18}\nlayers:\n"
         "  - {name: conv1, type: conv, out: 4, kernel: 3, activation: relu}\n  - {name: flatten, type: flatten}\n"
-        "  - {name: fc, type: linear, out: 2}\ntraining: {batch: 4, epochs: 1, augmentation: {resize: 24}}\n")
+        "  - {name: fc, type: linear, out: 2}\n"
+        "training: {batch: 4, epochs: 1, augmentation: {resize: 24, crop: [12, 18], flip: true}}\n")  # random crops
     trained = run_cli("train", str(tmp_path / "wide.yaml"), "--data", str(source), "--out", str(tmp_path / "run"))
     assert trained.returncode == 0, trained.stderr
     evaluated = run_cli("eval", str(tmp_path / "run"), "--crops", "10")

@@ -241,7 +241,8 @@ _TRAINING = {
             "type": "object", "additionalProperties": False, "description": "Training-time augmentation.",
             "properties": {
                 "resize": _int("Shorter side resized to this before cropping.", 1, MAX_SPATIAL),
-                "crop": _int("Random square crop size; must equal the input height and width.", 1, MAX_SPATIAL),
+                "crop": _pair("Random crop size, [height, width] or one number for a square; must equal the "
+                              "input's.", 1, MAX_SPATIAL),
                 "flip": {"type": "boolean", "default": False, "description": "Random horizontal flips."},
                 "lighting": _num("PCA colour lighting sigma (the paper: 0.1); RGB input only.", minimum=0, maximum=10,
                                  default=0),

@@ -43,6 +43,10 @@ def _pair(value) -> ir.Pair:
     return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
+def _optional_pair(value) -> ir.Pair | None:
+    return None if value is None else _pair(value)
+
+
 class _Builder:
     def __init__(self, doc: Document, layer_count: int, training_sound: bool):
         self.doc = doc
@@ -215,7 +219,7 @@ class _Builder:
                                   ("type", "factor", "every", "patience", "times", "warmup")})
         aug_props = props["augmentation"]["properties"]
         augmentation = ir.Augmentation(
-            resize=aug_raw.get("resize"), crop=aug_raw.get("crop"), flip=aug_raw.get("flip", False),
+            resize=aug_raw.get("resize"), crop=_optional_pair(aug_raw.get("crop")), flip=aug_raw.get("flip", False),
             lighting=float(aug_raw.get("lighting", sch.default(aug_props, "lighting"))),
             mean=tuple(aug_raw["mean"]) if "mean" in aug_raw else None,
             std=tuple(aug_raw["std"]) if "std" in aug_raw else None)
@@ -230,13 +234,14 @@ class _Builder:
         """The augmentation's crop, mean, std and lighting against the network's input."""
         channels, height, width = (self.data["input"][k] for k in ("channels", "height", "width"))
         path = ("training", "augmentation")
-        crop, resize = aug.get("crop"), aug.get("resize")
-        if crop is not None and (crop != height or crop != width):
-            self.problem(path + ("crop",), f"crop {crop} does not match the input {height}x{width}",
-                         f"crops are what the network sees: use crop: {height} or change `input`")
-        if crop is not None and resize is not None and crop > resize:
-            self.problem(path + ("crop",), f"crop {crop} is larger than the resized image ({resize})",
-                         "resize to at least the crop size (the paper: 256, crop 227)")
+        crop, resize = _optional_pair(aug.get("crop")), aug.get("resize")
+        if crop is not None and crop != (height, width):
+            self.problem(path + ("crop",), f"crop {crop[0]}x{crop[1]} does not match the input {height}x{width}",
+                         f"crops are what the network sees: use crop: "
+                         f"{height if height == width else f'[{height}, {width}]'} or change `input`")
+        if crop is not None and resize is not None and max(crop) > resize:
+            self.problem(path + ("crop",), f"crop {crop[0]}x{crop[1]} is larger than the resized image "
+                         f"({resize}x{resize})", "resize to at least the crop size (the paper: 256, crop 227)")
         elif crop is None and resize is not None and resize < max(height, width):
             self.problem(path + ("resize",), f"resize {resize} is smaller than the input {height}x{width}, which "
                          "crops of the resized images feed", f"resize to at least {max(height, width)} (the "
