@@ -543,6 +543,21 @@ def test_a_network_input_wider_than_high_trains_and_evaluates_on_larger_images(t
     assert evaluated.returncode == 0 and "(8 images, 10 crops)" in evaluated.stdout, evaluated.stderr
 
 
+def test_a_run_whose_data_folder_moved_says_so_and_takes_it_from_data(tmp_path):
+    source = make_folder(tmp_path / "imgs", per_class=2, size=(16, 16))
+    spec = tmp_path / "pets.yaml"
+    spec.write_text(SPEC.replace("resize: 20, crop: 16, ", ""))
+    trained = run_cli("train", str(spec), "--data", str(source), "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    source.rename(tmp_path / "moved")
+    gone = f"{source}, the data {tmp_path / 'run'} was trained on, is no longer there; give --data where it is now"
+    for args in (["eval", str(tmp_path / "run")], ["train", str(tmp_path / "run"), "--resume", "--epochs", "2"]):
+        refused = run_cli(*args)  # before: "no such folder; --data takes ...", where no --data was given
+        assert refused.returncode == 2 and gone in refused.stderr, refused.stderr
+    again = run_cli("train", str(tmp_path / "run"), "--resume", "--epochs", "2", "--data", str(tmp_path / "moved"))
+    assert again.returncode == 0, again.stderr
+
+
 def test_flipping_twice_with_the_same_draws_is_the_identity():
     images = torch.randn(16, 3, 4, 5)
     once = augment.random_flip(images, torch.Generator().manual_seed(3))

@@ -100,6 +100,7 @@ def cmd_eval(args) -> int:
 
     from alexspec.errors import BadInput
     from alexspec.spec.bundled import run_folder_holding, run_folder_of
+    from alexspec.train.data import check_recorded
     from alexspec.train.evaluate import evaluate_checkpoint
     from alexspec.train.progress import errors_text
     from alexspec.train.run_folder import recorded
@@ -113,6 +114,8 @@ def cmd_eval(args) -> int:
                        "as SPEC (alexspec eval runs/NAME) for the spec it trained and its best checkpoint")
     run = recorded(run_dir) if run_dir is not None else {}
     data = args.data or run.get("data") or "digits"
+    if args.data is None and run.get("data"):
+        check_recorded(run["data"], str(run_dir))
     channels_last = args.channels_last if args.channels_last is not None else run.get("channels_last", False)
     found = evaluate_checkpoint(spec_document(args.spec, []), Path(args.checkpoint or run_dir), data, args.crops,
                                 args.backend, args.devices or run.get("devices"),

@@ -334,6 +334,14 @@ def lasting(source: str) -> str:
     return source if source in NAMED_SOURCES else str(Path(source).absolute())
 
 
+def check_recorded(source: str, run: str) -> None:
+    """DataError where `source`, the data `run` was trained on as its record says, is a folder no
+    longer there (a command taking it from the record would otherwise blame --data, not given)."""
+    if source not in NAMED_SOURCES and not Path(source).exists():
+        raise DataError(f"{source}, the data {run} was trained on, is no longer there; give --data where it is now "
+                        "(images of the same classes)")
+
+
 def open_data(source: str, image_shape: tuple[int, int, int], classes: int, resize: int | None,
               seed: int = 0, progress: Optional[bool] = None) -> Dataset:
     """The dataset named by `source`: "digits", "synthetic", a shard folder or an image folder

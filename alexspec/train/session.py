@@ -13,6 +13,7 @@ import torch
 from alexspec.spec import Document, load_file
 from alexspec.spec.overrides import apply_overrides
 from alexspec.train import checkpoint, run_folder
+from alexspec.train.data import check_recorded
 from alexspec.train.loop import RunResult, TrainConfig, Trainer
 from alexspec.words import count
 
@@ -78,6 +79,8 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     state = None
     if resume_from is not None:
         state = checkpoint.load(resume_from, resume=True)
+        if config.data is None and state.get("recipe", {}).get("data"):
+            check_recorded(state["recipe"]["data"], str(checkpoint.home_of(resume_from) or resume_from))
         config = _with_recipe(config, state.get("recipe", {}))
     doc = spec if isinstance(spec, Document) else load_file(spec)
     if config.overrides:
