@@ -481,6 +481,16 @@ def test_a_run_folder_serves_as_the_spec_with_its_overrides_checkpoint_and_data(
     assert [m["epoch"] for m in metrics(tmp_path / "run") if m["kind"] == "epoch"] == [1, 2]
     assert checkpoint.load(checkpoint.latest(tmp_path / "run"))["model"]["fc3.weight"].shape[0] == 64
 
+    import yaml
+
+    spec = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
+    spec["layers"][6]["out"] = 48  # the run's own spec edited: giving the run as SPEC is no longer the fix
+    (tmp_path / "run" / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["eval", run_dir]) == 2
+    err = capsys.readouterr().err
+    assert f"its run folder's {tmp_path / 'run' / 'spec.yaml'} no longer describes it: undo the change" in err
+    assert "as SPEC" not in err
+
 
 @pytest.mark.parametrize("outputs", [3, 6])
 def test_top5_error_only_where_the_network_has_more_than_5_outputs(tmp_path, outputs):

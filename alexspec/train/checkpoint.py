@@ -175,9 +175,24 @@ def check_network(path: Path, state: dict, expected_hash: str) -> None:
     if state["network_hash"] != expected_hash:
         home = home_of(path)
         run_dir = run_folder_of(home) if home is not None else None
-        where = f" (its run folder's, {run_dir / RUN_SPEC}: give {run_dir} as SPEC)" if run_dir else ""
+        where = ""
+        if run_dir is not None and _spec_hash(run_dir / RUN_SPEC) == state["network_hash"]:
+            where = f" (its run folder's, {run_dir / RUN_SPEC}: give {run_dir} as SPEC)"
+        elif run_dir is not None:
+            where = f"; its run folder's {run_dir / RUN_SPEC} no longer describes it: undo the change made to it"
         raise CheckpointError(f"{path}: saved from another network (hash {state['network_hash']}, this spec "
                               f"{expected_hash}); use the spec it was trained from{where}")
+
+
+def _spec_hash(spec: Path) -> str | None:
+    """network_hash of the spec in file `spec` (None where it cannot be read or checked)."""
+    from alexspec import analyse
+    from alexspec.errors import SpecError
+
+    try:
+        return network_hash(analyse(str(spec)))
+    except (SpecError, BadInput, OSError):
+        return None
 
 
 def check_classes(path: Path, state: dict, data, fix: str) -> None:
