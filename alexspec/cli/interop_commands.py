@@ -257,7 +257,8 @@ def add_parsers(command) -> None:
                    "initialisation")
     p.add_argument("--format", "-f", choices=("torch-export", "onnx"),
                    help="default: from the file's name (.pt2: torch-export, .onnx: onnx)")
-    p.add_argument("--output", "-o", required=True, metavar="FILE")
+    p.add_argument("--output", "-o", required=True, metavar="FILE",
+                   help="the file to write: NAME.pt2 (torch.export) or NAME.onnx (a file there is replaced)")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
                    help="torch-export: whose ops the program keeps (default auto)")
     p.add_argument("--devices", "--device", dest="devices", type=device_list, default="cpu", metavar="LIST",
