@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -527,6 +528,23 @@ def test_crops_of_a_network_input_wider_than_high_are_that_shape():
     views = augment.ten_crops(images, 5, 9)
     assert torch.equal(views[3], images[:, :, 4:, 2:]) and torch.equal(views[8], images[:, :, 4:, 2:].flip(-1))
     assert {tuple(view.shape[2:]) for view in views} == {(5, 9)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 12), width=st.integers(1, 12), extra=st.integers(0, 5), crop=st.booleans(),
+       train=st.booleans(), flip=st.booleans())
+def test_what_reaches_the_network_is_its_input_shape(height, width, extra, crop, train, flip):
+    """Images of any size at least the input's (square, as image folders and shards are): training's
+    random crops, evaluation's centre crop and the ten crops all have the network's height and width."""
+    from alexspec import ir
+    from alexspec.train.augment import NetworkInput
+
+    side = max(height, width) + extra
+    images = torch.randint(0, 256, (3, 2, side, side), dtype=torch.uint8)
+    aug = ir.Augmentation(crop=(height, width) if crop else None, flip=flip)
+    seen = NetworkInput((2, height, width), aug, torch.device("cpu"))(images, torch.Generator().manual_seed(0), train)
+    assert seen.shape == (3, 2, height, width)
+    assert {tuple(view.shape) for view in augment.ten_crops(images, height, width)} == {(3, 2, height, width)}
 
 
 def test_a_network_input_wider_than_high_trains_and_evaluates_on_larger_images(tmp_path):
