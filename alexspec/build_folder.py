@@ -51,10 +51,10 @@ def claim(out: Path, names: list[str]) -> None:
     edited = sorted(name for name in names if name in marker["sha256"] and (out / name).is_file()
                     and _digest(out / name) != marker["sha256"][name])
     if edited:
-        raise BadInput(f"{', '.join(str(out / name) for name in edited)} changed since `alexspec compile` wrote "
-                       f"{'it' if len(edited) == 1 else 'them'}, so not replaced (the change would be lost); move "
-                       f"{'it' if len(edited) == 1 else 'them'} away (or delete {'it' if len(edited) == 1 else 'them'})"
-                       f" and compile again, or compile into another folder (-o {out / 'build'})")
+        it = "it" if len(edited) == 1 else "them"
+        raise BadInput(f"{', '.join(str(out / name) for name in edited)} changed since `alexspec compile` wrote {it}, "
+                       f"so not replaced (the change would be lost); move {it} away (or delete {it}) and compile "
+                       f"again, or compile into another folder (-o {out / 'build'})")
     write_atomic(out / MARKER, json.dumps({**marker, "compiled": sorted(compiled | set(names))}, indent=2) + "\n")
 
 
