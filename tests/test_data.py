@@ -576,6 +576,22 @@ def test_a_run_whose_data_folder_moved_says_so_and_takes_it_from_data(tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+def test_validation_images_of_some_classes_only_are_noted(tmp_path):
+    import shutil
+
+    source = make_folder(tmp_path / "imgs", per_class=2, size=(16, 16))
+    spec = tmp_path / "pets.yaml"
+    spec.write_text(SPEC.replace("resize: 20, crop: 16, ", ""))
+    note = "validation images hold none of dog (1 of its 2 classes); the validation error says nothing of that class"
+    whole = run_cli("train", str(spec), "--data", str(source), "--epochs", "1", "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0 and "validation images hold none" not in whole.stdout, whole.stderr
+    shutil.rmtree(source / "val" / "dog")  # every validation image a cat: an error of 0 says little
+    trained = run_cli("train", str(spec), "--data", str(source), "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0 and note in trained.stdout, trained.stderr
+    evaluated = run_cli("eval", str(tmp_path / "run"))
+    assert evaluated.returncode == 0 and note in evaluated.stderr, evaluated.stderr
+
+
 def test_flipping_twice_with_the_same_draws_is_the_identity():
     images = torch.randn(16, 3, 4, 5)
     once = augment.random_flip(images, torch.Generator().manual_seed(3))

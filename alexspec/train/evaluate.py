@@ -92,6 +92,18 @@ def check_data(data: Dataset, network: ir.Network, classes: int) -> None:
         raise BadInput("\n".join(misfits))
 
 
+def classes_not_validated(data: Dataset) -> Optional[str]:
+    """A note where the validation split holds no image of some of the data's classes (a val/
+    without their folders): the validation error says nothing of them; None where it has each."""
+    present = set(torch.unique(data.val.labels).tolist())
+    missing = [name for index, name in enumerate(data.classes) if index not in present]
+    if not missing:
+        return None
+    return (f"note: {data.name}'s validation images hold none of {listed(missing)} ({len(missing)} of its "
+            f"{len(data.classes)} classes); the validation error says nothing of "
+            f"{'that class' if len(missing) == 1 else 'those classes'}")
+
+
 def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional[str]:
     """A note where the network has more outputs than the data has classes (the rest are never a
     label: a spec made for other data?); None where they match."""
@@ -178,6 +190,9 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
                          progress=shown_here)
         check_data(data, network, classes)
         checkpoint.check_classes(path, state, data, "evaluate it on data of the classes it was trained on")
+        note = classes_not_validated(data)
+        if note and dist.main:
+            log(note)
         crops = crops or training.eval_crops
         _, height, width = network.input
         if crops == 10 and data.image_shape[1:] == (height, width) and dist.main:

@@ -30,7 +30,7 @@ from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset, lasting, on_device_ahead, open_data, read_ahead
 from alexspec.train.distributed import Distributed, per_process
-from alexspec.train.evaluate import check_data, evaluate, unused_outputs
+from alexspec.train.evaluate import check_data, classes_not_validated, evaluate, unused_outputs
 from alexspec.train.image_folder import left_out
 from alexspec.train.losses import PendingLosses
 from alexspec.train.progress import Progress
@@ -237,8 +237,8 @@ class Trainer:
                          progress=sys.stderr.isatty() if self.dist.main else None)
         check_data(data, self.net, self.info.output_shape[0])
         self.classes = list(data.classes)
-        note = unused_outputs(data, self.net, self.info.output_shape[0])
-        if note and self.dist.main:
+        notes = [unused_outputs(data, self.net, self.info.output_shape[0]), classes_not_validated(data)]
+        for note in filter(None, notes) if self.dist.main else ():
             self.log(note)
         if self.batch > len(data.train) and self.dist.main:
             self.log(f"note: the batch, {self.batch:,}, is larger than the {len(data.train):,} training images: each "
