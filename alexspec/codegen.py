@@ -284,7 +284,9 @@ class _Writer:
     def _forward(self) -> None:
         """forward: a line per layer (or per layers run together), each with its output shape."""
         self.emit("    def forward(self, x: torch.Tensor) -> torch.Tensor:")
-        self.emit(f"        # x: batch x {_shape(self.net.input)}")
+        one_size = takes_one_size(self.info)
+        self.emit(f"        layers.check_input(x, {self.net.name!r}, self.input_shape, one_size={one_size})  "
+                  f"# x: batch x {_shape(self.net.input)}")
         if self.towered:
             self.emit("        x = self.towers.scatter(x)")
         if -1 in self.values:  # kept as the towers read it (on a device per tower: a copy on each)
@@ -317,6 +319,20 @@ class _Writer:
             self.emit(f"        return self.towers.gather(x)  # {_shape(self.info.output_shape)}")
         else:
             self.emit("        return x")
+
+
+def takes_one_size(info: NetworkInfo) -> bool:
+    """Whether the network takes only its input's height and width: a linear layer or a batchnorm on
+    features reads values whose count follows the image size (no adaptive or global pooling between)."""
+    follows = {-1: True}  # whether a layer's output size follows the image's height and width
+    for li in info.layers:
+        reads = any(follows[source] for source in li.sources)
+        per_feature = isinstance(li.layer, ir.Linear) or isinstance(li.layer, ir.BatchNorm) and len(li.input_shape) == 1
+        if reads and per_feature:
+            return True
+        follows[li.index] = reads and not isinstance(li.layer, (ir.AdaptiveAvgPool, ir.AdaptiveMaxPool, ir.GlobalPool,
+                                                                 ir.Linear))
+    return False
 
 
 def generate(info: NetworkInfo, devices: tuple[str, ...] | None = None, backend: str = "auto",

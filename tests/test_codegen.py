@@ -309,3 +309,51 @@ def test_the_use_it_line_compile_prints_works_on_this_machine(tmp_path, spec, fo
     assert used.returncode == 0, used.stderr
     assert "(conv1): " in used.stdout or "(c1): " in used.stdout
     assert ("cd " in line) == (folder != "build")  # no `cd .` where the module imports from here
+
+
+def test_a_compiled_module_names_the_images_it_takes():
+    """A batch of another shape is refused with the shape the network takes, not with a shape error
+    inside a layer ("mat1 and mat2 shapes cannot be multiplied" at fc6 for 224x224 images)."""
+    model = alexspec.compile("alexnet", devices=["cpu"], backend="torch")
+    wants = "alexnet takes a batch of 3x227x227 images (N x 3 x 227 x 227), got a tensor of shape "
+    for shape, said in [((1, 3, 224, 224), "1x3x224x224"), ((2, 1, 227, 227), "2x1x227x227"),
+                        ((3, 227, 227), "3x227x227 (one image? x[None] makes it a batch of one)")]:
+        with pytest.raises(ValueError) as refused:
+            model(torch.zeros(shape))
+        assert str(refused.value) == wants + said
+    resnet = alexspec.compile("resnet18", devices=["cpu"], backend="torch")
+    with pytest.raises(ValueError, match=r"resnet18 takes a batch of images of 3 channels \(N x 3 x H x W\), got a "
+                                         r"tensor of shape 1x4x224x224$"):
+        resnet(torch.zeros(1, 4, 224, 224))
+
+
+@pytest.mark.parametrize("spec, one_size", [("alexnet", True), ("lenet5", True), ("digits", True),
+                                            ("torchvision-alexnet", False), ("resnet18", False), ("nin", False)])
+def test_only_a_network_whose_features_follow_the_image_size_takes_one_size(spec, one_size, monkeypatch):
+    """The check is as strict as the layers: a network that pools to a fixed size before its linear
+    layers (or has none) runs on larger images too; one that does not fails in a layer without it."""
+    from alexspec.codegen import takes_one_size
+    from alexspec.kernels import layers
+
+    info = analyse(spec)
+    assert takes_one_size(info) is one_size
+    channels, height, width = info.network.input
+    model = alexspec.compile(spec, devices=["cpu"], backend="torch").eval()
+    larger = torch.zeros(1, channels, height + 32, width + 32)
+    if one_size:
+        with pytest.raises(ValueError, match="takes a batch of"):
+            model(larger)
+        monkeypatch.setattr(layers, "check_input", lambda *args, **kwargs: None)
+        with pytest.raises(RuntimeError):  # the layers' own error: mat1 and mat2 shapes cannot be multiplied
+            model(larger)
+    else:
+        assert model(larger).shape == (1, info.output_shape[0])
+
+
+def test_a_batchnorm_on_flattened_features_fixes_the_image_size():
+    info = analyse(load_text("alexspec: 1\nname: bnf\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                             "  - {name: conv, type: conv, out: 2, kernel: 3}\n  - {name: flat, type: flatten}\n"
+                             "  - {name: bn, type: batchnorm}\n", "bnf.yaml"))
+    from alexspec.codegen import takes_one_size
+
+    assert takes_one_size(info)

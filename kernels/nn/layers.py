@@ -24,6 +24,21 @@ ACTIVATIONS = {"none": lambda x: x, "relu6": nn.functional.relu6, "leaky_relu": 
                "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu, "silu": nn.functional.silu}
 
 
+def check_input(x: torch.Tensor, network: str, shape: tuple[int, int, int], one_size: bool) -> None:
+    """ValueError unless `x` is a batch of the images `network` takes: `shape` (channels, height,
+    width), any height and width where it is not `one_size` (its layers take any)."""
+    channels, height, width = shape
+    if torch.jit.is_tracing():  # ONNX's tracer: the shapes it traces with were checked before (alexspec export)
+        return
+    if x.dim() == 4 and x.shape[1] == channels and (not one_size or tuple(x.shape[2:]) == (height, width)):
+        return
+    images = f"{channels}x{height}x{width} images" if one_size else f"images of {channels} channels"
+    single = " (one image? x[None] makes it a batch of one)" if x.dim() == 3 else ""
+    dims = f"{height} x {width}" if one_size else "H x W"
+    raise ValueError(f"{network} takes a batch of {images} (N x {channels} x {dims}), got a tensor of shape "
+                     f"{'x'.join(map(str, x.shape)) or '() (a number)'}{single}")
+
+
 def _check_activation(activation: str) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)} (relu: relu=True), got {activation!r}")
