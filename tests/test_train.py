@@ -555,3 +555,32 @@ def test_without_a_terminal_training_says_where_it_is_once_a_minute(monkeypatch)
     with progress.Progress(epochs=2, steps_per_epoch=4, main=False, log=quiet.append, bar=False) as shown:
         shown.update(0, 1, 2.5, 0.01, 256.0)
     assert quiet == []  # rank 0 speaks for a data-parallel run
+
+
+def test_a_new_run_starts_from_imported_weights_and_refits_a_last_layer_for_other_classes(tmp_path):
+    (tmp_path / "nets.py").write_text("from torch import nn\ndef Small():\n    return nn.Sequential("
+                                      "nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))\n")
+    imported = run_cli("import", "python:nets:Small", "--input", "1,8,8", "-o", "s.yaml", "--weights-out", "w.pt",
+                       cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    weights = checkpoint.load(tmp_path / "w.pt")["model"]
+    resumed = run_cli("train", "s.yaml", "--resume", "w.pt", cwd=tmp_path)  # weights alone are no run to continue
+    assert resumed.returncode == 2 and "w.pt: holds weights alone (written by alexspec import), not a run to " \
+        "continue; start a new run from them with --weights w.pt" in resumed.stderr, resumed.stderr
+    tiny_step = ["--max-steps", "1", "--set", "training.lr=1e-9", "--set", "training.weight_decay=0"]
+    started = run_cli("train", "s.yaml", "--weights", "w.pt", *tiny_step, "--out", "run", cwd=tmp_path)
+    assert started.returncode == 0 and "starting from the weights in w.pt\n" in started.stdout, started.stderr
+    trained = final_weights(tmp_path / "run")
+    for key in weights:  # one step of a rate of 1e-9 from the imported weights
+        torch.testing.assert_close(trained[key], weights[key], atol=1e-6, rtol=0, msg=key)
+    # three classes: the last layer is the spec's, the conv the imported one's
+    refit = run_cli("train", "s.yaml", "--weights", "w.pt", "--set", "layers.fc1.out=3", "--data", "synthetic",
+                    *tiny_step, "--out", "refit", cwd=tmp_path)
+    assert refit.returncode == 0, refit.stderr
+    assert "the spec initialises fc1, for which w.pt holds no weights of the right shape" in refit.stdout
+    refitted = final_weights(tmp_path / "refit")
+    torch.testing.assert_close(refitted["conv1.weight"], weights["conv1.weight"], atol=1e-6, rtol=0)
+    assert refitted["fc1.weight"].shape == (3, 144)
+    assert run_cli("train", "lenet5", "--weights", "w.pt", cwd=tmp_path).stderr.splitlines()[-1] == (
+        "alexspec train: w.pt: none of its weights fit lenet5 (no layer of the same name and shape); were they "
+        "saved from another kind of network?")

@@ -49,7 +49,8 @@ def _train_config(args):
 
     return TrainConfig(data=args.data, overrides=getattr(args, "set", []), epochs=getattr(args, "epochs", None),
                        batch=getattr(args, "batch", None),
-                       out=getattr(args, "output", None), resume=getattr(args, "resume", None), devices=args.devices,
+                       out=getattr(args, "output", None), resume=getattr(args, "resume", None),
+                       weights=getattr(args, "weights", None), devices=args.devices,
                        backend=args.backend, precision=args.precision, channels_last=args.channels_last,
                        cuda_graphs=getattr(args, "cuda_graphs", "off"),  # eval runs no training step
                        weight_copies=getattr(args, "weight_copies", "off"),
@@ -186,6 +187,11 @@ def add_parsers(command) -> None:
                         "as SPEC, else the -o folder's), "
                         "with the run's data, epochs, batch, seed, --set values, devices, precision and memory "
                         "format unless given again; it writes in the checkpoint's run folder, or in -o/--output")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="start a new run from these weights (fine-tuning): a checkpoint file, a run folder (its "
+                        "best.pt), or weights from `alexspec import --weights-out`; a layer they hold none of "
+                        "the same name and shape for (a last layer for other classes) keeps the spec's "
+                        "initialisation, named in a note")
     add_set_option(p)
     p.add_argument("--seed", type=int, help="default: the spec's training.seed")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS",

@@ -155,6 +155,9 @@ def load(path: Path, expected_hash: str | None = None, resume: bool = False) -> 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     state = _read(path)
+    if resume and isinstance(state, dict) and state.get("made_by") == IMPORTED:
+        raise CheckpointError(f"{path}: holds weights alone (written by alexspec import), not a run to continue; "
+                              f"start a new run from them with --weights {path}")
     problem = _form_problem(state, resume)
     if problem:
         raise CheckpointError(f"{path}: not an alexspec checkpoint: {problem}")

@@ -37,7 +37,7 @@ from alexspec.train.progress import Progress
 from alexspec.train.recipe import Schedule, optimizer as make_optimizer, set_lr
 from alexspec.train.step import TrainingStep, loss_function
 from alexspec.train.weight_copies import WeightCopies
-from alexspec.words import count
+from alexspec.words import count, listed
 
 
 @dataclass
@@ -50,6 +50,7 @@ class TrainConfig:
     batch: Optional[int] = None
     out: Optional[str] = None
     resume: Optional[str] = None
+    weights: Optional[str] = None    # a new run starts from these weights (a checkpoint, or a run folder's best)
     devices: Optional[list[str]] = None
     backend: str = "auto"
     precision: Optional[str] = None  # None: the resumed run's, else fp32
@@ -229,6 +230,27 @@ class Trainer:
             raise checkpoint.CheckpointError(f"the checkpoint's optimizer state does not fit this optimizer "
                                              f"({type(exc).__name__}: {exc})") from None
         self.schedule.load_state_dict(state["schedule"])
+
+    def start_from(self, weights: dict, source: Path) -> None:
+        """Load the weights of `weights` (a state dict) that fit this network, by name and shape, for a
+        new run; the layers none fit keep the spec's initialisation (a new last layer for other
+        classes), and a note names them. CheckpointError where none fit."""
+        own = self.module.state_dict()
+        fits = {key: value for key, value in weights.items()
+                if key in own and tuple(value.shape) == tuple(own[key].shape)}
+        if not fits:
+            raise checkpoint.CheckpointError(f"{source}: none of its weights fit {self.net.name} (no layer of the same "
+                                             "name and shape); were they saved from another kind of network?")
+        self.module.load_state_dict({**own, **fits})
+        if self.copies is not None:
+            self.copies.refresh()
+        fresh = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in own if key not in fits))  # layers, in order
+        unused = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in weights if key not in own))
+        if self.dist.main:
+            self.log(f"starting from the weights in {source}" + (
+                f"; the spec initialises {listed(fresh)}, for which {source.name} holds no weights of the right "
+                "shape" if fresh else "") + (f"; not used: {listed(unused)} (no layer of that name here)" if unused
+                                             else ""))
 
     def open_data(self) -> Dataset:
         """The run's data source, opened and checked against the network."""

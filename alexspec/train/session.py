@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from alexspec.errors import BadInput
 from alexspec.spec import Document, load_file
 from alexspec.spec.overrides import apply_overrides
 from alexspec.train import checkpoint, run_folder
@@ -75,6 +76,9 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
 
     The checkpoint and the spec are checked before anything is written, and the run writes only
     inside its run folder (alexspec.train.run_folder)."""
+    if config.weights is not None and config.resume is not None:
+        raise BadInput("--weights starts a new run from weights and --resume continues a run (its weights "
+                       "included): give one of them")
     resume_from, run_dir = _resume_target(config)
     state = None
     if resume_from is not None:
@@ -89,6 +93,9 @@ def start(spec: str | Path | Document, config: TrainConfig, log=print) -> RunRes
     if state is not None:
         checkpoint.check_network(resume_from, state, trainer.network_hash)
         trainer.restore(state)
+    if config.weights is not None:
+        source = checkpoint.in_run_folder(Path(config.weights))
+        trainer.start_from(checkpoint.load(source)["model"], source)
     data = trainer.open_data()  # a bad data source is refused before a run folder exists
     if state is not None:
         trained_on = state.get("recipe", {}).get("data")
