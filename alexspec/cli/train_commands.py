@@ -20,6 +20,8 @@ EXAMPLES = {
           alexspec train digits -o runs/d --resume             continue the newest checkpoint in runs/d
           alexspec train runs/d --resume --epochs 40           the same, with the spec runs/d ran, to epoch 40
           alexspec train runs/d --resume -o runs/d2            continue runs/d in a new folder (a branch)
+          alexspec train r50.yaml --weights r50.pt --set layers.fc.out=10 --data DIR
+                                                       fine-tune imported weights on 10 classes
           torchrun --nproc-per-node 4 -m alexspec train alexnet --data DIR      data parallel (DDP)
         exit codes: 0 done or stopped cleanly (SIGINT/SIGTERM save first), 2 bad input, 3 the loss diverged
     """,
