@@ -79,6 +79,24 @@ def _backend_of(module) -> str:
     return "triton" if module.backend_reason.startswith("triton") else "torch"
 
 
+@dataclass
+class Fit:
+    """How saved weights fit a module's state dict, by name and shape."""
+
+    fits: dict             # the saved entries of one of the module's names and its shape
+    missing: list[str]     # the module's names the saved weights lack
+    unexpected: list[str]  # saved names the module lacks
+    resized: list[str]     # names of both, of another shape
+
+
+def fit(own: dict, saved: dict) -> Fit:
+    """How `saved` (a state dict) fits `own` (a module's), each list in `own`'s order (`unexpected`:
+    `saved`'s)."""
+    fits = {key: value for key, value in saved.items() if key in own and tuple(value.shape) == tuple(own[key].shape)}
+    return Fit(fits, [key for key in own if key not in saved], [key for key in saved if key not in own],
+               [key for key in own if key in saved and key not in fits])
+
+
 def load_state(module, state_dict: dict) -> None:
     """Load `state_dict` into `module`, or raise BadInput naming every layer that does not match.
 
@@ -86,10 +104,10 @@ def load_state(module, state_dict: dict) -> None:
     tower-parallel build loads into a one-device build and back.
     """
     own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
+    found = fit(own, state_dict)
+    missing, unexpected = sorted(found.missing), sorted(found.unexpected)
     resized = [f"{key} (checkpoint {list(state_dict[key].shape)}, network {list(own[key].shape)})"
-               for key in own if key in state_dict and tuple(state_dict[key].shape) != tuple(own[key].shape)]
+               for key in found.resized]
     problems = ([f"shapes differ: {', '.join(resized)}"] if resized else []) + \
         ([f"missing from the checkpoint: {', '.join(missing)}"] if missing else []) + \
         ([f"not in this network: {', '.join(unexpected)}"] if unexpected else [])

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 
 from alexspec import ir
-from alexspec.builder import Build, build, load_state
+from alexspec.builder import Build, build, fit, load_state
 from alexspec.errors import BadInput, TrainingError
 from alexspec.memory_check import batch_warning
 from alexspec.spec import Document
@@ -236,16 +236,15 @@ class Trainer:
         new run; the layers none fit keep the spec's initialisation (a new last layer for other
         classes), and a note names them. CheckpointError where none fit."""
         own = self.module.state_dict()
-        fits = {key: value for key, value in weights.items()
-                if key in own and tuple(value.shape) == tuple(own[key].shape)}
-        if not fits:
+        found = fit(own, weights)
+        if not found.fits:
             raise checkpoint.CheckpointError(f"{source}: none of its weights fit {self.net.name} (no layer of the same "
                                              "name and shape); were they saved from another kind of network?")
-        self.module.load_state_dict({**own, **fits})
+        self.module.load_state_dict({**own, **found.fits})
         if self.copies is not None:
             self.copies.refresh()
-        fresh = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in own if key not in fits))  # layers, in order
-        unused = list(dict.fromkeys(key.rsplit(".", 1)[0] for key in weights if key not in own))
+        fresh = _layers([key for key in own if key not in found.fits])  # in the network's order
+        unused = _layers(found.unexpected)
         if self.dist.main:
             self.log(f"starting from the weights in {source}" + (
                 f"; the spec initialises {listed(fresh)}, for which {source.name} holds no weights of the right "
@@ -440,6 +439,11 @@ class Trainer:
         if self.dist.main:
             checkpoint.save(run_dir, state, step, self.config.keep, best)
         self.dist.barrier()
+
+
+def _layers(keys: list[str]) -> list[str]:
+    """The layers that state-dict keys (`conv1.weight`) belong to, each once, in order."""
+    return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in keys))
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
