@@ -508,6 +508,38 @@ def test_wrong_image_size_is_explained(tmp_path):
         "size or larger, to crop from (`alexspec prepare-data SRC DST --size 32`)" in result.stderr, result.stderr
 
 
+def test_a_crop_of_under_half_the_image_is_a_note_saying_how_to_show_it_whole(tmp_path):
+    from alexspec.spec import analyse, load_text
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import small_crops
+
+    network = analyse(load_text(SPEC, "pets.yaml")).network  # takes 16x16
+    assert small_crops(synthetic((3, 16, 16), classes=2), network, None) is None
+    assert small_crops(synthetic((3, 22, 22), classes=2), network, None) is None  # 53% of each image
+    note = small_crops(synthetic((3, 24, 24), classes=2), network, 24)  # an image folder resized to 24
+    assert note == ("note: synthetic's images are 24x24 but pets takes 16x16, so it sees 16x16 crops of them, 44% "
+                    "of each image; to show it whole images, lower training.augmentation.resize (24) or remove it")
+    source = make_folder(tmp_path / "imgs", per_class=2)
+    assert run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "64").returncode == 0
+    note = small_crops(read_shards(tmp_path / "shards"), network, 20)
+    assert note == ("note: shards's images are 64x64 but pets takes 16x16, so it sees 16x16 crops of them, 6% of "
+                    "each image; to show it whole images, give shards from `alexspec prepare-data SRC DST --size 16` "
+                    "or the image folder")
+
+
+@pytest.mark.slow
+def test_training_on_shards_made_for_a_larger_net_says_it_sees_a_small_crop(tmp_path):
+    (tmp_path / "pets.yaml").write_text(SPEC)
+    source = make_folder(tmp_path / "imgs", per_class=2)
+    assert run_cli("prepare-data", str(source), str(tmp_path / "shards"), "--size", "64").returncode == 0
+    result = run_cli("train", str(tmp_path / "pets.yaml"), "--data", str(tmp_path / "shards"), "--max-steps", "1",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "so it sees 16x16 crops of them, 6% of each image" in result.stdout + result.stderr
+    result = run_cli("eval", str(tmp_path / "run"))
+    assert result.returncode == 0 and "6% of each image" in result.stdout + result.stderr, result.stderr
+
+
 def test_random_crops_lie_inside_the_image():
     images = torch.arange(2 * 3 * 9 * 11, dtype=torch.float32).reshape(2, 3, 9, 11)
     crops = augment.random_crop(images, 5, torch.Generator().manual_seed(1))

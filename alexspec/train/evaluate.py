@@ -104,6 +104,21 @@ def classes_not_validated(data: Dataset) -> Optional[str]:
             f"{'that class' if len(missing) == 1 else 'those classes'}")
 
 
+def small_crops(data: Dataset, network: ir.Network, resize: Optional[int]) -> Optional[str]:
+    """A note where the network sees under half of each image (its input cropped from much larger
+    images: shards prepared for another net?); None where the crop holds half or more."""
+    _, height, width = network.input
+    _, h, w = data.image_shape
+    if 2 * height * width >= h * w:
+        return None
+    smaller = (f"lower training.augmentation.resize ({resize}) or remove it" if resize and
+               isinstance(data.train.images, torch.Tensor) else
+               f"give shards from `alexspec prepare-data SRC DST --size {max(height, width)}` or the image folder")
+    return (f"note: {data.name}'s images are {h}x{w} but {network.name} takes {height}x{width}, so it sees "
+            f"{height}x{width} crops of them, {height * width / (h * w):.0%} of each image; to show it whole images, "
+            f"{smaller}")
+
+
 def unused_outputs(data: Dataset, network: ir.Network, classes: int) -> Optional[str]:
     """A note where the network has more outputs than the data has classes (the rest are never a
     label: a spec made for other data?); None where they match."""
@@ -190,8 +205,8 @@ def evaluate_checkpoint(doc, checkpoint_path: Path, data_name: str, crops: Optio
                          progress=shown_here)
         check_data(data, network, classes)
         checkpoint.check_classes(path, state, data, "evaluate it on data of the classes it was trained on")
-        note = classes_not_validated(data)
-        if note and dist.main:
+        for note in filter(None, [small_crops(data, network, training.augmentation.resize),
+                                  classes_not_validated(data)]) if dist.main else ():
             log(note)
         crops = crops or training.eval_crops
         _, height, width = network.input

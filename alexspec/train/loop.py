@@ -30,7 +30,7 @@ from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
 from alexspec.train.data import Dataset, lasting, on_device_ahead, open_data, read_ahead
 from alexspec.train.distributed import Distributed, per_process
-from alexspec.train.evaluate import check_data, classes_not_validated, evaluate, unused_outputs
+from alexspec.train.evaluate import check_data, classes_not_validated, evaluate, small_crops, unused_outputs
 from alexspec.train.image_folder import left_out
 from alexspec.train.losses import PendingLosses
 from alexspec.train.progress import Progress
@@ -258,7 +258,8 @@ class Trainer:
                          progress=sys.stderr.isatty() if self.dist.main else None)
         check_data(data, self.net, self.info.output_shape[0])
         self.classes = list(data.classes)
-        notes = [unused_outputs(data, self.net, self.info.output_shape[0]), classes_not_validated(data)]
+        notes = [unused_outputs(data, self.net, self.info.output_shape[0]),
+                 small_crops(data, self.net, self.training.augmentation.resize), classes_not_validated(data)]
         for note in filter(None, notes) if self.dist.main else ():
             self.log(note)
         if self.batch > len(data.train) and self.dist.main:
