@@ -13,14 +13,18 @@ _TEMPORARY = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+\.tmp$")  # what write_atomic's 
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync, then rename.
+    """Write `data` to `path` via a temporary file in the same folder, fsync, then rename; the
+    folder is made where there is none (as `mkdir -p`).
 
     Readers see either the old file or the complete new one, never a partial write.
     """
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileExistsError:  # a part of the folder's path is a file
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
     except OSError as exc:  # say the file the caller asked for, not the temporary one
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:

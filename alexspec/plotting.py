@@ -46,6 +46,5 @@ def save(fig, out: Path) -> Path:
     picture = io.BytesIO()
     fig.savefig(picture, dpi=100, format=out.suffix.lower().lstrip("."))
     plt.close(fig)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, picture.getvalue())
     return out

@@ -356,3 +356,15 @@ def test_mps_where_pytorch_has_none_or_no_device_is_bad_input_not_an_internal_er
         resolve_devices(["mps"])
     with pytest.raises(BadInput, match="'tpu' is not a device"):  # from Python, where no argument checked it
         resolve_devices(["tpu"])
+
+
+def test_a_path_that_cannot_be_used_says_what_to_do():
+    import errno
+
+    from alexspec.cli import unusable_path
+
+    assert unusable_path(OSError(errno.ENOSPC, "No space left on device", "runs/a/best.pt")) == \
+        "cannot write runs/a/best.pt: the disk is full; free some space or write to another disk"
+    assert unusable_path(OSError(errno.EACCES, "Permission denied", "/etc/r.md")) == \
+        "/etc/r.md: Permission denied (check its and its folder's permissions, or give another path)"
+    assert unusable_path(OSError(errno.EIO, "Input/output error", "r.md")) == "r.md: Input/output error"

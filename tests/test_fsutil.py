@@ -44,3 +44,16 @@ def test_a_failed_write_names_the_file_asked_for_and_leaves_no_temporary(tmp_pat
     else:
         raise AssertionError("writing over a folder succeeded")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and folder.is_dir()
+
+
+def test_a_write_makes_the_folders_it_goes_in_and_refuses_a_file_in_their_path(tmp_path):
+    write_atomic(tmp_path / "reports" / "alexnet" / "r.md", "x")
+    assert (tmp_path / "reports" / "alexnet" / "r.md").read_text() == "x"
+    (tmp_path / "notes").write_text("mine")
+    try:
+        write_atomic(tmp_path / "notes" / "r.md", "x")
+    except NotADirectoryError as exc:
+        assert exc.filename == str(tmp_path / "notes" / "r.md")
+    else:
+        raise AssertionError("writing under a file succeeded")
+    assert (tmp_path / "notes").read_text() == "mine"

@@ -23,5 +23,4 @@ def versions() -> dict:
 def write(result: dict, out: Path) -> None:
     from alexspec.fsutil import write_atomic
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, json.dumps(result, indent=2) + "\n")

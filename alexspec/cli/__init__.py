@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 from contextlib import contextmanager, nullcontext, redirect_stderr
+import errno
 import io
+from pathlib import Path
 import signal
 import sys
 import textwrap
@@ -95,6 +97,23 @@ def _error_line(rank: int):
     return lambda text: print(prefix + text, file=sys.stderr)
 
 
+def unusable_path(exc: OSError) -> str:
+    """What an OSError says of its path, with what to do where the cause is a usual one."""
+    path = Path(exc.filename) if exc.filename else None
+    if path is None:
+        return f"{exc.strerror or exc}"
+    if exc.errno == errno.ENOTDIR:
+        file = next((part for part in reversed(path.parents) if part.is_file()), path.parent)
+        return f"{path}: {file} is a file, not a folder; give a path in a folder"
+    if exc.errno == errno.EISDIR:
+        return f"{path} is a folder; give a file (a path in it, {path / 'NAME'})"
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write {path}: the disk is full; free some space or write to another disk"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: {exc.strerror} (check its and its folder's permissions, or give another path)"
+    return f"{path}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -126,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DIVERGED
     except BrokenPipeError:
         return 0
-    except OSError as exc:  # an output path that cannot be written
-        tell(f"alexspec: cannot write {exc.filename or ''}: {exc.strerror or exc}")
+    except OSError as exc:  # a path that cannot be written (or read): which, and what to do
+        tell(f"alexspec {args.command}: {unusable_path(exc)}")
         return EXIT_BAD_INPUT
     except Terminated:
         tell("stopped by SIGTERM")
