@@ -440,6 +440,21 @@ def test_an_export_carries_the_names_of_the_classes_it_was_trained_on(tmp_path):
     assert json.loads(metadata["classes"]) == digits
 
 
+def test_an_export_of_a_net_with_more_outputs_than_classes_says_which_outputs_are_named(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            Image.new("L", (8, 8), 40 if name == "cat" else 200).save(tmp_path / "pets" / split / name / "1.png")
+    result = run_cli("train", "--data", str(tmp_path / "pets"), "--max-steps", "1", "-o", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr  # digits outputs 10; the data has 2 classes
+    result = run_cli("export", str(tmp_path / "run"), "-o", str(tmp_path / "m.pt2"))
+    assert result.returncode == 0, result.stderr
+    assert "the names of the first 2 of its 10 outputs (the rest were never a label), the classes it was trained " \
+        "on (cat, dog), are in its extra file" in result.stdout
+
+
 @pytest.mark.parametrize("fmt, writer", [("torch-export", "torch.export.save"), ("onnx", "torch.onnx.export")])
 def test_a_failed_export_leaves_the_file_it_would_replace(tmp_path, monkeypatch, fmt, writer):
     from alexspec.interop.export import export

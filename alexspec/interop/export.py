@@ -79,8 +79,11 @@ def export(spec, checkpoint_path: Path | None, fmt: str, out: Path, backend: str
     write_atomic(out, exported.getvalue())
     if classes:
         where = f"extra file {CLASSES_FILE}" if fmt == "torch-export" else f"metadata {CLASSES_KEY!r}"
-        log(f"the names of its {count(len(classes), 'output')}, the classes it was trained on "
-            f"({listed(classes)}), are in its {where} (a JSON list)")
+        outputs = built.info.output_shape[0]
+        named = f"its {count(outputs, 'output')}" if len(classes) == outputs else \
+            f"the first {len(classes)} of its {outputs} outputs (the rest were never a label)"
+        log(f"the names of {named}, the classes it was trained on ({listed(classes)}), are in its {where} "
+            "(a JSON list)")
     return out
 
 
