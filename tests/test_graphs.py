@@ -294,6 +294,20 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
         torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+
+def test_mnasnet_which_pools_by_a_mean_imports_with_its_logits_and_parameters():
+    torchvision = pytest.importorskip("torchvision")
+    import yaml
+
+    from alexspec.interop.from_torch import spec_from_torch
+
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(weights=None).eval()  # its forward ends x.mean([2, 3]), then Linear
+    imported = spec_from_torch(model, (3, 224, 224), "mnasnet")  # refused unless the spec gives the model's logits
+    assert [layer["type"] for layer in imported.spec["layers"]][-3:] == ["global_avgpool", "dropout", "linear"]
+    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), "mnasnet.yaml"))
+    assert info.total_params == sum(p.numel() for p in model.parameters())
+
 # GoogLeNet's Table 1 (Szegedy et al. 2014): each inception's #1x1, #3x3 reduce, #3x3, #5x5 reduce,
 # #5x5 and pool proj filters, and its output (channels, size). (The table's params column is left
 # out: its figures do not follow from its own filter counts, e.g. 463K for 4c's 497.5K.)

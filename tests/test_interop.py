@@ -563,6 +563,44 @@ def test_models_whose_forward_branches_import_as_graphs_with_their_logits(model,
         torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
 
 
+
+class MeanPooled(nn.Module):
+    """A channel mean written as MnasNet and EfficientNet write it: x.mean over height and width."""
+
+    def __init__(self, keepdim: bool):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv, self.fc = nn.Conv2d(3, 6, 3), nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = torch.mean(x, dim=(-2, -1), keepdim=True).flatten(1) if self.keepdim else x.mean([2, 3])
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("keepdim, pool", [(False, {"type": "global_avgpool"}),
+                                           (True, {"type": "adaptive_avgpool", "output": [1, 1]})])
+def test_a_mean_over_height_and_width_imports_as_a_pool_with_the_same_logits(keepdim, pool):
+    torch.manual_seed(0)
+    model = MeanPooled(keepdim)
+    imported = spec_from_torch(model, (3, 8, 8), "net")  # raises unless the spec computes what the model does
+    assert [{k: v for k, v in layer.items() if k != "name"} for layer in imported.spec["layers"]
+            if "pool" in layer["type"]] == [pool]
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
+
+
+def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after_it():
+    class MaxReduced(MeanPooled):
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).amax(dim=(2, 3)))
+
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: amax \(call_method amax\)"):
+        spec_from_torch(MaxReduced(False), (3, 8, 8), "net")
+
 def test_a_product_of_two_values_is_refused_naming_the_node():
     with pytest.raises(ImportProblem, match=r"mul \(call_function mul\) reads x, conv; a spec layer reads one value"):
         spec_from_torch(Gated(), (3, 8, 8), "net")

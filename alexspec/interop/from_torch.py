@@ -87,6 +87,12 @@ def _functional_layer(node, namer) -> dict | None:
             return {"name": "flatten", "type": "flatten"}
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    if target in (torch.mean, "mean") and len(args) <= 3 and set(node.kwargs) <= {"dim", "keepdim"}:
+        dims = args[1] if len(args) > 1 else node.kwargs.get("dim")  # MnasNet's x.mean([2, 3])
+        keep = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+        if isinstance(dims, (list, tuple)) and sorted(dims) in ([2, 3], [-2, -1]):
+            return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": [1, 1]} if keep else \
+                {"name": namer("pool"), "type": "global_avgpool"}
     if target is F.adaptive_avg_pool2d:  # MobileNetV2's and DenseNet's forward pool this way
         size = args[1] if len(args) > 1 else node.kwargs.get("output_size")
         if isinstance(size, int) or (isinstance(size, (tuple, list)) and all(isinstance(s, int) for s in size)):
@@ -140,7 +146,8 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         raise ImportProblem(f"cannot express these layers in a spec: {', '.join(builder.unsupported)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax, and the sum (+) or torch.cat(dim=1) of branches")
+                            "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), and the sum (+) or "
+                            "torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
@@ -231,7 +238,7 @@ class _SpecBuilder:
                 self.is_image[reads[0]]
             return
         image = self.is_image[reads[0]]
-        if layer["type"] == "linear" and image:
+        if layer["type"] == "linear" and image and not self.unsupported:  # else an unsupported layer may flatten
             raise ImportProblem(f"{node.target} (Linear) is applied to the 4-D image, not to a flattened one; "
                                 "flatten before it (torch.flatten(x, 1))")
         if merge is not None or read_layers != [previous["name"] if previous else "input"]:
