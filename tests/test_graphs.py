@@ -295,18 +295,26 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
 
 
 
-def test_mnasnet_which_pools_by_a_mean_imports_with_its_logits_and_parameters():
+@pytest.mark.parametrize("name, shape", [
+    ("mnasnet0_5", (3, 224, 224)),  # its forward ends x.mean([2, 3]), then Linear
+    ("googlenet", (3, 224, 224)),  # auxiliary classifiers in training mode, as torchvision builds it
+    ("inception_v3", (3, 299, 299)),  # F.max_pool2d and F.avg_pool2d; auxiliary logits too
+])
+def test_torchvision_models_with_functional_pools_and_training_only_outputs_import(name, shape):
     torchvision = pytest.importorskip("torchvision")
     import yaml
 
     from alexspec.interop.from_torch import spec_from_torch
 
     torch.manual_seed(0)
-    model = torchvision.models.mnasnet0_5(weights=None).eval()  # its forward ends x.mean([2, 3]), then Linear
-    imported = spec_from_torch(model, (3, 224, 224), "mnasnet")  # refused unless the spec gives the model's logits
-    assert [layer["type"] for layer in imported.spec["layers"]][-3:] == ["global_avgpool", "dropout", "linear"]
-    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), "mnasnet.yaml"))
-    assert info.total_params == sum(p.numel() for p in model.parameters())
+    options = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    model = getattr(torchvision.models, name)(weights=None, **options)
+    imported = spec_from_torch(model, shape, name)  # refused unless the spec gives the model's logits (eval mode)
+    assert model.training  # left in the mode it came in
+    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), f"{name}.yaml"))
+    inference = [p for key, p in model.named_parameters() if not key.startswith(("aux1.", "aux2.", "AuxLogits."))]
+    assert info.total_params == sum(p.numel() for p in inference)
+    assert (len(inference) < len(list(model.parameters()))) == (name != "mnasnet0_5")  # the aux ones left out
 
 # GoogLeNet's Table 1 (Szegedy et al. 2014): each inception's #1x1, #3x3 reduce, #3x3, #5x5 reduce,
 # #5x5 and pool proj filters, and its output (channels, size). (The table's params column is left

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 import alexspec  # noqa: E402
 from alexspec.builder import load_state, spec_source  # noqa: E402
@@ -592,6 +593,46 @@ def test_a_mean_over_height_and_width_imports_as_a_pool_with_the_same_logits(kee
     with torch.no_grad():
         torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
 
+
+
+class FunctionallyPooled(nn.Module):
+    def __init__(self, include_pad: bool = True):
+        super().__init__()
+        self.include_pad = include_pad
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.conv(x)), 3, 2, ceil_mode=True)  # 10 -> 5 (ceil)
+        x = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=self.include_pad)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_functional_pools_import_as_pool_layers_with_the_same_logits():
+    torch.manual_seed(0)
+    imported = spec_from_torch(FunctionallyPooled(), (3, 10, 10), "net")  # raises unless the logits agree
+    pools = [{k: v for k, v in layer.items() if k != "name"} for layer in imported.spec["layers"]
+             if "pool" in layer["type"]]
+    assert pools == [{"type": "maxpool", "kernel": 3, "stride": 2, "padding": 0, "rounding": "ceil"},
+                     {"type": "avgpool", "kernel": 3, "stride": 1, "padding": 1}]
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: avg_pool2d \(call_function"):
+        spec_from_torch(FunctionallyPooled(include_pad=False), (3, 10, 10), "net")  # a divisor a spec cannot say
+
+
+def test_a_forward_that_returns_more_while_training_imports_its_inference_forward():
+    class WithAuxiliary(nn.Module):  # as GoogLeNet: an auxiliary classifier's logits only in training
+        def __init__(self):
+            super().__init__()
+            self.conv, self.flat = nn.Conv2d(3, 4, 3), nn.Flatten()
+            self.fc, self.aux = nn.Linear(64, 3), nn.Linear(64, 3)
+
+        def forward(self, x):
+            features = self.flat(torch.relu(self.conv(x)))
+            return (self.fc(features), self.aux(features)) if self.training else self.fc(features)
+
+    model = WithAuxiliary()
+    imported = spec_from_torch(model, (3, 6, 6), "net")
+    assert [layer["type"] for layer in imported.spec["layers"]] == ["conv", "flatten", "linear"]
+    assert model.training and imported.weight_sources["fc1"] == "fc"
 
 def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after_it():
     class MaxReduced(MeanPooled):

@@ -57,15 +57,20 @@ class _Namer:
 
 
 def trace(model):
-    """The model's forward as a torch.fx graph; ImportProblem where it cannot be traced."""
+    """The model's forward at inference (eval mode: GoogLeNet's and Inception's auxiliary classifiers
+    only train) as a torch.fx graph; ImportProblem where it cannot be traced."""
     import torch.fx
 
+    training = model.training
+    model.eval()
     try:
         return torch.fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds for data-dependent Python in forward()
         raise ImportProblem(f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: "
                             f"{first_line(exc, 160)}); "
                             "alexspec imports models whose forward is a fixed sequence of layers") from None
+    finally:
+        model.train(training)
 
 
 def _where(node) -> str:
@@ -87,6 +92,8 @@ def _functional_layer(node, namer) -> dict | None:
             return {"name": "flatten", "type": "flatten"}
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    if target in (F.max_pool2d, F.avg_pool2d):  # Inception v3's forward pools this way
+        return _functional_pool(target, args[1:], node.kwargs, namer)
     if target in (torch.mean, "mean") and len(args) <= 3 and set(node.kwargs) <= {"dim", "keepdim"}:
         dims = args[1] if len(args) > 1 else node.kwargs.get("dim")  # MnasNet's x.mean([2, 3])
         keep = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
@@ -146,7 +153,8 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         raise ImportProblem(f"cannot express these layers in a spec: {', '.join(builder.unsupported)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), and the sum (+) or "
+                            "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, "
+                            "and the sum (+) or "
                             "torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
@@ -347,6 +355,23 @@ def _conv_layer(module, namer) -> dict | None:
     if module.bias is None:
         layer["bias"] = False
     return layer
+
+
+def _functional_pool(function, args, kwargs, namer) -> dict | None:
+    """The layer of F.max_pool2d / F.avg_pool2d called with `args` after the input and `kwargs`:
+    that of the module taking the same arguments (None where they are not constants)."""
+    import torch.fx
+    import torch.nn.functional as F
+    from torch import nn
+
+    module, names = (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")) \
+        if function is F.max_pool2d else \
+        (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"))
+    given = {**dict(zip(names, args)), **kwargs}
+    if len(args) > len(names) or not set(given) <= set(names) or "kernel_size" not in given \
+            or any(isinstance(value, torch.fx.Node) for value in given.values()):
+        return None
+    return _pool_layer(module(**given), namer)
 
 
 def _pool_layer(module, namer) -> dict | None:
