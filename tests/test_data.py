@@ -608,6 +608,18 @@ def test_a_run_whose_data_folder_moved_says_so_and_takes_it_from_data(tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+
+def test_synthetic_data_gets_no_note_of_classes_its_few_validation_images_miss():
+    from dataclasses import replace
+
+    from alexspec.train.data import synthetic
+    from alexspec.train.evaluate import classes_not_validated
+
+    data = synthetic((1, 4, 4), classes=1000)  # 128 validation images for 1000 classes: most have none
+    assert classes_not_validated(data) is None
+    missing = 1000 - len(set(data.val.labels.tolist()))
+    assert f"({missing} of its 1000 classes)" in classes_not_validated(replace(data, name="folder"))
+
 def test_validation_images_of_some_classes_only_are_noted(tmp_path):
     import shutil
 
