@@ -324,6 +324,25 @@ def test_ddp_leaves_out_a_last_batch_too_small_to_share(tmp_path):
     assert epoch["step"] == 1 and math.isfinite(epoch["train_loss"])
 
 
+
+def test_a_batchnorm_of_features_gets_no_batch_of_one_image(tmp_path):
+    spec = tmp_path / "bnf.yaml"  # digits with a batchnorm of fc3's 128 features: one value an image each
+    spec.write_text((ROOT / "specs" / "digits.yaml").read_text().replace(
+        "  - {name: fc4,", "  - {name: bnf, type: batchnorm}\n  - {name: fc4,"))
+    refused = run_cli("train", str(spec), "--batch", "1", "--out", str(tmp_path / "one"))
+    assert refused.returncode == 2 and refused.stderr.splitlines()[-1] == (
+        "alexspec train: the batch, 1, is too small: bnf (batchnorm) normalises each feature over a batch's images, "
+        "which takes 2 or more; give --batch 2 or more"), refused.stderr
+    assert not (tmp_path / "one").exists()
+    # 512 synthetic images in batches of 7: the last, 1 image, is left out (before: an internal error at its step)
+    result = run_cli("train", str(spec), "--data", "synthetic", "--batch", "7", "--epochs", "1",
+                     "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "note: each epoch's last batch, 1 image, is left out: bnf (batchnorm) normalises each feature over a " \
+        "batch's images, which takes 2 or more" in result.stdout
+    [epoch] = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
+    assert epoch["step"] == 512 // 7 and math.isfinite(epoch["train_loss"])
+
 @pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(tmp_path):
     result = run_cli("train", "digits", "--epochs", "5", "--precision", "bf16", "--channels-last",

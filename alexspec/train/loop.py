@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from alexspec import ir
+from alexspec import ir, settings
 from alexspec.builder import Build, build, fit, load_state
 from alexspec.errors import BadInput, TrainingError
 from alexspec.memory_check import batch_warning
@@ -165,6 +165,11 @@ class Trainer:
         self.batch = config.batch or self.training.batch
         self.seed = self.training.seed if config.seed is None else config.seed
         self.device = torch.device(_first_device(built.module))
+        self.one_value_batchnorm = _one_value_batchnorm(self.info)
+        world = settings.current().world_size
+        if self.batch < self._fewest_images() * world:
+            raise BadInput(f"the batch, {self.batch}, is too small: {self._share_needs(world)}; give --batch "
+                           f"{self._fewest_images() * world} or more")
         self.dist = Distributed(str(self.device))
         warning = batch_warning(self.info, built.devices, math.ceil(self.batch / self.dist.world),
                                 config.precision)
@@ -296,14 +301,29 @@ class Trainer:
                 self._end_epoch(run_dir, data, at, steps_per_epoch, losses, progress)
         return RunResult(run_dir, at.step, at.epoch, at.last)
 
+    def _fewest_images(self) -> int:
+        """The fewest images a process's share of a batch may hold: 1, or 2 where a batchnorm
+        normalises over one value an image."""
+        return 2 if self.one_value_batchnorm else 1
+
+    def _share_needs(self, world: int) -> str:
+        """Why a batch must give each of `world` processes _fewest_images: a process with no image
+        would make the loss NaN; a batchnorm cannot normalise one value."""
+        norm = f"{self.one_value_batchnorm} (batchnorm)"
+        if world == 1:
+            return f"{norm} normalises each feature over a batch's images, which takes 2 or more"
+        if self.one_value_batchnorm:
+            return f"it cannot give each of the {world} processes the 2 images {norm} normalises each feature over"
+        return f"it cannot give each of the {world} processes an image"
+
     def _steps_per_epoch(self, images: int) -> int:
-        """The batches of an epoch of `images`; data parallel, a last batch with fewer images than
-        processes is left out (a process with no image would make the loss NaN), and the log says so."""
+        """The batches of an epoch of `images`; a last batch too small for every process's share
+        (_share_needs) is left out, and the log says so."""
         full, rest = divmod(images, self.batch)
-        if 0 < rest < self.dist.world:
+        if 0 < rest < self._fewest_images() * self.dist.world:
             if self.dist.main:
-                self.log(f"note: each epoch's last batch, {count(rest, 'image')}, is left out: it cannot give each of "
-                         f"the {self.dist.world} processes an image")
+                self.log(f"note: each epoch's last batch, {count(rest, 'image')}, is left out: "
+                         f"{self._share_needs(self.dist.world)}")
             return full
         return full + (rest > 0)
 
@@ -455,6 +475,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     optimizer.load_state_dict(saved)
     for group, kept in zip(optimizer.param_groups, how):
         group.update(kept)
+
+
+def _one_value_batchnorm(info) -> Optional[str]:
+    """The first batchnorm layer that normalises one value an image for each channel (features, or
+    a 1x1 map), so that in training it cannot take a batch of one image; None where there is none."""
+    return next((li.layer.name for li in info.layers if li.layer.type == "batchnorm"
+                 and math.prod(li.output_shape[1:]) == 1), None)
 
 
 def _first_device(module: torch.nn.Module) -> str:
