@@ -548,6 +548,15 @@ class Gated(nn.Module):
         return self.flat(x * self.conv(x))
 
 
+def assert_same_logits(imported, model, shape):
+    """The spec built and loaded with the model's converted weights gives the model's logits."""
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
+
+
 @pytest.mark.parametrize("model, merges", [
     (nn.Sequential(Fire(3, 4, 8), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)), {"concat1": ["conv2", "conv3"]}),
     (Residual(), {"add1": ["input", "conv1"]}),
@@ -557,12 +566,7 @@ def test_models_whose_forward_branches_import_as_graphs_with_their_logits(model,
     imported = spec_from_torch(model, (3, 8, 8), "net")
     assert {layer["name"]: layer["inputs"] for layer in imported.spec["layers"]
             if layer["type"] in ("add", "concat")} == merges
-    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
-    load_state(built.module, imported.convert_state_dict(model.state_dict()))
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
-
+    assert_same_logits(imported, model, (3, 8, 8))
 
 
 class MeanPooled(nn.Module):
@@ -587,12 +591,7 @@ def test_a_mean_over_height_and_width_imports_as_a_pool_with_the_same_logits(kee
     imported = spec_from_torch(model, (3, 8, 8), "net")  # raises unless the spec computes what the model does
     assert [{k: v for k, v in layer.items() if k != "name"} for layer in imported.spec["layers"]
             if "pool" in layer["type"]] == [pool]
-    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
-    load_state(built.module, imported.convert_state_dict(model.state_dict()))
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(built.module.eval()(x), model.eval()(x))
-
+    assert_same_logits(imported, model, (3, 8, 8))
 
 
 class FunctionallyPooled(nn.Module):
