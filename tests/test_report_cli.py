@@ -92,6 +92,9 @@ def test_report_takes_its_format_from_the_file_name_and_refuses_a_picture_or_a_m
     # before: the spec itself was replaced by its report
     spec = (SPECS / "lenet5.yaml").read_text()
     for name, said in (("net.yaml", "./net.yaml: a spec's name, and the report is not YAML"),
+                       ("net.py", "./net.py: a report is a table (.txt), markdown, JSON, CSV or Graphviz; name it "
+                                  ".txt or .md or .json or .csv or .dot (a file of another kind there would be "
+                                  "replaced)"),
                        ("net.txt", "./net.txt: is the spec being reported; write the report to another file")):
         (tmp_path / name).write_text(spec)
         result = run_cli("report", name, "-o", f"./{name}", cwd=tmp_path)

@@ -8,8 +8,8 @@ import shutil
 import sys
 
 from alexspec import analyse
-from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, device_list, positive_int, print_problems,
-                                 resolve_spec, spec_document, write_out)
+from alexspec.cli.common import (EXIT_BAD_INPUT, SPEC_HELP, add_set_option, check_output_kind, device_list,
+                                 positive_int, print_problems, resolve_spec, spec_document, write_out)
 from alexspec.errors import BadInput, Loc, Problem, SpecError
 from alexspec.words import count
 
@@ -87,8 +87,8 @@ REPORT_SUFFIXES = {".json": "json", ".csv": "csv", ".md": "markdown", ".dot": "d
 
 def report_format(given: str | None, output: str | None) -> str:
     """The report's format: --format, else what -o's file name says (.json, .csv, .md, .dot),
-    else a table. BadInput where they disagree, or -o names a picture or a spec (.yaml: the
-    report writes neither)."""
+    else a table (.txt). BadInput where they disagree, or -o names a picture, a spec or a file of
+    any other kind (the report writes none)."""
     suffix = Path(output).suffix.lower() if output else ""
     if suffix in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         raise BadInput(f"{output}: the report is text, not a picture: write `--format dot -o {Path(output).stem}.dot` "
@@ -97,6 +97,9 @@ def report_format(given: str | None, output: str | None) -> str:
     if suffix in (".yaml", ".yml"):
         raise BadInput(f"{output}: a spec's name, and the report is not YAML (a spec there would be replaced); name "
                        "it .json, .csv, .md, .dot or .txt")
+    if output and suffix not in (".txt", *REPORT_SUFFIXES) and not Path(output).is_dir():  # never a model's source
+        check_output_kind(output, (".txt", ".md", ".json", ".csv", ".dot"),
+                          "a report is a table (.txt), markdown, JSON, CSV or Graphviz")
     named = REPORT_SUFFIXES.get(suffix)
     if given and named and given != named:
         raise BadInput(f"{output}: a {suffix} file, but --format is {given}; name the file for its format, or drop "
@@ -228,7 +231,8 @@ def add_parsers(command) -> None:
     p.add_argument("--batch", "-b", type=positive_int, default=1, help="images per batch for memory (default: 1)")
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="fp32",
                    help="activation and parameter dtype for memory (default: fp32)")
-    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output: NAME.txt (a "
+                   "table), .md, .json, .csv or .dot, which also sets the format")
     add_set_option(p)
 
     p = command("schema", "Print the spec language's JSON Schema (or its markdown reference).", cmd_schema)
