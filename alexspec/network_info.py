@@ -120,6 +120,15 @@ class NetworkInfo:
     def output_shape(self) -> ir.Shape:
         return self.layers[-1].output_shape
 
+    @property
+    def batch_of_one_problem(self) -> str | None:
+        """Why the network cannot train on a batch of one image: a batchnorm with one value an image
+        for each channel (of features, or of a 1x1 map) has nothing to normalise; None where it can."""
+        norm = next((info.layer.name for info in self.layers if info.layer.type == "batchnorm"
+                     and math.prod(info.output_shape[1:]) == 1), None)
+        return f"{norm} (batchnorm) normalises each feature over a batch's images, which takes 2 or more" if norm \
+            else None
+
     def memory(self, batch: int = 1, dtype: str = "fp32") -> Memory:
         """Memory for `batch` images with activations and parameters in `dtype`."""
         size = DTYPE_BYTES[dtype]

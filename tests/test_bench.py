@@ -66,6 +66,18 @@ def test_bad_baseline_name():
     assert "--compare takes baselines among eager, eager-fused, eager-graphed" in result.stderr
 
 
+def test_a_batch_of_one_that_a_batchnorm_of_features_cannot_take_is_refused_before_timing(tmp_path):
+    spec = tmp_path / "bnf.yaml"  # digits with a batchnorm of fc3's 128 features: one value an image each
+    spec.write_text((SPECS / "digits.yaml").read_text().replace(
+        "  - {name: fc4,", "  - {name: bnf, type: batchnorm}\n  - {name: fc4,"))
+    result = run_cli("bench", str(spec), "--batch", "1", "-o", str(tmp_path / "b.json"))
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        "alexspec bench: --batch 1 is too small: bnf (batchnorm) normalises each feature over a batch's images, "
+        "which takes 2 or more; give --batch 2 or more"), result.stderr  # before: an internal error
+    assert not (tmp_path / "b.json").exists()
+    result = run_cli("bench", "digits", "--batch", "1", *QUICK[:-2], "-o", str(tmp_path / "d.json"))
+    assert result.returncode == 0 and (tmp_path / "d.json").exists(), result.stderr  # no such batchnorm: it can
+
 @pytest.mark.parametrize("value, said", [("-1", "must be from 0 to 3600 seconds, got -1"),
                                          ("nan", "must be from 0 to 3600 seconds, got nan"),
                                          ("soon", "expected a number of seconds, got 'soon'")])

@@ -325,6 +325,24 @@ def test_ddp_leaves_out_a_last_batch_too_small_to_share(tmp_path):
 
 
 
+@pytest.mark.parametrize("kernel, refused", [(4, True), (3, False)])  # a 1x1 map: one value an image; 2x2: four
+def test_a_batchnorm_of_a_1x1_map_cannot_train_on_one_image_and_one_of_a_larger_map_can(kernel, refused):
+    from alexspec.spec import analyse, load_text
+
+    info = analyse(load_text("alexspec: 1\nname: tiny\ninput: {channels: 3, height: 4, width: 4}\nlayers:\n"
+                             f"  - {{name: conv, type: conv, out: 5, kernel: {kernel}}}\n"
+                             "  - {name: bn, type: batchnorm}\n  - {name: flat, type: flatten}\n"
+                             "  - {name: fc, type: linear, out: 2}\n", "tiny.yaml"))
+    assert info.batch_of_one_problem == ("bn (batchnorm) normalises each feature over a batch's images, which takes 2 "
+                                         "or more" if refused else None)
+    norm = torch.nn.BatchNorm2d(5).train()  # torch's own rule, the oracle
+    shape = info.layers[1].output_shape
+    if refused:
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            norm(torch.zeros(1, *shape))
+    else:
+        norm(torch.zeros(1, *shape))
+
 def test_a_batchnorm_of_features_gets_no_batch_of_one_image(tmp_path):
     spec = tmp_path / "bnf.yaml"  # digits with a batchnorm of fc3's 128 features: one value an image each
     spec.write_text((ROOT / "specs" / "digits.yaml").read_text().replace(

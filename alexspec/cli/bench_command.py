@@ -7,7 +7,7 @@ from pathlib import Path
 import sys
 
 from alexspec.cli.common import SPEC_HELP, check_output_kind, non_negative_int, positive_int, resolve_spec, seconds
-from alexspec.errors import Loc, Problem, SpecError
+from alexspec.errors import BadInput, Loc, Problem, SpecError
 
 EXAMPLES = {
     "bench": """
@@ -48,6 +48,15 @@ def _bench_history(folder: Path, plot_file: str | None) -> int:
     return 0
 
 
+def _check_batch(spec: str, batch: int) -> None:
+    """BadInput where the network cannot train on batches of `batch` images (checked before any timing)."""
+    from alexspec import analyse
+
+    problem = analyse(spec).batch_of_one_problem if batch == 1 else None
+    if problem:
+        raise BadInput(f"--batch 1 is too small: {problem}; give --batch 2 or more")
+
+
 def cmd_bench(args) -> int:
     if args.history:
         return _bench_history(Path(args.history), args.plot)
@@ -76,6 +85,7 @@ def cmd_bench(args) -> int:
             print(plan["note"])
         batch, compare, precision = plan["batch"], plan["compare"], plan["precision"]
         spec = resolve_spec(args.spec or "alexnet")
+        _check_batch(spec, batch)
         if args.cold_start:
             print("spec to warm module in fresh processes (an empty Triton cache, then the one it left"
                   + (", then empty ones compiling layer by layer and, where alexspec ships choices for this GPU, "

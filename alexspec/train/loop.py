@@ -165,7 +165,7 @@ class Trainer:
         self.batch = config.batch or self.training.batch
         self.seed = self.training.seed if config.seed is None else config.seed
         self.device = torch.device(_first_device(built.module))
-        self.one_value_batchnorm = _one_value_batchnorm(self.info)
+        self.batch_of_one_problem = self.info.batch_of_one_problem
         world = settings.current().world_size
         if self.batch < self._fewest_images() * world:
             raise BadInput(f"the batch, {self.batch}, is too small: {self._share_needs(world)}; give --batch "
@@ -304,16 +304,15 @@ class Trainer:
     def _fewest_images(self) -> int:
         """The fewest images a process's share of a batch may hold: 1, or 2 where a batchnorm
         normalises over one value an image."""
-        return 2 if self.one_value_batchnorm else 1
+        return 2 if self.batch_of_one_problem else 1
 
     def _share_needs(self, world: int) -> str:
         """Why a batch must give each of `world` processes _fewest_images: a process with no image
         would make the loss NaN; a batchnorm cannot normalise one value."""
-        norm = f"{self.one_value_batchnorm} (batchnorm)"
         if world == 1:
-            return f"{norm} normalises each feature over a batch's images, which takes 2 or more"
-        if self.one_value_batchnorm:
-            return f"it cannot give each of the {world} processes the 2 images {norm} normalises each feature over"
+            return self.batch_of_one_problem
+        if self.batch_of_one_problem:
+            return f"it cannot give each of the {world} processes 2 images ({self.batch_of_one_problem})"
         return f"it cannot give each of the {world} processes an image"
 
     def _steps_per_epoch(self, images: int) -> int:
@@ -475,13 +474,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     optimizer.load_state_dict(saved)
     for group, kept in zip(optimizer.param_groups, how):
         group.update(kept)
-
-
-def _one_value_batchnorm(info) -> Optional[str]:
-    """The first batchnorm layer that normalises one value an image for each channel (features, or
-    a 1x1 map), so that in training it cannot take a batch of one image; None where there is none."""
-    return next((li.layer.name for li in info.layers if li.layer.type == "batchnorm"
-                 and math.prod(li.output_shape[1:]) == 1), None)
 
 
 def _first_device(module: torch.nn.Module) -> str:
