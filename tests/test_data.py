@@ -82,7 +82,8 @@ def test_unreadable_images_are_skipped_and_counted_or_refused(tmp_path):
     with pytest.raises(DataError, match=r"more than 1% of the 30 images in .*many cannot be read: "
                                         r"train/cat/broken0.jpg \(not an image Pillow can read\); check the files"):
         image_folder(make_folder(tmp_path / "many", corrupt=3), size=8)
-    with pytest.raises(DataError, match="no train/ folder"):
+    with pytest.raises(DataError, match=f"many/train is the train/ split of an image folder; give the folder that "
+                                        f"holds it, {tmp_path / 'many'}$"):
         image_folder(tmp_path / "many" / "train", size=8)
 
 
@@ -114,6 +115,27 @@ def test_a_class_with_no_images_or_seen_only_in_validation_is_refused_by_name(tm
     with pytest.raises(DataError, match=r"imgs/val has class folders that .*imgs/train lacks \(horse\)"):
         image_folder(root, size=8)
 
+
+def test_a_folder_of_class_folders_without_train_and_val_is_told_how_to_split_them(tmp_path):
+    import shutil
+
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    shutil.rmtree(root / "val")  # train/ only
+    with pytest.raises(DataError) as caught:
+        image_folder(root, size=8)
+    assert str(caught.value) == (f"{root} has train/ but no val/ folder; expected {root}/train/<class>/*.jpg and "
+                                 f"{root}/val/<class>/*.jpg: move some of each class's images (say one in ten) to "
+                                 f"{root}/val/<class>/, which measure the validation error")
+    for name in ("cat", "dog"):
+        (root / "train" / name).rename(root / name)  # a class folder each, as many datasets come
+    (root / "train").rmdir()
+    (root / "notes").mkdir()  # no images: not named as a class
+    result = run_cli("prepare-data", str(root), str(tmp_path / "shards"))
+    assert result.returncode == 2 and result.stderr == (
+        f"alexspec prepare-data: {root} holds class folders (cat, dog) but no train/ and val/; expected "
+        f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg: move the class folders into {root}/train/, and "
+        f"some of each class's images (say one in ten) to {root}/val/<class>/, which measure the validation "
+        "error\n"), result.stderr
 
 def test_more_classes_than_outputs_names_them_and_the_layer_to_change(tmp_path):
     from alexspec.errors import BadInput

@@ -25,7 +25,7 @@ from alexspec.errors import first_line
 from alexspec.report import human_bytes
 from alexspec.train.data import Dataset, DataError, ShardWriter, Split, read_shards
 from alexspec.train.progress import counting
-from alexspec.words import count
+from alexspec.words import count, listed
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # Pillow's 16-bit grey ("I": older Pillow's PNGs)
@@ -52,14 +52,31 @@ class Listing:
         return sum(len(files) for files in self.files.values())
 
 
+def _missing_split(root: Path, part: str) -> str:
+    """What to do where `root` lacks the folder of split `part`: where it holds class folders of
+    images, say how to split them; where it has train/ only, how to make val/."""
+    expected = f"expected {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg"
+    if root.name in PARTS and all((root.parent / split).is_dir() for split in PARTS):
+        return f"{root} is the {root.name}/ split of an image folder; give the folder that holds it, {root.parent}"
+    if part == "val":
+        return (f"{root} has train/ but no val/ folder; {expected}: move some of each class's images (say one in "
+                f"ten) to {root}/val/<class>/, which measure the validation error")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name) and any(
+        f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir())) if root.is_dir() else []  # not walked: a home folder
+    if classes:
+        return (f"{root} holds class folders ({listed(classes)}) but no train/ and val/; {expected}: move the "
+                f"class folders into {root}/train/, and some of each class's images (say one in ten) to "
+                f"{root}/val/<class>/, which measure the validation error")
+    return f"{root} has no train/ folder; {expected}"
+
+
 def list_folder(root: Path) -> Listing:
     """The files of an image folder, its layout checked: both splits there, classes in train/, none
     only in val/, and an image file in each class folder of train/."""
     root = Path(root)
     for part in PARTS:
         if not (root / part).is_dir():
-            raise DataError(f"{root} has no {part}/ folder; expected {root}/train/<class>/*.jpg and "
-                            f"{root}/val/<class>/*.jpg")
+            raise DataError(_missing_split(root, part))
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not _hidden(p.name))
     if not classes:
         raise DataError(f"{root}/train has no class folders")
