@@ -154,8 +154,7 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
                             "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, "
-                            "and the sum (+) or "
-                            "torch.cat(dim=1) of branches")
+                            "and the sum (+) or torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
