@@ -55,6 +55,24 @@ def test_plot_of_a_run_that_has_logged_nothing_yet_says_so(tmp_path):
     assert result.returncode == 2 and "the run has logged nothing yet" in result.stderr, result.stderr
 
 
+def test_a_run_of_fewer_steps_than_log_every_plots_each_epochs_mean_training_loss(tmp_path, monkeypatch):
+    import alexspec.train.plot as plot
+
+    drawn = []
+    monkeypatch.setattr(plot, "save", lambda fig, out: drawn.append(fig) or out)
+    epochs = [{"kind": "epoch", "epoch": e, "step": 3 * e, "train_loss": 1.0 / e, "val_loss": 0.9 / e,
+               "top1_error": 0.5, "lr": 0.1} for e in (1, 2)]  # 3 steps an epoch, none logged (--log-every 20)
+    logged = [{"kind": "step", "step": 2, "loss": 3.0, "lr": 0.1}] + epochs
+    for name, records in (("short", epochs), ("logged", logged)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot.plot_run(tmp_path / "short")
+    plot.plot_runs([tmp_path / "short", tmp_path / "logged"], tmp_path / "both.png")
+    single, overlaid = ([(line.get_label(), list(line.get_xdata()), list(line.get_ydata()))
+                         for line in fig.axes[0].get_lines()] for fig in drawn)
+    assert single[0] == ("train (epoch mean)", [3, 6], [1.0, 0.5])  # before: an empty training loss
+    assert overlaid == [("short (epoch mean)", [3, 6], [1.0, 0.5]), ("logged", [2], [3.0])]
+
 def test_a_batch_larger_than_the_data_is_said(tmp_path):
     result = run_cli("train", "--out", str(tmp_path / "run"), "--batch", "4096", "--epochs", "1")
     assert result.returncode == 0, result.stderr

@@ -30,12 +30,29 @@ def _records(run_dir: Path) -> tuple[list[dict], list[dict]]:
     return [r for r in records if r["kind"] == "step"], [r for r in records if r["kind"] == "epoch"]
 
 
+def _train_losses(steps: list[dict], epochs: list[dict]) -> tuple[list, list, str]:
+    """The training loss to draw (steps, losses, label): each logged step's, else (a run of fewer
+    steps than --log-every) each epoch's mean, at the epoch's last step."""
+    if steps:
+        return [r["step"] for r in steps], [r["loss"] for r in steps], "train (step)"
+    return [r["step"] for r in epochs], [r["train_loss"] for r in epochs], "train (epoch mean)"
+
+
+def _whole_numbers(*axes) -> None:
+    """Ticks at whole steps and epochs only (a run of 3 epochs had 1.25, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_run(run_dir: Path) -> Path:
     """Write RUN_DIR/curves.png; BadInput when the run has no metrics."""
     steps, epochs = _records(run_dir)
     plt = pyplot()
     fig, (loss_ax, err_ax, lr_ax) = plt.subplots(1, 3, figsize=(15, 4))
-    loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="train (step)", alpha=0.6)
+    xs, losses, label = _train_losses(steps, epochs)
+    loss_ax.plot(xs, losses, "-" if steps else "o-", label=label, alpha=0.6)
     loss_ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], "o-", label="validation")
     loss_ax.set(title="loss", xlabel="step")
     err_ax.plot([r["epoch"] for r in epochs], [100 * r["top1_error"] for r in epochs], "o-", label="top-1")
@@ -45,6 +62,7 @@ def plot_run(run_dir: Path) -> Path:
     err_ax.set(title="validation error (%)", xlabel="epoch")
     lr_ax.plot([r["step"] for r in steps + epochs], [r["lr"] for r in steps + epochs], ".")
     lr_ax.set(title="learning rate", xlabel="step", yscale="log")
+    _whole_numbers(loss_ax, err_ax, lr_ax)
     for ax in (loss_ax, err_ax):
         ax.legend()
     fig.suptitle(run_dir.name)
@@ -58,10 +76,13 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     plt = pyplot()
     fig, (loss_ax, err_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for run_dir, steps, epochs in runs:
-        loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label=run_dir.name, alpha=0.8)
+        xs, losses, label = _train_losses(steps, epochs)
+        loss_ax.plot(xs, losses, "-" if steps else "o-", label=run_dir.name + ("" if steps else " (epoch mean)"),
+                     alpha=0.8)
         err_ax.plot([r["epoch"] for r in epochs], [100 * r["top1_error"] for r in epochs], "o-", label=run_dir.name)
     loss_ax.set(title="training loss", xlabel="step")
     err_ax.set(title="validation top-1 error (%)", xlabel="epoch")
+    _whole_numbers(loss_ax, err_ax)
     for ax in (loss_ax, err_ax):
         ax.legend()
     return save(fig, out)
