@@ -493,6 +493,23 @@ def test_diff_names_exactly_the_changed_layers():
     assert run_cli("diff", "alexnet", "lenet5", "--exit-code").returncode == 1
 
 
+def test_diff_names_the_training_keys_that_differ_and_that_alone_is_a_difference(tmp_path):
+    spec = (SPECS / "digits.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(spec)
+    (tmp_path / "b.yaml").write_text(spec.replace("lr: 0.1", "lr: 0.05").replace("type: cosine", "type: constant"))
+    result = run_cli("diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "--exit-code")
+    assert result.returncode == 1, result.stdout  # before: "describe the same network", exit 0
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[1:] == [["training.lr", "0.1", "0.05"], ["training.schedule.type", "cosine", "constant"],
+                        "the same network; their training differs".split()]
+    data = json.loads(run_cli("diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "-f", "json").stdout)
+    assert data["training"] == {"training.lr": [0.1, 0.05], "training.schedule.type": ["cosine", "constant"]}
+    assert data["same_network"] and not data["same"]
+    (tmp_path / "c.yaml").write_text(spec.replace("  epochs: 20\n", "  epochs: 90\n"))  # 90: the default
+    (tmp_path / "d.yaml").write_text(spec.replace("  epochs: 20\n", ""))
+    same = run_cli("diff", str(tmp_path / "c.yaml"), str(tmp_path / "d.yaml"), "--exit-code")
+    assert same.returncode == 0 and same.stdout.endswith("describe the same network, trained alike\n"), same.stdout
+
 def test_diff_names_a_layer_that_moved():
     # AlexNet normalises before pooling, ZFNet after: the same LRN layers at another place
     data = json.loads(run_cli("diff", "alexnet", "zfnet", "--format", "json").stdout)
@@ -501,7 +518,7 @@ def test_diff_names_a_layer_that_moved():
     assert moved["norm2"]["fields"]["output_shape"] == [[256, 27, 27], [256, 13, 13]]
     assert data["only_in_a"] == [] and data["only_in_b"] == []
     result = run_cli("diff", "alexnet", "zfnet", "--exit-code")
-    assert result.returncode == 1 and result.stdout.rstrip().endswith("moved: norm1, norm2")
+    assert result.returncode == 1 and result.stdout.rstrip().endswith("moved: norm1, norm2; their training differs")
     assert "norm1.after" in result.stdout and "only in" not in result.stdout
 
 

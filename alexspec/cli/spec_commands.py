@@ -256,7 +256,8 @@ def add_parsers(command) -> None:
                    help="also run each conv + ReLU + LRN whose LRN groups fit one tile (AlexNet's conv1 + norm1, "
                         "conv2 + norm2) as one kernel, the LRN in the conv's epilogue (off until measured on a GPU; "
                         "see alexspec.fusion)")
-    p = command("diff", "Show the layers, shapes, params and MACs that differ between two specs.", cmd_diff)
+    p = command("diff", "Show the layers, shapes, params, MACs and training settings that differ between two specs.",
+                cmd_diff)
     p.add_argument("a", metavar="A", help=SPEC_HELP)
     p.add_argument("b", metavar="B", help=SPEC_HELP)
     p.add_argument("--format", "-f", choices=("text", "json"), default="text", help="default: text")

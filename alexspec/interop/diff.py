@@ -1,9 +1,13 @@
-"""`alexspec diff A B`: the layers, shapes, parameters and MACs that differ between two specs."""
+"""`alexspec diff A B`: the layers, shapes, parameters and MACs that differ between two specs, and
+their training recipes' differing keys."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+import dataclasses
 import difflib
 import json
 
+from alexspec import ir
 from alexspec.graph import layer_dict
 from alexspec.network_info import LayerInfo, NetworkInfo
 from alexspec.words import count
@@ -66,10 +70,29 @@ def _label(la: LayerInfo, lb: LayerInfo) -> str:
     return la.layer.name if la.layer.name == lb.layer.name else f"{la.layer.name}/{lb.layer.name}"
 
 
+def _recipe(value, prefix: str = "training") -> dict:
+    """The training recipe as dotted keys (training.lr, training.schedule.type, ...) -> values, each
+    mapping (lr_mult) a plain dict."""
+    if dataclasses.is_dataclass(value):
+        return {key: item for f in dataclasses.fields(value)
+                for key, item in _recipe(getattr(value, f.name), f"{prefix}.{f.name}").items()}
+    if isinstance(value, Mapping):
+        return {prefix: {key: dict(item) if isinstance(item, Mapping) else item for key, item in value.items()}}
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def _training_differences(a: NetworkInfo, b: NetworkInfo) -> dict:
+    """Each key of the recipes `alexspec train` follows (a spec without `training:` takes the
+    defaults) whose values differ: key -> [a's, b's]."""
+    ra, rb = (_recipe(info.network.training or ir.Training()) for info in (a, b))
+    return {key: [ra[key], rb[key]] for key in ra if ra[key] != rb[key]}
+
+
 def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
     """Layers matched by their place in the net (see `pairs`): changed ones with each differing
-    field, and those only in one spec."""
+    field, and those only in one spec; and the training recipe's differing keys."""
     matched, only_a, only_b = pairs(a, b)
+    training = _training_differences(a, b)
     changed = []
     for la, lb in matched:
         fields = _differing(la, lb)
@@ -87,7 +110,8 @@ def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
             "moved": list(moved.values()),
             "only_in_a": [{"name": li.layer.name, **_facts(li)} for li in only_a],
             "only_in_b": [{"name": li.layer.name, **_facts(li)} for li in only_b], "renamed": renamed,
-            "same": not (network or changed or moved or only_a or only_b)}
+            "same_network": not (network or changed or moved or only_a or only_b), "training": training,
+            "same": not (network or changed or moved or only_a or only_b or training)}
 
 
 def _moved(a: NetworkInfo, b: NetworkInfo, only_a: list, only_b: list) -> dict[str, dict]:
@@ -135,9 +159,9 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
     data = diff_data(a, b)
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
+    renamed = f" (with {count(len(data['renamed']), 'layer')} named otherwise)" if data["renamed"] else ""
     if data["same"]:
-        renamed = f" (with {count(len(data['renamed']), 'layer')} named otherwise)" if data["renamed"] else ""
-        return f"{data['a']} and {data['b']} describe the same network{renamed}\n"
+        return f"{data['a']} and {data['b']} describe the same network{renamed}, trained alike\n"
     rows = [("", data["a"], data["b"])]
     rows += [(key, _value(va), _value(vb)) for key, (va, vb) in data["network"].items()]
     for layer in data["changed"]:
@@ -147,12 +171,16 @@ def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
         rows += [(f"{layer['name']}.{key}", _value(va), _value(vb)) for key, (va, vb) in layer["fields"].items()]
     rows += [(f"{layer['name']}", f"{layer['type']} {_value(layer['output_shape'])}", "-") for layer in data["only_in_a"]]
     rows += [(f"{layer['name']}", "-", f"{layer['type']} {_value(layer['output_shape'])}") for layer in data["only_in_b"]]
+    rows += [(key, _value(va), _value(vb)) for key, (va, vb) in data["training"].items()]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
     changed = sorted({layer["name"] for layer in data["changed"]})
     verb = "differs" if len(changed) == 1 else "differ"
+    if data["same_network"]:
+        return "\n".join(lines + [f"the same network{renamed}; their training differs"]) + "\n"
     summary = (f"{count(len(changed), 'layer')} {verb} ({', '.join(changed)})" if changed else "no shared layer differs") + \
         (f"; moved: {', '.join(l['name'] for l in data['moved'])}" if data["moved"] else "") + \
         (f"; only in A: {', '.join(l['name'] for l in data['only_in_a'])}" if data["only_in_a"] else "") + \
-        (f"; only in B: {', '.join(l['name'] for l in data['only_in_b'])}" if data["only_in_b"] else "")
+        (f"; only in B: {', '.join(l['name'] for l in data['only_in_b'])}" if data["only_in_b"] else "") + \
+        ("; their training differs" if data["training"] else "")
     return "\n".join(lines + [summary]) + "\n"
