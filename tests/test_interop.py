@@ -509,6 +509,9 @@ def test_diff_names_the_training_keys_that_differ_and_that_alone_is_a_difference
     (tmp_path / "d.yaml").write_text(spec.replace("  epochs: 20\n", ""))
     same = run_cli("diff", str(tmp_path / "c.yaml"), str(tmp_path / "d.yaml"), "--exit-code")
     assert same.returncode == 0 and same.stdout.endswith("describe the same network, trained alike\n"), same.stdout
+    assert run_cli("train", "--epochs", "3", "--max-steps", "1", "-o", str(tmp_path / "run")).returncode == 0
+    result = run_cli("diff", str(tmp_path / "run"), "digits")  # its spec says 20 epochs; it ran 3 (--epochs)
+    assert [line.split() for line in result.stdout.splitlines()][1] == ["training.epochs", "3", "20"], result.stdout
 
 def test_diff_names_a_layer_that_moved():
     # AlexNet normalises before pooling, ZFNet after: the same LRN layers at another place

@@ -207,11 +207,12 @@ def _use_it(out: Path, module: str, class_name: str, devices) -> str:
 
 
 def cmd_diff(args) -> int:
-    from alexspec.interop.diff import diff_data, render
+    from alexspec.interop.diff import diff_data, render, run_values
 
     a, b = analyse(args.a), analyse(args.b)
-    write_out(render(a, b, args.format))
-    return 0 if diff_data(a, b)["same"] or not args.exit_code else 1
+    ran = (run_values(args.a), run_values(args.b))
+    write_out(render(a, b, args.format, ran))
+    return 0 if diff_data(a, b, ran)["same"] or not args.exit_code else 1
 
 
 def add_parsers(command) -> None:

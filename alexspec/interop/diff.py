@@ -81,18 +81,35 @@ def _recipe(value, prefix: str = "training") -> dict:
     return {prefix: list(value) if isinstance(value, tuple) else value}
 
 
-def _training_differences(a: NetworkInfo, b: NetworkInfo) -> dict:
+def _training_differences(a: NetworkInfo, b: NetworkInfo, ran: tuple[dict, dict]) -> dict:
     """Each key of the recipes `alexspec train` follows (a spec without `training:` takes the
-    defaults) whose values differ: key -> [a's, b's]."""
-    ra, rb = (_recipe(info.network.training or ir.Training()) for info in (a, b))
+    defaults; `ran`, a run's own values, e.g. its --epochs, over its spec's) whose values differ:
+    key -> [a's, b's]."""
+    ra, rb = ({**_recipe(info.network.training or ir.Training()), **values} for info, values in zip((a, b), ran))
     return {key: [ra[key], rb[key]] for key in ra if ra[key] != rb[key]}
 
 
-def diff_data(a: NetworkInfo, b: NetworkInfo) -> dict:
+def run_values(name: str) -> dict:
+    """What the run folder `name` (or the run of its checkpoint) trained with instead of its spec's
+    values (--epochs, --batch, --seed: config.json): recipe key -> value; {} for a spec file."""
+    from alexspec.spec.bundled import run_folder_holding, run_folder_of
+    from alexspec.train.run_folder import RECIPE
+
+    run_dir = run_folder_of(name) or run_folder_holding(name)
+    try:
+        config = json.loads((run_dir / RECIPE).read_text()) if run_dir else {}
+    except (OSError, ValueError):
+        return {}
+    return {f"training.{key}": config[key] for key in ("epochs", "batch", "seed")
+            if isinstance(config, dict) and config.get(key) is not None}
+
+
+def diff_data(a: NetworkInfo, b: NetworkInfo, ran: tuple[dict, dict] = ({}, {})) -> dict:
     """Layers matched by their place in the net (see `pairs`): changed ones with each differing
-    field, and those only in one spec; and the training recipe's differing keys."""
+    field, and those only in one spec; and the training recipe's differing keys (`ran`: each
+    side's run_values)."""
     matched, only_a, only_b = pairs(a, b)
-    training = _training_differences(a, b)
+    training = _training_differences(a, b, ran)
     changed = []
     for la, lb in matched:
         fields = _differing(la, lb)
@@ -154,9 +171,9 @@ def _value(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text") -> str:
+def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text", ran: tuple[dict, dict] = ({}, {})) -> str:
     """The diff as text (side by side) or JSON."""
-    data = diff_data(a, b)
+    data = diff_data(a, b, ran)
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     renamed = f" (with {count(len(data['renamed']), 'layer')} named otherwise)" if data["renamed"] else ""
