@@ -295,11 +295,15 @@ def test_prepare_data_says_before_decoding_when_the_disk_has_no_room_for_the_sha
     monkeypatch.setattr(image_folder, "decode", lambda *a: pytest.fail("decoded before the disk was checked"))
     with pytest.raises(DataError) as refused:
         prepare_shards(source, shards, size=16)
-    # 24 images of 3 x 16 x 16 bytes: 18,432 bytes; at --size 8, a quarter of that
+    # 24 images of 3 x 16 x 16 bytes: 18,432 bytes; 72 bytes a pixel, so 11 x 11 (8,712 bytes) is the largest
+    # size within 95% of the 10,000 free (12 x 12: 10,368)
     assert str(refused.value) == (f"{shards}: the shards of 24 images at 3x16x16 need 18.0 KiB, and its disk has "
-                                  "9.8 KiB free; free some space, write them to another disk, or give a smaller "
-                                  "--size (--size 8: 4.5 KiB)")
+                                  "9.8 KiB free; free some space, write them to another disk, or give a --size from "
+                                  "your network's input size up to 11 (8.5 KiB)")
     assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage._replace(free=50))  # not one 1x1 image each
+    with pytest.raises(DataError, match="50 B free; free some space or write them to another disk$"):
+        prepare_shards(source, shards, size=16)
 
 
 def test_a_disk_filling_up_midway_is_a_clear_error_not_a_crash_and_keeps_the_old_shards(tmp_path, monkeypatch):

@@ -259,11 +259,13 @@ def _check_room(out: Path, images: int, shape: tuple[int, ...]) -> None:
     where = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
     free = shutil.disk_usage(where).free
     if need > free:
-        smaller = shape[-1] // 2
+        per_pixel = images * math.prod(shape[:-2])
+        fits = math.isqrt(int(0.95 * free) // per_pixel)  # the largest square size that leaves 5% of the free space
+        smaller = (f", or give a --size from your network's input size up to {fits} "
+                   f"({human_bytes(per_pixel * fits * fits)})") if fits else ""
         raise DataError(f"{out}: the shards of {count(images, 'image')} at {'x'.join(map(str, shape))} need "
-                        f"{human_bytes(need)}, and its disk has {human_bytes(free)} free; free some space, write "
-                        f"them to another disk, or give a smaller --size (--size {smaller}: "
-                        f"{human_bytes(images * math.prod(shape[:-2]) * smaller * smaller)})")
+                        f"{human_bytes(need)}, and its disk has {human_bytes(free)} free; free some space"
+                        f"{',' if fits else ' or'} write them to another disk{smaller}")
 
 
 def prepare_shards(root: Path, out: Path, size: int, channels: int = 3, workers: Optional[int] = None,
