@@ -78,6 +78,7 @@ def test_a_batch_of_one_that_a_batchnorm_of_features_cannot_take_is_refused_befo
     result = run_cli("bench", "digits", "--batch", "1", *QUICK[:-2], "-o", str(tmp_path / "d.json"))
     assert result.returncode == 0 and (tmp_path / "d.json").exists(), result.stderr  # no such batchnorm: it can
 
+
 @pytest.mark.parametrize("value, said", [("-1", "must be from 0 to 3600 seconds, got -1"),
                                          ("nan", "must be from 0 to 3600 seconds, got nan"),
                                          ("soon", "expected a number of seconds, got 'soon'")])

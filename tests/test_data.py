@@ -137,6 +137,7 @@ def test_a_folder_of_class_folders_without_train_and_val_is_told_how_to_split_th
         f"some of each class's images (say one in ten) to {root}/val/<class>/, which measure the validation "
         "error\n"), result.stderr
 
+
 def test_more_classes_than_outputs_names_them_and_the_layer_to_change(tmp_path):
     from alexspec.errors import BadInput
     from alexspec.spec import analyse, load_text
@@ -634,7 +635,6 @@ def test_a_run_whose_data_folder_moved_says_so_and_takes_it_from_data(tmp_path):
     assert again.returncode == 0, again.stderr
 
 
-
 def test_synthetic_data_gets_no_note_of_classes_its_few_validation_images_miss():
     from dataclasses import replace
 
@@ -645,6 +645,7 @@ def test_synthetic_data_gets_no_note_of_classes_its_few_validation_images_miss()
     assert classes_not_validated(data) is None
     missing = 1000 - len(set(data.val.labels.tolist()))
     assert f"({missing} of its 1000 classes)" in classes_not_validated(replace(data, name="folder"))
+
 
 def test_validation_images_of_some_classes_only_are_noted(tmp_path):
     import shutil

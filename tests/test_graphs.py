@@ -294,7 +294,6 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
         torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-
 @pytest.mark.parametrize("name, shape", [
     ("mnasnet0_5", (3, 224, 224)),  # its forward ends x.mean([2, 3]), then Linear
     ("googlenet", (3, 224, 224)),  # auxiliary classifiers in training mode, as torchvision builds it

@@ -513,6 +513,7 @@ def test_diff_names_the_training_keys_that_differ_and_that_alone_is_a_difference
     result = run_cli("diff", str(tmp_path / "run"), "digits")  # its spec says 20 epochs; it ran 3 (--epochs)
     assert [line.split() for line in result.stdout.splitlines()][1] == ["training.epochs", "3", "20"], result.stdout
 
+
 def test_diff_names_a_layer_that_moved():
     # AlexNet normalises before pooling, ZFNet after: the same LRN layers at another place
     data = json.loads(run_cli("diff", "alexnet", "zfnet", "--format", "json").stdout)
@@ -653,6 +654,7 @@ def test_a_forward_that_returns_more_while_training_imports_its_inference_forwar
     assert [layer["type"] for layer in imported.spec["layers"]] == ["conv", "flatten", "linear"]
     assert model.training and imported.weight_sources["fc1"] == "fc"
 
+
 def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after_it():
     class MaxReduced(MeanPooled):
         def forward(self, x):
@@ -660,6 +662,7 @@ def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after
 
     with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: amax \(call_method amax\)"):
         spec_from_torch(MaxReduced(False), (3, 8, 8), "net")
+
 
 def test_a_product_of_two_values_is_refused_naming_the_node():
     with pytest.raises(ImportProblem, match=r"mul \(call_function mul\) reads x, conv; a spec layer reads one value"):

@@ -73,6 +73,7 @@ def test_a_run_of_fewer_steps_than_log_every_plots_each_epochs_mean_training_los
     assert single[0] == ("train (epoch mean)", [3, 6], [1.0, 0.5])  # before: an empty training loss
     assert overlaid == [("short (epoch mean)", [3, 6], [1.0, 0.5]), ("logged", [2], [3.0])]
 
+
 def test_a_batch_larger_than_the_data_is_said(tmp_path):
     result = run_cli("train", "--out", str(tmp_path / "run"), "--batch", "4096", "--epochs", "1")
     assert result.returncode == 0, result.stderr
@@ -342,7 +343,6 @@ def test_ddp_leaves_out_a_last_batch_too_small_to_share(tmp_path):
     assert epoch["step"] == 1 and math.isfinite(epoch["train_loss"])
 
 
-
 @pytest.mark.parametrize("kernel, refused", [(4, True), (3, False)])  # a 1x1 map: one value an image; 2x2: four
 def test_a_batchnorm_of_a_1x1_map_cannot_train_on_one_image_and_one_of_a_larger_map_can(kernel, refused):
     from alexspec.spec import analyse, load_text
@@ -361,6 +361,7 @@ def test_a_batchnorm_of_a_1x1_map_cannot_train_on_one_image_and_one_of_a_larger_
     else:
         norm(torch.zeros(1, *shape))
 
+
 def test_a_batchnorm_of_features_gets_no_batch_of_one_image(tmp_path):
     spec = tmp_path / "bnf.yaml"  # digits with a batchnorm of fc3's 128 features: one value an image each
     spec.write_text((ROOT / "specs" / "digits.yaml").read_text().replace(
@@ -378,6 +379,7 @@ def test_a_batchnorm_of_features_gets_no_batch_of_one_image(tmp_path):
         "batch's images, which takes 2 or more" in result.stdout
     [epoch] = [m for m in metrics(tmp_path / "run") if m["kind"] == "epoch"]
     assert epoch["step"] == 512 // 7 and math.isfinite(epoch["train_loss"])
+
 
 @pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(tmp_path):
