@@ -655,6 +655,32 @@ def test_a_forward_that_returns_more_while_training_imports_its_inference_forwar
     assert model.training and imported.weight_sources["fc1"] == "fc"
 
 
+def test_ops_on_the_inputs_size_and_the_models_own_tensors_are_named_as_what_a_spec_cannot_express():
+    class Shuffled(nn.Module):  # ShuffleNet's channel shuffle
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            b, c, h, w = x.size()
+            return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: view \(call_method view\), "
+                                            r"transpose \(call_method transpose\), contiguous"):
+        spec_from_torch(Shuffled(), (3, 4, 4), "net")  # before: "getitem ... reads no value"
+
+    class Tokened(nn.Module):  # a ViT's class token: a tensor of the model's, used outside any layer
+        def __init__(self):
+            super().__init__()
+            self.conv, self.token = nn.Conv2d(3, 4, 1), nn.Parameter(torch.zeros(1, 4, 1, 1))
+
+        def forward(self, x):
+            return self.conv(x) + self.token
+
+    with pytest.raises(ImportProblem, match=r"^the forward uses token, a tensor of the model's own outside any layer"):
+        spec_from_torch(Tokened(), (3, 4, 4), "net")
+
 def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after_it():
     class MaxReduced(MeanPooled):
         def forward(self, x):

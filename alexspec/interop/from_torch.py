@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from alexspec.errors import BadInput, SpecError, first_line
 from alexspec.builder import spec_source
 from alexspec.spec import analyse
+from alexspec.words import listed
 
 
 class ImportProblem(BadInput):
@@ -121,18 +122,24 @@ def _merge(node) -> dict | None:
 
 
 def _dataflow(graph):
-    """(node, the value nodes it reads) for each node of the forward, in order; `x.size(0)` feeding
-    a view/reshape is left out. Raises ImportProblem unless the forward takes one input and
-    returns one value."""
+    """(node, the value nodes it reads) for each node of the forward, in order; arithmetic on sizes
+    (`x.size(0)` feeding a view, `b, c, h, w = x.size()`, `x.shape[2] // 2`) is left out, so that
+    the ops that use it are what an error names. Raises ImportProblem unless the forward takes one
+    input and returns one value."""
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise ImportProblem(f"the model's forward takes {len(inputs)} inputs; alexspec imports models of one image input")
     (output,) = [n for n in graph.nodes if n.op == "output"]
     if not hasattr(output.args[0], "op"):
         raise ImportProblem(f"the forward returns {output.args[0]!r}; alexspec imports models that return one tensor")
-    is_size = lambda n: n.op == "call_method" and n.target == "size"  # noqa: E731
-    flow = [(node, [a for a in node.all_input_nodes if not is_size(a)]) for node in graph.nodes
-            if node.op not in ("placeholder", "output") and not is_size(node)]
+    sizes = set()  # x.size(), x.shape, and what is computed from them alone
+    for node in graph.nodes:
+        if (node.op == "call_method" and node.target == "size") or (
+                node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)) or (
+                node.op == "call_function" and node.all_input_nodes and set(node.all_input_nodes) <= sizes):
+            sizes.add(node)
+    flow = [(node, [a for a in node.all_input_nodes if a not in sizes]) for node in graph.nodes
+            if node.op not in ("placeholder", "output") and node not in sizes]
     return inputs[0], flow, output.args[0]
 
 
@@ -150,7 +157,7 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     for node, reads in flow:
         builder.add(node, reads)
     if builder.unsupported:
-        raise ImportProblem(f"cannot express these layers in a spec: {', '.join(builder.unsupported)}; supported: "
+        raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
                             "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, "
@@ -224,6 +231,9 @@ class _SpecBuilder:
         if merge is not None and merge["type"] == "concat" and len(reads) == 1:  # torch.cat([x], 1) is x
             self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
             return
+        if node.op == "get_attr":
+            raise ImportProblem(f"the forward uses {node.target}, a tensor of the model's own outside any layer (a "
+                                "class token, a position embedding?); a spec's weights are its layers'")
         if merge is None and len(reads) != 1:
             raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in reads) or 'no value'}; a spec "
                                 "layer reads one value, or merges two by a sum (+) or torch.cat(..., dim=1)")
