@@ -655,6 +655,73 @@ def test_a_forward_that_returns_more_while_training_imports_its_inference_forwar
     assert model.training and imported.weight_sources["fc1"] == "fc"
 
 
+class MnistExample(nn.Module):
+    """pytorch/examples' MNIST net: functional ReLU and pooling, dropout modules, a last log_softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1)
+        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+        self.fc1, self.fc2 = nn.Linear(9216, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        x = self.fc1(torch.flatten(self.dropout1(x), 1))
+        return F.log_softmax(self.fc2(self.dropout2(F.relu(x))), dim=1)
+
+
+class OldMnistExample(nn.Module):
+    """Its earlier form: x.view(-1, 320) and F.dropout(x, training=self.training)."""
+
+    def __init__(self, dropout_in_eval: bool = False):
+        super().__init__()
+        self.dropout_in_eval = dropout_in_eval
+        self.conv1, self.conv2 = nn.Conv2d(1, 10, kernel_size=5), nn.Conv2d(10, 20, kernel_size=5)
+        self.fc1, self.fc2 = nn.Linear(320, 50), nn.Linear(50, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2)).view(-1, 320)
+        x = F.dropout(F.relu(self.fc1(x)), training=self.training or self.dropout_in_eval)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+@pytest.mark.parametrize("make, params", [(MnistExample, 1_199_882), (OldMnistExample, 21_840)])
+def test_the_pytorch_mnist_examples_import_with_logits_whose_log_softmax_is_the_models_output(make, params):
+    torch.manual_seed(0)
+    model = make()
+    imported = spec_from_torch(model, (1, 28, 28), "mnist")
+    assert imported.log_softmax and "log_softmax, is left out" in imported.spec["description"]
+    assert [layer["type"] for layer in imported.spec["layers"]][-1] == "linear"  # the logits
+    assert "dropout" in [layer["type"] for layer in imported.spec["layers"]]
+    assert analyse(load_text(yaml.safe_dump(imported.spec), "mnist.yaml")).total_params == params \
+        == sum(p.numel() for p in model.parameters())
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.log_softmax(built.module.eval()(x), dim=1), model.eval()(x))
+
+
+def test_import_says_it_left_out_a_last_log_softmax(tmp_path):
+    (tmp_path / "classifier.py").write_text("import torch\nfrom torch import nn\n"
+                                            "class Net(nn.Sequential):\n    def __init__(self):\n"
+                                            "        super().__init__(nn.Flatten(), nn.Linear(48, 4),\n"
+                                            "                         nn.LogSoftmax(dim=1))\n")
+    result = run_cli("import", "python:classifier:Net", "--input", "3,4,4", "-o", str(tmp_path / "net.yaml"),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "note: its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
+        "applies it; the class with the largest logit is the model's choice)")
+    assert [layer["type"] for layer in yaml.safe_load((tmp_path / "net.yaml").read_text())["layers"]] == \
+        ["flatten", "linear"]
+
+
+def test_dropout_that_runs_in_eval_mode_too_is_not_imported_as_a_dropout_layer():
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: dropout \(call_function "):
+        spec_from_torch(OldMnistExample(dropout_in_eval=True), (1, 28, 28), "mnist")
+
 def test_ops_on_the_inputs_size_and_the_models_own_tensors_are_named_as_what_a_spec_cannot_express():
     class Shuffled(nn.Module):  # ShuffleNet's channel shuffle
         def __init__(self):

@@ -83,6 +83,9 @@ def cmd_import(args) -> int:
                  + f"{DIGEST_NOTE} {_digest(body)}\n" + body)
     info = analyse(str(out))
     print(f"wrote {out}: {info.network.name}, {count(len(info.layers), 'layer')}, {info.total_params:,} params")
+    if imported is not None and imported.log_softmax:
+        print("note: its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
+              "applies it; the class with the largest logit is the model's choice)")
     if imported is not None and args.weights_out:
         from alexspec.train import checkpoint
 

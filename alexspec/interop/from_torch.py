@@ -32,6 +32,7 @@ class Imported:
     spec: dict
     weight_sources: dict = field(default_factory=dict)  # spec layer name -> source module name
     outputs: dict = field(default_factory=dict, repr=False)  # spec layer name -> the fx node giving its output
+    log_softmax: bool = False  # the model returns the log_softmax of the spec's outputs (left out: see spec_from_torch)
 
     def convert_state_dict(self, source: dict) -> dict:
         """The source model's state dict with keys renamed for the compiled spec's module."""
@@ -91,8 +92,14 @@ def _functional_layer(node, namer) -> dict | None:
         first = args[1]
         if getattr(first, "op", None) == "call_method" and first.target == "size" and first.args[1:] == (0,):
             return {"name": "flatten", "type": "flatten"}
+    if target in ("view", "reshape") and len(args) == 3 and args[1] == -1 and isinstance(args[2], int):
+        return {"name": "flatten", "type": "flatten"}  # x.view(-1, 320): a flatten where 320 is C*H*W (checked)
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    if target is F.dropout:  # F.dropout(x, p, training=self.training): traced in eval mode, training is False
+        given = {**dict(zip(("p", "training", "inplace"), args[1:])), **node.kwargs}
+        if given.get("training", True) is False and isinstance(given.get("p", 0.5), float):
+            return {"name": namer("drop"), "type": "dropout", "p": given.get("p", 0.5)}
     if target in (F.max_pool2d, F.avg_pool2d):  # Inception v3's forward pools this way
         return _functional_pool(target, args[1:], node.kwargs, namer)
     if target in (torch.mean, "mean") and len(args) <= 3 and set(node.kwargs) <= {"dim", "keepdim"}:
@@ -153,6 +160,9 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     traced = trace(model)
     _runs_on(model, input_shape)
     image, flow, returned = _dataflow(traced.graph)
+    log_softmax = _is_log_softmax(traced, returned)
+    if log_softmax:  # the logits are the spec's outputs: training's cross-entropy takes their log_softmax itself
+        flow, returned = [(node, reads) for node, reads in flow if node is not returned], returned.all_input_nodes[0]
     builder = _SpecBuilder(traced, image)
     for node, reads in flow:
         builder.add(node, reads)
@@ -160,16 +170,36 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, "
-                            "and the sum (+) or torch.cat(dim=1) of branches")
+                            "Flatten (or torch.flatten(x, 1)), Softmax, a last log_softmax, x.mean([2, 3]), "
+                            "F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), and the sum (+) or "
+                            "torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
+    said = ("Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
+            "applies it).") if log_softmax else ""
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
+            **({"description": said} if said else {}),
             "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
             "layers": builder.layers}
-    imported = Imported(_with_rounding(spec), builder.sources, builder.outputs)
+    imported = Imported(_with_rounding(spec), builder.sources, builder.outputs, log_softmax)
     check_same_function(model, traced, imported, input_shape)
     return imported
+
+
+def _is_log_softmax(traced, node) -> bool:
+    """Whether `node` is a log_softmax over the classes of one value (F.log_softmax(x, dim=1),
+    x.log_softmax(1), nn.LogSoftmax(dim=1)): the last op of many classifiers trained with NLL loss."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    if len(node.all_input_nodes) != 1:
+        return False
+    if node.op == "call_module":
+        module = traced.get_submodule(node.target)
+        return isinstance(module, nn.LogSoftmax) and module.dim in (1, -1)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    return node.target in (F.log_softmax, torch.log_softmax, "log_softmax") and dim in (1, -1)
 
 
 def _not_compiled_by_alexspec(model) -> None:
@@ -316,7 +346,8 @@ def check_same_function(model, traced, imported: Imported, input_shape: tuple[in
     model.eval(), traced.eval()
     try:
         with torch.no_grad():
-            if _same(built.module(x), model(x)):
+            ours = built.module(x)
+            if _same(torch.log_softmax(ours, dim=1) if imported.log_softmax else ours, model(x)):
                 return
             Recorder(traced).run(x)
             values, previous = {"input": x}, "input"
@@ -467,6 +498,6 @@ def _with_rounding(spec: dict) -> dict:
         raise _not_a_spec(error) from None
     notes = [f"{li.layer.name}: {note}" for li in info.layers for note in li.rounded]
     ordered = {k: floored[k] for k in ("alexspec", "name", "follows") if k in floored}
-    ordered["description"] = ("Imported from PyTorch, which rounds output sizes down; this spec does too "
-                              f"({'; '.join(notes)}).")
+    ordered["description"] = " ".join(filter(None, [spec.get("description"), (
+        f"Imported from PyTorch, which rounds output sizes down; this spec does too ({'; '.join(notes)}).")]))
     return {**ordered, **{k: v for k, v in floored.items() if k not in ordered}}
