@@ -718,6 +718,21 @@ def test_import_says_it_left_out_a_last_log_softmax(tmp_path):
         ["flatten", "linear"]
 
 
+@pytest.mark.parametrize("softmax", [lambda x: F.softmax(x, dim=1), lambda x: x.softmax(-1),
+                                     lambda x: torch.softmax(x, 1)])
+def test_a_functional_softmax_imports_as_the_softmax_layer(softmax):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(48, 4)
+
+        def forward(self, x):
+            return softmax(self.fc(torch.flatten(x, 1)))
+
+    imported = spec_from_torch(Net(), (3, 4, 4), "net")  # refused unless the spec's outputs are the model's
+    assert [layer["type"] for layer in imported.spec["layers"]] == ["flatten", "linear", "softmax"]
+
+
 def test_dropout_that_runs_in_eval_mode_too_is_not_imported_as_a_dropout_layer():
     with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: dropout \(call_function "):
         spec_from_torch(OldMnistExample(dropout_in_eval=True), (1, 28, 28), "mnist")

@@ -96,6 +96,10 @@ def _functional_layer(node, namer) -> dict | None:
         return {"name": "flatten", "type": "flatten"}  # x.view(-1, 320): a flatten where 320 is C*H*W (checked)
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    if target in (F.softmax, torch.softmax, "softmax") and len(args) <= 2 and node.kwargs.get("dtype") is None \
+            and set(node.kwargs) <= {"dim", "_stacklevel", "dtype"} \
+            and (args[1] if len(args) > 1 else node.kwargs.get("dim")) in (1, -1):
+        return {"name": "softmax", "type": "softmax"}
     if target is F.dropout:  # F.dropout(x, p, training=self.training): traced in eval mode, training is False
         given = {**dict(zip(("p", "training", "inplace"), args[1:])), **node.kwargs}
         if given.get("training", True) is False and isinstance(given.get("p", 0.5), float):
@@ -170,9 +174,9 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                             "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax, a last log_softmax, x.mean([2, 3]), "
-                            "F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), and the sum (+) or "
-                            "torch.cat(dim=1) of branches")
+                            "Flatten (or torch.flatten(x, 1)), Softmax (or F.softmax), a last log_softmax, "
+                            "x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), and the sum "
+                            "(+) or torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     said = ("Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
