@@ -733,6 +733,27 @@ def test_a_functional_softmax_imports_as_the_softmax_layer(softmax):
     assert [layer["type"] for layer in imported.spec["layers"]] == ["flatten", "linear", "softmax"]
 
 
+def test_functional_activations_import_as_their_layers():
+    class Net(nn.Module):
+        def __init__(self, tanh_gelu: bool = False):
+            super().__init__()
+            self.tanh_gelu = tanh_gelu
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(64, 4)
+
+        def forward(self, x):
+            x = F.sigmoid(torch.tanh(self.conv(x))).sigmoid()
+            x = F.gelu(F.relu6(F.silu(x), True), approximate="tanh" if self.tanh_gelu else "none")
+            return self.fc(torch.flatten(F.leaky_relu(x, 0.2).tanh(), 1))
+
+    torch.manual_seed(0)
+    imported = spec_from_torch(Net(), (3, 4, 4), "net")  # refused unless the spec's outputs are the model's
+    assert [layer["type"] for layer in imported.spec["layers"]] == [
+        "conv", "tanh", "sigmoid", "sigmoid", "silu", "relu6", "gelu", "leaky_relu", "tanh", "flatten", "linear"]
+    assert imported.spec["layers"][7]["negative_slope"] == 0.2
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: gelu \(call_function gelu\)"):
+        spec_from_torch(Net(tanh_gelu=True), (3, 4, 4), "net")  # the spec's gelu is the exact one
+
+
 def test_dropout_that_runs_in_eval_mode_too_is_not_imported_as_a_dropout_layer():
     with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: dropout \(call_function "):
         spec_from_torch(OldMnistExample(dropout_in_eval=True), (1, 28, 28), "mnist")

@@ -96,6 +96,15 @@ def _functional_layer(node, namer) -> dict | None:
         return {"name": "flatten", "type": "flatten"}  # x.view(-1, 320): a flatten where 320 is C*H*W (checked)
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
+    activations = {torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+                   "sigmoid": "sigmoid", F.silu: "silu", F.relu6: "relu6", F.gelu: "gelu"}
+    if _hashable(target) in activations and (len(args) == 1 or (len(args) == 2 and isinstance(args[1], bool))) \
+            and node.kwargs.get("approximate", "none") == "none":
+        kind = activations[target]  # F.silu's and F.relu6's `inplace` gives the same value
+        return {"name": namer(kind), "type": kind}
+    if target is F.leaky_relu and len(args) <= 2 and set(node.kwargs) <= {"negative_slope", "inplace"}:
+        slope = args[1] if len(args) > 1 else node.kwargs.get("negative_slope", 0.01)
+        return {"name": namer("leaky_relu"), "type": "leaky_relu", "negative_slope": slope}
     if target in (F.softmax, torch.softmax, "softmax") and len(args) <= 2 and node.kwargs.get("dtype") is None \
             and set(node.kwargs) <= {"dim", "_stacklevel", "dtype"} \
             and (args[1] if len(args) > 1 else node.kwargs.get("dim")) in (1, -1):
@@ -117,6 +126,15 @@ def _functional_layer(node, namer) -> dict | None:
         if isinstance(size, int) or (isinstance(size, (tuple, list)) and all(isinstance(s, int) for s in size)):
             return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": _pair(size)}
     return None
+
+
+def _hashable(target):
+    """`target` where it can be a dict key (an fx node's function or method name), else None."""
+    try:
+        hash(target)
+    except TypeError:
+        return None
+    return target
 
 
 def _merge(node) -> dict | None:
@@ -173,10 +191,10 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     if builder.unsupported:
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
                             "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
-                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Dropout, Linear, "
-                            "Flatten (or torch.flatten(x, 1)), Softmax (or F.softmax), a last log_softmax, "
-                            "x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), and the sum "
-                            "(+) or torch.cat(dim=1) of branches")
+                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU (modules or functions), "
+                            "Dropout, Linear, Flatten (or torch.flatten(x, 1)), Softmax (or F.softmax), a last "
+                            "log_softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), "
+                            "and the sum (+) or torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     said = ("Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
