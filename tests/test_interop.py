@@ -733,6 +733,21 @@ def test_a_functional_softmax_imports_as_the_softmax_layer(softmax):
     assert [layer["type"] for layer in imported.spec["layers"]] == ["flatten", "linear", "softmax"]
 
 
+@pytest.mark.parametrize("pool, kind", [(F.adaptive_max_pool2d, "adaptive_maxpool"),
+                                        (F.adaptive_avg_pool2d, "adaptive_avgpool")])
+def test_functional_adaptive_pools_import_as_their_layers(pool, kind):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(pool(self.conv(x), 2), 1))
+
+    imported = spec_from_torch(Net(), (3, 6, 6), "net")  # refused unless the spec's outputs are the model's
+    assert imported.spec["layers"][1] == {"name": "adaptive1", "type": kind, "output": 2}
+
+
 def test_functional_activations_import_as_their_layers():
     class Net(nn.Module):
         def __init__(self, tanh_gelu: bool = False):

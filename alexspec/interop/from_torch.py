@@ -121,10 +121,11 @@ def _functional_layer(node, namer) -> dict | None:
         if isinstance(dims, (list, tuple)) and sorted(dims) in ([2, 3], [-2, -1]):
             return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": [1, 1]} if keep else \
                 {"name": namer("pool"), "type": "global_avgpool"}
-    if target is F.adaptive_avg_pool2d:  # MobileNetV2's and DenseNet's forward pool this way
-        size = args[1] if len(args) > 1 else node.kwargs.get("output_size")
+    if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d) and not node.kwargs.get("return_indices"):
+        size = args[1] if len(args) > 1 else node.kwargs.get("output_size")  # MobileNetV2's and DenseNet's pool
+        kind = "adaptive_avgpool" if target is F.adaptive_avg_pool2d else "adaptive_maxpool"
         if isinstance(size, int) or (isinstance(size, (tuple, list)) and all(isinstance(s, int) for s in size)):
-            return {"name": namer("adaptive"), "type": "adaptive_avgpool", "output": _pair(size)}
+            return {"name": namer("adaptive"), "type": kind, "output": _pair(size)}
     return None
 
 
@@ -190,11 +191,11 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         builder.add(node, reads)
     if builder.unsupported:
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
-                            "Conv2d, ReLU, LocalResponseNorm, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
-                            "BatchNorm2d/1d, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU (modules or functions), "
-                            "Dropout, Linear, Flatten (or torch.flatten(x, 1)), Softmax (or F.softmax), a last "
-                            "log_softmax, x.mean([2, 3]), F.max_pool2d, F.avg_pool2d, F.dropout(x, p, self.training), "
-                            "and the sum (+) or torch.cat(dim=1) of branches")
+                            "Conv2d, LocalResponseNorm, BatchNorm2d/1d, Linear, Dropout (or F.dropout(x, p, "
+                            "self.training)), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d (modules or "
+                            "F. functions), ReLU, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU (modules or functions), "
+                            "Flatten (or torch.flatten(x, 1), x.view(-1, N)), Softmax (or F.softmax), a last "
+                            "log_softmax, x.mean([2, 3]), and the sum (+) or torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     said = ("Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
