@@ -250,6 +250,55 @@ def test_edited_prototxts_import_or_raise_only_import_problems(edits):
         assert spec["layers"]
 
 
+@st.composite
+def torch_sequentials(draw):
+    """A random nn.Sequential of the layers import reads, on a small image, with its input shape."""
+    channels, size = draw(st.integers(1, 4)), draw(st.integers(4, 10))
+    layers, shape = [], (channels, size, size)
+    for _ in range(draw(st.integers(1, 5))):
+        c, h, _ = shape
+        kind = draw(st.sampled_from(["conv", "pool", "bn", "lrn", "act", "adaptive", "drop"]))
+        if kind == "conv":
+            kernel, out = draw(st.integers(1, min(3, h))), draw(st.integers(1, 6))
+            groups = draw(st.sampled_from([g for g in (1, 2) if c % g == 0 and out % g == 0]))
+            layer = nn.Conv2d(c, out, kernel, draw(st.integers(1, 2)), draw(st.integers(0, kernel // 2)),
+                              dilation=draw(st.integers(1, 2)) if kernel * 2 <= h else 1, groups=groups,
+                              bias=draw(st.booleans()))
+        elif kind == "pool" and h >= 2:
+            kernel = draw(st.integers(1, 2))
+            layer = draw(st.sampled_from([nn.MaxPool2d, nn.AvgPool2d]))(
+                kernel, draw(st.integers(1, 2)), draw(st.integers(0, kernel // 2)), ceil_mode=draw(st.booleans()))
+        elif kind == "bn":
+            layer = nn.BatchNorm2d(c)
+        elif kind == "lrn":
+            layer = nn.LocalResponseNorm(draw(st.integers(1, 5)))
+        elif kind == "adaptive":
+            layer = draw(st.sampled_from([nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d]))(draw(st.integers(1, 3)))
+        elif kind == "drop":
+            layer = nn.Dropout(0.3)
+        elif kind == "act":
+            layer = draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU]))()
+        else:
+            continue
+        shape = tuple(layer(torch.zeros(2, *shape)).shape[1:])  # 2: a batchnorm of a 1x1 map trains on two
+        layers.append(layer)
+    layers += [nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], draw(st.integers(1, 5)))]
+    return nn.Sequential(*layers), (channels, size, size)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(torch_sequentials())
+def test_random_models_of_the_layers_import_reads_import_with_their_logits_and_parameters(case):
+    model, shape = case
+    with torch.no_grad():  # batchnorm statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    imported = spec_from_torch(model, shape, "net")  # refused unless the built spec gives the model's logits
+    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), "net.yaml"))
+    assert info.total_params == sum(p.numel() for p in model.parameters())
+    assert_same_logits(imported, model, shape)
+
 @pytest.mark.slow
 def test_import_cli_from_a_python_factory_with_weights(tmp_path):
     (tmp_path / "mynets.py").write_text("from torch import nn\n"
