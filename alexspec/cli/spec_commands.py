@@ -207,12 +207,11 @@ def _use_it(out: Path, module: str, class_name: str, devices) -> str:
 
 
 def cmd_diff(args) -> int:
-    from alexspec.interop.diff import diff_data, render, run_values
+    from alexspec.interop.diff import diff_data, render_data, run_values
 
-    a, b = analyse(args.a), analyse(args.b)
-    ran = (run_values(args.a), run_values(args.b))
-    write_out(render(a, b, args.format, ran))
-    return 0 if diff_data(a, b, ran)["same"] or not args.exit_code else 1
+    data = diff_data(analyse(args.a), analyse(args.b), (run_values(args.a), run_values(args.b)))
+    write_out(render_data(data, args.format))
+    return 0 if data["same"] or not args.exit_code else 1
 
 
 def add_parsers(command) -> None:

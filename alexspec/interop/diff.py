@@ -123,12 +123,12 @@ def diff_data(a: NetworkInfo, b: NetworkInfo, ran: tuple[dict, dict] = ({}, {}))
     moved = _moved(a, b, only_a, only_b)
     only_a = [li for li in only_a if li.layer.name not in moved]
     only_b = [li for li in only_b if li.layer.name not in moved]
+    same_network = not (network or changed or moved or only_a or only_b)
     return {"a": a.network.file, "b": b.network.file, "network": network, "changed": changed,
             "moved": list(moved.values()),
             "only_in_a": [{"name": li.layer.name, **_facts(li)} for li in only_a],
             "only_in_b": [{"name": li.layer.name, **_facts(li)} for li in only_b], "renamed": renamed,
-            "same_network": not (network or changed or moved or only_a or only_b), "training": training,
-            "same": not (network or changed or moved or only_a or only_b or training)}
+            "same_network": same_network, "training": training, "same": same_network and not training}
 
 
 def _moved(a: NetworkInfo, b: NetworkInfo, only_a: list, only_b: list) -> dict[str, dict]:
@@ -172,8 +172,12 @@ def _value(v) -> str:
 
 
 def render(a: NetworkInfo, b: NetworkInfo, fmt: str = "text", ran: tuple[dict, dict] = ({}, {})) -> str:
-    """The diff as text (side by side) or JSON."""
-    data = diff_data(a, b, ran)
+    """The diff of `a` and `b` as text (side by side) or JSON."""
+    return render_data(diff_data(a, b, ran), fmt)
+
+
+def render_data(data: dict, fmt: str = "text") -> str:
+    """What diff_data found, as text (side by side) or JSON."""
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     renamed = f" (with {count(len(data['renamed']), 'layer')} named otherwise)" if data["renamed"] else ""
