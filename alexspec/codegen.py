@@ -158,7 +158,7 @@ class _Writer:
             return (f"t.batchnorm({li.input_shape[0]}, eps={layer.eps!r}, momentum={layer.momentum!r}, "
                     f"affine={layer.affine}, image={len(li.input_shape) == 3})")
         if towered and isinstance(layer, ir.Merge):
-            return "t.add()" if isinstance(layer, ir.Add) else f"t.concat(split={li.split})"
+            return f"t.concat(split={li.split})" if isinstance(layer, ir.Concat) else f"t.{layer.type}()"
         plain = self.plain_layer(li, relu=li.layer.name in self.relu_into)
         if towered and not isinstance(layer, ir.Softmax):
             return f"t.each(lambda: {plain})"
@@ -188,7 +188,8 @@ class _Writer:
             return f"nn.Dropout({layer.p!r})"
         return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)", "relu6": "nn.ReLU6()",
                 "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "gelu": "nn.GELU()", "silu": "nn.SiLU()",
-                "add": "layers.Add()", "concat": "layers.Concat()"}[layer.type]
+                "hardswish": "nn.Hardswish()", "hardsigmoid": "nn.Hardsigmoid()", "add": "layers.Add()",
+                "multiply": "layers.Multiply()", "concat": "layers.Concat()"}[layer.type]
 
     def shape_comment(self, li: LayerInfo) -> str:
         text = _shape(li.output_shape)

@@ -1,7 +1,7 @@
 """The network as a Graphviz DOT picture, like the paper's two-tower figure.
 
 Towers stand side by side as clusters; edges that cross between towers are drawn in red; a
-branch leaves the layer it reads, a merge (add, concat) takes an edge from each of its inputs;
+branch leaves the layer it reads, a merge (add, multiply, concat) takes an edge from each of its inputs;
 each box names the layer, its type and its output shape (per tower where split).
 `render_svg` turns the DOT into SVG/PNG when Graphviz's `dot` program is installed.
 """

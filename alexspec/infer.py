@@ -180,16 +180,24 @@ class _Inferrer:
             return None
         if isinstance(layer, ir.Add):
             output = shapes[0] if all(shape == shapes[0] for shape in shapes) else None
+            needs = "one shape"
             hint = "make the branches agree (ResNet's shortcut: a 1x1 conv with the stride and channels of the other)"
+        elif isinstance(layer, ir.Multiply):
+            output = _scaled_shape(shapes)
+            needs = "one shape, or of one C x H x W and C x 1 x 1 or C features"
+            hint = ("scale each channel by a gate of as many channels (squeeze-and-excitation: adaptive_avgpool "
+                    "output 1, 1x1 convs, sigmoid), or multiply outputs of one shape")
         else:
             same_size = len({len(shape) for shape in shapes}) == 1 and len({shape[1:] for shape in shapes}) == 1
             output = (sum(shape[0] for shape in shapes), *shapes[0][1:]) if same_size else None
+            needs = "one height and width"
             hint = "concatenate outputs of one height and width (or features with features)"
         if output is None:
-            self.problem(layer.where("inputs"), layer, index, f"{layer.type} needs inputs of "
-                         f"{'one shape' if isinstance(layer, ir.Add) else 'one height and width'}: {named}", hint)
+            self.problem(layer.where("inputs"), layer, index, f"{layer.type} needs inputs of {needs}: {named}", hint)
             return None
-        return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output, split=splits.pop())
+        saved = Saved(input=isinstance(layer, ir.Multiply))  # each factor's gradient is the others' product
+        return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output, split=splits.pop(),
+                         saved=saved)
 
     def batchnorm(self, layer: ir.BatchNorm, index: int, shape: ir.Shape, split: bool, common: dict):
         if self.net.towers > 1 and not split:
@@ -335,3 +343,11 @@ class _Inferrer:
 
 def _commas(value: int) -> str:
     return f"{value:,}"
+
+
+def _scaled_shape(shapes: list[ir.Shape]) -> Optional[ir.Shape]:
+    """The shape a product of `shapes` has: the largest, where each of the others equals it or,
+    for C x H x W, is a factor per channel (C x 1 x 1, or C features); None where one is neither."""
+    largest = max(shapes, key=lambda shape: (len(shape), math.prod(shape)))
+    per_channel = ((largest[0],), (largest[0], 1, 1)) if len(largest) == 3 else ()
+    return largest if all(shape == largest or shape in per_channel for shape in shapes) else None

@@ -16,7 +16,7 @@ from alexspec.errors import Loc
 Pair = tuple[int, int]
 # The activations a conv or linear layer applies to its output by `activation:` (leaky_relu with its
 # default slope, 0.01): ReLU runs in the conv kernel's epilogue, the others as torch ops after it.
-FUSED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
+FUSED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "hardswish", "hardsigmoid")
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for features; one image, no batch
 
 
@@ -213,6 +213,16 @@ class SiLU(Activation):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Hardswish(Activation):
+    type: ClassVar[str] = "hardswish"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hardsigmoid(Activation):
+    type: ClassVar[str] = "hardsigmoid"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Merge(Layer):
     """A layer that combines the outputs of several (`inputs`)."""
 
@@ -222,6 +232,14 @@ class Add(Merge):
     """The elementwise sum of inputs of one shape (a residual connection)."""
 
     type: ClassVar[str] = "add"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Multiply(Merge):
+    """The elementwise product of inputs of one shape, or of a C x H x W input and per-channel
+    factors (C x 1 x 1, or C features) that scale it: squeeze-and-excitation's gate."""
+
+    type: ClassVar[str] = "multiply"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,8 +270,8 @@ class Softmax(Layer):
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
     cls.type: cls for cls in (Conv, Linear, LRN, MaxPool, AvgPool, AdaptiveAvgPool, AdaptiveMaxPool, GlobalAvgPool,
-                              GlobalMaxPool, BatchNorm, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, GELU, SiLU, Add,
-                              Concat, Dropout, Flatten, Softmax)}
+                              GlobalMaxPool, BatchNorm, ReLU, ReLU6, LeakyReLU, Tanh, Sigmoid, GELU, SiLU, Hardswish,
+                              Hardsigmoid, Add, Multiply, Concat, Dropout, Flatten, Softmax)}
 
 
 @dataclass(frozen=True)

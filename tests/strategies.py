@@ -19,7 +19,7 @@ def window_out(size: int, kernel: int, stride: int, pad: int, ceil: bool = False
     return out
 
 
-ACTIVATIONS = ["relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu"]
+ACTIVATIONS = ["relu6", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "hardswish", "hardsigmoid"]
 
 
 def _activation(draw) -> dict:
@@ -48,9 +48,9 @@ def valid_specs(draw, max_image_layers: int = 6):
 
     for _ in range(draw(st.integers(0, max_image_layers))):
         kind = draw(st.sampled_from(["conv", "conv", "conv", "maxpool", "avgpool", "lrn", "relu", "dropout",
-                                     "activation", "batchnorm", "adaptive_maxpool", "residual", "branches"]))
+                                     "activation", "batchnorm", "adaptive_maxpool", "residual", "branches", "gate"]))
         c, h, w = shape
-        if kind == "residual" and towers > 1 and not split:  # an add of split and shared outputs is refused
+        if kind in ("residual", "gate") and towers > 1 and not split:  # a merge of split and shared is refused
             continue
         branch_point = layers[-1]["name"] if layers else "input"
         if kind == "residual":  # conv (and maybe batchnorm) of the same shape, added to what it read
@@ -58,6 +58,17 @@ def valid_specs(draw, max_image_layers: int = 6):
             if draw(st.booleans()):
                 add(_batchnorm(draw), shape)
             add({"type": "add", "inputs": [layers[-1]["name"], branch_point]}, shape)
+            continue
+        if kind == "gate":  # squeeze-and-excitation: per-channel factors from a pooled branch scale what it read
+            gate = draw(st.sampled_from(["sigmoid", "hardsigmoid"]))
+            if towers == 1 and draw(st.booleans()):
+                add({"type": "global_avgpool"}, (c,))
+                add({"type": "linear", "out": c, "activation": gate}, (c,))
+            else:
+                add({"type": "adaptive_avgpool", "output": 1}, (c, 1, 1))
+                add({"type": "conv", "out": c, "kernel": 1, "activation": gate}, (c, 1, 1))
+            factors = [layers[-1]["name"], branch_point]
+            add({"type": "multiply", "inputs": draw(st.permutations(factors))}, shape)
             continue
         if kind == "branches":  # two to three convs reading one layer, concatenated
             outs = [towers * draw(st.integers(1, 6 // towers)) for _ in range(draw(st.integers(2, 3)))]

@@ -5,6 +5,8 @@ parameter counts and output shapes are what PyTorch itself says.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,6 +28,7 @@ class GroupedLRN(nn.Module):
 
 def activation_module(kind: str, negative_slope: float = 0.01) -> nn.Module:
     return {"relu6": nn.ReLU6(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU(), "silu": nn.SiLU(),
+            "hardswish": nn.Hardswish(), "hardsigmoid": nn.Hardsigmoid(),
             "leaky_relu": nn.LeakyReLU(negative_slope)}[kind]
 
 
@@ -80,6 +83,10 @@ def torch_shapes_and_params(info: NetworkInfo, batch: int = 2):
             read = [values[name] for name in li.layer.inputs] or [values[previous]]
             if isinstance(li.layer, ir.Add):
                 y, params = sum(read[1:], read[0]), 0
+            elif isinstance(li.layer, ir.Multiply):  # per-channel factors broadcast as (N, C, 1, 1)
+                rank = max(r.dim() for r in read)
+                factors = [r.reshape(*r.shape, *[1] * (rank - r.dim())) for r in read]
+                y, params = math.prod(factors[1:], start=factors[0]), 0
             elif isinstance(li.layer, ir.Concat):
                 y, params = torch.cat(read, dim=1), 0
             else:

@@ -154,6 +154,9 @@ LAYER_TYPES: dict[str, dict] = {
     },
     "add": {"description": "The elementwise sum of the layers `inputs` names, all of one shape (a residual "
                            "connection: `inputs: [conv2b, pool1]`).", "required": ["inputs"], "properties": {}},
+    "multiply": {"description": "The elementwise product of the layers `inputs` names: of one shape, or a C x H x W "
+                                "output scaled channel by channel by C x 1 x 1 or C features (squeeze-and-excitation: "
+                                "`inputs: [conv3, gate]`).", "required": ["inputs"], "properties": {}},
     "concat": {"description": "The layers `inputs` names side by side along channels (the same height and "
                               "width), or along features (GoogLeNet's inception branches).",
                "required": ["inputs"], "properties": {}},
@@ -178,6 +181,8 @@ LAYER_TYPES: dict[str, dict] = {
     "sigmoid": {"description": "Logistic sigmoid activation.", "properties": {}},
     "gelu": {"description": "GELU activation (exact, as torch.nn.GELU).", "properties": {}},
     "silu": {"description": "SiLU (swish) activation: x * sigmoid(x).", "properties": {}},
+    "hardswish": {"description": "x * relu6(x + 3) / 6 (MobileNetV3).", "properties": {}},
+    "hardsigmoid": {"description": "relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gate).", "properties": {}},
     "dropout": {"description": "Dropout in training.", "required": ["p"],
                 "properties": {"p": _num("Probability of zeroing an element.", minimum=0, exclusiveMaximum=1)}},
     "flatten": {"description": "Flatten C x H x W to features.", "properties": {}},
@@ -195,7 +200,7 @@ _LAYER_COMMON = {
                           "minItems": 1, "maxItems": 64}],
                "x-expected": "a layer name, or a list of layer names",
                "description": "The layers this one reads, by name (`input`: the image); each must stand above "
-                              "it. Default: the layer before it. `add` and `concat` read two or more."},
+                              "it. Default: the layer before it. `add`, `multiply` and `concat` read two or more."},
     "expect": _EXPECT,
     "note": {"type": "string", "maxLength": 500, "description": "Free text shown nowhere but the spec."},
 }

@@ -164,7 +164,7 @@ class _Builder:
                                    f"{count(len(layer.inputs), 'layer')}", "e.g. inputs: [conv2b, pool1]")
             if not isinstance(layer, ir.Merge) and len(layer.inputs) > 1:
                 self.problem(path, f"a {layer.type} layer reads one layer, `inputs` names {len(layer.inputs)}",
-                             "combine them first with an `add` or `concat` layer")
+                             "combine them first with an `add`, `multiply` or `concat` layer")
             listed = not isinstance(self.raw_layers[i].get("inputs"), str)
             for k, name in enumerate(layer.inputs):
                 if name != ir.IMAGE and name not in above:

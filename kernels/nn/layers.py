@@ -21,7 +21,8 @@ from alexspec.kernels.ops.maxpool import max_pool2d
 
 # The activations besides ReLU that a Conv2d or Linear applies to its output (`activation=`).
 ACTIVATIONS = {"none": lambda x: x, "relu6": nn.functional.relu6, "leaky_relu": nn.functional.leaky_relu,
-               "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu, "silu": nn.functional.silu}
+               "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu, "silu": nn.functional.silu,
+               "hardswish": nn.functional.hardswish, "hardsigmoid": nn.functional.hardsigmoid}
 
 
 def check_input(x: torch.Tensor, network: str, shape: tuple[int, int, int], one_size: bool) -> None:
@@ -152,6 +153,19 @@ class Add(nn.Module):
         for x in xs[1:]:
             total = total + x
         return total
+
+
+class Multiply(nn.Module):
+    """The elementwise product of its inputs: of one shape, or (N, C, H, W) scaled per channel by
+    (N, C, 1, 1) or (N, C) factors (a squeeze-and-excitation gate)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        images = max(x.dim() for x in xs) == 4
+        product = None
+        for x in xs:
+            x = x[:, :, None, None] if images and x.dim() == 2 else x
+            product = x if product is None else product * x
+        return product
 
 
 class Concat(nn.Module):

@@ -81,7 +81,7 @@ class TowerParallel(nn.Module):
 
 
 class TowerMerge(nn.Module):
-    """An add or concat of per-tower lists: tower i's output combines every input's tower i."""
+    """An add, multiply or concat of per-tower lists: tower i's output combines every input's tower i."""
 
     def __init__(self, merge: nn.Module):
         super().__init__()
@@ -174,6 +174,11 @@ class Towers(nn.Module):
     def add(self) -> nn.Module:
         """The sum of outputs of one kind (split or shared), tower by tower."""
         return TowerMerge(layers.Add()) if self.parallel else layers.Add()
+
+    def multiply(self) -> nn.Module:
+        """The product of outputs of one kind (split or shared), tower by tower: each tower's channels
+        scaled by its own channels' factors."""
+        return TowerMerge(layers.Multiply()) if self.parallel else layers.Multiply()
 
     def concat(self, split: bool = True) -> nn.Module:
         """Outputs side by side, tower by tower: split ones interleaved per tower on one device."""
