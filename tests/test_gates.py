@@ -1,6 +1,7 @@
 """Squeeze-and-excitation: `multiply` (a product of one shape, or channels scaled by per-channel
 factors) and the hardswish / hardsigmoid activations, held to the same net written by hand with
-torch.nn.functional, in one tower and in two."""
+torch.nn.functional, in one tower and in two, and torchvision's MobileNetV3 and EfficientNet
+imported with their documented parameter counts and their logits."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,9 @@ from conftest import locate, run_cli
 from kernel_helpers import torch
 
 import alexspec
+from alexspec.builder import load_state
+from alexspec.spec import analyse
+from alexspec.spec.loader import load_text
 
 F = torch.nn.functional
 
@@ -137,3 +141,31 @@ def test_a_product_of_several_values_of_one_shape_the_image_among_them(write_spe
     c = F.conv2d(x, module.conv1.weight, module.conv1.bias, padding=1)
     with torch.no_grad():
         torch.testing.assert_close(module(x), c * x * torch.tanh(c))
+
+
+@pytest.mark.parametrize("name, params", [
+    ("mobilenet_v3_small", 2_542_856), ("mobilenet_v3_large", 5_483_032), ("efficientnet_b0", 5_288_548)])
+def test_torchvision_s_squeeze_and_excitation_nets_import_with_their_logits(name, params):
+    torchvision = pytest.importorskip("torchvision")
+    import yaml
+
+    from alexspec.interop.from_torch import spec_from_torch
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    with torch.no_grad():  # batchnorm statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    imported = spec_from_torch(model, (3, 224, 224), name)
+    info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), f"{name}.yaml"))
+    assert info.total_params == params  # torchvision's documented num_params for the weights it ships
+    built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
+    load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
+    depth = [m.stochastic_depth.p for m in model.modules() if getattr(m, "use_res_connect", False)  # where called
+             and hasattr(m, "stochastic_depth")]
+    said = f"Stochastic depth ({len(depth)} blocks, p {min(depth):g} to {max(depth):g}) is left out" if depth else None
+    assert (said in imported.spec.get("description", "")) if depth else not imported.training_only

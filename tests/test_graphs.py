@@ -262,8 +262,11 @@ def test_a_caffe_dag_prototxt_imports_as_a_graph_spec():
                                                                                                       "relu1"]
     info = analyse(load_text(json.dumps(spec), "dag.yaml"))
     assert info.output_shape == (10,) and [li.output_shape for li in info.layers][6] == (8, 16, 16)
+    product = spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: PROD } }'))
+    assert [(layer["type"], layer["inputs"]) for layer in product["layers"] if layer["name"] == "res"] == [
+        ("multiply", ["inc_output", "relu1"])]
     with pytest.raises(ImportProblem, match="res \\(Eltwise\\)"):
-        spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: PROD } }'))
+        spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: MAX } }'))
 
 
 @pytest.mark.parametrize("name, bundled", [

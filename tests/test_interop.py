@@ -250,6 +250,20 @@ def test_edited_prototxts_import_or_raise_only_import_problems(edits):
         assert spec["layers"]
 
 
+class SqueezeExcite(nn.Module):
+    """A squeeze-and-excitation gate as torchvision writes it (its factors first or second)."""
+
+    def __init__(self, channels: int, squeezed: int, gate: nn.Module, factors_first: bool):
+        super().__init__()
+        self.pool, self.fc1, self.fc2 = nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, squeezed, 1), \
+            nn.Conv2d(squeezed, channels, 1)
+        self.gate, self.factors_first = gate, factors_first
+
+    def forward(self, x):
+        scale = self.gate(self.fc2(torch.relu(self.fc1(self.pool(x)))))
+        return scale * x if self.factors_first else x * scale
+
+
 @st.composite
 def torch_sequentials(draw):
     """A random nn.Sequential of the layers import reads, on a small image, with its input shape."""
@@ -257,7 +271,7 @@ def torch_sequentials(draw):
     layers, shape = [], (channels, size, size)
     for _ in range(draw(st.integers(1, 5))):
         c, h, _ = shape
-        kind = draw(st.sampled_from(["conv", "pool", "bn", "lrn", "act", "adaptive", "drop"]))
+        kind = draw(st.sampled_from(["conv", "pool", "bn", "lrn", "act", "adaptive", "drop", "gate"]))
         if kind == "conv":
             kernel, out = draw(st.integers(1, min(3, h))), draw(st.integers(1, 6))
             groups = draw(st.sampled_from([g for g in (1, 2) if c % g == 0 and out % g == 0]))
@@ -276,8 +290,12 @@ def torch_sequentials(draw):
             layer = draw(st.sampled_from([nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d]))(draw(st.integers(1, 3)))
         elif kind == "drop":
             layer = nn.Dropout(0.3)
+        elif kind == "gate":
+            layer = SqueezeExcite(c, draw(st.integers(1, 4)), draw(st.sampled_from([nn.Sigmoid, nn.Hardsigmoid]))(),
+                                  draw(st.booleans()))
         elif kind == "act":
-            layer = draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU]))()
+            layer = draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ReLU6, nn.LeakyReLU,
+                                           nn.Hardswish, nn.Hardsigmoid]))()
         else:
             continue
         shape = tuple(layer(torch.zeros(2, *shape)).shape[1:])  # 2: a batchnorm of a 1x1 map trains on two
@@ -298,6 +316,7 @@ def test_random_models_of_the_layers_import_reads_import_with_their_logits_and_p
     info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), "net.yaml"))
     assert info.total_params == sum(p.numel() for p in model.parameters())
     assert_same_logits(imported, model, shape)
+
 
 @pytest.mark.slow
 def test_import_cli_from_a_python_factory_with_weights(tmp_path):
@@ -610,9 +629,9 @@ class Reordered(nn.Module):
 
 
 class Gated(nn.Module):
-    def __init__(self):
+    def __init__(self, gate_channels=3):
         super().__init__()
-        self.conv, self.flat = nn.Conv2d(3, 3, 3, padding=1), nn.Flatten()
+        self.conv, self.flat = nn.Conv2d(3, gate_channels, 3, padding=1), nn.Flatten()
 
     def forward(self, x):
         return self.flat(x * self.conv(x))
@@ -857,9 +876,15 @@ def test_an_unsupported_op_that_flattens_is_named_not_blamed_on_the_linear_after
         spec_from_torch(MaxReduced(False), (3, 8, 8), "net")
 
 
-def test_a_product_of_two_values_is_refused_naming_the_node():
-    with pytest.raises(ImportProblem, match=r"mul \(call_function mul\) reads x, conv; a spec layer reads one value"):
-        spec_from_torch(Gated(), (3, 8, 8), "net")
+def test_a_product_of_two_values_imports_as_multiply_and_one_of_other_shapes_is_refused():
+    model = Gated().eval()
+    imported = spec_from_torch(model, (3, 8, 8), "net")
+    assert [(layer["type"], layer.get("inputs")) for layer in imported.spec["layers"]] == [
+        ("conv", None), ("multiply", ["input", "conv1"]), ("flatten", None)]
+    assert_same_logits(imported, model, (3, 8, 8))
+    with pytest.raises(ImportProblem, match=r"multiply needs inputs of one shape, or of one C x H x W and C x 1 x 1 "
+                                            r"or C features: input gives 3x8x8, conv1 gives 1x8x8"):
+        spec_from_torch(Gated(gate_channels=1), (3, 8, 8), "net")  # a spatial gate: one factor a position
 
 
 def test_the_forward_order_is_followed_not_the_registration_order():
@@ -881,7 +906,7 @@ def test_an_import_that_would_compute_something_else_is_refused_naming_the_layer
         spec_from_torch(model, (1, 8, 8), "net")
 
 
-def test_import_cli_refuses_a_gated_model_with_exit_2(tmp_path):
+def test_import_cli_refuses_a_difference_of_two_values_with_exit_2(tmp_path):
     import os
     import subprocess
     import sys
@@ -889,12 +914,14 @@ def test_import_cli_refuses_a_gated_model_with_exit_2(tmp_path):
                                          "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
                                          "        self.conv = nn.Conv2d(3, 3, 3, padding=1)\n"
                                          "        self.flat = nn.Flatten()\n        self.fc = nn.Linear(3 * 8 * 8, 10)\n\n"
-                                         "    def forward(self, x):\n        return self.fc(self.flat(x * self.conv(x)))\n")
+                                         "    def forward(self, x):\n"
+                                         "        return self.fc(self.flat(x - self.conv(x)))\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     result = subprocess.run([sys.executable, "-m", "alexspec", "import", "python:resnets:Net", "--input", "3,8,8",
                              "-o", str(tmp_path / "net.yaml")], cwd=ROOT, capture_output=True, text=True, env=env,
                             timeout=300)
-    assert result.returncode == 2 and "reads x, conv; a spec layer reads one value" in result.stderr, result.stderr
+    assert result.returncode == 2 and "sub (call_function sub) reads x, conv; a spec layer reads one value" \
+        in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "net.yaml").exists()
 
 

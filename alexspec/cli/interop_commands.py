@@ -86,6 +86,8 @@ def cmd_import(args) -> int:
     if imported is not None and imported.log_softmax:
         print("note: its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
               "applies it; the class with the largest logit is the model's choice)")
+    for sentence in imported.training_only if imported is not None else []:
+        print(f"note: {sentence[0].lower()}{sentence[1:]}")
     if imported is not None and args.weights_out:
         from alexspec.train import checkpoint
 

@@ -122,7 +122,7 @@ def _window(param: dict, name: str, default=None, where: str = "", per_side: boo
 
 def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | None = None) -> dict:
     """A spec for a Caffe deploy prototxt: a chain, or a graph where layers read other blobs than
-    the one before them (Concat, Eltwise SUM). Raises ImportProblem naming what cannot be expressed."""
+    the one before them (Concat, Eltwise SUM or PROD). Raises ImportProblem naming what cannot be expressed."""
     net = parse_prototxt(text)
     _check_form(net)
     layers_in = net.get("layer") or net.get("layers") or []
@@ -136,7 +136,7 @@ def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | 
     if reader.unsupported:
         raise ImportProblem(f"cannot express these Caffe layers in a spec: {', '.join(reader.unsupported)}; supported: "
                             "Convolution, ReLU, TanH, Sigmoid, LRN (across channels), Pooling (MAX, AVE, global), "
-                            "BatchNorm (and a Scale with bias after it), Concat, Eltwise (SUM), InnerProduct, "
+                            "BatchNorm (and a Scale with bias after it), Concat, Eltwise (SUM, PROD), InnerProduct, "
                             "Dropout, Softmax")
     spec = {"alexspec": 1, "name": re.sub(r"\W", "_", name or str(_one(net, "name", "caffe_net"))),
             "follows": "caffe", "input": {"channels": shape[0], "height": shape[1], "width": shape[2]},
@@ -229,8 +229,9 @@ class _BlobReader:
             return {"name": safe, "type": "concat", "note": note} if _one(param, "axis", 1) == 1 else None
         if kind == "Eltwise":
             param = _one(raw, "eltwise_param", {})
-            plain = str(_one(param, "operation", "SUM")) in ("SUM", "1") and not param.get("coeff")
-            return {"name": safe, "type": "add", "note": note} if plain else None
+            operation = {"SUM": "add", "1": "add", "PROD": "multiply", "0": "multiply"}.get(
+                str(_one(param, "operation", "SUM")))
+            return {"name": safe, "type": operation, "note": note} if operation and not param.get("coeff") else None
         if kind == "Pooling" and str(_one(_one(raw, "pooling_param", {}), "global_pooling", "false")).lower() == "true":
             pool = str(_one(_one(raw, "pooling_param", {}), "pool", "MAX"))
             return {"name": safe, "type": "global_maxpool" if pool == "MAX" else "global_avgpool", "note": note} \
@@ -241,7 +242,7 @@ class _BlobReader:
         return layer
 
     def append(self, layer: dict, sources: list) -> None:
-        if layer["type"] in ("add", "concat") or sources != [self.last()]:
+        if layer["type"] in ("add", "multiply", "concat") or sources != [self.last()]:
             layer["inputs"] = sources[0] if len(sources) == 1 else sources
         self.layers.append(layer)
 

@@ -2,13 +2,14 @@
 
 The model's forward is traced with torch.fx, so the spec follows its real dataflow, not the
 order its layers were registered in: a chain, or a graph where the forward branches (a
-residual sum becomes `add`, torch.cat along channels `concat`, a layer reading anything but the
-one before it names its `inputs`). A layer applied twice (shared weights) is refused, naming
-the place. A ReLU right after a conv or linear layer is fused into it where nothing else reads
-the conv's output. A layer this spec language cannot
-express is an error naming it. As a last guard, the source model and the built spec run on
-the same random input, and the import is refused, naming the first layer whose output
-differs, unless they agree: the importer never produces a silently different network.
+residual sum becomes `add`, a gate's product `multiply`, torch.cat along channels `concat`, a
+layer reading anything but the one before it names its `inputs`). A layer applied twice (shared
+weights) is refused, naming the place. A ReLU right after a conv or linear layer is fused into it
+where nothing else reads the conv's output. A layer this spec language cannot express is an
+error naming it; a training-only one that is the identity at inference (stochastic depth) is
+left out, and the spec's description says so. As a last guard, the source model and the built
+spec run on the same random input, and the import is refused, naming the first layer whose
+output differs, unless they agree: the importer never produces a silently different network.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from alexspec.errors import BadInput, SpecError, first_line
 from alexspec.builder import spec_source
 from alexspec.spec import analyse
-from alexspec.words import listed
+from alexspec.words import count, listed
 
 
 class ImportProblem(BadInput):
@@ -33,6 +34,7 @@ class Imported:
     weight_sources: dict = field(default_factory=dict)  # spec layer name -> source module name
     outputs: dict = field(default_factory=dict, repr=False)  # spec layer name -> the fx node giving its output
     log_softmax: bool = False  # the model returns the log_softmax of the spec's outputs (left out: see spec_from_torch)
+    training_only: list[str] = field(default_factory=list)  # training-only layers left out, a sentence a kind
 
     def convert_state_dict(self, source: dict) -> dict:
         """The source model's state dict with keys renamed for the compiled spec's module."""
@@ -97,10 +99,11 @@ def _functional_layer(node, namer) -> dict | None:
     if target in (torch.relu, torch.relu_, F.relu, "relu", "relu_"):  # in place or not: the same value
         return {"name": namer("relu"), "type": "relu"}
     activations = {torch.tanh: "tanh", F.tanh: "tanh", "tanh": "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-                   "sigmoid": "sigmoid", F.silu: "silu", F.relu6: "relu6", F.gelu: "gelu"}
+                   "sigmoid": "sigmoid", F.silu: "silu", F.relu6: "relu6", F.gelu: "gelu", F.hardswish: "hardswish",
+                   F.hardsigmoid: "hardsigmoid"}
     if _hashable(target) in activations and (len(args) == 1 or (len(args) == 2 and isinstance(args[1], bool))) \
             and node.kwargs.get("approximate", "none") == "none":
-        kind = activations[target]  # F.silu's and F.relu6's `inplace` gives the same value
+        kind = activations[target]  # F.silu's, F.relu6's and F.hard*'s `inplace` gives the same value
         return {"name": namer(kind), "type": kind}
     if target is F.leaky_relu and len(args) <= 2 and set(node.kwargs) <= {"negative_slope", "inplace"}:
         slope = args[1] if len(args) > 1 else node.kwargs.get("negative_slope", 0.01)
@@ -138,13 +141,27 @@ def _hashable(target):
     return target
 
 
+def _stochastic_depth(node) -> float | None:
+    """The drop rate of torchvision's stochastic_depth where `node` calls it in eval mode (the identity,
+    as traced: training False), else None."""
+    target = node.target
+    if node.op != "call_function" or getattr(target, "__name__", "") != "stochastic_depth" \
+            or not getattr(target, "__module__", "").startswith("torchvision."):
+        return None
+    given = {**dict(zip(("input", "p", "mode", "training"), node.args)), **node.kwargs}
+    return given["p"] if given.get("training", True) is False and isinstance(given.get("p"), float) else None
+
+
 def _merge(node) -> dict | None:
-    """The merge layer a node is (a sum of two values, a concatenation along dimension 1), else None."""
+    """The merge layer a node is (a sum or product of two values, a concatenation along dimension 1), else None."""
     import torch
 
     if node.target in (operator.add, torch.add, "add") and len(node.args) == 2 and not node.kwargs \
             and all(hasattr(a, "op") for a in node.args):
         return {"type": "add"}
+    if node.target in (operator.mul, torch.mul, "mul") and len(node.args) == 2 and not node.kwargs \
+            and all(hasattr(a, "op") for a in node.args):  # squeeze-and-excitation's `scale * x`
+        return {"type": "multiply"}
     if node.target in (torch.cat, "cat") and isinstance(node.args[0], (list, tuple)):
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         return {"type": "concat"} if dim == 1 else None
@@ -193,18 +210,20 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
                             "Conv2d, LocalResponseNorm, BatchNorm2d/1d, Linear, Dropout (or F.dropout(x, p, "
                             "self.training)), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d (modules or "
-                            "F. functions), ReLU, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU (modules or functions), "
-                            "Flatten (or torch.flatten(x, 1), x.view(-1, N)), Softmax (or F.softmax), a last "
-                            "log_softmax, x.mean([2, 3]), and the sum (+) or torch.cat(dim=1) of branches")
+                            "F. functions), ReLU, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Hardswish, "
+                            "Hardsigmoid (modules or functions), Flatten (or torch.flatten(x, 1), x.view(-1, N)), "
+                            "Softmax (or F.softmax), a last log_softmax, x.mean([2, 3]), and the sum (+), product (*: "
+                            "of one shape, or per-channel factors) or torch.cat(dim=1) of branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
-    said = ("Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
-            "applies it).") if log_softmax else ""
+    training_only = builder.training_only()
+    left_out = (["Its outputs are logits: the model's last op, log_softmax, is left out (alexspec's cross-entropy "
+                 "applies it)."] if log_softmax else []) + training_only
     spec = {"alexspec": 1, "name": name, **({"follows": follows} if follows else {}),
-            **({"description": said} if said else {}),
+            **({"description": " ".join(left_out)} if left_out else {}),
             "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2]},
             "layers": builder.layers}
-    imported = Imported(_with_rounding(spec), builder.sources, builder.outputs, log_softmax)
+    imported = Imported(_with_rounding(spec), builder.sources, builder.outputs, log_softmax, training_only)
     check_same_function(model, traced, imported, input_shape)
     return imported
 
@@ -276,6 +295,7 @@ class _SpecBuilder:
         self.unsupported: list[str] = []
         self.used_modules: set[str] = set()
         self.namer = _Namer()
+        self.stochastic_depth: list[float] = []  # each left-out StochasticDepth's p
 
     def add(self, node, reads: list) -> None:
         from torch import nn
@@ -289,7 +309,12 @@ class _SpecBuilder:
                                 "class token, a position embedding?); a spec's weights are its layers'")
         if merge is None and len(reads) != 1:
             raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in reads) or 'no value'}; a spec "
-                                "layer reads one value, or merges two by a sum (+) or torch.cat(..., dim=1)")
+                                "layer reads one value, or merges two by a sum (+), a product (*) or "
+                                "torch.cat(..., dim=1)")
+        if merge is None and (rate := _stochastic_depth(node)) is not None:  # the identity at inference: left out
+            self.stochastic_depth.append(rate)
+            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            return
         if merge is None and node.op == "call_module" and isinstance(self.traced.get_submodule(node.target),
                                                                       nn.Identity):
             self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
@@ -307,7 +332,7 @@ class _SpecBuilder:
             self.outputs[previous["name"]], self.layer_of[node], self.is_image[node] = node, previous["name"], \
                 self.is_image[reads[0]]
             return
-        image = self.is_image[reads[0]]
+        image = any(self.is_image[read] for read in reads)  # a product's factors may be features
         if layer["type"] == "linear" and image and not self.unsupported:  # else an unsupported layer may flatten
             raise ImportProblem(f"{node.target} (Linear) is applied to the 4-D image, not to a flattened one; "
                                 "flatten before it (torch.flatten(x, 1))")
@@ -318,6 +343,15 @@ class _SpecBuilder:
         self.layers.append(layer)
         self.outputs[layer["name"]], self.layer_of[node] = node, layer["name"]
         self.is_image[node] = image and layer["type"] not in ("flatten", "global_avgpool", "global_maxpool")
+
+    def training_only(self) -> list[str]:
+        """A sentence on each kind of training-only layer left out of the spec (it trains without them)."""
+        if not self.stochastic_depth:
+            return []
+        low, high = min(self.stochastic_depth), max(self.stochastic_depth)
+        rates = f"p {low:g}" if low == high else f"p {low:g} to {high:g}"
+        return [f"Stochastic depth ({count(len(self.stochastic_depth), 'block')}, {rates}) is left out: it is the "
+                "identity at inference, and a spec has no such layer, so this spec trains without it."]
 
     def layer(self, node) -> dict | None:
         """The spec layer of a module call or function node; None (recorded) where there is none."""
@@ -486,7 +520,7 @@ def _layer(module, namer) -> dict | None:
     if isinstance(module, nn.GELU) and module.approximate != "none":
         return None
     for cls, kind in ((nn.Tanh, "tanh"), (nn.Sigmoid, "sigmoid"), (nn.GELU, "gelu"), (nn.SiLU, "silu"),
-                      (nn.ReLU6, "relu6")):
+                      (nn.ReLU6, "relu6"), (nn.Hardswish, "hardswish"), (nn.Hardsigmoid, "hardsigmoid")):
         if type(module) is cls:
             return {"name": namer(kind), "type": kind}
     if isinstance(module, nn.Dropout):
