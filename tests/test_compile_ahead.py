@@ -205,7 +205,8 @@ def test_the_cpu_compile_scripts_name_a_bad_spec_and_exit_2(script, tmp_path):
     assert done.stderr.strip() == f"{tmp_path / 'missing.yaml'}:1:1: no such file; check the path, or name a " \
                                   "bundled spec: alexnet, alexnet-1gpu, caffe-alexnet, d2l-alexnet, densenet121, " \
                                   "digits, digits-resnet, figure1-relu, figure1-tanh, googlenet, lenet5, " \
-                                  "mobilenet_v2, nin, resnet18, resnet50, squeezenet1_0, torchvision-alexnet, " \
+                                  "mobilenet_v2, mobilenet_v3_small, nin, resnet18, resnet50, squeezenet1_0, " \
+                                  "torchvision-alexnet, " \
                                   "vgg11-bn, vgg16, zfnet"
 
 LRN_STEP = ("x = torch.randn(2, 32, 5, 5, requires_grad=True)\n"

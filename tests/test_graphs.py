@@ -28,10 +28,11 @@ def test_resnet18_has_torchvisions_parameters_and_macs():
 @pytest.mark.parametrize("spec, params, macs", [
     ("resnet50.yaml", 25_557_032, 4.09e9), ("squeezenet1_0.yaml", 1_248_424, 0.82e9),
     ("mobilenet_v2.yaml", 3_504_872, 0.30e9), ("googlenet.yaml", 6_624_904, 1.50e9),
-    ("densenet121.yaml", 7_978_856, 2.83e9)])
+    ("densenet121.yaml", 7_978_856, 2.83e9), ("mobilenet_v3_small.yaml", 2_542_856, 0.056e9)])
 def test_the_graph_specs_have_torchvisions_parameter_counts(spec, params, macs):
     info = analyse(SPECS / spec)
-    assert info.total_params == params  # torchvision's resnet50, squeezenet1_0, mobilenet_v2, googlenet, densenet121
+    assert info.total_params == params  # torchvision's resnet50, squeezenet1_0, mobilenet_v2, googlenet, densenet121,
+    # mobilenet_v3_small (whose MACs are the MobileNetV3 paper's Table 3: 56 M MAdds)
     assert abs(info.total_macs - macs) < 0.01 * macs  # as commonly published for each at 224
 
 
@@ -271,7 +272,7 @@ def test_a_caffe_dag_prototxt_imports_as_a_graph_spec():
 
 @pytest.mark.parametrize("name, bundled", [
     ("resnet18", "resnet18"), ("resnet50", "resnet50"), ("googlenet", "googlenet"), ("squeezenet1_0", "squeezenet1_0"),
-    ("mobilenet_v2", "mobilenet_v2"), ("densenet121", "densenet121"),
+    ("mobilenet_v2", "mobilenet_v2"), ("densenet121", "densenet121"), ("mobilenet_v3_small", "mobilenet_v3_small"),
     pytest.param("vgg11_bn", "vgg11-bn", marks=pytest.mark.slow)])
 def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
     torchvision = pytest.importorskip("torchvision")
@@ -292,6 +293,24 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
     assert (info.total_params, info.total_macs) == (shipped.total_params, shipped.total_macs)
     built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])
     alexspec.builder.load_state(built.module, imported.convert_state_dict(model.state_dict()))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_bundled_mobilenet_v3_small_with_torchvision_s_weights_gives_its_logits():
+    torchvision = pytest.importorskip("torchvision")
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
+    with torch.no_grad():  # batchnorm statistics as a trained model has them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    built = alexspec.build(SPECS / "mobilenet_v3_small.yaml", backend="torch", devices=["cpu"])
+    ours, theirs = built.module.state_dict(), model.state_dict()  # the same tensors, layer by layer, in order
+    assert [tuple(value.shape) for value in ours.values()] == [tuple(value.shape) for value in theirs.values()]
+    alexspec.builder.load_state(built.module, dict(zip(ours, theirs.values())))
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
