@@ -706,6 +706,33 @@ def test_functional_pools_import_as_pool_layers_with_the_same_logits():
         spec_from_torch(FunctionallyPooled(include_pad=False), (3, 10, 10), "net")  # a divisor a spec cannot say
 
 
+class PooledBySize(nn.Module):
+    """A pool whose kernel is computed from the feature map's size, as many CIFAR nets write the last pool."""
+
+    def __init__(self, kernel):
+        super().__init__()
+        self.kernel = kernel
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = F.avg_pool2d(x, self.kernel(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("kernel", [lambda x: x.size()[2:], lambda x: x.size()[3], lambda x: x.shape[-1]],
+                         ids=["size()[2:]", "size()[3]", "shape[-1]"])
+def test_a_pool_kernel_computed_from_the_map_s_size_imports_as_the_size_it_is(kernel):
+    torch.manual_seed(0)
+    model = PooledBySize(kernel).eval()
+    imported = spec_from_torch(model, (3, 6, 6), "net")  # raises unless the logits agree
+    assert [layer for layer in imported.spec["layers"] if layer["type"] == "avgpool"] == [
+        {"name": "avgpool1", "type": "avgpool", "kernel": 6, "stride": 6, "padding": 0}]
+    assert_same_logits(imported, model, (3, 6, 6))
+    with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: avg_pool2d \(call_function"):
+        spec_from_torch(PooledBySize(lambda x: x.size(0)), (3, 2, 2), "net")  # the batch's size: no spec's kernel
+
+
 def test_a_forward_that_returns_more_while_training_imports_its_inference_forward():
     class WithAuxiliary(nn.Module):  # as GoogLeNet: an auxiliary classifier's logits only in training
         def __init__(self):

@@ -81,8 +81,9 @@ def _where(node) -> str:
     return f"{node.name} ({node.op} {getattr(node.target, '__name__', node.target)})"
 
 
-def _functional_layer(node, namer) -> dict | None:
-    """The layer a call_function / call_method node is, where it is one a spec can write."""
+def _functional_layer(node, namer, sizes) -> dict | None:
+    """The layer a call_function / call_method node is, where it is one a spec can write; `sizes(value)`
+    is `value` with sizes computed from the input's shape resolved (a pool's kernel x.size()[2:])."""
     import torch
     import torch.nn.functional as F
 
@@ -117,7 +118,7 @@ def _functional_layer(node, namer) -> dict | None:
         if given.get("training", True) is False and isinstance(given.get("p", 0.5), float):
             return {"name": namer("drop"), "type": "dropout", "p": given.get("p", 0.5)}
     if target in (F.max_pool2d, F.avg_pool2d):  # Inception v3's forward pools this way
-        return _functional_pool(target, args[1:], node.kwargs, namer)
+        return _functional_pool(target, sizes(args[1:]), sizes(node.kwargs), namer)
     if target in (torch.mean, "mean") and len(args) <= 3 and set(node.kwargs) <= {"dim", "keepdim"}:
         dims = args[1] if len(args) > 1 else node.kwargs.get("dim")  # MnasNet's x.mean([2, 3])
         keep = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
@@ -203,7 +204,7 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
     log_softmax = _is_log_softmax(traced, returned)
     if log_softmax:  # the logits are the spec's outputs: training's cross-entropy takes their log_softmax itself
         flow, returned = [(node, reads) for node, reads in flow if node is not returned], returned.all_input_nodes[0]
-    builder = _SpecBuilder(traced, image)
+    builder = _SpecBuilder(traced, image, input_shape)
     for node, reads in flow:
         builder.add(node, reads)
     if builder.unsupported:
@@ -285,8 +286,8 @@ def _runs_on(model, input_shape: tuple[int, int, int]) -> None:
 class _SpecBuilder:
     """The spec's layers, made node by node from a traced forward."""
 
-    def __init__(self, traced, image):
-        self.traced = traced
+    def __init__(self, traced, image, input_shape: tuple[int, int, int]):
+        self.traced, self.input_shape = traced, input_shape
         self.layers: list[dict] = []
         self.sources: dict = {}   # spec layer name -> source module name (its weights)
         self.outputs: dict = {}   # spec layer name -> the fx node giving its output
@@ -296,6 +297,7 @@ class _SpecBuilder:
         self.used_modules: set[str] = set()
         self.namer = _Namer()
         self.stochastic_depth: list[float] = []  # each left-out StochasticDepth's p
+        self.size_values: dict | None = None  # fx node -> the size it computes, where the batch does not change it
 
     def add(self, node, reads: list) -> None:
         from torch import nn
@@ -344,6 +346,23 @@ class _SpecBuilder:
         self.outputs[layer["name"]], self.layer_of[node] = node, layer["name"]
         self.is_image[node] = image and layer["type"] not in ("flatten", "global_avgpool", "global_maxpool")
 
+    def resolve_sizes(self, value):
+        """`value` (an argument, or a tuple or dict of them) with each node that computes a size from
+        the input's shape alone replaced by what it computes; one that depends on the batch stays."""
+        import torch.fx
+
+        if isinstance(value, (tuple, list)):
+            return type(value)(self.resolve_sizes(v) for v in value)
+        if isinstance(value, dict):
+            return {key: self.resolve_sizes(v) for key, v in value.items()}
+        if not isinstance(value, torch.fx.Node):
+            return value
+        if self.size_values is None:
+            one, three = (_plain_values(self.traced, self.input_shape, batch) for batch in (1, 3))
+            self.size_values = {node: v for node, v in one.items() if three.get(node) == v}
+        resolved = self.size_values.get(value, value)
+        return tuple(resolved) if isinstance(resolved, torch.Size) else resolved
+
     def training_only(self) -> list[str]:
         """A sentence on each kind of training-only layer left out of the spec (it trains without them)."""
         if not self.stochastic_depth:
@@ -358,7 +377,7 @@ class _SpecBuilder:
         from torch import nn
 
         if node.op != "call_module":
-            layer = _functional_layer(node, self.namer)
+            layer = _functional_layer(node, self.namer, self.resolve_sizes)
             if layer is None:
                 self.unsupported.append(_where(node))
             return layer
@@ -376,6 +395,35 @@ class _SpecBuilder:
             return None
         layer["note"] = f"from {node.target}"
         return layer
+
+
+def _plain_values(traced, input_shape: tuple[int, int, int], batch: int) -> dict:
+    """The value of each node of `traced` that is not a tensor (sizes and what is computed from
+    them), in an eval-mode forward of `batch` zero images of `input_shape`; none where the forward
+    fails on that batch (its sizes then depend on the batch)."""
+    import torch
+    import torch.fx
+
+    values: dict = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            value = super().run_node(node)
+            if not isinstance(value, torch.Tensor):
+                values[node] = value
+            return value
+
+    modes = {module: module.training for module in traced.modules()}
+    traced.eval()
+    try:
+        with torch.no_grad():
+            Recorder(traced).run(torch.zeros(batch, *input_shape))
+    except Exception:  # the model's own forward, with sizes that depend on the batch
+        return {}
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return values
 
 
 def check_same_function(model, traced, imported: Imported, input_shape: tuple[int, int, int]) -> None:
