@@ -185,7 +185,7 @@ class _Writer:
         if isinstance(layer, ir.LeakyReLU):
             return f"nn.LeakyReLU({layer.negative_slope!r})"
         if isinstance(layer, ir.Dropout):
-            return f"nn.Dropout({layer.p!r})"
+            return f"nn.Dropout{'2d' if layer.channels else ''}({layer.p!r})"
         return {"relu": "nn.ReLU()", "flatten": "nn.Flatten()", "softmax": "nn.Softmax(dim=1)", "relu6": "nn.ReLU6()",
                 "tanh": "nn.Tanh()", "sigmoid": "nn.Sigmoid()", "gelu": "nn.GELU()", "silu": "nn.SiLU()",
                 "hardswish": "nn.Hardswish()", "hardsigmoid": "nn.Hardsigmoid()", "add": "layers.Add()",

@@ -31,6 +31,8 @@ def layer_dict(layer: ir.Layer) -> dict:
             fields["relu"] = fields.pop("activation") == "relu"
         if fields.get("dilation") == [1, 1]:
             fields.pop("dilation")
+    if isinstance(layer, ir.Dropout) and not layer.channels:
+        fields.pop("channels")
     return {"type": layer.type, **fields, "line": layer.loc.line}
 
 

@@ -103,8 +103,7 @@ class _Inferrer:
         if isinstance(layer, ir.Flatten):
             return LayerInfo(**common, output_shape=(math.prod(shape),), split=split, aliases_input=True)
         if isinstance(layer, ir.Dropout):
-            return LayerInfo(**common, output_shape=shape, split=split,
-                             saved=Saved(extra=((math.prod(shape), "bool"),)))
+            return self.dropout(layer, index, shape, split, common)
         if isinstance(layer, ir.Activation):  # tanh and sigmoid differentiate from their output
             from_output = isinstance(layer, (ir.Tanh, ir.Sigmoid))
             return LayerInfo(**common, output_shape=shape, split=split,
@@ -198,6 +197,15 @@ class _Inferrer:
         saved = Saved(input=isinstance(layer, ir.Multiply))  # each factor's gradient is the others' product
         return LayerInfo(layer=layer, index=index, input_shape=shapes[0], output_shape=output, split=splits.pop(),
                          saved=saved)
+
+    def dropout(self, layer: ir.Dropout, index: int, shape: ir.Shape, split: bool, common: dict):
+        if layer.channels and len(shape) != 3:
+            self.problem(layer.where("channels"), layer, index, f"`channels: true` zeroes whole channels of a "
+                         f"C x H x W input, but this dropout's input is {'x'.join(map(str, shape))} features",
+                         "move it before the flatten, or drop `channels` to zero single features")
+            return None
+        mask = (shape[0], "act") if layer.channels else (math.prod(shape), "bool")  # a scale per channel, or a mask
+        return LayerInfo(**common, output_shape=shape, split=split, saved=Saved(extra=(mask,)))
 
     def batchnorm(self, layer: ir.BatchNorm, index: int, shape: ir.Shape, split: bool, common: dict):
         if self.net.towers > 1 and not split:

@@ -256,6 +256,7 @@ IMAGE = "input"  # what `inputs` calls the network's input image
 class Dropout(Layer):
     type: ClassVar[str] = "dropout"
     p: float
+    channels: bool = False  # zero whole channels of a C x H x W input (nn.Dropout2d), not single elements
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,6 +41,8 @@ def type_text(layer: ir.Layer) -> str:
         text += f"+drop{layer.dropout:g}"
     if isinstance(layer, ir.LRN):
         text += f" ({layer.convention})"
+    if getattr(layer, "channels", False):
+        text += " (channels)"
     return text
 
 

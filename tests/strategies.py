@@ -136,7 +136,7 @@ def valid_specs(draw, max_image_layers: int = 6):
             add({"type": "adaptive_maxpool", "output": [oh, ow]}, (c, oh, ow))
             shape = (c, oh, ow)
         else:
-            add({"type": "dropout", "p": draw(st.sampled_from([0.1, 0.5]))}, shape)
+            add({"type": "dropout", "p": draw(st.sampled_from([0.1, 0.5])), "channels": draw(st.booleans())}, shape)
 
     ending = draw(st.sampled_from(["flatten", "flatten", "global_avgpool", "global_maxpool"]))
     shape = (math.prod(shape),) if ending == "flatten" else (shape[0],)

@@ -289,7 +289,7 @@ def torch_sequentials(draw):
         elif kind == "adaptive":
             layer = draw(st.sampled_from([nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d]))(draw(st.integers(1, 3)))
         elif kind == "drop":
-            layer = nn.Dropout(0.3)
+            layer = draw(st.sampled_from([nn.Dropout, nn.Dropout2d]))(0.3)
         elif kind == "gate":
             layer = SqueezeExcite(c, draw(st.integers(1, 4)), draw(st.sampled_from([nn.Sigmoid, nn.Hardsigmoid]))(),
                                   draw(st.booleans()))
@@ -733,6 +733,22 @@ def test_a_pool_kernel_computed_from_the_map_s_size_imports_as_the_size_it_is(ke
         spec_from_torch(PooledBySize(lambda x: x.size(0)), (3, 2, 2), "net")  # the batch's size: no spec's kernel
 
 
+def test_functional_channel_dropout_tied_to_training_imports_as_channel_dropout():
+    class ChannelDropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 4 * 4, 3)
+
+        def forward(self, x):
+            return self.fc(F.dropout2d(torch.relu(self.conv(x)), 0.3, self.training).flatten(1))
+
+    model = ChannelDropped().eval()
+    imported = spec_from_torch(model, (3, 6, 6), "net")
+    assert [layer for layer in imported.spec["layers"] if layer["type"] == "dropout"] == [
+        {"name": "drop1", "type": "dropout", "p": 0.3, "channels": True}]
+    assert_same_logits(imported, model, (3, 6, 6))
+
+
 def test_a_forward_that_returns_more_while_training_imports_its_inference_forward():
     class WithAuxiliary(nn.Module):  # as GoogLeNet: an auxiliary classifier's logits only in training
         def __init__(self):
@@ -766,17 +782,18 @@ class MnistExample(nn.Module):
 
 
 class OldMnistExample(nn.Module):
-    """Its earlier form: x.view(-1, 320) and F.dropout(x, training=self.training)."""
+    """Its earlier form: nn.Dropout2d on conv2's maps, x.view(-1, 320) and F.dropout(x, training=self.training)."""
 
     def __init__(self, dropout_in_eval: bool = False):
         super().__init__()
         self.dropout_in_eval = dropout_in_eval
         self.conv1, self.conv2 = nn.Conv2d(1, 10, kernel_size=5), nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
         self.fc1, self.fc2 = nn.Linear(320, 50), nn.Linear(50, 10)
 
     def forward(self, x):
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2(x), 2)).view(-1, 320)
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2)).view(-1, 320)
         x = F.dropout(F.relu(self.fc1(x)), training=self.training or self.dropout_in_eval)
         return F.log_softmax(self.fc2(x), dim=1)
 
@@ -788,7 +805,8 @@ def test_the_pytorch_mnist_examples_import_with_logits_whose_log_softmax_is_the_
     imported = spec_from_torch(model, (1, 28, 28), "mnist")
     assert imported.log_softmax and "log_softmax, is left out" in imported.spec["description"]
     assert [layer["type"] for layer in imported.spec["layers"]][-1] == "linear"  # the logits
-    assert "dropout" in [layer["type"] for layer in imported.spec["layers"]]
+    dropouts = [layer.get("channels", False) for layer in imported.spec["layers"] if layer["type"] == "dropout"]
+    assert dropouts == [True, False] if make is OldMnistExample else dropouts == [False, False]  # conv2_drop: Dropout2d
     assert analyse(load_text(yaml.safe_dump(imported.spec), "mnist.yaml")).total_params == params \
         == sum(p.numel() for p in model.parameters())
     built = alexspec.build(imported.spec, backend="torch", devices=["cpu"])

@@ -216,9 +216,58 @@ def test_an_unknown_fused_activation_lists_the_ones_there_are(write_spec):
 
 
 @pytest.mark.parametrize("spec, digest", [("alexnet.yaml", "f3a2e5839beac661"), ("digits.yaml", "ee4f3fc6654937dc"),
-                                          ("resnet18.yaml", "d15a258e975146f2")])
+                                          ("resnet18.yaml", "d15a258e975146f2"),
+                                          ("torchvision-alexnet.yaml", "8fdb068a668185c4")])
 def test_checkpoints_written_before_activation_keys_still_match_their_spec(spec, digest):
     from alexspec.train.checkpoint import network_hash
 
-    assert network_hash(analyse(SPECS / spec)) == digest  # as version 0.1 wrote them, before `dilation` and
-    # the fused activations besides relu
+    assert network_hash(analyse(SPECS / spec)) == digest  # as version 0.1 wrote them, before `dilation`, the
+    # fused activations besides relu and dropout's `channels` (torchvision-alexnet: as written before `channels`)
+
+
+CHANNEL_DROPOUT = """\
+alexspec: 1
+name: spatial
+input: {channels: 3, height: 6, width: 6}
+layers:
+  - {name: conv1, type: conv, out: 8, kernel: 3, padding: 1, activation: relu}
+  - {name: drop1, type: dropout, p: 0.4, channels: true}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 5}
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_channel_dropout_zeroes_what_torchs_dropout2d_does(write_spec, backend):
+    import torch
+    from torch.nn import functional as F
+
+    built = alexspec.build(write_spec(CHANNEL_DROPOUT), backend=backend, devices=["cpu"])
+    m, x = built.module, torch.randn(16, 3, 6, 6)
+    conv = F.relu(F.conv2d(x, m.conv1.weight, m.conv1.bias, padding=1)).detach()
+    torch.manual_seed(1)
+    ours = m.train()(x)
+    torch.manual_seed(1)  # the same random numbers: the same channels dropped
+    theirs = F.linear(torch.nn.Dropout2d(0.4).train()(conv).flatten(1), m.fc.weight, m.fc.bias)
+    torch.testing.assert_close(ours, theirs)
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(x), F.linear(conv.flatten(1), m.fc.weight, m.fc.bias))
+    assert "drop1 = nn.Dropout2d(0.4)" in built.generated.source.replace("self.", "")
+
+
+def test_channel_dropout_saves_a_scale_per_channel_and_is_refused_after_the_flatten(write_spec):
+    from test_codegen import measured_saved_bytes
+
+    built = alexspec.build(write_spec(CHANNEL_DROPOUT), backend="torch", devices=["cpu"], fuse=False)
+    x = torch.randn(4, 3, 6, 6)  # a factor per image and channel, as on a GPU (no fused kernel there either)
+    assert built.info.memory(4, "fp32").training_saved == measured_saved_bytes(built.module, x)
+    assert [li for li in built.info.layers if li.layer.name == "drop1"][0].saved.extra == ((8, "act"),)
+    text = CHANNEL_DROPOUT.replace("p: 0.4, channels: true}\n  - {name: flatten, type: flatten}",
+                                   "p: 0.4}\n  - {name: flatten, type: flatten}\n"
+                                   "  - {name: drop2, type: dropout, p: 0.1, channels: true}")
+    path = write_spec(text, "after.yaml")
+    result = run_cli("validate", str(path))
+    line = text.count("\n", 0, text.index("channels: true")) + 1
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"{path}:{line}:") and "zeroes whole channels of a C x H x W input, but " \
+        "this dropout's input is 288 features; move it before the flatten" in result.stderr, result.stderr

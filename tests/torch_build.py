@@ -61,7 +61,7 @@ def layer_module(info: LayerInfo) -> nn.Module:
     elif isinstance(layer, ir.Flatten):
         parts.append(nn.Flatten())
     elif isinstance(layer, ir.Dropout):
-        parts.append(nn.Dropout(layer.p))
+        parts.append(nn.Dropout2d(layer.p) if layer.channels else nn.Dropout(layer.p))
     elif isinstance(layer, ir.Softmax):
         parts.append(nn.Softmax(dim=1))
     if isinstance(layer, ir.ReLU) or getattr(layer, "relu", False):

@@ -113,10 +113,11 @@ def _functional_layer(node, namer, sizes) -> dict | None:
             and set(node.kwargs) <= {"dim", "_stacklevel", "dtype"} \
             and (args[1] if len(args) > 1 else node.kwargs.get("dim")) in (1, -1):
         return {"name": "softmax", "type": "softmax"}
-    if target is F.dropout:  # F.dropout(x, p, training=self.training): traced in eval mode, training is False
+    if target in (F.dropout, F.dropout2d):  # F.dropout(x, p, training=self.training): traced in eval, it is False
         given = {**dict(zip(("p", "training", "inplace"), args[1:])), **node.kwargs}
         if given.get("training", True) is False and isinstance(given.get("p", 0.5), float):
-            return {"name": namer("drop"), "type": "dropout", "p": given.get("p", 0.5)}
+            return {"name": namer("drop"), "type": "dropout", "p": given.get("p", 0.5),
+                    **({"channels": True} if target is F.dropout2d else {})}
     if target in (F.max_pool2d, F.avg_pool2d):  # Inception v3's forward pools this way
         return _functional_pool(target, sizes(args[1:]), sizes(node.kwargs), namer)
     if target in (torch.mean, "mean") and len(args) <= 3 and set(node.kwargs) <= {"dim", "keepdim"}:
@@ -209,12 +210,13 @@ def spec_from_torch(model, input_shape: tuple[int, int, int], name: str, follows
         builder.add(node, reads)
     if builder.unsupported:
         raise ImportProblem(f"cannot express these layers in a spec: {listed(builder.unsupported, 8)}; supported: "
-                            "Conv2d, LocalResponseNorm, BatchNorm2d/1d, Linear, Dropout (or F.dropout(x, p, "
-                            "self.training)), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d (modules or "
-                            "F. functions), ReLU, Tanh, Sigmoid, GELU, SiLU, ReLU6, LeakyReLU, Hardswish, "
-                            "Hardsigmoid (modules or functions), Flatten (or torch.flatten(x, 1), x.view(-1, N)), "
-                            "Softmax (or F.softmax), a last log_softmax, x.mean([2, 3]), and the sum (+), product (*: "
-                            "of one shape, or per-channel factors) or torch.cat(dim=1) of branches")
+                            "Conv2d, LocalResponseNorm, BatchNorm2d/1d, Linear, Dropout, Dropout2d (or F.dropout(x, "
+                            "p, self.training), F.dropout2d), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, "
+                            "AdaptiveMaxPool2d (modules or F. functions), ReLU, Tanh, Sigmoid, GELU, SiLU, ReLU6, "
+                            "LeakyReLU, Hardswish, Hardsigmoid (modules or functions), Flatten (or torch.flatten(x, "
+                            "1), x.view(-1, N)), Softmax (or F.softmax), a last log_softmax, x.mean([2, 3]), and the "
+                            "sum (+), product (*: of one shape, or per-channel factors) or torch.cat(dim=1) of "
+                            "branches")
     if not builder.layers or builder.layer_of.get(returned) != builder.layers[-1]["name"]:
         raise ImportProblem(f"the forward returns {returned.name}, not the output of its last layer")
     training_only = builder.training_only()
@@ -573,6 +575,8 @@ def _layer(module, namer) -> dict | None:
             return {"name": namer(kind), "type": kind}
     if isinstance(module, nn.Dropout):
         return {"name": namer("drop"), "type": "dropout", "p": module.p}
+    if type(module) is nn.Dropout2d:  # whole channels of the 4-D maps it reads (the spec checks they are maps)
+        return {"name": namer("drop"), "type": "dropout", "p": module.p, "channels": True}
     if isinstance(module, nn.Flatten):
         return {"name": "flatten", "type": "flatten"} if module.start_dim == 1 and module.end_dim == -1 else None
     if isinstance(module, nn.Softmax):

@@ -184,7 +184,11 @@ LAYER_TYPES: dict[str, dict] = {
     "hardswish": {"description": "x * relu6(x + 3) / 6 (MobileNetV3).", "properties": {}},
     "hardsigmoid": {"description": "relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gate).", "properties": {}},
     "dropout": {"description": "Dropout in training.", "required": ["p"],
-                "properties": {"p": _num("Probability of zeroing an element.", minimum=0, exclusiveMaximum=1)}},
+                "properties": {"p": _num("Probability of zeroing an element (a channel, with `channels`).",
+                                         minimum=0, exclusiveMaximum=1),
+                               "channels": {"type": "boolean", "default": False,
+                                            "description": "Zero whole channels of a C x H x W input, not single "
+                                                           "elements (spatial dropout: torch's nn.Dropout2d)."}}},
     "flatten": {"description": "Flatten C x H x W to features.", "properties": {}},
     "softmax": {"description": "Softmax over classes; only as the last layer (training uses the logits "
                                "before it).", "properties": {}},

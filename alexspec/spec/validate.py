@@ -124,7 +124,7 @@ class _Builder:
         if kind == "leaky_relu":
             return ir.LeakyReLU(**common, negative_slope=float(get("negative_slope")))
         if kind == "dropout":
-            return ir.Dropout(**common, p=float(raw["p"]))
+            return ir.Dropout(**common, p=float(raw["p"]), channels=get("channels"))
         return ir.LAYER_CLASSES[kind](**common)
 
     def expect(self, raw: dict | None) -> ir.Expect | None:
