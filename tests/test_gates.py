@@ -144,7 +144,8 @@ def test_a_product_of_several_values_of_one_shape_the_image_among_them(write_spe
 
 
 @pytest.mark.parametrize("name, params", [
-    ("mobilenet_v3_small", 2_542_856), ("mobilenet_v3_large", 5_483_032), ("efficientnet_b0", 5_288_548)])
+    ("mobilenet_v3_small", 2_542_856), ("mobilenet_v3_large", 5_483_032), ("efficientnet_b0", 5_288_548),
+    ("regnet_y_400mf", 4_344_144)])
 def test_torchvision_s_squeeze_and_excitation_nets_import_with_their_logits(name, params):
     torchvision = pytest.importorskip("torchvision")
     import yaml
@@ -167,5 +168,7 @@ def test_torchvision_s_squeeze_and_excitation_nets_import_with_their_logits(name
         torch.testing.assert_close(built.module.eval()(x), model(x), rtol=1e-4, atol=1e-4)
     depth = [m.stochastic_depth.p for m in model.modules() if getattr(m, "use_res_connect", False)  # where called
              and hasattr(m, "stochastic_depth")]
-    said = f"Stochastic depth ({len(depth)} blocks, p {min(depth):g} to {max(depth):g}) is left out" if depth else None
-    assert (said in imported.spec.get("description", "")) if depth else not imported.training_only
+    if depth:
+        said = f"Stochastic depth ({len(depth)} blocks, p {min(depth):.3g} to {max(depth):.3g}) is left out"
+        assert said in imported.spec["description"]
+    assert bool(depth) == bool(imported.training_only)

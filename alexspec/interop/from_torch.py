@@ -370,7 +370,7 @@ class _SpecBuilder:
         if not self.stochastic_depth:
             return []
         low, high = min(self.stochastic_depth), max(self.stochastic_depth)
-        rates = f"p {low:g}" if low == high else f"p {low:g} to {high:g}"
+        rates = f"p {low:.3g}" if low == high else f"p {low:.3g} to {high:.3g}"
         return [f"Stochastic depth ({count(len(self.stochastic_depth), 'block')}, {rates}) is left out: it is the "
                 "identity at inference, and a spec has no such layer, so this spec trains without it."]
 
