@@ -342,6 +342,7 @@ class Network:
     file: str = field(default="<spec>", compare=False)
     complete: bool = field(default=True, compare=False)  # False: the spec's later layers were unusable
     block_uses: tuple[BlockUse, ...] = field(default=(), compare=False)  # how the spec wrote them: a report's
+    input_set: str = field(default="", compare=False)  # the --set arguments that changed the file's input, if any
 
     def device_of(self, tower: int) -> str:
         """The device tower `tower` runs on."""

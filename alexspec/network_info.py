@@ -94,6 +94,7 @@ class NetworkInfo:
 
     network: ir.Network
     layers: tuple[LayerInfo, ...]
+    unchecked: tuple[str, ...] = ()  # layers whose `expect`, written for the file's input, --set's input changed
 
     @property
     def total_params(self) -> int:

@@ -11,7 +11,7 @@ import json
 
 from alexspec import ir
 from alexspec.network_info import DTYPE_BYTES, LayerInfo, NetworkInfo
-from alexspec.words import count
+from alexspec.words import count, listed
 
 # Neurons per layer as printed in the paper (conv1-5, fc6-8). The first is a known erratum.
 PAPER_NEURONS = (253_440, 186_624, 64_896, 64_896, 43_264, 4096, 4096, 1000)
@@ -120,9 +120,18 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
     }
 
 
+def unchecked_note(info: NetworkInfo) -> str:
+    """That the `expect` of some layers was not held to: written for the spec file's input, not --set's."""
+    names = info.unchecked
+    return (f"{listed(list(names), 4)}: `expect` not checked (written for the input the spec file gives, which "
+            f"{info.network.input_set} changed)")
+
+
 def notes(info: NetworkInfo) -> list[str]:
     """Remarks a reader should see: rounded sizes and, for the paper's net, its printed figures."""
     result = [f"{li.layer.name}: {note}" for li in info.layers for note in li.rounded]
+    if info.unchecked:
+        result.append(unchecked_note(info))
     if info.network.follows == "alexnet-paper":
         neurons = [li.output_elements for li in info.layers if isinstance(li.layer, (ir.Conv, ir.Linear))]
         names = [li.layer.name for li in info.layers if isinstance(li.layer, (ir.Conv, ir.Linear))]

@@ -229,6 +229,33 @@ def test_set_names_a_layer_by_its_name_or_index_in_report_validate_and_compile(w
     assert "self.conv = layers.Conv2d(3, 5, kernel=(3, 3)" in (tmp_path / "build" / "small.py").read_text()
 
 
+EXPECTING = """\
+alexspec: 1
+name: expecting
+input: {channels: 3, height: 16, width: 16}
+layers:
+  - {name: conv, type: conv, out: 4, kernel: 3, padding: 1, activation: relu, expect: {params: 112}}
+  - {name: pool, type: maxpool, kernel: 2, expect: {shape: [4, 8, 8]}}
+  - {name: flatten, type: flatten}
+  - {name: fc, type: linear, out: 10, expect: {params: 2570}}
+"""
+
+
+def test_a_new_input_by_set_sets_aside_the_expectations_it_makes_untrue_and_says_which(write_spec, tmp_path):
+    spec = str(write_spec(EXPECTING))
+    result = run_cli("report", spec, "--set", "input.height=8", "--set", "input.width=8")
+    assert result.returncode == 0, result.stderr
+    assert ("note: pool, fc: `expect` not checked (written for the input the spec file gives, which --set "
+            "input.height=8, --set input.width=8 changed)") in result.stdout  # conv's still hold: checked
+    result = run_cli("train", spec, "--data", "synthetic", "--epochs", "1", "--set", "input.channels=1",
+                     "-o", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "note: conv: `expect` not checked (written for the input the spec file gives, which --set " \
+        "input.channels=1 changed)" in result.stdout  # its params: 4 x 1 x 3 x 3 + 4, not 112
+    result = run_cli("report", spec, "--set", "layers.conv.out=8")  # not the input: every expectation holds
+    assert result.returncode == 2 and "expect.params says 112 but inference gives 224" in result.stderr
+
+
 @pytest.mark.parametrize("args, said", [
     (("train", "--workers", "-1"), "argument --workers: must be from 0 to 16777216, got -1"),
     (("bench", "digits", "--warmup", "-5"), "argument --warmup: must be from 0 to 16777216, got -5"),

@@ -807,7 +807,7 @@ def test_the_set_arguments_a_channel_mismatch_suggests_make_a_valid_spec_taking_
     doc = load_file(bundled_specs()[name])
     info = analyse(doc)
     taken, height, width = info.network.input
-    channels = 1 if taken == 3 else 3  # before: only `input.channels`, which left the first layer's expect wrong
+    channels = 1 if taken == 3 else 3
     with pytest.raises(BadInput) as refused:
         check_data(synthetic((channels, height, width), classes=2), info.network, info.output_shape[0])
     said = str(refused.value)
@@ -829,5 +829,6 @@ def test_shards_of_other_channels_are_told_how_to_prepare_them_again(tmp_path):
     info = analyse(bundled_specs()["lenet5"])
     data = replace(synthetic((3, 32, 32), classes=2), name=str(tmp_path / "shards"))
     with pytest.raises(BadInput, match=r"have 3 channels but lenet5 takes 1; `alexspec prepare-data SRC DST "
-                                       r"--channels 1` makes shards of 1 or `--set input.channels=3 "):
+                                       r"--channels 1` makes shards of 1 or `--set input.channels=3` makes the "
+                                       r"network take 3"):
         check_data(data, info.network, 10)

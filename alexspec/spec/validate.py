@@ -80,7 +80,12 @@ class _Builder:
             layers=layers, towers=towers, placement=placement, classes=d.get("classes"),
             follows=d.get("follows", ""), description=d.get("description", ""),
             training=training, file=self.doc.file, complete=self.complete,
-            block_uses=self.doc.block_uses if self.complete else ())
+            block_uses=self.doc.block_uses if self.complete else (), input_set=self.input_set())
+
+    def input_set(self) -> str:
+        """The --set arguments that changed the input the spec file gives ("" where none did)."""
+        places = {self.doc.loc(("input", key)).file for key in ("channels", "height", "width")}
+        return ", ".join(sorted(place for place in places if place.startswith("--set ")))
 
     # --- layers -------------------------------------------------------------------------
 

@@ -138,21 +138,10 @@ def _fitting_out(network: ir.Network, classes: int) -> int:
 
 
 def _input_channels_sets(network: ir.Network, channels: int) -> list[str]:
-    """The --set arguments that make `network` take images of `channels`: input.channels, the
-    `expect` of each layer whose input's channels change with it (the image's readers, and the
-    readers of layers that keep the channel count, up to the first conv or linear layer of each
-    path), the normalisation's mean and std as one value a channel (their average), and no colour
-    lighting but for RGB; [] where a layer to change lies inside a block (no --set names it)."""
-    sets, changed, previous = [f"input.channels={channels}"], {ir.IMAGE}, ir.IMAGE
-    for layer in network.layers:
-        if any(name in changed for name in layer.inputs or (previous,)):
-            if not isinstance(layer, (ir.Conv, ir.Linear)):
-                changed.add(layer.name)
-            if layer.expect:
-                if "." in layer.name:
-                    return []
-                sets.append(f"layers.{layer.name}.expect={{}}")
-        previous = layer.name
+    """The --set arguments that make `network` take images of `channels`: input.channels (the
+    expectations written for the file's input are then not checked), the normalisation's mean and
+    std as one value a channel (their average), and no colour lighting but for RGB."""
+    sets = [f"input.channels={channels}"]
     augmentation = network.training.augmentation if network.training else None
     for key in ("mean", "std"):
         values = getattr(augmentation, key, None)

@@ -25,6 +25,7 @@ from alexspec import ir, settings
 from alexspec.builder import Build, build, fit, load_state
 from alexspec.errors import BadInput, TrainingError
 from alexspec.memory_check import batch_warning
+from alexspec.report import unchecked_note
 from alexspec.spec import Document
 from alexspec.train import checkpoint, graphed, run_folder
 from alexspec.train.augment import NetworkInput
@@ -190,7 +191,8 @@ class Trainer:
         self.kernels_compiled = False
         self.classes: Optional[list[str]] = None  # the data's, once opened: each checkpoint records them
         self.schedule = Schedule(self.training, self.epochs)
-        for note in self.schedule.notes() if self.dist.main else ():
+        unchecked = [unchecked_note(self.info)] if self.info.unchecked else []
+        for note in self.schedule.notes() + unchecked if self.dist.main else ():
             log(f"note: {note}")
         self.network_hash = checkpoint.network_hash(self.info)
         self.doc = doc
