@@ -749,6 +749,41 @@ def test_functional_channel_dropout_tied_to_training_imports_as_channel_dropout(
     assert_same_logits(imported, model, (3, 6, 6))
 
 
+class SELayer(nn.Module):
+    """The squeeze-and-excitation layer as senet.pytorch writes it: linear gates on the pooled
+    features, viewed as (b, c, 1, 1) and expanded to the maps they scale."""
+
+    def __init__(self, channels: int, expand: bool = True, merge=torch.mul):
+        super().__init__()
+        self.pool, self.expand, self.merge = nn.AdaptiveAvgPool2d(1), expand, merge
+        self.fc = nn.Sequential(nn.Linear(channels, channels // 4, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(channels // 4, channels, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        b, c, _, _ = x.size()
+        y = self.fc(self.pool(x).view(b, c)).view(b, c, 1, 1)
+        return self.merge(x, y.expand_as(x) if self.expand else y).contiguous()
+
+
+@pytest.mark.parametrize("expand", [True, False], ids=["expand_as", "broadcast"])
+def test_a_gate_viewed_as_per_channel_factors_imports_as_multiply(expand):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), SELayer(8, expand), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 5)).eval()
+    imported = spec_from_torch(model, (3, 6, 6), "net")  # raises unless the logits agree
+    assert [layer["type"] for layer in imported.spec["layers"]] == [
+        "conv", "adaptive_avgpool", "flatten", "linear", "linear", "sigmoid", "multiply", "adaptive_avgpool",
+        "flatten", "linear"]  # each ReLU fused into the layer before it
+    assert [layer["name"] for layer in imported.spec["layers"] if layer["type"] == "flatten"] == ["flatten",
+                                                                                                  "flatten2"]
+    assert analyse(load_text(yaml.safe_dump(imported.spec), "se.yaml")).total_params == \
+        sum(p.numel() for p in model.parameters())
+    assert_same_logits(imported, model, (3, 6, 6))
+    summed = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), SELayer(8, merge=torch.add), nn.Flatten(), nn.Linear(288, 5))
+    with pytest.raises(ImportProblem, match=r"expand_as \(call_method expand_as\) reads view_1, \w+; a spec layer"):
+        spec_from_torch(summed, (3, 6, 6), "net")  # factors added, not multiplied: not a gate
+
+
 def test_a_forward_that_returns_more_while_training_imports_its_inference_forward():
     class WithAuxiliary(nn.Module):  # as GoogLeNet: an auxiliary classifier's logits only in training
         def __init__(self):
@@ -898,8 +933,8 @@ def test_ops_on_the_inputs_size_and_the_models_own_tensors_are_named_as_what_a_s
             return x.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
 
     with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: view \(call_method view\), "
-                                            r"transpose \(call_method transpose\), contiguous"):
-        spec_from_torch(Shuffled(), (3, 4, 4), "net")  # before: "getitem ... reads no value"
+                                            r"transpose \(call_method transpose\), view_1 \(call_method view\);"):
+        spec_from_torch(Shuffled(), (3, 4, 4), "net")  # before: "getitem ... reads no value"; contiguous: no change
 
     class Tokened(nn.Module):  # a ViT's class token: a tensor of the model's, used outside any layer
         def __init__(self):

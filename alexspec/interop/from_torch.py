@@ -13,6 +13,7 @@ output differs, unless they agree: the importer never produces a silently differ
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -299,33 +300,36 @@ class _SpecBuilder:
         self.used_modules: set[str] = set()
         self.namer = _Namer()
         self.stochastic_depth: list[float] = []  # each left-out StochasticDepth's p
-        self.size_values: dict | None = None  # fx node -> the size it computes, where the batch does not change it
+        self._runs: list | None = None  # see runs()
 
     def add(self, node, reads: list) -> None:
         from torch import nn
 
         merge = _merge(node)
         if merge is not None and merge["type"] == "concat" and len(reads) == 1:  # torch.cat([x], 1) is x
-            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            self.alias(node, reads[0])
             return
         if node.op == "get_attr":
             raise ImportProblem(f"the forward uses {node.target}, a tensor of the model's own outside any layer (a "
                                 "class token, a position embedding?); a spec's weights are its layers'")
+        if merge is None and self.is_passthrough(node):  # per image the same value, or the same factors
+            self.alias(node, node.args[0])
+            return
         if merge is None and len(reads) != 1:
             raise ImportProblem(f"{_where(node)} reads {', '.join(a.name for a in reads) or 'no value'}; a spec "
                                 "layer reads one value, or merges two by a sum (+), a product (*) or "
                                 "torch.cat(..., dim=1)")
         if merge is None and (rate := _stochastic_depth(node)) is not None:  # the identity at inference: left out
             self.stochastic_depth.append(rate)
-            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            self.alias(node, reads[0])
             return
         if merge is None and node.op == "call_module" and isinstance(self.traced.get_submodule(node.target),
                                                                       nn.Identity):
-            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            self.alias(node, reads[0])
             return
         layer = {"name": self.namer(merge["type"]), **merge} if merge is not None else self.layer(node)
         if layer is None:  # recorded as unsupported; what reads it goes on, so that every such layer is named
-            self.layer_of[node], self.is_image[node] = self.layer_of[reads[0]], self.is_image[reads[0]]
+            self.alias(node, reads[0])
             return
         read_layers = [self.layer_of[a] for a in reads]
         previous = self.layers[-1] if self.layers else None
@@ -342,11 +346,57 @@ class _SpecBuilder:
                                 "flatten before it (torch.flatten(x, 1))")
         if merge is not None or read_layers != [previous["name"] if previous else "input"]:
             layer["inputs"] = read_layers[0] if len(read_layers) == 1 else read_layers
+        taken, name, n = {spec_layer["name"] for spec_layer in self.layers}, layer["name"], 2
+        while layer["name"] in taken:  # a second flatten: flatten2
+            layer["name"], n = f"{name}{n}", n + 1
         if layer["type"] in ("conv", "linear", "batchnorm"):
             self.sources[layer["name"]] = node.target
         self.layers.append(layer)
         self.outputs[layer["name"]], self.layer_of[node] = node, layer["name"]
         self.is_image[node] = image and layer["type"] not in ("flatten", "global_avgpool", "global_maxpool")
+
+    def alias(self, node, value) -> None:
+        """`node` gives what `value` gives: no layer of its own."""
+        self.layer_of[node], self.is_image[node] = self.layer_of[value], self.is_image[value]
+
+    def is_passthrough(self, node) -> bool:
+        """A view, reshape, expand... a spec needs no layer for: the same shape per image, or per-channel
+        factors (C features, C x 1 x 1, or those expanded to C x H x W) that only products read."""
+        if not _reshapes(node) or _functional_layer(node, _Namer(), lambda value: value) is not None:
+            return False
+        return self.reshaped(node) in ("same", "factors")
+
+    def reshaped(self, node) -> str | None:
+        """What a view/reshape/expand/... node does to its value per image, as the forward's runs at two
+        batches show: "same", "flatten" (C x H x W to features), "factors" (see is_passthrough); else None."""
+        before, after = self.image_shape(node.args[0]), self.image_shape(node)
+        if before is None or after is None:
+            return None
+        if before == after:
+            return "same"
+        if len(before) == 3 and after == (math.prod(before),):
+            return "flatten"
+        channels = before[0]
+        factors = before in ((channels,), (channels, 1, 1)) and len(after) == 3 and after[0] == channels
+        return "factors" if factors and all(_merge(user) == {"type": "multiply"} or (
+            _reshapes(user) and user.args[0] is node and self.reshaped(user) == "factors") for user in node.users) \
+            else None
+
+    def runs(self) -> list[tuple[dict, dict]]:
+        """(sizes, tensor shapes) of each node in eval-mode forwards of batches of 1 and 3 (run once)."""
+        if self._runs is None:
+            self._runs = [_traced_values(self.traced, self.input_shape, batch) for batch in (1, 3)]
+        return self._runs
+
+    def image_shape(self, node) -> tuple | None:
+        """The shape per image of the tensor `node` gives (the same at both batches), else None."""
+        if not hasattr(node, "op"):
+            return None
+        (_, one), (_, three) = self.runs()
+        if node not in one or node not in three or (one[node][:1], three[node][:1]) != ((1,), (3,)) \
+                or one[node][1:] != three[node][1:]:
+            return None
+        return tuple(one[node][1:])
 
     def resolve_sizes(self, value):
         """`value` (an argument, or a tuple or dict of them) with each node that computes a size from
@@ -359,10 +409,8 @@ class _SpecBuilder:
             return {key: self.resolve_sizes(v) for key, v in value.items()}
         if not isinstance(value, torch.fx.Node):
             return value
-        if self.size_values is None:
-            one, three = (_plain_values(self.traced, self.input_shape, batch) for batch in (1, 3))
-            self.size_values = {node: v for node, v in one.items() if three.get(node) == v}
-        resolved = self.size_values.get(value, value)
+        (one, _), (three, _) = self.runs()
+        resolved = one[value] if value in one and three.get(value) == one[value] else value
         return tuple(resolved) if isinstance(resolved, torch.Size) else resolved
 
     def training_only(self) -> list[str]:
@@ -380,6 +428,8 @@ class _SpecBuilder:
 
         if node.op != "call_module":
             layer = _functional_layer(node, self.namer, self.resolve_sizes)
+            if layer is None and _reshapes(node) and self.reshaped(node) == "flatten":  # x.view(b, c) after a 1x1 pool
+                layer = {"name": "flatten", "type": "flatten"}
             if layer is None:
                 self.unsupported.append(_where(node))
             return layer
@@ -399,19 +449,31 @@ class _SpecBuilder:
         return layer
 
 
-def _plain_values(traced, input_shape: tuple[int, int, int], batch: int) -> dict:
-    """The value of each node of `traced` that is not a tensor (sizes and what is computed from
-    them), in an eval-mode forward of `batch` zero images of `input_shape`; none where the forward
-    fails on that batch (its sizes then depend on the batch)."""
+def _reshapes(node) -> bool:
+    """Whether `node` is a view, reshape, expand, unsqueeze, squeeze, flatten or contiguous of its first argument."""
+    import torch
+
+    methods = ("view", "reshape", "expand", "expand_as", "unsqueeze", "squeeze", "flatten", "contiguous")
+    return (node.op == "call_method" and node.target in methods) or (
+        node.op == "call_function" and node.target in (torch.reshape, torch.unsqueeze, torch.squeeze, torch.flatten))
+
+
+def _traced_values(traced, input_shape: tuple[int, int, int], batch: int) -> tuple[dict, dict]:
+    """(the value of each node of `traced` that is not a tensor: sizes and what is computed from them;
+    the shape of each that is), in an eval-mode forward of `batch` zero images of `input_shape`; both
+    empty where the forward fails on that batch (its sizes then depend on the batch)."""
     import torch
     import torch.fx
 
     values: dict = {}
+    shapes: dict = {}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, node):
             value = super().run_node(node)
-            if not isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor):
+                shapes[node] = tuple(value.shape)
+            else:
                 values[node] = value
             return value
 
@@ -421,11 +483,11 @@ def _plain_values(traced, input_shape: tuple[int, int, int], batch: int) -> dict
         with torch.no_grad():
             Recorder(traced).run(torch.zeros(batch, *input_shape))
     except Exception:  # the model's own forward, with sizes that depend on the batch
-        return {}
+        return {}, {}
     finally:
         for module, training in modes.items():
             module.train(training)
-    return values
+    return values, shapes
 
 
 def check_same_function(model, traced, imported: Imported, input_shape: tuple[int, int, int]) -> None:
