@@ -252,6 +252,11 @@ def test_a_new_input_by_set_sets_aside_the_expectations_it_makes_untrue_and_says
     assert result.returncode == 0, result.stderr
     assert "note: conv: `expect` not checked (written for the input the spec file gives, which --set " \
         "input.channels=1 changed)" in result.stdout  # its params: 4 x 1 x 3 x 3 + 4, not 112
+    for command in ("report", "eval", "export"):  # the run's spec, as it ran: its expectations set aside alike
+        result = run_cli(command, str(tmp_path / "run"), *(["-o", str(tmp_path / "net.pt2")] if command == "export"
+                                                            else []))
+        assert result.returncode == 0, result.stderr
+    assert "note: conv: `expect` not checked" in run_cli("report", str(tmp_path / "run")).stdout
     result = run_cli("report", spec, "--set", "layers.conv.out=8")  # not the input: every expectation holds
     assert result.returncode == 2 and "expect.params says 112 but inference gives 224" in result.stderr
 

@@ -16,6 +16,7 @@ def bundled_specs() -> dict[str, Path]:
 
 
 RUN_SPEC = "spec.yaml"  # what a run folder of `alexspec train` holds: the spec as run, its --set values applied
+RECIPE = "config.json"  # and everything else it ran with: its --set arguments (`overrides`), data, devices, ...
 CHECKPOINTS = "checkpoints"  # the folder of a run folder that holds its checkpoints
 
 

@@ -113,7 +113,25 @@ def load_file(path: str | Path) -> Document:
         line = raw[:exc.start].count(b"\n") + 1
         raise SpecError([Problem(Loc(name, line, 1), "", "the file is not UTF-8 text",
                                  "save it as UTF-8")]) from None
-    return load_text(text, name)
+    doc = load_text(text, name)
+    return _as_run(doc, Path(path).parent) if Path(path).name == RUN_SPEC else doc
+
+
+def _as_run(doc: Document, run_dir: Path) -> Document:
+    """A run folder's spec with the `--set input...` its run recorded set again (the values are in it
+    already), so that it loads as it did in the run: expectations written for another input set aside."""
+    import json
+
+    from alexspec.spec.bundled import RECIPE
+    from alexspec.spec.overrides import apply_overrides
+
+    try:
+        overrides = json.loads((run_dir / RECIPE).read_text(encoding="utf-8")).get("overrides") or []
+    except (OSError, ValueError, AttributeError):
+        return doc
+    keys = [(text, text.split("=", 1)[0].strip()) for text in overrides if isinstance(text, str)]
+    inputs = [text for text, key in keys if key == "input" or key.startswith("input.")]
+    return apply_overrides(doc, inputs) if inputs else doc
 
 
 def load_text(text: str, file: str = "<spec>") -> Document:

@@ -14,11 +14,10 @@ from pathlib import Path
 from alexspec import __version__
 from alexspec.errors import BadInput
 from alexspec.fsutil import lock_folder, remove_stray_temporaries, write_atomic
-from alexspec.spec.bundled import RUN_SPEC
+from alexspec.spec.bundled import RECIPE, RUN_SPEC
 
 MARKER = "alexspec-run.json"
 LOCK = ".alexspec-run.lock"  # held by the run writing the folder (see claim)
-RECIPE = "config.json"
 
 
 def is_run_folder(path: Path) -> bool:
