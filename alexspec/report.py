@@ -122,13 +122,13 @@ def report_data(info: NetworkInfo, batch: int = 1, dtype: str = "fp32") -> dict:
 
 def unchecked_note(info: NetworkInfo) -> str:
     """That the `expect` of some layers was not held to: written for the spec file's input, not --set's."""
-    names = info.unchecked
-    return (f"{listed(list(names), 4)}: `expect` not checked (written for the input the spec file gives, which "
+    return (f"{listed(list(info.unchecked), 4)}: `expect` not checked (written for the input the spec file gives, which "
             f"{info.network.input_set} changed)")
 
 
 def notes(info: NetworkInfo) -> list[str]:
-    """Remarks a reader should see: rounded sizes and, for the paper's net, its printed figures."""
+    """Remarks a reader should see: rounded sizes, expectations a new input set aside and, for the
+    paper's net, its printed figures."""
     result = [f"{li.layer.name}: {note}" for li in info.layers for note in li.rounded]
     if info.unchecked:
         result.append(unchecked_note(info))
