@@ -319,6 +319,21 @@ def test_hints_name_the_fix_and_guess_only_at_typos(write_spec, extra, said):
     assert ("did you mean" in result.stderr) == ("kernal" in extra)
 
 
+@pytest.mark.parametrize("layer, said", [
+    ("{name: c, type: Conv2d, out: 4, kernel: 3}", "did you mean 'conv'?"),
+    ("{name: c, type: Dense, out: 4}", "did you mean 'linear'?"),
+    ("{name: c, type: InnerProduct, out: 4}", "did you mean 'linear'?"),
+    ("{name: c, type: mul, inputs: [input, input]}", "did you mean 'multiply'?"),
+    ("{name: c, type: Eltwise, inputs: [input, input]}", "did you mean 'add' or 'multiply'?"),
+    ("{name: c, type: cat, inputs: [input, input]}", "did you mean 'concat'?"),
+    ("{name: c, type: Dropout2d, p: 0.1}", "did you mean 'dropout' (with `channels: true`)?"),
+    ("{name: c, type: conv, out: 4, kernel: 3, activation: swish}", "did you mean 'silu'?"),
+])
+def test_another_framework_s_name_for_a_layer_is_answered_with_this_language_s(write_spec, layer, said):
+    result = run_cli("validate", str(write_spec(spec_text(layer))))
+    assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_one_spelling_for_devices_and_outputs_with_the_old_ones_kept():
     from alexspec.cli import build_parser
 

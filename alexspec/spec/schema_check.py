@@ -179,7 +179,7 @@ def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[
         choices = error.validator_value if kind == "enum" else [error.validator_value]
         shown = ", ".join(str(c) for c in choices)
         return [Problem(where, text, f"{_short(value)} is not one of: {shown}",
-                        did_you_mean(value, [str(c) for c in choices]))]
+                        _foreign_name(value, choices) or did_you_mean(value, [str(c) for c in choices]))]
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         word = {"minimum": "at least", "exclusiveMinimum": "greater than",
                 "maximum": "at most", "exclusiveMaximum": "less than"}[kind]
@@ -202,6 +202,25 @@ def _explain(error: ValidationError, doc: Document, prefix: tuple = ()) -> list[
         return [Problem(where, text, f"expected {sch.get('x-expected', 'another form')}, got {_describe(value)}",
                         _type_hint(value))]
     return [Problem(where, text, error.message)]
+
+
+# What other frameworks (torch, Caffe, Keras) call the layer types and activations a spec names
+# otherwise, where the spelling is too far from this language's for did_you_mean.
+_FOREIGN_NAMES = {
+    "conv2d": ("conv",), "convolution": ("conv",), "dense": ("linear",), "fc": ("linear",),
+    "innerproduct": ("linear",), "localresponsenorm": ("lrn",), "mul": ("multiply",), "prod": ("multiply",),
+    "product": ("multiply",), "eltwise": ("add", "multiply"), "sum": ("add",), "cat": ("concat",),
+    "concatenate": ("concat",), "swish": ("silu",), "pooling": ("maxpool", "avgpool"),
+    "dropout2d": ("dropout",), "batchnorm1d": ("batchnorm",)}
+
+
+def _foreign_name(value, choices) -> str:
+    """'did you mean ...?' where `value` is another framework's name for one of `choices`, else ''."""
+    meant = _FOREIGN_NAMES.get(re.sub(r"[^a-z0-9]", "", value.lower()), ()) if isinstance(value, str) else ()
+    if not meant or not set(meant) <= {str(choice) for choice in choices}:
+        return ""
+    extra = " (with `channels: true`)" if meant == ("dropout",) and "2d" in value.lower() else ""
+    return f"did you mean {' or '.join(repr(name) for name in meant)}{extra}?"
 
 
 def _type_hint(value) -> str:
