@@ -772,8 +772,8 @@ def test_a_gate_viewed_as_per_channel_factors_imports_as_multiply(expand):
                           nn.Flatten(), nn.Linear(8, 5)).eval()
     imported = spec_from_torch(model, (3, 6, 6), "net")  # raises unless the logits agree
     assert [layer["type"] for layer in imported.spec["layers"]] == [
-        "conv", "adaptive_avgpool", "flatten", "linear", "linear", "sigmoid", "multiply", "adaptive_avgpool",
-        "flatten", "linear"]  # each ReLU fused into the layer before it
+        "conv", "adaptive_avgpool", "flatten", "linear", "linear", "multiply", "adaptive_avgpool", "flatten",
+        "linear"]  # the ReLUs and the sigmoid fused into the layer before each
     assert [layer["name"] for layer in imported.spec["layers"] if layer["type"] == "flatten"] == ["flatten",
                                                                                                   "flatten2"]
     assert analyse(load_text(yaml.safe_dump(imported.spec), "se.yaml")).total_params == \
@@ -911,10 +911,20 @@ def test_functional_activations_import_as_their_layers():
     torch.manual_seed(0)
     imported = spec_from_torch(Net(), (3, 4, 4), "net")  # refused unless the spec's outputs are the model's
     assert [layer["type"] for layer in imported.spec["layers"]] == [
-        "conv", "tanh", "sigmoid", "sigmoid", "silu", "relu6", "gelu", "leaky_relu", "tanh", "flatten", "linear"]
-    assert imported.spec["layers"][7]["negative_slope"] == 0.2
+        "conv", "sigmoid", "sigmoid", "silu", "relu6", "gelu", "leaky_relu", "tanh", "flatten", "linear"]
+    assert imported.spec["layers"][0]["activation"] == "tanh"  # fused: nothing else reads the conv's output
+    assert imported.spec["layers"][6]["negative_slope"] == 0.2
     with pytest.raises(ImportProblem, match=r"cannot express these layers in a spec: gelu \(call_function gelu\)"):
         spec_from_torch(Net(tanh_gelu=True), (3, 4, 4), "net")  # the spec's gelu is the exact one
+
+
+def test_an_activation_right_after_a_conv_or_linear_is_fused_where_the_spec_can_say_it():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardswish(), nn.Conv2d(4, 4, 1), nn.LeakyReLU(0.2), nn.Flatten(),
+                          nn.Linear(16, 8), nn.LeakyReLU(), nn.Linear(8, 3), nn.Sigmoid()).eval()
+    imported = spec_from_torch(model, (3, 4, 4), "net")  # refused unless the logits agree
+    assert [(layer["type"], layer.get("activation")) for layer in imported.spec["layers"]] == [
+        ("conv", "hardswish"), ("conv", None), ("leaky_relu", None), ("flatten", None), ("linear", "leaky_relu"),
+        ("linear", "sigmoid")]  # a conv's `activation: leaky_relu` has slope 0.01: 0.2 stays a layer
 
 
 def test_dropout_that_runs_in_eval_mode_too_is_not_imported_as_a_dropout_layer():
@@ -982,6 +992,16 @@ def test_the_forward_order_is_followed_not_the_registration_order():
 def test_an_import_that_would_compute_something_else_is_refused_naming_the_layer():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 10))
     model[2].register_forward_hook(lambda _module, _inputs, output: output * 2)  # invisible to the layer list
+    with pytest.raises(ImportProblem, match="computes something else than the model from layer pool1 on"):
+        spec_from_torch(model, (1, 8, 8), "net")
+
+
+def test_a_difference_small_beside_small_outputs_is_still_a_difference():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 10))
+    with torch.no_grad():
+        model[4].weight.mul_(0.01), model[4].bias.zero_()  # logits of about 0.01, as an untrained net's
+    model[2].register_forward_hook(lambda _module, _inputs, output: output * 1.001)  # a tenth of a percent
     with pytest.raises(ImportProblem, match="computes something else than the model from layer pool1 on"):
         spec_from_torch(model, (1, 8, 8), "net")
 
