@@ -270,6 +270,39 @@ def test_a_caffe_dag_prototxt_imports_as_a_graph_spec():
         spec_from_prototxt(CAFFE_DAG.replace('top: "res" }', 'top: "res" eltwise_param { operation: MAX } }'))
 
 
+# SENet's gate in Caffe, as its authors lay it out: a global pool, two InnerProducts, a Sigmoid,
+# and a Scale of the maps by the factors along axis 0 (each image's channels).
+CAFFE_SE = """
+name: "se"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "se/pool" type: "Pooling" bottom: "conv1" top: "se/pool"
+        pooling_param { pool: AVE global_pooling: true } }
+layer { name: "se/ip1" type: "InnerProduct" bottom: "se/pool" top: "se/ip1" inner_product_param { num_output: 4 } }
+layer { name: "se/relu" type: "ReLU" bottom: "se/ip1" top: "se/ip1" }
+layer { name: "se/ip2" type: "InnerProduct" bottom: "se/ip1" top: "se/ip2" inner_product_param { num_output: 16 } }
+layer { name: "se/sigmoid" type: "Sigmoid" bottom: "se/ip2" top: "se/ip2" }
+layer { name: "se/scale" type: "Scale" bottom: "conv1" bottom: "se/ip2" top: "se/scale" scale_param { axis: 0 } }
+layer { name: "fc" type: "InnerProduct" bottom: "se/scale" top: "fc" inner_product_param { num_output: 10 } }
+"""
+
+
+def test_senet_s_caffe_gate_imports_as_a_multiply_of_the_maps_and_their_factors():
+    from alexspec.interop.caffe import ImportProblem, spec_from_prototxt
+
+    spec = spec_from_prototxt(CAFFE_SE)
+    by_name = {layer["name"]: layer for layer in spec["layers"]}
+    assert by_name["se_scale"]["type"] == "multiply" and by_name["se_scale"]["inputs"] == ["conv1", "se_sigmoid"]
+    info = analyse(load_text(json.dumps(spec), "se.yaml"))
+    shapes = {li.layer.name: li.output_shape for li in info.layers}
+    assert (shapes["se_sigmoid"], shapes["se_scale"], info.output_shape) == ((16,), (16, 8, 8), (10,))
+    with pytest.raises(ImportProblem, match=r"se/scale \(Scale, other than"):  # a learned scale, not a gate
+        spec_from_prototxt(CAFFE_SE.replace("scale_param { axis: 0 }", "scale_param { axis: 0 bias_term: true }"))
+
+
 @pytest.mark.parametrize("name, bundled", [
     ("resnet18", "resnet18"), ("resnet50", "resnet50"), ("googlenet", "googlenet"), ("squeezenet1_0", "squeezenet1_0"),
     ("mobilenet_v2", "mobilenet_v2"), ("densenet121", "densenet121"), ("mobilenet_v3_small", "mobilenet_v3_small"),

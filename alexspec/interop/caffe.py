@@ -136,8 +136,8 @@ def spec_from_prototxt(text: str, name: str | None = None, input_shape: tuple | 
     if reader.unsupported:
         raise ImportProblem(f"cannot express these Caffe layers in a spec: {', '.join(reader.unsupported)}; supported: "
                             "Convolution, ReLU, TanH, Sigmoid, LRN (across channels), Pooling (MAX, AVE, global), "
-                            "BatchNorm (and a Scale with bias after it), Concat, Eltwise (SUM, PROD), InnerProduct, "
-                            "Dropout, Softmax")
+                            "BatchNorm (and a Scale with bias after it), Scale of two blobs (axis 0: SENet's gate), "
+                            "Concat, Eltwise (SUM, PROD), InnerProduct, Dropout, Softmax")
     spec = {"alexspec": 1, "name": re.sub(r"\W", "_", name or str(_one(net, "name", "caffe_net"))),
             "follows": "caffe", "input": {"channels": shape[0], "height": shape[1], "width": shape[2]},
             "layers": reader.layers}
@@ -199,7 +199,14 @@ class _BlobReader:
                 del previous["affine"]
                 previous["note"] += f" and its Scale layer {lname}"
                 return previous["name"]
-            self.unsupported.append(f"{lname} (Scale, other than with a bias right after BatchNorm)")
+            param = _one(raw, "scale_param", {})
+            if len(sources) == 2 and str(_one(param, "axis", 1)) == "0" \
+                    and _one(param, "bias_term", False) in (False, "false"):  # SENet's gate: maps x factors per channel
+                self.append({"name": safe, "type": "multiply", "note": f"from Caffe layer {lname}"}, sources)
+                self.is_image[safe] = self.is_image.get(sources[0], False)
+                return safe
+            self.unsupported.append(f"{lname} (Scale, other than with a bias right after BatchNorm or of two "
+                                    "blobs along axis 0)")
             return None
         layer = self.simple_layer(kind, safe, lname, raw)
         if layer is None:
