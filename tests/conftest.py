@@ -53,6 +53,18 @@ training: {lr: 0.05, batch: 32, epochs: 1}
 """
 
 
+def with_trained_statistics(model):
+    """`model` with the running statistics of its batchnorms as a trained model has them (not the
+    identity a new one starts with), so that an import or a load is checked on them too."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    return model
+
+
 def spec_text(*layer_lines: str, header: str = HEADER) -> str:
     return header + "".join(f"  - {line}\n" for line in layer_lines)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import locate, run_cli
+from conftest import locate, run_cli, with_trained_statistics
 from kernel_helpers import torch
 
 import alexspec
@@ -153,11 +153,7 @@ def test_torchvision_s_squeeze_and_excitation_nets_import_with_their_logits(name
     from alexspec.interop.from_torch import spec_from_torch
 
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None).eval()
-    with torch.no_grad():  # batchnorm statistics as a trained model has them
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    model = with_trained_statistics(getattr(torchvision.models, name)(weights=None).eval())
     imported = spec_from_torch(model, (3, 224, 224), name)
     info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), f"{name}.yaml"))
     assert info.total_params == params  # torchvision's documented num_params for the weights it ships

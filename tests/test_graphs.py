@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import SPECS, run_cli
+from conftest import SPECS, run_cli, with_trained_statistics
 from kernel_helpers import torch
 
 import alexspec
@@ -315,11 +315,7 @@ def test_torchvision_s_graph_models_import_with_their_logits(name, bundled):
 
     torch.manual_seed(0)
     options = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
-    model = getattr(torchvision.models, name)(weights=None, **options).eval()
-    with torch.no_grad():  # batchnorm statistics as a trained model has them
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    model = with_trained_statistics(getattr(torchvision.models, name)(weights=None, **options).eval())
     imported = spec_from_torch(model, (3, 224, 224), name)  # refused unless the built spec gives the model's logits
     info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), f"{name}.yaml"))
     shipped = analyse(SPECS / f"{bundled}.yaml")
@@ -339,11 +335,7 @@ def test_the_bundled_mobilenet_v3_small_with_torchvision_s_weights_gives_its_log
     torchvision = pytest.importorskip("torchvision")
 
     torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v3_small(weights=None).eval()
-    with torch.no_grad():  # batchnorm statistics as a trained model has them
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    model = with_trained_statistics(torchvision.models.mobilenet_v3_small(weights=None).eval())
     built = alexspec.build(SPECS / "mobilenet_v3_small.yaml", backend="torch", devices=["cpu"])
     ours, theirs = built.module.state_dict(), model.state_dict()  # the same tensors, layer by layer, in order
     assert [tuple(value.shape) for value in ours.values()] == [tuple(value.shape) for value in theirs.values()]
@@ -516,11 +508,7 @@ def test_importing_torchvision_s_resnet50_with_its_weights_round_trips_to_its_lo
     from alexspec.train import checkpoint
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet50(weights=None).eval()
-    with torch.no_grad():  # statistics as a trained model has them
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    model = with_trained_statistics(torchvision.models.resnet50(weights=None).eval())
     torch.save(model.state_dict(), tmp_path / "resnet50.pth")  # as a downloaded torchvision file is
     done = run_cli("import", "torchvision:resnet50", "--weights", str(tmp_path / "resnet50.pth"),
                    "-o", str(tmp_path / "r50.yaml"), "--weights-out", str(tmp_path / "r50.pt"))

@@ -19,7 +19,7 @@ from alexspec.ir import Softmax  # noqa: E402
 from alexspec.interop.caffe import spec_from_prototxt  # noqa: E402
 from alexspec.interop.from_torch import ImportProblem, spec_from_torch  # noqa: E402
 from alexspec.spec import analyse, load_text  # noqa: E402
-from conftest import ROOT, SPECS, run_cli  # noqa: E402
+from conftest import ROOT, SPECS, run_cli, with_trained_statistics  # noqa: E402
 
 
 def torchvision_style_alexnet() -> nn.Module:
@@ -307,11 +307,7 @@ def torch_sequentials(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(torch_sequentials())
 def test_random_models_of_the_layers_import_reads_import_with_their_logits_and_parameters(case):
-    model, shape = case
-    with torch.no_grad():  # batchnorm statistics as a trained model has them
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1), module.running_var.uniform_(0.8, 1.2)
+    model, shape = with_trained_statistics(case[0]), case[1]
     imported = spec_from_torch(model, shape, "net")  # refused unless the built spec gives the model's logits
     info = analyse(load_text(yaml.safe_dump(imported.spec, sort_keys=False), "net.yaml"))
     assert info.total_params == sum(p.numel() for p in model.parameters())
