@@ -153,7 +153,8 @@ def test_caffe_batchnorm_and_its_scale_import_as_one_batchnorm():
     assert [layer["type"] for layer in spec["layers"]] == ["conv", "batchnorm", "relu", "batchnorm", "tanh", "flatten",
                                                           "linear"]
     assert alexspec.analyse(load_text(json.dumps(spec), "bn.yaml")).total_params == 216 + 16 + 8 * 16 * 16 * 10 + 10
-    with pytest.raises(ImportProblem, match=r"scale1 \(Scale, other than with a bias right after BatchNorm\)"):
+    with pytest.raises(ImportProblem, match=r"scale1 \(Scale, other than with a bias right after BatchNorm or of "
+                                            r"two blobs along axis 0\)"):
         spec_from_prototxt(CAFFE_BN.replace("scale_param { bias_term: true }", ""))
 
 
